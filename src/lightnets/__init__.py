@@ -1,0 +1,24 @@
+"""lightnets: lightweight CNNs built to their papers, measured, trained and deployed."""
+
+from lightnets.errors import LightnetsError
+from lightnets.models import create_model, get_model_entry, list_models
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LightnetsError",
+    "__version__",
+    "create_model",
+    "get_model_entry",
+    "list_models",
+    "profile",
+]
+
+
+def __getattr__(name: str):
+    # Lazy, so `import lightnets` stays light and analysis can import models freely.
+    if name == "profile":
+        from lightnets.analysis import profile
+
+        return profile
+    raise AttributeError(f"module 'lightnets' has no attribute {name!r}")

@@ -1,0 +1,52 @@
+"""The interface every lightnets model implements (timm's conventions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class LightweightNet(nn.Module):
+    """Base class of the zoo.
+
+    Subclasses implement :meth:`forward_features` (the convolutional trunk, returning a feature
+    map), :meth:`forward_head` (pooling and classifier, returning logits) and
+    :meth:`reset_classifier`. The builder in the registry sets :attr:`hparams`, a dict of plain
+    values from which ``create_model(**model.hparams)`` rebuilds the same network.
+    """
+
+    #: (channels, height, width) the network was designed for.
+    default_input_size: tuple[int, int, int] = (3, 224, 224)
+    #: Number of channels that :meth:`forward_features` returns.
+    num_features: int = 0
+    num_classes: int = 1000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hparams: dict[str, Any] = {}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a freshly initialised one for ``num_classes`` classes.
+
+        Keeps :attr:`num_classes` and :attr:`hparams` in step, so the model still rebuilds.
+        """
+        from lightnets.models.registry import validate_num_classes
+
+        validate_num_classes(num_classes)
+        self._reset_classifier(num_classes)
+        self.num_classes = num_classes
+        self.hparams["num_classes"] = num_classes
+
+    def _reset_classifier(self, num_classes: int) -> None:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

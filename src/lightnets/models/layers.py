@@ -1,0 +1,88 @@
+"""Building blocks shared by every family: one implementation of each idea."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor``, never going below 90% of it.
+
+    This is the rounding rule of the MobileNet V2 reference implementation (TensorFlow slim's
+    ``_make_divisible``), used wherever a width multiplier scales a channel count.
+    """
+    if min_value is None:
+        min_value = divisor
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class ConvBNAct(nn.Sequential):
+    """Convolution, BatchNorm, activation: the unit every paper here is built from.
+
+    A ``Sequential`` (children ``0``, ``1``, ``2``) so that its state-dict keys line up with
+    torchvision's ``Conv2dNormActivation``. ``activation=None`` gives a linear bottleneck
+    (MobileNet V2, Section 3.2); ``norm=False`` gives a plain convolution with bias.
+    Padding is ``(kernel_size - 1) // 2`` ("same" for odd kernels).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        activation: type[nn.Module] | None = nn.ReLU,
+        norm: bool = True,
+    ) -> None:
+        layers: list[nn.Module] = [
+            nn.Conv2d(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride=stride,
+                padding=(kernel_size - 1) // 2,
+                groups=groups,
+                bias=not norm,
+            )
+        ]
+        if norm:
+            layers.append(nn.BatchNorm2d(out_channels))
+        if activation is not None:
+            layers.append(activation(inplace=True))
+        super().__init__(*layers)
+        self.out_channels = out_channels
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet V1, Section 3.1: reshape channels to (groups, n), transpose, flatten.
+
+    Written without reading the batch size or spatial size, so that it scripts and exports with
+    dynamic shapes.
+    """
+    return x.unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
+
+
+class ChannelShuffle(nn.Module):
+    """Module form of :func:`channel_shuffle`, so profilers can attribute it to a layer."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return channel_shuffle(x, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
+class GlobalAvgPool(nn.Module):
+    """Global average pooling to a (N, C) tensor, valid for any input resolution."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))

@@ -73,3 +73,27 @@ def input_size_from_args(args: argparse.Namespace, model: LightweightNet) -> tup
     if size < 1:
         raise InvalidArgumentError(f"--input-size must be >= 1, got {size}")
     return (channels, size, size)
+
+
+def looks_like_checkpoint(name: str) -> bool:
+    """True when NAME refers to a file (a checkpoint) rather than a registered model name."""
+    from pathlib import Path
+
+    return name.endswith((".pt", ".pth")) or "/" in name or Path(name).is_file()
+
+
+def model_or_checkpoint_from_args(
+    args: argparse.Namespace,
+) -> tuple[LightweightNet, dict[str, Any] | None]:
+    """Build NAME from the model flags, or load it when NAME is a checkpoint file.
+
+    Returns the model in eval mode and the checkpoint dict (None for a fresh model).
+    """
+    if looks_like_checkpoint(args.name):
+        from lightnets.train.checkpoint import model_from_checkpoint
+
+        model, state = model_from_checkpoint(args.name)
+        return model, state
+    model = model_from_args(args)
+    model.eval()
+    return model, None

@@ -1,0 +1,1 @@
+"""Complexity analysis: params, MACs, memory traffic, roofline."""

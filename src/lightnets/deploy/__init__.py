@@ -1,0 +1,1 @@
+"""Fast inference: BN folding, export, quantization, benchmarking, prediction."""

@@ -1,0 +1,1 @@
+"""Training: recipes, the trainer loop, checkpoints, distributed runs, metrics."""

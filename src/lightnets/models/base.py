@@ -1,7 +1,5 @@
 """The interface every lightnets model implements (timm's conventions)."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import torch

@@ -1,0 +1,295 @@
+"""Batch loaders: sharding across ranks, seeded shuffling, augmentation on the device.
+
+In-memory data sets (CIFAR, (Fashion-)MNIST, synthetic) are indexed a batch at a time straight
+from their uint8 tensor (copied once to an accelerator, when training on one); image folders are
+decoded by a :class:`torch.utils.data.DataLoader` with worker processes. Either way the loader
+then augments and normalises the whole uint8 batch on the training device (``augment.py``).
+
+Reproducibility: the permutation of an epoch derives only from (seed, epoch) -- the same on
+every rank -- and the augmentation only from (seed, epoch, rank), each through its own
+:class:`torch.Generator`; so resuming at epoch k replays exactly the batches of a straight run.
+
+Sharding (like ``DistributedSampler``): for training, the permutation is padded by repeating
+its start to a multiple of ``world_size`` and rank r takes every ``world_size``-th index from r,
+so all ranks see the same number of samples; for evaluation, rank r takes images r, r + W, ...
+in order, without padding: the shards are disjoint and their union is exactly the data set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lightnets.data import augment
+from lightnets.data.dataset import ImageDataset, TensorImageDataset
+from lightnets.data.folder import ImageFolderDataset
+from lightnets.data.splits import DataSplits
+from lightnets.errors import DataError, InvalidArgumentError
+
+# Data sets up to this size are copied whole to an accelerator once, then indexed there.
+DEVICE_CACHE_BYTES = 4 << 30
+_PERMUTATION, _AUGMENT = 0, 1
+
+
+def derive_seed(*values: int) -> int:
+    """A 63-bit seed mixed from integers (numpy's SeedSequence), for torch.Generator."""
+    state = np.random.SeedSequence([v % (1 << 64) for v in values]).generate_state(1, np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
+def shard_indices(
+    num_images: int,
+    *,
+    train: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> torch.Tensor:
+    """Indices rank ``rank`` visits in epoch ``epoch`` (see the module docstring)."""
+    if not train:
+        return torch.arange(rank, num_images, world_size)
+    gen = torch.Generator().manual_seed(derive_seed(seed, epoch, _PERMUTATION))
+    perm = torch.randperm(num_images, generator=gen)
+    total = -(-num_images // world_size) * world_size
+    if total > num_images:
+        repeats = -(-total // num_images)
+        perm = torch.cat([perm] * repeats)[:total]
+    return perm[rank:total:world_size]
+
+
+class _FolderSource(Dataset):
+    """Adapter for DataLoader workers: index -> (uint8 image, error message or None)."""
+
+    def __init__(self, dataset: ImageFolderDataset, train: bool) -> None:
+        self.dataset = dataset
+        self.train = train
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str | None]:
+        return self.dataset.load(index, self.train)
+
+
+def _collate(items: list[tuple[torch.Tensor, str | None]]) -> tuple[torch.Tensor, list[str]]:
+    return torch.stack([image for image, _ in items]), [e for _, e in items if e is not None]
+
+
+class BatchLoader:
+    """Iterates (images float32 (N, 3, H, W) normalised and augmented on ``device``, labels int64).
+
+    Build it with :func:`make_loader`. Call :meth:`set_epoch` before each epoch.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        splits: DataSplits,
+        *,
+        batch_size: int,
+        train: bool,
+        device: torch.device,
+        seed: int,
+        rank: int,
+        world_size: int,
+        drop_last: bool,
+        cutout: int,
+        random_erasing: float,
+        num_workers: int,
+        channels_last: bool,
+        padding_mode: str,
+    ) -> None:
+        self.dataset = dataset
+        self.splits = splits
+        self.batch_size = batch_size
+        self.train = train
+        self.device = device
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.drop_last = drop_last
+        self.cutout = cutout
+        self.random_erasing = random_erasing
+        self.num_workers = num_workers
+        self.channels_last = channels_last
+        self.padding_mode = padding_mode
+        self.epoch = 0
+        self._device_images: torch.Tensor | None = None
+        n = len(dataset)
+        self.num_samples = -(-n // world_size) if train else len(range(rank, n, world_size))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose permutation and augmentation the next iteration replays."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise InvalidArgumentError(f"epoch={epoch!r} is not allowed; use an integer >= 0")
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return -(-self.num_samples // self.batch_size)
+
+    def indices(self) -> torch.Tensor:
+        """The dataset indices this rank visits this epoch, in order."""
+        return shard_indices(
+            len(self.dataset),
+            train=self.train,
+            seed=self.seed,
+            epoch=self.epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
+
+    def _batches(self) -> list[torch.Tensor]:
+        batches = [b for b in self.indices().split(self.batch_size) if len(b)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return batches
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator().manual_seed(
+            derive_seed(self.seed, self.epoch, self.rank, _AUGMENT)
+        )
+        labels = self.dataset.labels
+        for index, images in self._uint8_batches():
+            targets = labels[index].to(self.device, non_blocking=True)
+            yield self.transform(images, generator), targets
+
+    def _uint8_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batches = self._batches()
+        if isinstance(self.dataset, TensorImageDataset):
+            source = self._source_images()
+            for index in batches:
+                yield index, source[index.to(source.device)].to(self.device, non_blocking=True)
+            return
+        if not isinstance(self.dataset, ImageFolderDataset):
+            raise TypeError(f"unsupported dataset type {type(self.dataset).__name__}")
+        loader = DataLoader(
+            _FolderSource(self.dataset, self.train),
+            batch_sampler=[b.tolist() for b in batches],
+            num_workers=self.num_workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+        )
+        for index, (images, errors) in zip(batches, loader, strict=True):
+            if errors:
+                raise DataError(errors[0])
+            yield index, images.to(self.device, non_blocking=True)
+
+    def _source_images(self) -> torch.Tensor:
+        images = self.dataset.images  # type: ignore[attr-defined]
+        if self.device.type == "cpu" or images.numel() > DEVICE_CACHE_BYTES:
+            return images
+        if self._device_images is None:
+            self._device_images = images.to(self.device)
+        return self._device_images
+
+    def transform(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """uint8 batch -> float32 network input: augment (train), normalise, 3 channels, size."""
+        splits = self.splits
+        size = splits.input_size[1]
+        if self.train and splits.augmentation == "resized_crop":
+            x = augment.random_resized_crop_flip(images, size, generator, flip=splits.hflip)
+            c = x.shape[1]
+            mean = torch.tensor(splits.mean[:c], device=x.device).view(1, c, 1, 1)
+            std = torch.tensor(splits.std[:c], device=x.device).view(1, c, 1, 1)
+            x = x.div_(255.0).sub_(mean).div_(std)
+        else:
+            if self.train and (splits.crop_padding > 0 or splits.hflip):
+                images = augment.random_crop_flip(
+                    images,
+                    splits.crop_padding,
+                    generator,
+                    flip=splits.hflip,
+                    padding_mode=self.padding_mode,
+                )
+            x = augment.normalize(images, splits.mean, splits.std)
+            x = augment.resize(x, size)
+        if self.train and self.cutout > 0:
+            x = augment.cutout(x, self.cutout, generator)
+        if self.train and self.random_erasing > 0:
+            x = augment.random_erasing(x, self.random_erasing, generator)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.contiguous(memory_format=memory_format)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidArgumentError(f"{name}={value!r} is not allowed; use an integer >= {minimum}")
+    return value
+
+
+def make_loader(
+    dataset: ImageDataset,
+    splits: DataSplits,
+    *,
+    batch_size: int,
+    train: bool,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool | None = None,
+    cutout: int = 0,
+    random_erasing: float = 0.0,
+    num_workers: int = 0,
+    channels_last: bool = False,
+    padding_mode: str = "zeros",
+) -> BatchLoader:
+    """A :class:`BatchLoader` over ``dataset`` (one of ``splits``' train / val / test).
+
+    ``train=True``: shuffled each epoch, augmented (``splits.augmentation``, plus ``cutout``
+    pixels / ``random_erasing`` probability if set), padded shards, ``drop_last`` by default.
+    ``train=False``: in order, normalised only, disjoint shards. ``padding_mode`` of the random
+    crop: ``"zeros"`` (default) or ``"reflect"``. ``num_workers`` decode image folders.
+    """
+    _check_int("batch_size", batch_size, 1)
+    _check_int("world_size", world_size, 1)
+    _check_int("seed", seed, 0)
+    _check_int("cutout", cutout, 0)
+    _check_int("num_workers", num_workers, 0)
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise InvalidArgumentError(f"rank={rank!r} is not allowed; use 0..{world_size - 1}")
+    if not 0.0 <= float(random_erasing) <= 1.0:
+        raise InvalidArgumentError(
+            f"random_erasing={random_erasing!r} is not allowed; use a probability in [0, 1]"
+        )
+    if padding_mode not in augment.PADDING_MODES:
+        raise InvalidArgumentError(
+            f"padding_mode={padding_mode!r} is not allowed; use one of "
+            f"{', '.join(augment.PADDING_MODES)}"
+        )
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidArgumentError(f"device={device!r} is not a torch device") from exc
+    loader = BatchLoader(
+        dataset,
+        splits,
+        batch_size=batch_size,
+        train=train,
+        device=device,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        drop_last=train if drop_last is None else bool(drop_last),
+        cutout=cutout,
+        random_erasing=float(random_erasing),
+        num_workers=num_workers,
+        channels_last=channels_last,
+        padding_mode=padding_mode,
+    )
+    if train and len(dataset) and len(loader) == 0:
+        raise InvalidArgumentError(
+            f"batch_size={batch_size} is larger than the "
+            f"{loader.num_samples} training images per process; use a "
+            f"smaller batch size or drop_last=False"
+        )
+    return loader

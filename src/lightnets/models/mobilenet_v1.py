@@ -1,1 +1,151 @@
-"""(being written)"""
+"""MobileNet V1.
+
+Howard et al., "MobileNets: Efficient Convolutional Neural Networks for Mobile Vision
+Applications", arXiv:1704.04861 (2017). The network is Table 1: a standard 3x3 convolution
+followed by 13 depthwise separable convolutions (Figure 3: depthwise 3x3, BN, ReLU, pointwise 1x1,
+BN, ReLU), global average pooling and a fully connected layer. Section 3.3 defines the width
+multiplier alpha (``width_mult``) and the resolution multiplier rho, which here is simply the
+input size: pooling is global, so any input of 32 px or more works.
+
+4,231,976 parameters at alpha = 1 with 1000 classes: convolutions without bias, each followed by
+BatchNorm (2 parameters per channel), and a fully connected layer with bias.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lightnets.errors import InvalidArgumentError
+from lightnets.models.base import LightweightNet
+from lightnets.models.layers import ConvBNAct, make_divisible
+from lightnets.models.registry import HParam, register_model
+
+#: Table 1, first row: "Conv / s2, 3x3x3x32".
+STEM_CHANNELS = 32
+#: Table 1, the 13 depthwise separable layers as (pointwise output channels, depthwise stride).
+#: The table prints "Conv dw / s2" for the last depthwise layer although its input and output are
+#: both 7x7; that stride is 1, as in every reference implementation.
+DEPTHWISE_SEPARABLE_SETTING: list[tuple[int, int]] = [
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
+]
+#: Width rounding: every width is ``make_divisible(c * alpha, 8)`` (the MobileNet V2 reference
+#: rule). For the paper's multipliers 1, 0.75, 0.5 and 0.25 every scaled width is already a
+#: multiple of 8, so the paper's networks are reproduced exactly; other multipliers round to the
+#: nearest multiple of 8, never below 8 nor below 90% of the exact width.
+ROUND_NEAREST = 8
+
+
+def scaled_width(channels: int, width_mult: float) -> int:
+    """Width of a layer of ``channels`` channels at width multiplier ``width_mult``."""
+    return make_divisible(channels * width_mult, ROUND_NEAREST)
+
+
+class DepthwiseSeparableConv(nn.Module):
+    """Figure 3 (right): depthwise 3x3 conv, BN, ReLU, then pointwise 1x1 conv, BN, ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.dw = ConvBNAct(in_channels, in_channels, 3, stride=stride, groups=in_channels)
+        self.pw = ConvBNAct(in_channels, out_channels, 1)
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pw(self.dw(x))
+
+
+class MobileNetV1(LightweightNet):
+    """MobileNet V1 (Table 1) with width multiplier ``width_mult`` (Section 3.3).
+
+    ``variant="imagenet"``: the stem is a 3x3 convolution with stride 2 (total stride 32, 7x7
+    features at 224 px). ``variant="cifar"``: the stem is the same 3x3 convolution with stride 1,
+    so it keeps the full 32x32 resolution; the depthwise layers stride as in Table 1 (total stride
+    16, 2x2 features at 32 px). The classifier is global average pooling, dropout
+    (p = ``drop_rate``; 0 by default: Section 4 trains with little regularisation, and the
+    reference TensorFlow code keeps 99.9% of activations) and a linear layer with bias.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        width_mult: float = 1.0,
+        variant: str = "imagenet",
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.drop_rate = drop_rate
+        stem_stride = 1 if variant == "cifar" else 2
+        in_channels = scaled_width(STEM_CHANNELS, width_mult)
+        layers: list[nn.Module] = [ConvBNAct(3, in_channels, 3, stride=stem_stride)]
+        for channels, stride in DEPTHWISE_SEPARABLE_SETTING:
+            out_channels = scaled_width(channels, width_mult)
+            layers.append(DepthwiseSeparableConv(in_channels, out_channels, stride))
+            in_channels = out_channels
+        self.features = nn.Sequential(*layers)
+        self.num_features = in_channels
+        self.classifier = self._make_classifier(num_classes)
+        self.default_input_size = (3, 32, 32) if variant == "cifar" else (3, 224, 224)
+        self._init_weights()
+
+    def _make_classifier(self, num_classes: int) -> nn.Sequential:
+        fc = nn.Linear(self.num_features, num_classes)
+        nn.init.normal_(fc.weight, 0.0, 0.01)
+        nn.init.zeros_(fc.bias)
+        return nn.Sequential(nn.Dropout(p=self.drop_rate), fc)
+
+    def _init_weights(self) -> None:
+        # As MobileNet V2's reference implementation (the paper gives no initialisation).
+        for m in self.features.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean((2, 3))
+        if pre_logits:
+            return x
+        return self.classifier(x)
+
+    def _reset_classifier(self, num_classes: int) -> None:
+        self.classifier = self._make_classifier(num_classes)
+
+
+@register_model(
+    "mobilenet_v1",
+    paper="Howard et al., MobileNets, arXiv:1704.04861 (2017), Table 1",
+    hparams={
+        "width_mult": HParam(
+            1.0,
+            float,
+            "width multiplier alpha (paper: 1, 0.75, 0.5, 0.25); channels rounded to multiples "
+            "of 8",
+            positive=True,
+        ),
+        "drop_rate": HParam(0.0, float, "dropout before the classifier, in [0, 1)"),
+    },
+)
+def mobilenet_v1(
+    *, num_classes: int, variant: str, width_mult: float, drop_rate: float
+) -> MobileNetV1:
+    if not 0.0 <= drop_rate < 1.0:
+        raise InvalidArgumentError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
+    return MobileNetV1(
+        num_classes=num_classes, width_mult=width_mult, variant=variant, drop_rate=drop_rate
+    )

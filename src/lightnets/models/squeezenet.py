@@ -1,1 +1,280 @@
-"""(being written)"""
+"""SqueezeNet v1.0 and v1.1.
+
+Iandola et al., "SqueezeNet: AlexNet-level accuracy with 50x fewer parameters and <0.5MB model
+size", arXiv:1602.07360 (2016). Table 1 gives the v1.0 macro-architecture; v1.1 is the reference
+implementation's revision (3x3 stem with 64 filters, max-pools moved earlier: 2.4x fewer MACs, same
+accuracy). Section 6 adds bypass connections around Fire modules.
+
+The layer structure is torchvision's (``features`` / ``classifier``, Fire modules with
+``squeeze``, ``expand1x1`` and ``expand3x3``), so with ``bypass="none"`` and ``batch_norm=False``
+the state dict maps tensor for tensor onto torchvision's trained weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lightnets.errors import InvalidArgumentError
+from lightnets.models.base import LightweightNet
+from lightnets.models.registry import HParam, register_model
+
+# The macro-architectures as data (paper Table 1 for v1.0). Each row is a layer of ``features``:
+#   ("conv", out_channels, kernel, stride)  the stem, followed by its ReLU
+#   ("pool",)                                3x3 max-pool, stride 2, ceil_mode (as in Caffe)
+#   ("fire", s1x1, e1x1, e3x3)               Fire module: squeeze, then expand 1x1 | expand 3x3
+# Fire modules are numbered fire2 ... fire9 in the paper, in the order they appear.
+SQUEEZENET_CFGS: dict[str, list[tuple]] = {
+    "1_0": [
+        ("conv", 96, 7, 2),
+        ("pool",),
+        ("fire", 16, 64, 64),  # fire2
+        ("fire", 16, 64, 64),  # fire3
+        ("fire", 32, 128, 128),  # fire4
+        ("pool",),
+        ("fire", 32, 128, 128),  # fire5
+        ("fire", 48, 192, 192),  # fire6
+        ("fire", 48, 192, 192),  # fire7
+        ("fire", 64, 256, 256),  # fire8
+        ("pool",),
+        ("fire", 64, 256, 256),  # fire9
+    ],
+    "1_1": [
+        ("conv", 64, 3, 2),
+        ("pool",),
+        ("fire", 16, 64, 64),  # fire2
+        ("fire", 16, 64, 64),  # fire3
+        ("pool",),
+        ("fire", 32, 128, 128),  # fire4
+        ("fire", 32, 128, 128),  # fire5
+        ("pool",),
+        ("fire", 48, 192, 192),  # fire6
+        ("fire", 48, 192, 192),  # fire7
+        ("fire", 64, 256, 256),  # fire8
+        ("fire", 64, 256, 256),  # fire9
+    ],
+}
+
+#: Section 6: simple bypass (identity) around the Fire modules whose input and output widths match.
+SIMPLE_BYPASS_FIRES = (3, 5, 7, 9)
+#: Section 6: complex bypass (1x1 convolution) around the remaining Fire modules.
+COMPLEX_BYPASS_FIRES = (2, 4, 6, 8)
+
+BYPASS_CHOICES = ("none", "simple", "complex")
+
+#: CIFAR variant: kernel of the stride-1 stem (both versions), as in the widely used CIFAR ports.
+CIFAR_STEM_KERNEL = 3
+
+
+def _conv(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+    batch_norm: bool = False,
+) -> nn.Module:
+    """A plain convolution with bias (the paper), or convolution + BatchNorm without bias."""
+    if not batch_norm:
+        return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False),
+        nn.BatchNorm2d(out_channels),
+    )
+
+
+class Fire(nn.Module):
+    """Fire module (Section 3.2): a 1x1 squeeze layer feeding a mix of 1x1 and 3x3 expand filters.
+
+    ``bypass`` is ``None``, ``"simple"`` (identity shortcut, input and output widths must match)
+    or ``"complex"`` (a 1x1 convolution on the shortcut), Section 6 and Figure 2. The shortcut is
+    added to the concatenated, already rectified, expand outputs.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        squeeze_channels: int,
+        expand1x1_channels: int,
+        expand3x3_channels: int,
+        batch_norm: bool = False,
+        bypass: str | None = None,
+    ) -> None:
+        super().__init__()
+        out_channels = expand1x1_channels + expand3x3_channels
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.squeeze = _conv(in_channels, squeeze_channels, 1, batch_norm=batch_norm)
+        self.squeeze_activation = nn.ReLU(inplace=True)
+        self.expand1x1 = _conv(squeeze_channels, expand1x1_channels, 1, batch_norm=batch_norm)
+        self.expand1x1_activation = nn.ReLU(inplace=True)
+        self.expand3x3 = _conv(
+            squeeze_channels, expand3x3_channels, 3, padding=1, batch_norm=batch_norm
+        )
+        self.expand3x3_activation = nn.ReLU(inplace=True)
+        self.bypass: nn.Module | None
+        if bypass is None:
+            self.bypass = None
+        elif bypass == "simple":
+            if in_channels != out_channels:
+                raise ValueError(
+                    f"simple bypass needs equal widths, got {in_channels}->{out_channels}"
+                )
+            self.bypass = nn.Identity()
+        elif bypass == "complex":
+            self.bypass = _conv(in_channels, out_channels, 1, batch_norm=batch_norm)
+        else:
+            raise ValueError(f"unknown bypass {bypass!r}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.squeeze_activation(self.squeeze(x))
+        out = torch.cat(
+            [
+                self.expand1x1_activation(self.expand1x1(s)),
+                self.expand3x3_activation(self.expand3x3(s)),
+            ],
+            1,
+        )
+        if self.bypass is not None:
+            out = out + self.bypass(x)
+        return out
+
+
+class SqueezeNet(LightweightNet):
+    """SqueezeNet v1.0 / v1.1 (Table 1), optionally with bypass (Section 6) and BatchNorm.
+
+    ``variant="imagenet"``: the paper's network; a 224x224 input gives a 13x13 map before the
+    classifier (both versions). ``variant="cifar"``: the stem is a 3x3 convolution with
+    stride 1 and padding 1 (v1.0 keeps its 96 filters, v1.1 its 64) and the max-pool after the
+    stem is replaced by an identity, so the stem keeps the full 32x32 resolution; the two later
+    max-pools downsample as in the paper (32 -> 16 -> 8). The identity keeps the layer indices
+    of ``features`` equal to the ImageNet network's, so Fire weights transfer by key.
+
+    ``batch_norm=True`` puts BatchNorm (and drops the bias) after every convolution of
+    ``features`` (stem, squeeze, expand, complex bypass); the classifier's 1x1 convolution,
+    whose outputs are the class scores, keeps its bias and has no BatchNorm.
+
+    The classifier is the paper's conv10: dropout (p = ``drop_rate``, 0.5 in the paper, after
+    fire9), a 1x1 convolution to ``num_classes`` channels, ReLU, global average pooling.
+    """
+
+    def __init__(
+        self,
+        version: str = "1_0",
+        num_classes: int = 1000,
+        variant: str = "imagenet",
+        bypass: str = "none",
+        batch_norm: bool = False,
+        drop_rate: float = 0.5,
+    ) -> None:
+        super().__init__()
+        cfg = SQUEEZENET_CFGS[version]
+        self.version = version
+        self.drop_rate = drop_rate
+        cifar = variant == "cifar"
+        layers: list[nn.Module] = []
+        channels = 3
+        fire_index = 2
+        seen_fire = False
+        for row in cfg:
+            kind = row[0]
+            if kind == "conv":
+                _, out_channels, kernel, stride = row
+                if cifar:
+                    kernel, stride = CIFAR_STEM_KERNEL, 1
+                padding = (kernel - 1) // 2 if cifar else 0
+                layers.append(
+                    _conv(channels, out_channels, kernel, stride, padding, batch_norm=batch_norm)
+                )
+                layers.append(nn.ReLU(inplace=True))
+                channels = out_channels
+            elif kind == "pool":
+                if cifar and not seen_fire:
+                    layers.append(nn.Identity())
+                else:
+                    layers.append(nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True))
+            else:
+                _, squeeze, e1, e3 = row
+                block_bypass = None
+                if bypass in ("simple", "complex") and fire_index in SIMPLE_BYPASS_FIRES:
+                    block_bypass = "simple"
+                elif bypass == "complex" and fire_index in COMPLEX_BYPASS_FIRES:
+                    block_bypass = "complex"
+                fire = Fire(channels, squeeze, e1, e3, batch_norm=batch_norm, bypass=block_bypass)
+                layers.append(fire)
+                channels = fire.out_channels
+                fire_index += 1
+                seen_fire = True
+        self.features = nn.Sequential(*layers)
+        self.num_features = channels
+        self.classifier = self._make_classifier(num_classes)
+        self.default_input_size = (3, 32, 32) if cifar else (3, 224, 224)
+        self._init_weights()
+
+    def _make_classifier(self, num_classes: int) -> nn.Sequential:
+        final_conv = nn.Conv2d(self.num_features, num_classes, kernel_size=1)
+        nn.init.normal_(final_conv.weight, mean=0.0, std=0.01)
+        nn.init.zeros_(final_conv.bias)
+        return nn.Sequential(
+            nn.Dropout(p=self.drop_rate),
+            final_conv,
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d((1, 1)),
+        )
+
+    def _init_weights(self) -> None:
+        # torchvision's initialisation: Kaiming-uniform convolutions, zero biases; the final
+        # convolution is drawn from N(0, 0.01) in _make_classifier.
+        for m in self.features.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if pre_logits:
+            return x.mean((2, 3))
+        return torch.flatten(self.classifier(x), 1)
+
+    def _reset_classifier(self, num_classes: int) -> None:
+        self.classifier = self._make_classifier(num_classes)
+
+
+PAPER = "Iandola et al., SqueezeNet, arXiv:1602.07360 (2016)"
+
+HPARAMS = {
+    "bypass": HParam(
+        "none",
+        str,
+        "bypass connections (Section 6): simple = identity around fire3/5/7/9, "
+        "complex = also 1x1 conv around fire2/4/6/8",
+        choices=BYPASS_CHOICES,
+    ),
+    "batch_norm": HParam(False, bool, "BatchNorm after every convolution of the trunk"),
+    "drop_rate": HParam(0.5, float, "dropout before the conv10 classifier, in [0, 1)"),
+}
+
+
+def _build(version: str, num_classes: int, variant: str, **hparams) -> SqueezeNet:
+    drop_rate = hparams["drop_rate"]
+    if not 0.0 <= drop_rate < 1.0:
+        raise InvalidArgumentError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
+    return SqueezeNet(version, num_classes=num_classes, variant=variant, **hparams)
+
+
+@register_model("squeezenet1_0", paper=PAPER + ", Table 1", hparams=HPARAMS)
+def squeezenet1_0(*, num_classes: int, variant: str, **hparams) -> SqueezeNet:
+    """SqueezeNet v1.0: 7x7/2 stem with 96 filters, max-pools after conv1, fire4 and fire8."""
+    return _build("1_0", num_classes, variant, **hparams)
+
+
+@register_model("squeezenet1_1", paper=PAPER + ", v1.1 (reference implementation)", hparams=HPARAMS)
+def squeezenet1_1(*, num_classes: int, variant: str, **hparams) -> SqueezeNet:
+    """SqueezeNet v1.1: 3x3/2 stem with 64 filters, max-pools after conv1, fire3 and fire5."""
+    return _build("1_1", num_classes, variant, **hparams)

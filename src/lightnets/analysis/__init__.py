@@ -1,1 +1,12 @@
-"""Complexity analysis: params, MACs, memory traffic, roofline."""
+"""Complexity analysis: params, MACs, memory traffic, roofline.
+
+``profile(model, input_size)`` runs one forward pass and returns a :class:`Profile` with one
+:class:`LayerRecord` per executed operation; :mod:`lightnets.analysis.formulas` holds the
+closed-form costs of DESIGN.md; :mod:`~lightnets.analysis.timing`,
+:mod:`~lightnets.analysis.roofline` and :mod:`~lightnets.analysis.compare` relate them to speed.
+"""
+
+from lightnets.analysis.counter import profile
+from lightnets.analysis.report import CONVENTIONS, LayerRecord, Profile, TypeShare
+
+__all__ = ["CONVENTIONS", "LayerRecord", "Profile", "TypeShare", "profile"]

@@ -1,0 +1,285 @@
+"""Side-by-side cost of several networks: counted (params, MACs, memory) and measured (latency).
+
+ShuffleNet V2 (Ma et al. 2018, Section 1) argues that FLOPs are an indirect measure of speed:
+two networks with the same MACs can run at very different speeds, because memory access and
+the degree of parallelism differ. :func:`compare` puts the counts and a real batch-1 latency on
+this machine side by side, with the papers' ImageNet top-1 where they report one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from lightnets.analysis.counter import profile
+from lightnets.analysis.reference import PaperFigure, paper_figure
+from lightnets.analysis.report import format_count
+from lightnets.analysis.timing import (
+    LatencyStats,
+    cpu_name,
+    measure_latency,
+    torch_threads,
+    validate_threads,
+)
+from lightnets.errors import InvalidArgumentError
+
+__all__ = ["DEFAULT_SPECS", "Comparison", "ComparisonRow", "ModelSpec", "compare", "parse_spec"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model name and the hyperparameters that differ from its defaults."""
+
+    name: str
+    hparams: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.hparams)
+
+    @property
+    def label(self) -> str:
+        """``mobilenet_v1 0.5x``, ``shufflenet_v1 1x g=8``: the papers' way of naming them."""
+        from lightnets.models import get_model_entry
+
+        entry = get_model_entry(self.name)
+        values = {**entry.defaults, **self.kwargs}
+        parts = []
+        if "width_mult" in values:
+            parts.append(f"{values['width_mult']:g}x")
+        if "groups" in values:
+            parts.append(f"g={values['groups']}")
+        for key, value in self.hparams:
+            if key not in ("width_mult", "groups"):
+                parts.append(f"{key}={value}")
+        return " ".join([self.name, *parts])
+
+
+def parse_spec(text: str) -> ModelSpec:
+    """``NAME`` or ``NAME:key=value,key=value`` (e.g. ``mobilenet_v1:width_mult=0.5``)."""
+    name, _, rest = text.partition(":")
+    hparams: list[tuple[str, Any]] = []
+    for item in filter(None, rest.split(",")):
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise InvalidArgumentError(
+                f"cannot read {text!r}: write NAME or NAME:key=value[,key=value]"
+            )
+        hparams.append((key.strip().replace("-", "_"), _parse_value(raw.strip())))
+    return ModelSpec(name.strip(), tuple(hparams))
+
+
+def _parse_value(raw: str) -> Any:
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+#: Every zoo family at its default, plus the widths the papers' trade-off curves are made of.
+DEFAULT_SPECS: tuple[ModelSpec, ...] = (
+    ModelSpec("squeezenet1_0"),
+    ModelSpec("squeezenet1_1"),
+    ModelSpec("mobilenet_v1"),
+    ModelSpec("mobilenet_v1", (("width_mult", 0.5),)),
+    ModelSpec("mobilenet_v1", (("width_mult", 0.25),)),
+    ModelSpec("mobilenet_v2"),
+    ModelSpec("mobilenet_v2", (("width_mult", 1.4),)),
+    ModelSpec("shufflenet_v1"),
+    ModelSpec("shufflenet_v1", (("groups", 8),)),
+    ModelSpec("shufflenet_v2", (("width_mult", 0.5),)),
+    ModelSpec("shufflenet_v2"),
+    ModelSpec("shufflenet_v2", (("width_mult", 2.0),)),
+)
+
+
+@dataclass
+class ComparisonRow:
+    """One network: counts at batch 1, float32, and the measured batch-1 latency."""
+
+    label: str
+    name: str
+    hparams: dict[str, Any]
+    input_size: int
+    params: int
+    macs: int
+    flops: int
+    memory_access: int
+    elementwise_ops: int
+    weights_bytes_fp32: int
+    weights_bytes_int8: int
+    peak_activation_bytes: int
+    latency: LatencyStats | None = None
+    paper: PaperFigure | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["latency"] = self.latency.to_dict() if self.latency else None
+        data["paper"] = asdict(self.paper) if self.paper else None
+        if self.paper:
+            data["paper"]["hparams"] = dict(self.paper.hparams)
+        return data
+
+
+@dataclass
+class Comparison:
+    rows: list[ComparisonRow]
+    input_size: int
+    threads: int
+    device: str = "cpu"
+    conventions: dict[str, str] = field(
+        default_factory=lambda: {
+            "macs": "multiply-accumulates of convolutions and linear layers (papers' FLOPs)",
+            "flops": "2 x macs",
+            "memory_access": "bytes read + written by all operations, float32, batch 1",
+            "weights_bytes_fp32": "4 bytes per parameter",
+            "weights_bytes_int8": "1 byte per parameter (quantization scales left out)",
+            "peak_activation_bytes": "largest total of live activations, float32, batch 1",
+            "latency": "batch-1 forward pass, torch.inference_mode, median of repeated calls",
+            "paper": "the paper's ImageNet figures for the same configuration, if any",
+        }
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input_size": self.input_size,
+            "threads": self.threads,
+            "device": self.device,
+            "torch": torch.__version__,
+            "conventions": self.conventions,
+            "rows": [row.to_dict() for row in self.rows],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def _cells(self, row: ComparisonRow) -> list[str]:
+        paper_macs = row.paper.macs if row.paper and row.paper.macs else None
+        return [
+            row.label,
+            f"{row.params / 1e6:.2f}M",
+            f"{row.macs / 1e6:.0f}M",
+            f"{paper_macs / 1e6:.0f}M" if paper_macs else "",
+            f"{row.flops / 1e6:.0f}M",
+            f"{row.memory_access / 1e6:.1f}",
+            f"{row.weights_bytes_fp32 / 1e6:.1f} / {row.weights_bytes_int8 / 1e6:.1f}",
+            f"{row.peak_activation_bytes / 1e6:.1f}",
+            f"{row.latency.median_ms:.1f}" if row.latency else "",
+            f"{row.paper.top1:.1f}" if row.paper and row.paper.top1 is not None else "",
+        ]
+
+    HEADERS = (
+        "model",
+        "params",
+        "MACs",
+        "paper MACs",
+        "FLOPs",
+        "memory access (MB)",
+        "weights MB fp32 / int8",
+        "peak activations (MB)",
+        "latency (ms)",
+        "paper top-1",
+    )
+
+    def to_markdown(self) -> str:
+        lines = [
+            "| " + " | ".join(self.HEADERS) + " |",
+            "|---|" + "---:|" * (len(self.HEADERS) - 1),
+        ]
+        lines += ["| " + " | ".join(self._cells(row)) + " |" for row in self.rows]
+        return "\n".join(lines) + "\n"
+
+    def rich_table(self):
+        from rich.table import Table
+
+        table = Table(
+            title=f"lightnets zoo at {self.input_size}x{self.input_size}, batch 1, float32",
+            header_style="bold",
+        )
+        for header in self.HEADERS:
+            table.add_column(header, justify="left" if header == "model" else "right")
+        for row in self.rows:
+            table.add_row(*self._cells(row))
+        table.caption = (
+            f"MACs = multiply-accumulates (the papers' FLOPs); FLOPs = 2 x MACs. Latency: "
+            f"median batch-1 forward pass on {self.device} with {self.threads} "
+            f"thread{'s' if self.threads != 1 else ''}."
+        )
+        return table
+
+
+def compare(
+    specs: Sequence[ModelSpec | str] | None = None,
+    *,
+    input_size: int | None = None,
+    latency: bool = True,
+    latency_seconds: float = 1.0,
+    threads: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Comparison:
+    """Profile every spec (ImageNet variant, 1000 classes), then time each at batch 1 on CPU.
+
+    All models are built and profiled before any timing starts, so a bad name or an input size
+    too small for one of them fails fast. ``threads`` sets torch's thread count for the timing
+    (default: leave it as it is).
+    """
+    from lightnets.models import create_model
+
+    specs = [parse_spec(s) if isinstance(s, str) else s for s in (specs or DEFAULT_SPECS)]
+    if input_size is not None and (
+        isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1
+    ):
+        raise InvalidArgumentError(f"input size must be an integer >= 1, got {input_size!r}")
+    validate_threads(threads)
+    models = []
+    rows: list[ComparisonRow] = []
+    for spec in specs:
+        model = create_model(spec.name, **spec.kwargs).eval()
+        size = input_size if input_size is not None else model.default_input_size[-1]
+        prof = profile(model, (model.default_input_size[0], size, size))
+        hparams = {k: v for k, v in model.hparams.items() if k not in ("name",)}
+        rows.append(
+            ComparisonRow(
+                label=spec.label,
+                name=spec.name,
+                hparams=hparams,
+                input_size=size,
+                params=prof.params,
+                macs=prof.macs,
+                flops=prof.flops,
+                memory_access=prof.memory_access,
+                elementwise_ops=prof.elementwise_ops,
+                weights_bytes_fp32=prof.params * 4,
+                weights_bytes_int8=prof.params,
+                peak_activation_bytes=prof.peak_activation_bytes,
+                paper=paper_figure(spec.name, model.hparams, size),
+            )
+        )
+        models.append(model)
+    with torch_threads(threads) as used:
+        if latency:
+            for row, model in zip(rows, models, strict=True):
+                if progress:
+                    progress(f"timing {row.label} ({format_count(row.macs)} MACs)")
+                x = torch.randn(1, 3, row.input_size, row.input_size)
+                with torch.inference_mode():
+                    row.latency = measure_latency(
+                        lambda m=model, x=x: m(x),
+                        warmup=3,
+                        min_iters=10,
+                        min_seconds=latency_seconds,
+                    )
+    return Comparison(
+        rows=rows,
+        input_size=rows[0].input_size if rows else 0,
+        threads=used,
+        device=f"cpu ({cpu_name()})",
+    )

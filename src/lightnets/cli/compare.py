@@ -1,0 +1,93 @@
+"""``lightnets compare``: the zoo side by side, counted and measured."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="params, MACs, memory and measured latency of several models side by side",
+        description="Profile and time several models (default: every family at its default "
+        "and the widths of the papers' trade-off curves) at batch 1 on this CPU, beside the "
+        "papers' ImageNet figures. NAME may carry hyperparameters: mobilenet_v1:width_mult=0.5.",
+    )
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="models to compare, NAME or NAME:key=value[,key=value]",
+    )
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="input height and width in pixels (default: each model's, 224)",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="write a figure: MACs vs latency, MACs vs the papers' top-1",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=1.0,
+        help="minimum timing duration per model (default: 1.0)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads while timing (default: torch's default; 1 on a busy machine)",
+    )
+    parser.add_argument("--no-latency", action="store_true", help="count only, do not time")
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON")
+    fmt.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lightnets.analysis.compare import compare
+    from lightnets.analysis.plots import check_writable, plot_comparison, save_figure
+    from lightnets.errors import InvalidArgumentError
+
+    if args.input_size is not None and args.input_size < 1:
+        raise InvalidArgumentError(f"--input-size must be >= 1, got {args.input_size}")
+    if not args.seconds > 0:
+        raise InvalidArgumentError(f"--seconds must be > 0, got {args.seconds}")
+    if args.plot:
+        check_writable(args.plot)
+    interactive = not (args.json or args.markdown) and sys.stderr.isatty()
+
+    def progress(message: str) -> None:
+        if interactive:
+            print(message, file=sys.stderr)
+
+    result = compare(
+        args.names or None,
+        input_size=args.input_size,
+        latency=not args.no_latency,
+        latency_seconds=args.seconds,
+        threads=args.threads,
+        progress=progress,
+    )
+    if args.plot:
+        save_figure(plot_comparison(result), args.plot)
+    if args.json:
+        print(result.to_json())
+    elif args.markdown:
+        sys.stdout.write(result.to_markdown())
+    else:
+        from rich.console import Console
+
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=160)
+        console.print(result.rich_table())
+        if args.plot:
+            console.print(f"figure written to {args.plot}")
+    return 0

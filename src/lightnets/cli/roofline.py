@@ -1,0 +1,82 @@
+"""``lightnets roofline``: every conv and linear layer of a network on this machine's roofline."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lightnets.cli.common import (
+    add_model_arguments,
+    input_size_from_args,
+    model_or_checkpoint_from_args,
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "roofline",
+        help="measure this machine's roofs, time every layer, place it on the roofline",
+        description="Measure this machine's peak float32 compute (a large 3x3 convolution) and "
+        "memory bandwidth (a large copy), time every convolution and linear layer of NAME "
+        "alone on its input shape, and report which are compute-bound and which memory-bound, "
+        "and how far each runs below its attainable speed.",
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--plot", metavar="FILE.png", help="write the roofline figure")
+    parser.add_argument(
+        "--peak-seconds",
+        type=float,
+        default=3.0,
+        help="time spent measuring the machine's roofs (default: 3)",
+    )
+    parser.add_argument(
+        "--layer-seconds",
+        type=float,
+        default=0.05,
+        help="minimum timing duration per layer (default: 0.05)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for all measurements (default: torch's default)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lightnets.analysis import profile
+    from lightnets.analysis.plots import check_writable, plot_roofline, save_figure
+    from lightnets.analysis.roofline import measure_machine_peak, roofline
+    from lightnets.analysis.timing import torch_threads
+    from lightnets.errors import InvalidArgumentError
+
+    for flag in ("peak_seconds", "layer_seconds"):
+        if not getattr(args, flag) > 0:
+            raise InvalidArgumentError(f"--{flag.replace('_', '-')} must be > 0")
+    if args.plot:
+        check_writable(args.plot)
+    model, _ = model_or_checkpoint_from_args(args)
+    size = input_size_from_args(args, model)
+    profile(model, size)  # refuse impossible sizes before the measurement starts
+    if not args.json and sys.stderr.isatty():
+        print("measuring this machine's peak compute and bandwidth...", file=sys.stderr)
+    with torch_threads(args.threads):
+        peak = measure_machine_peak("cpu", seconds=args.peak_seconds)
+        result = roofline(model, size, peak=peak, seconds_per_layer=args.layer_seconds)
+    if args.plot:
+        save_figure(plot_roofline(result), args.plot)
+    if args.json:
+        print(result.to_json())
+        return 0
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(result.rich_table())
+    console.print(f"roofs: {result.peak.method}")
+    if args.plot:
+        console.print(f"figure written to {args.plot}")
+    return 0

@@ -1,0 +1,84 @@
+"""``lightnets eval``: top-1/top-5 accuracy of a training checkpoint on a data set split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from lightnets.data import DATASET_NAMES
+
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint: top-1 / top-5 accuracy and loss",
+        description="Evaluate a training checkpoint (its EMA weights when it has them). The data "
+        "set, its location and its validation split default to the checkpoint's.",
+    )
+    parser.add_argument(
+        "--checkpoint", required=True, metavar="PATH", help="a checkpoint, e.g. RUN_DIR/best.pt"
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=DATASET_NAMES,
+        default=None,
+        help="default: the data set the checkpoint was trained on",
+    )
+    parser.add_argument("--data-dir", default=None, help="where the data set lives")
+    parser.add_argument("--split", choices=("test", "val", "train"), default="test")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    parser.add_argument("--amp", choices=("bf16", "fp16", "none"), default="none")
+    parser.add_argument("--per-class", action="store_true", help="also the accuracy of each class")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"top1", "top5", "loss", "images"} (fractions) as JSON',
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lightnets.train.evaluate import evaluate_checkpoint
+
+    result, classes = evaluate_checkpoint(
+        args.checkpoint,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        split=args.split,
+        batch_size=args.batch_size,
+        device=args.device,
+        per_class=args.per_class,
+        amp=args.amp,
+    )
+    if args.json:
+        data = result.to_dict()
+        if result.per_class is not None:
+            data["per_class"] = {
+                name: (None if math.isnan(acc) else acc)
+                for name, acc in zip(classes, result.per_class, strict=True)
+            }
+        print(json.dumps(data))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"{args.checkpoint}: {args.split} split", highlight=False)
+    table = Table()
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("top-1", f"{100 * result.top1:.2f}%")
+    table.add_row("top-5", f"{100 * result.top5:.2f}%")
+    table.add_row("loss", f"{result.loss:.4f}")
+    table.add_row("images", f"{result.images}")
+    console.print(table)
+    if result.per_class is not None:
+        per = Table()
+        per.add_column("class")
+        per.add_column("top-1", justify="right")
+        for name, acc in zip(classes, result.per_class, strict=True):
+            per.add_row(str(name), "-" if math.isnan(acc) else f"{100 * acc:.2f}%")
+        console.print(per)
+    return 0

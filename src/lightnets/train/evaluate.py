@@ -1,0 +1,153 @@
+"""Evaluation: top-1/top-5 accuracy and cross-entropy over a data set, reduced across ranks."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lightnets.errors import InvalidArgumentError
+from lightnets.train.distributed import DistContext, all_reduce_sum
+from lightnets.train.metrics import EvalResult, topk_correct
+
+SPLITS = ("test", "val", "train")
+
+
+def autocast_context(device: torch.device, amp: str):
+    """bf16 autocast on CPU or CUDA, fp16 autocast on CUDA, or nothing."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    num_classes: int,
+    device: torch.device,
+    amp: str = "none",
+    ctx: DistContext | None = None,
+    per_class: bool = False,
+) -> EvalResult:
+    """Evaluate ``model`` (switched to eval mode) on every batch of ``loader``.
+
+    Each rank sums its loss, correct predictions and image count; the sums are all-reduced, so
+    with a loader that shards without duplicates the result is that of a single process.
+    """
+    ctx = ctx or DistContext(device=device)
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, images
+    class_correct = torch.zeros(num_classes, dtype=torch.float64, device=device)
+    class_total = torch.zeros(num_classes, dtype=torch.float64, device=device)
+    try:
+        for images, targets in loader:
+            with autocast_context(device, amp):
+                logits = model(images)
+            logits = logits.float()
+            loss = F.cross_entropy(logits, targets, reduction="sum")
+            top1, top5 = topk_correct(logits, targets, (1, 5))
+            sums += torch.stack(
+                [
+                    loss.double(),
+                    top1.double(),
+                    top5.double(),
+                    torch.tensor(targets.numel(), dtype=torch.float64, device=device),
+                ]
+            )
+            if per_class:
+                hit = logits.argmax(1).eq(targets).double()
+                class_correct.index_add_(0, targets, hit)
+                class_total.index_add_(0, targets, torch.ones_like(hit))
+    finally:
+        model.train(was_training)
+    all_reduce_sum(sums, ctx)
+    if per_class:
+        all_reduce_sum(class_correct, ctx)
+        all_reduce_sum(class_total, ctx)
+    loss_sum, top1_sum, top5_sum, count = sums.tolist()
+    if count == 0:
+        return EvalResult(float("nan"), float("nan"), float("nan"), 0, [] if per_class else None)
+    classes = None
+    if per_class:
+        classes = [
+            (c / t) if t > 0 else float("nan")
+            for c, t in zip(class_correct.tolist(), class_total.tolist(), strict=True)
+        ]
+    return EvalResult(loss_sum / count, top1_sum / count, top5_sum / count, int(count), classes)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    dataset: str | None = None,
+    data_dir: str | Path | None = None,
+    split: str = "test",
+    batch_size: int = 256,
+    device: str | None = None,
+    per_class: bool = False,
+    amp: str = "none",
+) -> tuple[EvalResult, list[str]]:
+    """Evaluate a training checkpoint (EMA weights when it has them) on a split of a data set.
+
+    The data set, its normalisation and its validation carve-out default to the checkpoint's,
+    so ``split="val"`` is the very split the run picked its best epoch on. Returns the result
+    and the class names.
+    """
+    from lightnets.data import load_splits
+    from lightnets.train.checkpoint import model_from_checkpoint
+    from lightnets.train.distributed import resolve_device
+
+    if split not in SPLITS:
+        raise InvalidArgumentError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+    if batch_size < 1:
+        raise InvalidArgumentError(f"batch size must be >= 1, got {batch_size}")
+    if amp not in ("none", "bf16", "fp16"):
+        raise InvalidArgumentError(f"unknown amp mode {amp!r}; allowed: none, bf16, fp16")
+    kind = resolve_device(device)
+    model, state = model_from_checkpoint(checkpoint)
+    stored = state.get("dataset") or {}
+    config = state.get("config") or {}
+    name = dataset or stored.get("name")
+    if name is None:
+        raise InvalidArgumentError(f"{checkpoint} names no data set: pass --dataset")
+    same_data = name == stored.get("name")
+    if data_dir is None and same_data:
+        data_dir = config.get("data_dir")
+    image_size = None
+    if stored.get("input_size") and same_data:
+        image_size = int(stored["input_size"][-1])
+    splits = load_splits(
+        name,
+        data_dir,
+        val_size=config.get("val_size") if same_data else None,
+        seed=int(config.get("seed", 0)) if same_data else 0,
+        image_size=image_size,
+    )
+    if len(splits.classes) != model.num_classes:
+        raise InvalidArgumentError(
+            f"{name} has {len(splits.classes)} classes but the checkpoint's model has "
+            f"{model.num_classes} outputs"
+        )
+    from lightnets.data import make_loader
+
+    torch_device = torch.device(kind)
+    model.to(torch_device)
+    data = getattr(splits, split)
+    loader = make_loader(data, splits, batch_size=batch_size, train=False, device=torch_device)
+    result = evaluate(
+        model,
+        loader,
+        num_classes=model.num_classes,
+        device=torch_device,
+        amp=amp,
+        per_class=per_class,
+    )
+    return result, list(splits.classes)

@@ -1,0 +1,69 @@
+"""The training-curves figure of a run (loss, top-1 accuracy, learning rate per epoch)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def plot_training_curves(
+    history: Sequence[dict[str, Any]], path: str | Path, *, title: str = ""
+) -> Path:
+    """Draw ``metrics.jsonl`` records to a PNG at ``path`` (written atomically); returns it.
+
+    Uses matplotlib's object API with the Agg canvas, so no display or global backend is needed.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    epochs = [r["epoch"] for r in history]
+
+    def series(key: str, scale: float = 1.0) -> list[float]:
+        return [float("nan") if r.get(key) is None else scale * r[key] for r in history]
+
+    has_val = any(r.get("val_top1") is not None for r in history)
+    fig = Figure(figsize=(13, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
+    marker = "o" if len(epochs) <= 30 else None
+
+    ax_loss.plot(epochs, series("train_loss"), marker=marker, label="train")
+    if has_val:
+        ax_loss.plot(epochs, series("val_loss"), marker=marker, label="validation")
+    ax_loss.set_title("loss (cross-entropy)")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.legend()
+
+    ax_acc.plot(epochs, series("train_top1", 100), marker=marker, label="train top-1")
+    if has_val:
+        ax_acc.plot(epochs, series("val_top1", 100), marker=marker, label="validation top-1")
+        ax_acc.plot(
+            epochs, series("val_top5", 100), marker=marker, linestyle="--", label="validation top-5"
+        )
+    ax_acc.set_title("accuracy (%)")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.legend()
+
+    ax_lr.plot(epochs, series("lr"), marker=marker, color="tab:gray")
+    ax_lr.set_title("learning rate (last step of the epoch)")
+    ax_lr.set_xlabel("epoch")
+    for ax in (ax_loss, ax_acc, ax_lr):
+        ax.grid(alpha=0.3)
+        if len(epochs) <= 12:
+            ax.set_xticks(epochs)
+    if title:
+        fig.suptitle(title)
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

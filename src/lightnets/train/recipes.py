@@ -1,0 +1,291 @@
+"""Training recipes as data: optimiser, learning-rate schedule and regularisation in one record.
+
+``cifar`` is the recipe behind the CIFAR-100 figures widely reported for these networks
+(SGD with momentum 0.9, lr 0.1, weight decay 5e-4, lr x0.2 at 30%/60%/80% of 200 epochs,
+batch 128, one warm-up epoch). ``cosine`` is a linear warm-up followed by cosine annealing
+(Loshchilov & Hutter, SGDR, Section 3, without restarts). ``onecycle`` is Smith & Topin's
+one-cycle policy (Super-Convergence, Section 3): the lr rises from lr/div_factor to lr over
+the first ``pct_start`` of training, then anneals to lr/(div_factor*final_div_factor), both by
+cosine, as in ``torch.optim.lr_scheduler.OneCycleLR`` (momentum is not cycled).
+
+Every schedule steps once per iteration, so warm-up works for runs of a few epochs, and its
+whole state is the iteration counter: it resumes exactly from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+
+from lightnets.errors import InvalidArgumentError
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("step", "cosine", "onecycle")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every hyperparameter of a training run that is not the model or the data."""
+
+    name: str
+    epochs: int = 200
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    #: Apply weight decay to BatchNorm parameters and biases too (off by default: decaying them
+    #: only shrinks the scale of normalised activations, see Goyal et al. 2017, Section 5.1).
+    decay_norm_and_bias: bool = False
+    schedule: str = "step"
+    warmup_epochs: float = 1.0
+    #: ``step`` schedule: the lr is multiplied by ``gamma`` at these fractions of the epochs.
+    milestones: tuple[float, ...] = (0.3, 0.6, 0.8)
+    gamma: float = 0.2
+    #: ``cosine`` schedule: the lr it anneals to.
+    min_lr: float = 0.0
+    #: ``onecycle`` schedule (OneCycleLR's parameters).
+    pct_start: float = 0.3
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    label_smoothing: float = 0.0
+    clip_grad: float | None = None
+    ema_decay: float | None = None
+
+    def replace(self, **overrides: Any) -> Recipe:
+        """A copy with ``overrides`` applied (``None`` values leave a field as it is)."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise InvalidArgumentError(
+                f"unknown recipe field {', '.join(unknown)}; allowed: {', '.join(sorted(names))}"
+            )
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        if "milestones" in changes:
+            changes["milestones"] = tuple(float(m) for m in changes["milestones"])
+        return dataclasses.replace(self, **changes).validate()
+
+    def validate(self) -> Recipe:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise InvalidArgumentError(message)
+
+        def finite(value: Any) -> bool:
+            return (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            )
+
+        check(
+            isinstance(self.epochs, int) and self.epochs >= 1,
+            f"epochs must be an integer >= 1, got {self.epochs!r}",
+        )
+        check(
+            isinstance(self.batch_size, int) and self.batch_size >= 1,
+            f"batch size must be an integer >= 1, got {self.batch_size!r}",
+        )
+        check(finite(self.lr) and self.lr > 0, f"lr must be > 0, got {self.lr!r}")
+        check(
+            self.optimizer in OPTIMIZERS,
+            f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}",
+        )
+        check(
+            self.schedule in SCHEDULES,
+            f"unknown schedule {self.schedule!r}; allowed: {', '.join(SCHEDULES)}",
+        )
+        check(
+            finite(self.momentum) and 0 <= self.momentum < 1,
+            f"momentum must be in [0, 1), got {self.momentum!r}",
+        )
+        check(not self.nesterov or self.momentum > 0, "nesterov needs a momentum > 0")
+        check(
+            finite(self.weight_decay) and self.weight_decay >= 0,
+            f"weight decay must be >= 0, got {self.weight_decay!r}",
+        )
+        check(
+            finite(self.warmup_epochs) and self.warmup_epochs >= 0,
+            f"warm-up epochs must be >= 0, got {self.warmup_epochs!r}",
+        )
+        check(
+            all(finite(m) and 0 < m < 1 for m in self.milestones)
+            and list(self.milestones) == sorted(self.milestones),
+            f"milestones must be increasing fractions in (0, 1), got {list(self.milestones)}",
+        )
+        check(
+            finite(self.gamma) and 0 < self.gamma <= 1,
+            f"gamma must be in (0, 1], got {self.gamma!r}",
+        )
+        check(
+            finite(self.min_lr) and 0 <= self.min_lr < self.lr,
+            f"min lr must be in [0, lr), got {self.min_lr!r}",
+        )
+        check(
+            finite(self.pct_start) and 0 < self.pct_start < 1,
+            f"pct_start must be in (0, 1), got {self.pct_start!r}",
+        )
+        check(
+            finite(self.div_factor) and self.div_factor >= 1,
+            f"div_factor must be >= 1, got {self.div_factor!r}",
+        )
+        check(
+            finite(self.final_div_factor) and self.final_div_factor >= 1,
+            f"final_div_factor must be >= 1, got {self.final_div_factor!r}",
+        )
+        check(
+            finite(self.label_smoothing) and 0 <= self.label_smoothing < 1,
+            f"label smoothing must be in [0, 1), got {self.label_smoothing!r}",
+        )
+        check(
+            self.clip_grad is None or (finite(self.clip_grad) and self.clip_grad > 0),
+            f"gradient clipping norm must be > 0, got {self.clip_grad!r}",
+        )
+        check(
+            self.ema_decay is None or (finite(self.ema_decay) and 0 < self.ema_decay < 1),
+            f"EMA decay must be in (0, 1), got {self.ema_decay!r}",
+        )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, not tuples) for checkpoints and JSON."""
+        data = dataclasses.asdict(self)
+        data["milestones"] = list(self.milestones)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["milestones"] = tuple(kwargs.get("milestones", ()))
+        return cls(**kwargs).validate()
+
+
+RECIPES: dict[str, Recipe] = {
+    "cifar": Recipe(name="cifar"),
+    "cosine": Recipe(name="cosine", schedule="cosine", warmup_epochs=5.0, nesterov=True),
+    "onecycle": Recipe(
+        name="onecycle", schedule="onecycle", epochs=30, warmup_epochs=0.0, nesterov=True
+    ),
+}
+
+
+def get_recipe(name: str, **overrides: Any) -> Recipe:
+    """The named recipe with ``overrides`` applied (``None`` values are ignored)."""
+    if name not in RECIPES:
+        raise InvalidArgumentError(f"unknown recipe {name!r}; allowed: {', '.join(RECIPES)}")
+    return RECIPES[name].replace(**overrides)
+
+
+def parameter_groups(
+    model: nn.Module, weight_decay: float, decay_norm_and_bias: bool
+) -> list[dict]:
+    """Split parameters into a decayed group and an undecayed one (BatchNorm and biases).
+
+    Every parameter with fewer than two dimensions is a BatchNorm scale/shift or a bias.
+    """
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 and not decay_norm_and_bias:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, recipe.weight_decay, recipe.decay_norm_and_bias)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov
+        )
+    return torch.optim.AdamW(groups, lr=recipe.lr)
+
+
+class RecipeSchedule(LRScheduler):
+    """The recipe's learning rate as a closed-form function of the iteration number.
+
+    ``last_epoch`` counts optimiser steps (torch's name, kept so the base class works). Its state
+    is plain numbers, so it is saved in checkpoints and reloaded with ``weights_only=True``.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        recipe: Recipe,
+        steps_per_epoch: int,
+        last_epoch: int = -1,
+    ) -> None:
+        self.configure(recipe, steps_per_epoch)
+        super().__init__(optimizer, last_epoch)
+
+    def configure(self, recipe: Recipe, steps_per_epoch: int) -> None:
+        """Set the schedule's shape from ``recipe`` (also after loading a saved state)."""
+        if steps_per_epoch < 1:
+            raise InvalidArgumentError(
+                "the training set gives no full batch: lower --batch-size or use more images"
+            )
+        self.schedule = recipe.schedule
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = recipe.epochs * steps_per_epoch
+        self.warmup_steps = round(recipe.warmup_epochs * steps_per_epoch)
+        self.milestone_steps = [
+            round(m * recipe.epochs) * steps_per_epoch for m in recipe.milestones
+        ]
+        self.gamma = recipe.gamma
+        self.min_factor = recipe.min_lr / recipe.lr
+        self.pct_start = recipe.pct_start
+        self.div_factor = recipe.div_factor
+        self.final_div_factor = recipe.final_div_factor
+
+    def restore(self, state: dict[str, Any], recipe: Recipe, steps_per_epoch: int) -> None:
+        """Load a saved state, keep ``recipe``'s shape, and set the optimiser's lr to match."""
+        self.load_state_dict(state)
+        self.configure(recipe, steps_per_epoch)
+        lrs = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        self._last_lr = lrs
+
+    def factor(self, step: int) -> float:
+        """Multiplier of the peak lr at iteration ``step`` (0-based)."""
+        if self.schedule == "onecycle":
+            rise = max(1, round(self.pct_start * self.total_steps))
+            start = 1.0 / self.div_factor
+            end = start / self.final_div_factor
+            if step < rise:
+                return _cosine(start, 1.0, step / rise)
+            fall = max(1, self.total_steps - 1 - rise)  # the last step takes the final lr
+            return _cosine(1.0, end, min(1.0, (step - rise) / fall))
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.schedule == "step":
+            passed = sum(step >= m for m in self.milestone_steps)
+            return self.gamma**passed
+        span = max(1, self.total_steps - self.warmup_steps)
+        return _cosine(1.0, self.min_factor, min(1.0, (step - self.warmup_steps) / span))
+
+    def get_lr(self) -> list[float]:
+        f = self.factor(self.last_epoch)
+        return [base * f for base in self.base_lrs]
+
+
+def _cosine(start: float, end: float, t: float) -> float:
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_epoch: int
+) -> RecipeSchedule:
+    return RecipeSchedule(optimizer, recipe, steps_per_epoch)

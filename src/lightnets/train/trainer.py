@@ -1,0 +1,594 @@
+"""The training loop: one process or data-parallel under torchrun, resumable bit for bit.
+
+A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch), ``last.pt``
+(every epoch, and on Ctrl-C), ``best.pt`` (best validation top-1), and at the end
+``summary.json`` (test accuracy of the best weights, evaluated once) and ``curves.png``.
+
+Exact resume: the data loader draws its shuffling and augmentation from (seed, epoch, rank)
+alone, and a checkpoint holds every other piece of state (weights, optimiser, per-iteration
+schedule, gradient scaler, EMA, the torch and Python RNGs of every rank, the metric history),
+so ``--resume`` continues as if the run had never stopped. A Ctrl-C mid-epoch saves the
+position inside the epoch too; the resumed run skips the batches already trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightnets.errors import CheckpointError, InvalidArgumentError, LightnetsError
+from lightnets.models import create_model
+from lightnets.train.checkpoint import load_checkpoint, save_checkpoint
+from lightnets.train.config import BEST_CHECKPOINT, LAST_CHECKPOINT, TrainConfig
+from lightnets.train.distributed import (
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+    resolve_device,
+    shutdown_distributed,
+)
+from lightnets.train.ema import ModelEma
+from lightnets.train.evaluate import autocast_context, evaluate
+from lightnets.train.metrics import (
+    EvalResult,
+    write_json_atomic,
+    write_metrics_jsonl,
+)
+from lightnets.train.progress import format_epoch, make_progress
+from lightnets.train.recipes import build_optimizer, build_scheduler
+
+#: Running metrics are read back (a device sync) and the loss checked every this many steps.
+LOG_EVERY = 10
+CURVES = "curves.png"
+SUMMARY = "summary.json"
+METRICS = "metrics.jsonl"
+CONFIG = "config.json"
+
+
+class TrainingDiverged(LightnetsError):
+    """The training loss became NaN or infinite."""
+
+
+def _variant_for(input_size: tuple[int, int, int]) -> str:
+    return "cifar" if input_size[-1] <= 64 else "imagenet"
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _SigintFlag:
+    """First Ctrl-C: finish the current step, save, stop. Second Ctrl-C: stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _SigintFlag:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class Trainer:
+    """Prepares a run (validating everything before writing anything) and runs it.
+
+    Args:
+        config: the run's configuration.
+        resume: continue the run in ``config.output`` from its ``last.pt``.
+        train_loader: a replacement for the training loader (for tests and custom data): an
+            iterable of (images, labels) batches with ``__len__`` and ``set_epoch(epoch)``.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        resume: bool = False,
+        train_loader: Any = None,
+    ) -> None:
+        from lightnets.data import load_splits, make_loader
+
+        self.config = config.validate()
+        self.recipe = recipe = config.recipe
+        self.run_dir = Path(config.output)
+        self.resume = resume
+        kind = resolve_device(config.device)
+        if config.amp == "fp16" and kind != "cuda":
+            raise InvalidArgumentError(
+                "--amp fp16 needs CUDA (fp16 training needs its gradient scaler); "
+                "on the CPU use --amp bf16"
+            )
+        if config.sync_bn and kind != "cuda":
+            raise InvalidArgumentError("--sync-bn needs CUDA (torch's SyncBatchNorm runs on GPUs)")
+        state = self._check_run_dir()
+        self.tb_module = None
+        if config.tensorboard:
+            from lightnets.errors import require
+
+            self.tb_module = require("torch.utils.tensorboard", "tensorboard")
+
+        self.ctx = ctx = init_distributed(config.device)
+        self.device = ctx.device
+        if recipe.batch_size % ctx.world_size:
+            raise InvalidArgumentError(
+                f"--batch-size {recipe.batch_size} (the global batch) must be divisible by the "
+                f"world size {ctx.world_size}"
+            )
+        self.batch_per_rank = recipe.batch_size // ctx.world_size
+        if config.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        elif kind == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+        self.splits = splits = load_splits(
+            config.dataset,
+            config.data_dir,
+            val_size=config.val_size,
+            train_subset=config.train_subset,
+            seed=config.seed,
+            download=config.download,
+            image_size=config.image_size,
+        )
+        self.variant = config.variant or _variant_for(splits.input_size)
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        model = create_model(
+            config.model,
+            num_classes=len(splits.classes),
+            variant=self.variant,
+            **config.model_hparams,
+        )
+        if ctx.rank > 0:
+            # Same initial weights everywhere, different dropout draws per rank.
+            torch.manual_seed(config.seed + ctx.rank)
+        self.params = sum(p.numel() for p in model.parameters())
+        if state is not None:
+            if state["hparams"] != model.hparams:
+                raise CheckpointError(
+                    f"{self.run_dir / LAST_CHECKPOINT} holds {state['hparams']}, but the run "
+                    f"builds {model.hparams}"
+                )
+            model.load_state_dict(state["model"])
+        model.to(self.device)
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if config.sync_bn and ctx.distributed:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.ema = ModelEma(model, recipe.ema_decay) if recipe.ema_decay else None
+
+        self.train_loader = train_loader or make_loader(
+            splits.train,
+            splits,
+            batch_size=self.batch_per_rank,
+            train=True,
+            device=self.device,
+            seed=config.seed,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            cutout=config.cutout,
+            random_erasing=config.random_erasing,
+            num_workers=config.num_workers,
+            channels_last=config.channels_last,
+        )
+        eval_batch = max(self.batch_per_rank, 256)
+
+        def eval_loader(dataset):
+            return make_loader(
+                dataset,
+                splits,
+                batch_size=eval_batch,
+                train=False,
+                device=self.device,
+                seed=config.seed,
+                rank=ctx.rank,
+                world_size=ctx.world_size,
+                num_workers=config.num_workers,
+                channels_last=config.channels_last,
+            )
+
+        self.val_loader = eval_loader(splits.val) if len(splits.val) > 0 else None
+        self.test_loader = eval_loader(splits.test)
+        self.steps_per_epoch = len(self.train_loader)
+        self.optimizer = build_optimizer(model, recipe)
+        self.scheduler = build_scheduler(self.optimizer, recipe, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+
+        self.epoch = 0  # completed epochs
+        self.step_in_epoch = 0  # steps done in the epoch after `epoch` (a Ctrl-C mid-epoch)
+        self.partial: dict[str, float] | None = None
+        self.history: list[dict[str, Any]] = []
+        self.best_top1: float | None = None
+        self.best_epoch: int | None = None
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.wall_time = 0.0
+        if state is not None:
+            self._restore(state)
+
+        train_module: nn.Module = model
+        if ctx.distributed:
+            train_module = nn.parallel.DistributedDataParallel(
+                model, device_ids=[ctx.local_rank] if self.device.type == "cuda" else None
+            )
+        if config.compile:
+            train_module = torch.compile(train_module)
+        self.train_module = train_module
+        self.eval_model = self.ema.module if self.ema is not None else model
+        self.progress = make_progress(ctx.is_main)
+        self.tb_writer = None
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def _check_run_dir(self) -> dict[str, Any] | None:
+        """Refuse to overwrite a run; load the checkpoint to resume. Writes nothing."""
+        last = self.run_dir / LAST_CHECKPOINT
+        if self.resume:
+            if not last.exists():
+                raise CheckpointError(
+                    f"cannot resume: {self.run_dir} holds no {LAST_CHECKPOINT} "
+                    "(start a new run with --output)"
+                )
+            return load_checkpoint(last, map_location="cpu")
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise InvalidArgumentError(f"--output {self.run_dir} exists and is not a directory")
+        for name in (LAST_CHECKPOINT, BEST_CHECKPOINT):
+            if (self.run_dir / name).exists():
+                raise InvalidArgumentError(
+                    f"{self.run_dir} already holds a run ({name}): continue it with "
+                    f"--resume {self.run_dir}, or choose another --output"
+                )
+        return None
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.restore(state["scheduler"], self.recipe, self.steps_per_epoch)
+        if state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if not isinstance(state.get("ema"), dict):
+                raise InvalidArgumentError(f"{self.run_dir / LAST_CHECKPOINT} has no EMA weights")
+            self.ema.module.load_state_dict(state["ema"])
+        rng = state.get("rng") or []
+        if self.ctx.rank < len(rng):
+            _set_rng_state(rng[self.ctx.rank])
+        self.epoch = int(state["epoch"])
+        self.step_in_epoch = int(state.get("step", 0))
+        self.partial = state.get("partial")
+        self.history = list(state.get("history", []))
+        self.best_top1 = state.get("best_top1")
+        self.best_epoch = state.get("best_epoch")
+        self.wall_time = float(state.get("wall_time", 0.0))
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def _state(self, *, step: int = 0, partial: dict | None = None, rng: list | None = None):
+        return {
+            "hparams": dict(self.model.hparams),
+            "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "dataset": self.splits.metadata(),
+            "config": self.config.to_dict(),
+            "recipe": self.recipe.to_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "epoch": self.epoch,
+            "step": step,
+            "partial": partial,
+            "rng": rng if rng is not None else [_rng_state()],
+            "history": self.history,
+            "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+            "wall_time": self.wall_time + (time.perf_counter() - self._t_start),
+            "world_size": self.ctx.world_size,
+            "params": self.params,
+        }
+
+    def _gather_rng(self) -> list[dict[str, Any]]:
+        if not self.ctx.distributed:
+            return [_rng_state()]
+        states: list[Any] = [None] * self.ctx.world_size
+        torch.distributed.all_gather_object(states, _rng_state())
+        return states
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs, test the best weights once; returns the summary."""
+        config, ctx = self.config, self.ctx
+        self._t_start = time.perf_counter()
+        if ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.run_dir / CONFIG, config.to_dict())
+            write_metrics_jsonl(self.run_dir / METRICS, self.history)
+            if self.tb_module is not None:
+                self.tb_writer = self.tb_module.SummaryWriter(str(self.run_dir / "tensorboard"))
+        with self.progress, _SigintFlag() as interrupt:
+            self._announce()
+            while self.epoch < self.recipe.epochs:
+                record = self._train_epoch(interrupt)
+                self._end_epoch(record)
+                if interrupt.requested:
+                    self._say_interrupted(self.epoch, 0)
+                    raise KeyboardInterrupt
+            summary = self._finish()
+        return summary
+
+    def close(self) -> None:
+        if self.tb_writer is not None:
+            self.tb_writer.close()
+        shutdown_distributed(self.ctx)
+
+    def _announce(self) -> None:
+        s = self.splits
+        action = f"resuming at epoch {self.epoch + 1}" if self.resume else "training"
+        self.progress.message(
+            f"{action} {self.config.model} ({self.variant}, {self.params / 1e6:.2f}M params) on "
+            f"{s.name}: {len(s.train)} train / {len(s.val)} val / {len(s.test)} test images; "
+            f"{self.recipe.epochs} epochs x {self.steps_per_epoch} steps, global batch "
+            f"{self.recipe.batch_size}, recipe {self.recipe.name}, device {self.device.type}"
+            + (f", {self.ctx.world_size} processes" if self.ctx.distributed else "")
+        )
+
+    def _train_epoch(self, interrupt: _SigintFlag) -> dict[str, Any]:
+        epoch, device = self.epoch, self.device
+        skip, self.step_in_epoch = self.step_in_epoch, 0
+        partial, self.partial = self.partial or {}, None
+        sums = torch.tensor(
+            [partial.get("loss_sum", 0.0), partial.get("correct", 0.0), partial.get("count", 0.0)],
+            dtype=torch.float64,
+            device=device,
+        )
+        seconds_before = float(partial.get("seconds", 0.0))
+        counted_before = float(partial.get("count", 0.0))
+        self.train_loader.set_epoch(epoch)
+        self.train_module.train()
+        steps = self.steps_per_epoch
+        self.progress.start_epoch(epoch + 1, self.recipe.epochs, steps, skip)
+        t0 = time.perf_counter()
+        done, in_step, lr = skip, False, self.optimizer.param_groups[0]["lr"]
+        try:
+            for index, (images, targets) in enumerate(self.train_loader):
+                if index < skip:
+                    continue
+                in_step = True
+                lr = self.optimizer.param_groups[0]["lr"]
+                self._step(images, targets, sums)
+                in_step = False
+                done = index + 1
+                if done % LOG_EVERY == 0 or done == steps:
+                    self._check_finite(sums, epoch, lr)
+                    if self.ctx.is_main:
+                        elapsed = time.perf_counter() - t0
+                        loss_sum, correct, count = sums.tolist()
+                        self.progress.update(
+                            done,
+                            (count - counted_before) * self.ctx.world_size / max(elapsed, 1e-9),
+                            loss_sum / max(count, 1),
+                            correct / max(count, 1),
+                        )
+                if interrupt.requested and done < steps:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            if not in_step:
+                self._save_interrupted(done, sums, seconds_before + time.perf_counter() - t0)
+            raise
+        train_seconds = seconds_before + time.perf_counter() - t0
+        all_reduce_sum(sums, self.ctx)
+        loss_sum, correct, count = sums.tolist()
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": loss_sum / count,
+            "train_top1": correct / count,
+            "val_loss": None,
+            "val_top1": None,
+            "val_top5": None,
+            "images_per_sec": count / train_seconds,
+        }
+        if self.val_loader is not None:
+            val = self._evaluate(self.val_loader)
+            record.update(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
+        record["seconds"] = time.perf_counter() - t0 + seconds_before
+        return record
+
+    def _step(self, images: torch.Tensor, targets: torch.Tensor, sums: torch.Tensor) -> None:
+        recipe = self.recipe
+        with autocast_context(self.device, self.config.amp):
+            logits = self.train_module(images)
+            loss = self.criterion(logits, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if recipe.clip_grad is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), recipe.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        with torch.no_grad():
+            n = targets.numel()
+            sums += torch.stack(
+                [
+                    loss.detach().double() * n,
+                    logits.argmax(1).eq(targets).sum().double(),
+                    torch.tensor(n, dtype=torch.float64, device=sums.device),
+                ]
+            )
+
+    def _check_finite(self, sums: torch.Tensor, epoch: int, lr: float) -> None:
+        flag = (~torch.isfinite(sums[:1])).double()
+        all_reduce_sum(flag, self.ctx)
+        if flag.item() == 0:
+            return
+        last = self.run_dir / LAST_CHECKPOINT
+        if self.epoch > 0 and last.exists():
+            kept = f"the last good checkpoint {last} (epoch {self.epoch}) is kept"
+        else:
+            kept = "no checkpoint was written"
+        raise TrainingDiverged(
+            f"the training loss became NaN or infinite in epoch {epoch + 1} (lr {lr:.4g}): "
+            f"training stopped; {kept}; lower --lr or add --clip-grad"
+        )
+
+    def _evaluate(self, loader) -> EvalResult:
+        return evaluate(
+            self.eval_model,
+            loader,
+            num_classes=len(self.splits.classes),
+            device=self.device,
+            amp=self.config.amp,
+            ctx=self.ctx,
+        )
+
+    def _end_epoch(self, record: dict[str, Any]) -> None:
+        self.epoch += 1
+        self.history.append(record)
+        improved = self.val_loader is None or (
+            self.best_top1 is None or record["val_top1"] > self.best_top1
+        )
+        if improved:
+            self.best_top1 = record["val_top1"]
+            self.best_epoch = record["epoch"]
+            self.best_weights = {
+                k: v.detach().to("cpu", copy=True) for k, v in self.eval_model.state_dict().items()
+            }
+        rng = self._gather_rng()
+        if self.ctx.is_main:
+            state = self._state(rng=rng)
+            save_checkpoint(self.run_dir / LAST_CHECKPOINT, state)
+            if improved:
+                save_checkpoint(self.run_dir / BEST_CHECKPOINT, state)
+            write_metrics_jsonl(self.run_dir / METRICS, self.history)
+            if self.tb_writer is not None:
+                for key, value in record.items():
+                    if key != "epoch" and value is not None:
+                        self.tb_writer.add_scalar(key, value, record["epoch"])
+                self.tb_writer.flush()
+            self.progress.message(format_epoch(record, self.recipe.epochs))
+
+    def _save_interrupted(self, done: int, sums: torch.Tensor, seconds: float) -> None:
+        if not self.ctx.is_main:
+            return
+        loss_sum, correct, count = sums.tolist()
+        if not torch.isfinite(sums).all():
+            return
+        if done == 0:
+            partial = None
+        else:
+            partial = {"loss_sum": loss_sum, "correct": correct, "count": count, "seconds": seconds}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(self.run_dir / LAST_CHECKPOINT, self._state(step=done, partial=partial))
+        self._say_interrupted(self.epoch, done)
+
+    def _say_interrupted(self, epoch: int, step: int) -> None:
+        if not self.ctx.is_main:
+            return
+        where = (
+            f"epoch {epoch}"
+            if step == 0
+            else f"epoch {epoch + 1}, step {step}/{self.steps_per_epoch}"
+        )
+        self.progress.message(
+            f"interrupted: saved {self.run_dir / LAST_CHECKPOINT} ({where}); continue with "
+            f"lightnets train --resume {self.run_dir}"
+        )
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def _finish(self) -> dict[str, Any]:
+        weights, source = self.best_weights, "best"
+        if weights is None:
+            best = self.run_dir / BEST_CHECKPOINT
+            if self.best_epoch is not None and best.exists():
+                state = load_checkpoint(best, map_location="cpu")
+                weights = state["ema"] if self.ema is not None else state["model"]
+            else:
+                source = "last"
+        if weights is not None:
+            self.eval_model.load_state_dict(weights)
+        test = self._evaluate(self.test_loader)
+        wall = self.wall_time + (time.perf_counter() - self._t_start)
+        summary = {
+            "model": self.config.model,
+            "hparams": dict(self.model.hparams),
+            "dataset": self.splits.name,
+            "test_top1": test.top1,
+            "test_top5": test.top5,
+            "test_loss": test.loss,
+            "test_images": test.images,
+            "test_weights": source if self.ema is None else f"{source} (EMA)",
+            "best_epoch": self.best_epoch,
+            "best_val_top1": self.best_top1,
+            "epochs": self.epoch,
+            "params": self.params,
+            "wall_time_s": wall,
+            "world_size": self.ctx.world_size,
+            "device": self.device.type,
+            "recipe": self.recipe.to_dict(),
+        }
+        if self.ctx.is_main:
+            write_json_atomic(self.run_dir / SUMMARY, summary)
+            from lightnets.train.plots import plot_training_curves
+
+            plot_training_curves(
+                self.history,
+                self.run_dir / CURVES,
+                title=f"{self.config.model} on {self.splits.name}",
+            )
+            self.progress.message(
+                f"test top-1 {100 * test.top1:.2f}%  top-5 {100 * test.top5:.2f}%  "
+                f"loss {test.loss:.4f} on {test.images} images (weights of epoch "
+                f"{self.best_epoch}); {wall:.0f} s; wrote {self.run_dir / SUMMARY}"
+            )
+        barrier(self.ctx)
+        return summary
+
+
+def train(config: TrainConfig, *, resume: bool = False, train_loader: Any = None) -> dict[str, Any]:
+    """Run (or, with ``resume``, continue) a training run; returns its summary."""
+    trainer = Trainer(config, resume=resume, train_loader=train_loader)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    with open(Path(run_dir) / SUMMARY, encoding="utf-8") as handle:
+        return json.loads(handle.read())

@@ -1,0 +1,193 @@
+"""``lightnets bench``: check, then time, inference backends side by side."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lightnets.cli.common import (
+    add_model_arguments,
+    input_size_from_args,
+    model_or_checkpoint_from_args,
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from lightnets.deploy.backends import BACKENDS
+
+    parser = subparsers.add_parser(
+        "bench",
+        help="latency and throughput of inference backends (eager, ONNX Runtime, OpenVINO, ...)",
+        description="Check every backend's output against eager fp32, then time it: median and "
+        "90th-percentile latency, images/s, achieved GFLOP/s and its fraction of the machine's "
+        "measured peak. A backend whose outputs disagree is reported as wrong, not timed. "
+        f"Backends: {', '.join(BACKENDS)}; 'all' runs every one, 'best' the fastest that passes "
+        "the fp32 check (int8 / bf16 only with --allow-int8 / --allow-bf16).",
+    )
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--batch-size",
+        default="1",
+        metavar="N[,N...]",
+        help="batch sizes, comma-separated (default: 1)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for every runtime (default: physical cores)",
+    )
+    parser.add_argument(
+        "--backend",
+        default="best",
+        metavar="NAME[,NAME...]|all|best",
+        help="backends to run (default: best)",
+    )
+    parser.add_argument(
+        "--allow-int8",
+        action="store_true",
+        help="let 'best' pick the int8 backend (changes accuracy)",
+    )
+    parser.add_argument(
+        "--allow-bf16",
+        action="store_true",
+        help="let 'best' pick bfloat16 backends (changes outputs ~1e-2)",
+    )
+    parser.add_argument(
+        "--calibration",
+        default=None,
+        metavar="SOURCE",
+        help="int8 calibration images: fashion-mnist, cifar10, cifar100, folder, "
+        "synthetic (default: the checkpoint's data set, else synthetic)",
+    )
+    parser.add_argument("--data-dir", default=None, help="data set folder for --calibration")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=2.0,
+        help="minimum timed seconds per backend and batch size (default: 2)",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON list of records")
+    parser.set_defaults(func=run)
+
+
+def _calibration(args: argparse.Namespace, state, input_size):
+    from lightnets.deploy.quantization import calibration_data
+
+    source = args.calibration
+    if source is None:
+        dataset = (state or {}).get("dataset") or {}
+        source = (
+            dataset.get("name")
+            if dataset.get("name") in ("fashion-mnist", "cifar10", "cifar100")
+            else "synthetic"
+        )
+    if source == "synthetic":
+        return None, "synthetic"
+    calib, _, _ = calibration_data(
+        source, input_size=input_size, data_dir=args.data_dir, calibration_images=300, eval_images=0
+    )
+    return calib, source
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from lightnets.deploy.backends import resolve_backends
+    from lightnets.deploy.bench import benchmark, parse_batch_sizes
+    from lightnets.errors import InvalidArgumentError
+
+    backends = resolve_backends(args.backend)
+    batch_sizes = parse_batch_sizes(args.batch_size)
+    if args.threads is not None and args.threads < 1:
+        raise InvalidArgumentError(f"--threads must be >= 1, got {args.threads}")
+    if not args.seconds > 0:
+        raise InvalidArgumentError(f"--seconds must be > 0, got {args.seconds}")
+    model, state = model_or_checkpoint_from_args(args)
+    size = input_size_from_args(args, model)
+    wants_int8 = (
+        "int8" in backends or backends == ["all"] or (backends == ["best"] and args.allow_int8)
+    )
+    calibration, source = _calibration(args, state, size) if wants_int8 else (None, "")
+    name = str(model.hparams.get("name", args.name))
+    notes: list[str] = []
+    records = benchmark(
+        model,
+        backends,
+        model_name=name,
+        batch_sizes=batch_sizes,
+        input_size=size,
+        threads=args.threads,
+        allow_int8=args.allow_int8,
+        allow_bf16=args.allow_bf16,
+        calibration=calibration,
+        min_seconds=args.seconds,
+        on_skip=notes.append,
+    )
+    if args.json:
+        print(json.dumps([r.as_dict() for r in records], indent=2))
+        for note in notes:
+            print(f"skipped {note}", file=sys.stderr)
+        return 0
+    _print_table(records, name, size, source)
+    for note in notes:
+        print(f"skipped {note}")
+    return 0
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _print_table(records, name, size, calibration_source) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"{name} at {size[1]}x{size[2]}: inference latency (checked against eager fp32)"
+    )
+    for column in (
+        "backend",
+        "batch",
+        "precision",
+        "median ms",
+        "p90 ms",
+        "images/s",
+        "GFLOP/s",
+        "of peak",
+        "max |diff|",
+        "status",
+    ):
+        table.add_column(column, justify="left" if column in ("backend", "status") else "right")
+    for r in records:
+        label = f"best: {r.backend}" if r.best else r.backend
+        status = r.status if not r.note else f"{r.status} ({r.note})"
+        table.add_row(
+            label,
+            str(r.batch_size),
+            r.precision,
+            _fmt(r.latency_ms_median, ".3f"),
+            _fmt(r.latency_ms_p90, ".3f"),
+            _fmt(r.images_per_sec, ".1f"),
+            _fmt(r.gflops_per_sec, ".1f"),
+            "-" if r.peak_fraction is None else f"{100 * r.peak_fraction:.1f}%",
+            _fmt(r.max_abs_diff, ".2e"),
+            status,
+        )
+    console = Console()
+    if not console.is_terminal:  # piped or captured: don't squeeze the table into 80 columns
+        console = Console(width=160)
+    console.print(table)
+    for r in records:
+        if r.best and r.extra.get("candidates"):
+            quick = ", ".join(f"{k} {v:.3f} ms" for k, v in r.extra["candidates"].items())
+            console.print(f"best of (quick median, batch {r.batch_size}): {quick}")
+    if any(r.precision == "int8" for r in records):
+        console.print(
+            f"int8 calibrated on {calibration_source} images"
+            + (
+                " (accuracy not measured: see `lightnets quantize`)"
+                if calibration_source == "synthetic"
+                else ""
+            )
+        )

@@ -1,0 +1,332 @@
+"""Inference backends behind one interface, so they can be checked and timed side by side.
+
+Each backend turns an eval-mode PyTorch model and an example batch into a callable
+``run(x: Tensor) -> Tensor`` for batches shaped like the example. ``*-opt`` backends are
+lightnets' tuned settings of a runtime; the plain runtime names are that runtime's defaults, the
+baseline a user gets by following its quick-start. What was measured to win on a 2-core Zen 4
+CPU (see docs/deploy.md): BatchNorm folded before export, a static input shape, one inference
+stream with as many threads as physical cores, and an infer request reused with its input
+memory shared (no copy), which matters at the ~1 ms scale of these networks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from functools import cache
+
+import numpy as np
+import torch
+from torch import nn
+
+from lightnets.deploy.exporters import INPUT_NAME, onnx_bytes, openvino_model
+from lightnets.deploy.fusion import fuse
+from lightnets.errors import InvalidArgumentError, require
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "get_backend",
+    "physical_cores",
+    "resolve_backends",
+]
+
+Runner = Callable[[torch.Tensor], torch.Tensor]
+
+
+@cache
+def physical_cores() -> int:
+    """Physical cores this process may run on (logical CPUs / SMT siblings per core)."""
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    siblings = 1
+    try:
+        with open("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list") as handle:
+            text = handle.read().strip()
+        for part in text.split(","):
+            low, _, high = part.partition("-")
+            siblings += int(high) - int(low) if high else 0
+        siblings = max(siblings, text.count(",") + 1)
+    except (OSError, ValueError):
+        pass
+    return max(1, (logical or 1) // siblings)
+
+
+class Backend:
+    """An inference path: ``prepare(model, example)`` returns ``run(x) -> logits``.
+
+    Attributes:
+        name: the name used on the command line.
+        description: one line for tables and ``--help``.
+        precision: ``"fp32"``, ``"bf16"`` or ``"int8"``; each is held to its own tolerance and
+            only fp32 is a candidate for ``--backend best`` by default. A backend that runs at
+            the runtime's default precision sets it in :meth:`prepare` (OpenVINO's is bf16 on
+            CPUs with bf16 instructions).
+        extra: the pip extra that installs the runtime (``None`` when PyTorch suffices).
+        modules: importable modules the backend needs.
+    """
+
+    name: str = ""
+    description: str = ""
+    precision: str = "fp32"
+    extra: str | None = None
+    modules: tuple[str, ...] = ()
+    #: Slow to prepare (tens of seconds); left out of ``best``'s candidates.
+    slow_to_prepare: bool = False
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+
+    def available(self) -> bool:
+        return all(importlib.util.find_spec(m) is not None for m in self.modules)
+
+    def require(self) -> None:
+        """Raise :class:`MissingDependencyError` naming the extra when the runtime is missing."""
+        for module in self.modules:
+            require(module, self.extra or "deploy")
+
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(threads={self.threads})"
+
+
+def _inference(fn: Callable[[torch.Tensor], torch.Tensor]) -> Runner:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return fn(x)
+
+    return run
+
+
+class EagerBackend(Backend):
+    name = "eager"
+    description = "PyTorch eager, NCHW (the baseline)"
+
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
+        return _inference(model.eval())
+
+
+class ChannelsLastBackend(Backend):
+    name = "channels_last"
+    description = "PyTorch eager, NHWC memory format"
+
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
+        model = model.eval().to(memory_format=torch.channels_last)
+        return _inference(lambda x: model(x.contiguous(memory_format=torch.channels_last)))
+
+
+class FusedBackend(Backend):
+    name = "fused"
+    description = "PyTorch eager, BatchNorm folded, NHWC"
+
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
+        fused = fuse(model).to(memory_format=torch.channels_last)
+        return _inference(lambda x: fused(x.contiguous(memory_format=torch.channels_last)))
+
+
+class CompileBackend(Backend):
+    name = "compile"
+    description = "torch.compile (inductor) of the fused model"
+    slow_to_prepare = True
+
+    def available(self) -> bool:
+        import shutil
+
+        return shutil.which(os.environ.get("CXX", "g++")) is not None
+
+    def require(self) -> None:
+        if not self.available():
+            raise InvalidArgumentError("torch.compile on CPU needs a C++ compiler (g++) on PATH")
+
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
+        compiled = torch.compile(fuse(model), dynamic=False)
+        run = _inference(compiled)
+        run(example)  # compile now, not inside the timed loop
+        return run
+
+
+class TorchScriptBackend(Backend):
+    name = "torchscript"
+    description = "TorchScript: trace, freeze, optimize_for_inference"
+
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(model.eval(), example, check_trace=False)
+            optimized = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+        return _inference(optimized)
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    description = "ONNX Runtime, default session options"
+    extra = "onnx"
+    modules = ("onnx", "onnxruntime")
+
+    def _session(self, model: nn.Module, example: torch.Tensor):
+        ort = require("onnxruntime", "onnx")
+        return ort.InferenceSession(onnx_bytes(model, example), providers=["CPUExecutionProvider"])
+
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
+        session = self._session(model, example)
+        return lambda x: torch.from_numpy(session.run(None, {INPUT_NAME: x.numpy()})[0])
+
+
+class OnnxRuntimeOptBackend(OnnxRuntimeBackend):
+    name = "onnxruntime-opt"
+    description = "ONNX Runtime: BN folded, static shape, all graph optimisations, tuned threads"
+
+    def _session(self, model: nn.Module, example: torch.Tensor):
+        ort = require("onnxruntime", "onnx")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = self.threads or physical_cores()
+        options.inter_op_num_threads = 1
+        data = onnx_bytes(fuse(model), example, dynamic_batch=False)
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
+        session = self._session(model, example)
+        binding = session.io_binding()
+        output = session.get_outputs()[0].name
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            array = x.numpy()
+            binding.bind_cpu_input(INPUT_NAME, array)
+            binding.bind_output(output, "cpu")
+            session.run_with_iobinding(binding)
+            return torch.from_numpy(binding.copy_outputs_to_cpu()[0])
+
+        return run
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+    description = "OpenVINO, default settings: compile_model(model, 'CPU')"
+    extra = "openvino"
+    modules = ("openvino",)
+
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
+        ov = require("openvino", "openvino")
+        compiled = ov.Core().compile_model(openvino_model(model, example), "CPU")
+        # By default OpenVINO computes in bf16 on CPUs that have bf16 instructions (AVX-512
+        # BF16, AMX): say so, and hold it to the bf16 tolerance.
+        hint = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+        self.precision = "bf16" if "bf16" in hint or "bfloat16" in hint else "fp32"
+        return lambda x: torch.from_numpy(compiled(x.numpy())[0])
+
+
+class OpenVinoOptBackend(OpenVinoBackend):
+    name = "openvino-opt"
+    description = "OpenVINO: BN folded, static shape, latency hint, 1 stream, fp32, shared input"
+    inference_precision = "f32"
+
+    def config(self) -> dict[str, object]:
+        return {
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+            "INFERENCE_NUM_THREADS": self.threads or physical_cores(),
+            "ENABLE_HYPER_THREADING": False,
+            # OpenVINO runs in bf16 by default on CPUs with bf16 instructions; keep fp32 exact.
+            "INFERENCE_PRECISION_HINT": self.inference_precision,
+        }
+
+    def compile(self, ov_model):
+        ov = require("openvino", "openvino")
+        return ov.Core().compile_model(ov_model, "CPU", self.config())
+
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
+        compiled = self.compile(openvino_model(fuse(model), example, static_shape=True))
+        return _request_runner(compiled)
+
+
+class OpenVinoBf16Backend(OpenVinoOptBackend):
+    name = "openvino-bf16"
+    description = "openvino-opt with bfloat16 inference precision (changes outputs ~1e-2)"
+    precision = "bf16"
+    inference_precision = "bf16"
+
+
+def _request_runner(compiled) -> Runner:
+    request = compiled.create_infer_request()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        request.infer([np.ascontiguousarray(x.numpy())], share_inputs=True, share_outputs=True)
+        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+
+    return run
+
+
+class Int8Backend(Backend):
+    name = "int8"
+    description = "int8 post-training static quantization (OpenVINO + NNCF), calibrated"
+    precision = "int8"
+    extra = "openvino"
+    modules = ("openvino", "nncf")
+
+    def __init__(
+        self,
+        threads: int | None = None,
+        calibration: Iterable[torch.Tensor] | None = None,
+        calibration_source: str = "synthetic",
+    ) -> None:
+        super().__init__(threads)
+        self.calibration = calibration
+        self.calibration_source = calibration_source
+
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
+        from lightnets.deploy.quantization import quantize_openvino, synthetic_batches
+
+        batches = self.calibration
+        if batches is None:
+            batches = synthetic_batches(tuple(example.shape[1:]), count=64, batch_size=8)
+        quantized = quantize_openvino(model, batches, tuple(example.shape[1:]))
+        quantized.reshape(list(example.shape))
+        compiled = OpenVinoOptBackend(self.threads).compile(quantized)
+        return _request_runner(compiled)
+
+
+BACKENDS: dict[str, type[Backend]] = {
+    cls.name: cls
+    for cls in (
+        EagerBackend,
+        ChannelsLastBackend,
+        FusedBackend,
+        CompileBackend,
+        TorchScriptBackend,
+        OnnxRuntimeBackend,
+        OnnxRuntimeOptBackend,
+        OpenVinoBackend,
+        OpenVinoOptBackend,
+        OpenVinoBf16Backend,
+        Int8Backend,
+    )
+}
+
+
+def get_backend(name: str, threads: int | None = None, **kwargs) -> Backend:
+    """The backend called ``name``; unknown names raise, listing the allowed ones."""
+    if name not in BACKENDS:
+        raise InvalidArgumentError(
+            f"unknown backend {name!r}; allowed: {', '.join(BACKENDS)}, all, best"
+        )
+    cls = BACKENDS[name]
+    return cls(threads, **kwargs) if kwargs else cls(threads)
+
+
+def resolve_backends(spec: str) -> list[str]:
+    """Parse ``--backend``: a comma-separated list of names, or ``all``, or ``best``."""
+    names = [part.strip() for part in spec.split(",") if part.strip()]
+    if not names:
+        raise InvalidArgumentError(f"--backend is empty; allowed: {', '.join(BACKENDS)}, all, best")
+    if names in (["all"], ["best"]):
+        return names
+    for name in names:
+        if name in ("all", "best"):
+            raise InvalidArgumentError(f"--backend {name} cannot be combined with other backends")
+        get_backend(name)
+    return list(dict.fromkeys(names))

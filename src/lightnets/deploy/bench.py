@@ -1,0 +1,258 @@
+"""Check, then time, inference backends side by side.
+
+Every backend's output on a fixed batch is compared with eager fp32 before it is timed; a
+backend whose outputs differ beyond its precision's tolerance is reported as ``wrong`` and gets
+no speed. Timing is :func:`lightnets.analysis.timing.measure_latency` (warm-up, then the median
+and 90th percentile of per-call latencies); achieved GFLOP/s is the model's FLOPs (2 x MACs, from
+:func:`lightnets.profile`) per second, also given as a fraction of the machine's measured peak
+(:func:`lightnets.analysis.roofline.measure_machine_peak`, the figure ``lightnets roofline``
+uses).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightnets.deploy.backends import BACKENDS, Backend, get_backend
+from lightnets.errors import InvalidArgumentError, LightnetsError
+
+__all__ = [
+    "TOLERANCE",
+    "BenchRecord",
+    "benchmark",
+    "best_candidates",
+    "check_outputs",
+    "parse_batch_sizes",
+]
+
+#: Allowed max |diff| to eager fp32, as a fraction of the largest |logit| (at least 1).
+TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "int8": 0.25}
+
+
+@dataclass
+class BenchRecord:
+    """One backend at one batch size. ``status`` is ok, wrong, unavailable or failed."""
+
+    model: str
+    backend: str
+    batch_size: int
+    precision: str
+    status: str
+    latency_ms_median: float | None = None
+    latency_ms_p90: float | None = None
+    images_per_sec: float | None = None
+    max_abs_diff: float | None = None
+    tolerance: float | None = None
+    gflops_per_sec: float | None = None
+    peak_fraction: float | None = None
+    iters: int | None = None
+    threads: int | None = None
+    best: bool = False
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        extra = record.pop("extra")
+        return {**record, **extra}
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """``"1,32"`` -> ``[1, 32]``; every size must be a positive integer."""
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(size < 1 for size in sizes):
+        raise InvalidArgumentError(
+            f"--batch-size must be positive integers separated by commas, got {text!r}"
+        )
+    return list(dict.fromkeys(sizes))
+
+
+def check_outputs(
+    reference: torch.Tensor, output: torch.Tensor, precision: str
+) -> tuple[float, float]:
+    """(max |diff|, tolerance) of ``output`` against eager fp32 ``reference``."""
+    scale = max(1.0, float(reference.abs().max()))
+    diff = float((output.detach().float() - reference).abs().max())
+    if output.shape != reference.shape:
+        diff = math.inf
+    return diff, TOLERANCE[precision] * scale
+
+
+def best_candidates(*, allow_int8: bool = False, allow_bf16: bool = False) -> list[str]:
+    """Backends ``--backend best`` chooses among: available, quick to prepare, precise enough."""
+    allowed = {"fp32"} | ({"int8"} if allow_int8 else set()) | ({"bf16"} if allow_bf16 else set())
+    return [
+        name
+        for name, cls in BACKENDS.items()
+        if cls.precision in allowed and not cls.slow_to_prepare and cls().available()
+    ]
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Set PyTorch's intra-op threads for the block (``None``: leave as is)."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise InvalidArgumentError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _time(run: Callable, x: torch.Tensor, min_seconds: float):
+    from lightnets.analysis.timing import measure_latency
+
+    return measure_latency(lambda: run(x), warmup=5, min_iters=10, min_seconds=min_seconds)
+
+
+def _flops_per_image(model: nn.Module, input_size: tuple[int, int, int]) -> float | None:
+    try:
+        from lightnets import profile
+
+        return float(profile(model, input_size).flops)
+    except (ImportError, AttributeError, LightnetsError):
+        return None
+
+
+def _peak_gflops() -> float | None:
+    try:
+        from lightnets.analysis.roofline import measure_machine_peak
+
+        return float(measure_machine_peak(device="cpu").gflops)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _run_backend(
+    backend: Backend,
+    model: nn.Module,
+    x: torch.Tensor,
+    reference: torch.Tensor,
+    record: BenchRecord,
+    min_seconds: float,
+) -> Callable | None:
+    """Prepare and check one backend; fills ``record`` and returns its runner when it passes."""
+    if not backend.available():
+        extra = f"pip install 'lightnets[{backend.extra}]'" if backend.extra else ""
+        record.status, record.note = "unavailable", f"not installed: {extra}".strip()
+        return None
+    try:
+        run = backend.prepare(model, x)
+        output = run(x)
+    except (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError) as exc:
+        record.status = "failed"
+        record.note = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        return None
+    record.precision = backend.precision  # the runtime's default may be reduced precision
+    record.max_abs_diff, record.tolerance = check_outputs(reference, output, backend.precision)
+    if not record.max_abs_diff <= record.tolerance:
+        record.status = "wrong"
+        record.note = f"outputs differ from eager fp32 by {record.max_abs_diff:.3g}"
+        return None
+    record.status = "ok"
+    return run
+
+
+def _fill_timing(record: BenchRecord, stats, flops: float | None, peak: float | None) -> None:
+    record.latency_ms_median = stats.median_ms
+    record.latency_ms_p90 = stats.p90_ms
+    record.iters = stats.iters
+    record.images_per_sec = record.batch_size * 1e3 / stats.median_ms
+    if flops is not None:
+        record.gflops_per_sec = flops * record.images_per_sec / 1e9
+        if peak:
+            record.peak_fraction = record.gflops_per_sec / peak
+
+
+def benchmark(
+    model: nn.Module,
+    backends: Sequence[str],
+    *,
+    model_name: str,
+    batch_sizes: Sequence[int] = (1,),
+    input_size: tuple[int, int, int] = (3, 224, 224),
+    threads: int | None = None,
+    allow_int8: bool = False,
+    allow_bf16: bool = False,
+    calibration: Sequence[torch.Tensor] | None = None,
+    min_seconds: float = 2.0,
+    on_skip: Callable[[str], None] | None = None,
+) -> list[BenchRecord]:
+    """Check and time ``backends`` (names, or ``["all"]`` / ``["best"]``) on ``model``.
+
+    ``best`` checks every candidate (:func:`best_candidates`), times each briefly, then times
+    the fastest one that passed in full and returns its record (``best=True``, the others'
+    quick timings in ``extra["candidates"]``). ``all`` runs every backend, noting through
+    ``on_skip`` those whose runtime is not installed. ``calibration`` images feed the int8
+    backend (random images when ``None``: its speed is then real, its accuracy not measured).
+    """
+    model = model.eval()
+    allowed = {"fp32"} | ({"int8"} if allow_int8 else set()) | ({"bf16"} if allow_bf16 else set())
+    if list(backends) == ["best"]:
+        names, select_best = best_candidates(allow_int8=allow_int8, allow_bf16=allow_bf16), True
+    elif list(backends) == ["all"]:
+        names, select_best = list(BACKENDS), False
+    else:
+        names, select_best = list(backends), False
+        for name in names:
+            get_backend(name).require()
+    flops = _flops_per_image(model, input_size)
+    peak = _peak_gflops() if flops is not None else None
+    records: list[BenchRecord] = []
+    generator = torch.Generator().manual_seed(0)
+    with torch_threads(threads):
+        for batch_size in batch_sizes:
+            x = torch.randn(batch_size, *input_size, generator=generator)
+            with torch.inference_mode():
+                reference = model(x)
+            passed: list[tuple[BenchRecord, Callable]] = []
+            for name in names:
+                kwargs = {"calibration": calibration} if name == "int8" and calibration else {}
+                backend = get_backend(name, threads, **kwargs)
+                record = BenchRecord(
+                    model_name,
+                    name,
+                    batch_size,
+                    backend.precision,
+                    "ok",
+                    threads=threads or torch.get_num_threads(),
+                )
+                run = _run_backend(backend, model, x, reference, record, min_seconds)
+                if run is None:
+                    if record.status == "unavailable" and on_skip is not None:
+                        on_skip(f"{name}: {record.note}")
+                    if not select_best or record.status in ("wrong", "failed"):
+                        records.append(record)
+                    continue
+                if select_best and record.precision not in allowed:
+                    continue  # e.g. OpenVINO's default, which is bf16 on this CPU
+                if select_best:
+                    record.extra["quick"] = _time(run, x, min(0.5, min_seconds)).median_ms
+                else:
+                    _fill_timing(record, _time(run, x, min_seconds), flops, peak)
+                    records.append(record)
+                passed.append((record, run))
+            if select_best:
+                if not passed:
+                    raise InvalidArgumentError("no backend passed the accuracy check")
+                record, run = min(passed, key=lambda item: item[0].extra["quick"])
+                _fill_timing(record, _time(run, x, min_seconds), flops, peak)
+                record.best = True
+                record.extra = {
+                    "candidates": {r.backend: round(r.extra["quick"], 4) for r, _ in passed}
+                }
+                records.append(record)
+    return records

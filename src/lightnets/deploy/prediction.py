@@ -1,0 +1,153 @@
+"""Classify image files with a model or checkpoint, preprocessing them as its data set was.
+
+Images are decoded with Pillow and brought to what the network saw in training:
+
+- MNIST / Fashion-MNIST checkpoints: grayscale (``convert("L")``), fitted to 28 x 28 (shorter side
+  resized, centre crop; a 28 x 28 image is left as it is), zero-padded to 32 x 32 as
+  :mod:`lightnets.data.idx` pads the IDX images, normalised with the checkpoint's mean/std,
+  then resized to the model's input and expanded to three channels, as the loader does;
+- CIFAR and synthetic: RGB, fitted to 32 x 32 the same way, then normalised and resized;
+- image folders and bare zoo models (ImageNet): :func:`lightnets.data.folder.decode_image`
+  (shorter side to 1.14 S, centre crop S), normalised with the checkpoint's or ImageNet's
+  statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightnets.errors import DataError, InvalidArgumentError
+
+__all__ = ["Prediction", "load_image", "predict", "preprocessing_from_checkpoint"]
+
+IDX_SIZE = 28
+NATIVE_SIZES = {"mnist": 28, "fashion-mnist": 28, "cifar10": 32, "cifar100": 32, "synthetic": 32}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How to turn an image file into the network's input."""
+
+    dataset: str | None  # None: a bare zoo model (ImageNet statistics, no class names)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_size: tuple[int, int, int]
+    classes: list[str] | None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top-k classes of one image: (index, name or None, probability) each."""
+
+    image: str
+    topk: list[tuple[int, str | None, float]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "topk": [
+                {"index": index, "class": name, "probability": prob}
+                for index, name, prob in self.topk
+            ],
+        }
+
+
+def preprocessing_from_checkpoint(
+    state: dict[str, Any] | None, input_size: tuple[int, int, int]
+) -> Preprocessing:
+    """Preprocessing from a checkpoint's ``dataset`` metadata; ImageNet's for a bare model."""
+    from lightnets.data.splits import IMAGENET_MEAN, IMAGENET_STD
+
+    info = (state or {}).get("dataset")
+    if not isinstance(info, dict):
+        return Preprocessing(None, IMAGENET_MEAN, IMAGENET_STD, input_size, None)
+    size = info.get("input_size") or input_size
+    classes = info.get("classes")
+    return Preprocessing(
+        dataset=str(info.get("name")),
+        mean=tuple(float(v) for v in info.get("mean", IMAGENET_MEAN)),
+        std=tuple(float(v) for v in info.get("std", IMAGENET_STD)),
+        input_size=(3, int(size[1]), int(size[2])),
+        classes=[str(c) for c in classes] if classes else None,
+    )
+
+
+def _fit(image, side: int):
+    """Shorter side to ``side`` (bilinear) and centre crop; unchanged if already that size."""
+    from PIL import Image
+
+    if image.size == (side, side):
+        return image
+    w, h = image.size
+    scale = side / min(w, h)
+    new_w, new_h = max(side, round(w * scale)), max(side, round(h * scale))
+    image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left, top = (new_w - side) // 2, (new_h - side) // 2
+    return image.crop((left, top, left + side, top + side))
+
+
+def load_image(path: str | Path, pre: Preprocessing) -> torch.Tensor:
+    """One image file -> normalised float32 (3, H, W) network input."""
+    from PIL import Image, UnidentifiedImageError
+
+    from lightnets.data import augment
+    from lightnets.data.folder import decode_image
+    from lightnets.data.idx import PADDED_SIZE
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such image file")
+    native = NATIVE_SIZES.get(pre.dataset or "")
+    if native is None:
+        array = decode_image(path, pre.input_size[1], train=False)
+    else:
+        try:
+            with Image.open(path) as image:
+                mode = "L" if native == IDX_SIZE else "RGB"
+                array = np.asarray(_fit(image.convert(mode), native), dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            raise DataError(f"{path}: not a readable image ({type(exc).__name__})") from exc
+    x = torch.from_numpy(array.copy())
+    x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
+    x = x.unsqueeze(0).contiguous()  # uint8 (1, C, H, W)
+    if native == IDX_SIZE:
+        pad = (PADDED_SIZE - IDX_SIZE) // 2
+        x = F.pad(x, (pad, pad, pad, pad))
+    x = augment.resize(augment.normalize(x, pre.mean, pre.std), pre.input_size[1])
+    return x.expand(-1, 3, -1, -1)[0].contiguous()
+
+
+def predict(
+    model: nn.Module, images: Sequence[str | Path], pre: Preprocessing, *, topk: int = 5
+) -> list[Prediction]:
+    """Top-``topk`` softmax probabilities of ``model`` for each image file."""
+    if topk < 1:
+        raise InvalidArgumentError(f"--topk must be >= 1, got {topk}")
+    if not images:
+        raise InvalidArgumentError("no images given")
+    batch = torch.stack([load_image(path, pre) for path in images])
+    with torch.inference_mode():
+        probs = model.eval()(batch).softmax(dim=1)
+    k = min(topk, probs.shape[1])
+    values, indices = probs.topk(k, dim=1)
+    results = []
+    for path, vals, idxs in zip(images, values.tolist(), indices.tolist(), strict=True):
+        names = pre.classes
+        results.append(
+            Prediction(
+                str(path),
+                [
+                    (i, names[i] if names and i < len(names) else None, v)
+                    for i, v in zip(idxs, vals, strict=True)
+                ],
+            )
+        )
+    return results

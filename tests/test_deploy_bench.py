@@ -1,0 +1,159 @@
+"""Backends are checked against eager fp32 before they are timed; best picks a passing one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lightnets
+from lightnets.deploy import backends as backends_module
+from lightnets.deploy.backends import (
+    BACKENDS,
+    Backend,
+    get_backend,
+    physical_cores,
+    resolve_backends,
+)
+from lightnets.deploy.bench import benchmark, best_candidates, parse_batch_sizes
+from lightnets.errors import InvalidArgumentError, MissingDependencyError
+from test_deploy_fuse import randomize_batchnorm
+
+SIZE = (3, 32, 32)
+RECORD_KEYS = {
+    "model",
+    "backend",
+    "batch_size",
+    "latency_ms_median",
+    "latency_ms_p90",
+    "images_per_sec",
+    "max_abs_diff",
+}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    net = lightnets.create_model("mobilenet_v2", variant="cifar", num_classes=10, width_mult=0.35)
+    return randomize_batchnorm(net)
+
+
+def test_every_quick_backend_passes_its_check_and_is_timed(model):
+    names = [
+        n
+        for n, cls in BACKENDS.items()
+        if cls.precision != "int8" and not cls.slow_to_prepare and cls().available()
+    ]
+    assert {"eager", "channels_last", "fused", "torchscript"} <= set(names)
+    records = benchmark(model, names, model_name="mobilenet_v2", input_size=SIZE, min_seconds=0.01)
+    assert [r.backend for r in records] == names
+    x = torch.randn(1, *SIZE, generator=torch.Generator().manual_seed(0))  # bench's batch
+    with torch.no_grad():
+        scale = model(x).abs().max().item()
+    for r in records:
+        assert r.status == "ok", (r.backend, r.note)
+        assert set(r.as_dict()) >= RECORD_KEYS
+        factor = {"fp32": 1e-4, "bf16": 5e-2}[r.precision]
+        assert r.max_abs_diff <= r.tolerance == pytest.approx(factor * max(1.0, scale))
+        assert 0 < r.latency_ms_median <= r.latency_ms_p90
+        assert r.images_per_sec == pytest.approx(r.batch_size * 1e3 / r.latency_ms_median)
+        assert r.gflops_per_sec > 0 and r.peak_fraction > 0
+    by_name = {r.backend: r for r in records}
+    for name in ("eager", "fused", "onnxruntime-opt", "openvino-opt"):
+        if name in by_name:
+            assert by_name[name].precision == "fp32"
+
+
+def test_several_batch_sizes(model):
+    records = benchmark(
+        model,
+        ["eager", "fused"],
+        model_name="m",
+        batch_sizes=[1, 3],
+        input_size=SIZE,
+        min_seconds=0.01,
+    )
+    assert [(r.backend, r.batch_size) for r in records] == [
+        ("eager", 1),
+        ("fused", 1),
+        ("eager", 3),
+        ("fused", 3),
+    ]
+    assert all(r.status == "ok" for r in records)
+
+
+class NoisyBackend(Backend):
+    """A broken runtime: right shape, wrong numbers."""
+
+    name = "noisy"
+
+    def prepare(self, model, example):
+        return lambda x: model(x) + 0.1
+
+
+def test_a_backend_that_disagrees_is_reported_wrong_not_fast(model, monkeypatch):
+    monkeypatch.setitem(BACKENDS, "noisy", NoisyBackend)
+    (record,) = benchmark(model, ["noisy"], model_name="m", input_size=SIZE, min_seconds=0.01)
+    assert record.status == "wrong"
+    assert record.max_abs_diff == pytest.approx(0.1, rel=1e-3)
+    assert record.latency_ms_median is None and record.images_per_sec is None
+
+
+def test_best_picks_the_fastest_passing_fp32_backend(model, monkeypatch):
+    monkeypatch.setitem(BACKENDS, "noisy", NoisyBackend)  # fp32, fast, wrong: never chosen
+    records = benchmark(model, ["best"], model_name="m", input_size=SIZE, min_seconds=0.05)
+    best = [r for r in records if r.best]
+    assert len(best) == 1 and best[0].status == "ok"
+    assert best[0].precision == "fp32" and best[0].backend != "noisy"
+    quick = best[0].extra["candidates"]
+    assert best[0].backend == min(quick, key=quick.get)
+    assert "int8" not in quick and "openvino-bf16" not in quick
+    assert [r.backend for r in records if not r.best] == ["noisy"]
+
+
+def test_best_candidates_respect_precision_flags():
+    fp32 = best_candidates()
+    assert "compile" not in fp32 and "int8" not in fp32 and "eager" in fp32
+    if BACKENDS["int8"]().available():
+        assert "int8" in best_candidates(allow_int8=True)
+
+
+def test_missing_runtime_names_the_extra(model, monkeypatch):
+    real = backends_module.importlib.util.find_spec
+    monkeypatch.setattr(
+        backends_module.importlib.util,
+        "find_spec",
+        lambda name: None if name == "onnxruntime" else real(name),
+    )
+    monkeypatch.setattr(backends_module, "require", _fake_require)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'lightnets\[onnx\]'"):
+        benchmark(model, ["onnxruntime"], model_name="m", input_size=SIZE)
+    skipped: list[str] = []
+    monkeypatch.setattr(
+        lightnets.deploy.bench, "BACKENDS", {k: BACKENDS[k] for k in ("eager", "onnxruntime-opt")}
+    )
+    records = benchmark(
+        model, ["all"], model_name="m", input_size=SIZE, min_seconds=0.01, on_skip=skipped.append
+    )
+    assert [r.status for r in records] == ["ok", "unavailable"]
+    assert skipped == ["onnxruntime-opt: not installed: pip install 'lightnets[onnx]'"]
+
+
+def _fake_require(module, extra):
+    if module == "onnxruntime":
+        raise MissingDependencyError(f"{module} is not installed: pip install 'lightnets[{extra}]'")
+    return __import__(module)
+
+
+def test_backend_and_batch_size_parsing():
+    assert resolve_backends("eager, onnxruntime,eager") == ["eager", "onnxruntime"]
+    assert resolve_backends("all") == ["all"] and resolve_backends("best") == ["best"]
+    with pytest.raises(InvalidArgumentError, match="allowed: eager, channels_last"):
+        resolve_backends("eager,tensorrt")
+    with pytest.raises(InvalidArgumentError, match="cannot be combined"):
+        resolve_backends("best,eager")
+    assert parse_batch_sizes("1,32") == [1, 32]
+    for bad in ("0", "a", "", "1,-2"):
+        with pytest.raises(InvalidArgumentError, match="--batch-size"):
+            parse_batch_sizes(bad)
+    assert get_backend("fused", threads=3).threads == 3
+    assert 1 <= physical_cores() <= (torch.get_num_threads() + 64)

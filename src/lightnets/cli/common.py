@@ -8,8 +8,12 @@ from typing import Any
 from lightnets.errors import InvalidArgumentError
 from lightnets.models import LightweightNet, create_model
 
-SQUEEZENET_VERSIONS = {"1.0": "squeezenet1_0", "1_0": "squeezenet1_0",
-                       "1.1": "squeezenet1_1", "1_1": "squeezenet1_1"}
+SQUEEZENET_VERSIONS = {
+    "1.0": "squeezenet1_0",
+    "1_0": "squeezenet1_0",
+    "1.1": "squeezenet1_1",
+    "1_1": "squeezenet1_1",
+}
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, name: bool = True) -> None:
@@ -19,18 +23,41 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, name: bool = True) -
     group = parser.add_argument_group("model")
     group.add_argument("--width-mult", type=float, help="width multiplier (alpha)")
     group.add_argument("--groups", type=int, help="ShuffleNet V1 group count g")
-    group.add_argument("--version", dest="model_version", metavar="V",
-                       help="SqueezeNet version (1.0 or 1.1) when NAME is 'squeezenet'")
-    group.add_argument("--bypass", choices=("none", "simple", "complex"),
-                       help="SqueezeNet bypass connections (paper, Section 6)")
-    group.add_argument("--batch-norm", action="store_true", default=None,
-                       help="SqueezeNet with BatchNorm after every convolution")
-    group.add_argument("--variant", choices=("imagenet", "cifar"), default="imagenet",
-                       help="imagenet: 224 px, total stride 32; cifar: 32 px stem (default: imagenet)")
-    group.add_argument("--num-classes", type=int, default=None,
-                       help="classifier outputs (default: 1000 for imagenet, 100 for cifar)")
-    group.add_argument("--input-size", type=int, default=None,
-                       help="input height and width in pixels (default: 224 imagenet, 32 cifar)")
+    group.add_argument(
+        "--version",
+        dest="model_version",
+        metavar="V",
+        help="SqueezeNet version (1.0 or 1.1) when NAME is 'squeezenet'",
+    )
+    group.add_argument(
+        "--bypass",
+        choices=("none", "simple", "complex"),
+        help="SqueezeNet bypass connections (paper, Section 6)",
+    )
+    group.add_argument(
+        "--batch-norm",
+        action="store_true",
+        default=None,
+        help="SqueezeNet with BatchNorm after every convolution",
+    )
+    group.add_argument(
+        "--variant",
+        choices=("imagenet", "cifar"),
+        default="imagenet",
+        help="imagenet: 224 px, total stride 32; cifar: 32 px stem (default: imagenet)",
+    )
+    group.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="classifier outputs (default: 1000 for imagenet, 100 for cifar)",
+    )
+    group.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="input height and width in pixels (default: 224 imagenet, 32 cifar)",
+    )
 
 
 def resolve_model_name(name: str, version: str | None) -> str:

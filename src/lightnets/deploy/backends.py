@@ -23,6 +23,7 @@ from torch import nn
 
 from lightnets.deploy.exporters import INPUT_NAME, onnx_bytes, openvino_model
 from lightnets.deploy.fusion import fuse
+from lightnets.deploy.openvino_runtime import compile_model
 from lightnets.errors import InvalidArgumentError, require
 
 __all__ = [
@@ -211,8 +212,7 @@ class OpenVinoBackend(Backend):
     modules = ("openvino",)
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
-        ov = require("openvino", "openvino")
-        compiled = ov.Core().compile_model(openvino_model(model, example), "CPU")
+        compiled = compile_model(openvino_model(model, example))
         # By default OpenVINO computes in bf16 on CPUs that have bf16 instructions (AVX-512
         # BF16, AMX): say so, and hold it to the bf16 tolerance.
         hint = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
@@ -236,8 +236,7 @@ class OpenVinoOptBackend(OpenVinoBackend):
         }
 
     def compile(self, ov_model):
-        ov = require("openvino", "openvino")
-        return ov.Core().compile_model(ov_model, "CPU", self.config())
+        return compile_model(ov_model, self.config())
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
         compiled = self.compile(openvino_model(fuse(model), example, static_shape=True))

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from lightnets.deploy.fusion import fuse as fuse_batchnorm
+from lightnets.deploy.openvino_runtime import compile_model
 from lightnets.errors import InvalidArgumentError, LightnetsError, require
 
 __all__ = [
@@ -235,9 +236,7 @@ def export(
                 ov.save_model(
                     openvino_model(exported, example), str(temp_xml), compress_to_fp16=False
                 )
-                compiled = ov.Core().compile_model(
-                    str(temp_xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
-                )
+                compiled = compile_model(str(temp_xml), {"INFERENCE_PRECISION_HINT": "f32"})
                 diff = _compare(lambda x: compiled(x)[0], reference, input_size)
                 del compiled
                 publish(temp_bin, bin_path)

@@ -40,6 +40,7 @@ from lightnets.deploy.exporters import (
     publish,
 )
 from lightnets.deploy.fusion import fuse
+from lightnets.deploy.openvino_runtime import ensure_signal_stack
 from lightnets.errors import InvalidArgumentError, require
 
 __all__ = [
@@ -160,12 +161,14 @@ def quantize_openvino(
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         nncf.set_log_level(logging.ERROR)
-        return nncf.quantize(
+        quantized = nncf.quantize(
             ov_model,
             nncf.Dataset(items),
             preset=nncf.QuantizationPreset.PERFORMANCE,
             subset_size=subset,
         )
+    ensure_signal_stack()  # NNCF compiles with OpenVINO while calibrating
+    return quantized
 
 
 def quantize_onnxruntime(

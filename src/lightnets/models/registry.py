@@ -37,15 +37,15 @@ class HParam:
         value = self._coerce(model, name, value)
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(str(c) for c in self.choices)
-            raise InvalidArgumentError(f"{model}: {name}={value!r} is not supported; allowed: {allowed}")
+            raise InvalidArgumentError(
+                f"{model}: {name}={value!r} is not supported; allowed: {allowed}"
+            )
         if self.positive and not value > 0:
             raise InvalidArgumentError(f"{model}: {name} must be > 0, got {value!r}")
         return value
 
     def _coerce(self, model: str, name: str, value: Any) -> Any:
-        bad = InvalidArgumentError(
-            f"{model}: {name} must be a {self.kind.__name__}, got {value!r}"
-        )
+        bad = InvalidArgumentError(f"{model}: {name} must be a {self.kind.__name__}, got {value!r}")
         if self.kind is bool:
             if not isinstance(value, bool):
                 raise bad
@@ -135,9 +135,7 @@ def validate_num_classes(num_classes: Any) -> int:
 
 def validate_variant(variant: Any) -> str:
     if variant not in VARIANTS:
-        raise InvalidArgumentError(
-            f"unknown variant {variant!r}; allowed: {', '.join(VARIANTS)}"
-        )
+        raise InvalidArgumentError(f"unknown variant {variant!r}; allowed: {', '.join(VARIANTS)}")
     return variant
 
 

@@ -57,7 +57,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a lightnets checkpoint safely (``weights_only=True``) and check its format."""
     path = Path(path)
     if path.is_dir():
-        raise CheckpointError(f"{path} is a directory; pass a checkpoint file such as {path}/best.pt")
+        raise CheckpointError(
+            f"{path} is a directory; pass a checkpoint file such as {path}/best.pt"
+        )
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -56,6 +58,22 @@ class ConvBNAct(nn.Sequential):
             layers.append(activation(inplace=True))
         super().__init__(*layers)
         self.out_channels = out_channels
+
+
+def init_conv_bn_(
+    module: nn.Module, conv_init: Callable[..., torch.Tensor], **init_kwargs: object
+) -> None:
+    """Initialise in place every ``Conv2d`` in ``module`` with ``conv_init(weight, **init_kwargs)``
+    and a zero bias, and every ``BatchNorm2d`` with weight one and bias zero (the reference
+    implementations' scheme; the papers give none)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            conv_init(m.weight, **init_kwargs)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

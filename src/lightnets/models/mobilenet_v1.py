@@ -18,7 +18,7 @@ from torch import nn
 
 from lightnets.errors import InvalidArgumentError
 from lightnets.models.base import LightweightNet
-from lightnets.models.layers import ConvBNAct, make_divisible
+from lightnets.models.layers import ConvBNAct, init_conv_bn_, make_divisible
 from lightnets.models.registry import HParam, register_model
 
 #: Table 1, first row: "Conv / s2, 3x3x3x32".
@@ -97,22 +97,14 @@ class MobileNetV1(LightweightNet):
         self.num_features = in_channels
         self.classifier = self._make_classifier(num_classes)
         self.default_input_size = (3, 32, 32) if variant == "cifar" else (3, 224, 224)
-        self._init_weights()
+        # As MobileNet V2's reference implementation (the paper gives no initialisation).
+        init_conv_bn_(self.features, nn.init.kaiming_normal_, mode="fan_out")
 
     def _make_classifier(self, num_classes: int) -> nn.Sequential:
         fc = nn.Linear(self.num_features, num_classes)
         nn.init.normal_(fc.weight, 0.0, 0.01)
         nn.init.zeros_(fc.bias)
         return nn.Sequential(nn.Dropout(p=self.drop_rate), fc)
-
-    def _init_weights(self) -> None:
-        # As MobileNet V2's reference implementation (the paper gives no initialisation).
-        for m in self.features.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

@@ -17,7 +17,7 @@ from torch import nn
 
 from lightnets.errors import InvalidArgumentError
 from lightnets.models.base import LightweightNet
-from lightnets.models.layers import ConvBNAct, make_divisible
+from lightnets.models.layers import ConvBNAct, init_conv_bn_, make_divisible
 from lightnets.models.registry import HParam, register_model
 
 #: Table 2: stem width (a 3x3 convolution with stride 2).
@@ -104,24 +104,14 @@ class MobileNetV2(LightweightNet):
         self.num_features = last_channels
         self.classifier = self._make_classifier(num_classes)
         self.default_input_size = (3, 32, 32) if variant == "cifar" else (3, 224, 224)
-        self._init_weights()
+        # The reference implementation's initialisation.
+        init_conv_bn_(self.features, nn.init.kaiming_normal_, mode="fan_out")
 
     def _make_classifier(self, num_classes: int) -> nn.Sequential:
         fc = nn.Linear(self.num_features, num_classes)
         nn.init.normal_(fc.weight, 0.0, 0.01)
         nn.init.zeros_(fc.bias)
         return nn.Sequential(nn.Dropout(p=self.drop_rate), fc)
-
-    def _init_weights(self) -> None:
-        # The reference implementation's initialisation.
-        for m in self.features.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

@@ -17,6 +17,7 @@ from torch import nn
 
 from lightnets.errors import InvalidArgumentError
 from lightnets.models.base import LightweightNet
+from lightnets.models.layers import init_conv_bn_
 from lightnets.models.registry import HParam, register_model
 
 # The macro-architectures as data (paper Table 1 for v1.0). Each row is a layer of ``features``:
@@ -209,7 +210,9 @@ class SqueezeNet(LightweightNet):
         self.num_features = channels
         self.classifier = self._make_classifier(num_classes)
         self.default_input_size = (3, 32, 32) if cifar else (3, 224, 224)
-        self._init_weights()
+        # torchvision's initialisation: Kaiming-uniform convolutions, zero biases; the final
+        # convolution is drawn from N(0, 0.01) in _make_classifier.
+        init_conv_bn_(self.features, nn.init.kaiming_uniform_)
 
     def _make_classifier(self, num_classes: int) -> nn.Sequential:
         final_conv = nn.Conv2d(self.num_features, num_classes, kernel_size=1)
@@ -221,18 +224,6 @@ class SqueezeNet(LightweightNet):
             nn.ReLU(inplace=True),
             nn.AdaptiveAvgPool2d((1, 1)),
         )
-
-    def _init_weights(self) -> None:
-        # torchvision's initialisation: Kaiming-uniform convolutions, zero biases; the final
-        # convolution is drawn from N(0, 0.01) in _make_classifier.
-        for m in self.features.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

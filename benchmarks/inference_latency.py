@@ -5,8 +5,9 @@ and OpenVINO's defaults, with the accuracy change beside each speed-up).
 Backends are prepared once per model, checked against eager fp32, then timed in interleaved
 rounds (each round times every backend once, in turn), so that load from other processes
 falls on all of them alike; the figure reported is the median over rounds of each round's
-median latency. BatchNorm statistics are randomised (seeded) so that folding them is not a
-no-op and the output differences are those of a trained network's scale.
+median latency. BatchNorm statistics are estimated on random inputs
+(:func:`lightnets.deploy.bench.calibrate_batchnorm`), so that folding them is not a no-op and the
+output differences are those of a trained network's scale.
 
     python benchmarks/inference_latency.py [--rounds 9] [--seconds 0.3] [--json out.json]
 """
@@ -21,12 +22,11 @@ import time
 import warnings
 
 import torch
-from torch import nn
 
 import lightnets
 from lightnets.analysis.timing import measure_latency
 from lightnets.deploy.backends import get_backend, physical_cores
-from lightnets.deploy.bench import check_outputs
+from lightnets.deploy.bench import calibrate_batchnorm, check_outputs
 
 MODELS = [
     ("mobilenet_v2", {}),
@@ -41,21 +41,9 @@ FP32_PATHS = ["fused", "torchscript", "onnxruntime-opt", "openvino-opt"]
 REDUCED = ["openvino-bf16", "int8"]
 
 
-def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-    return model.eval()
-
-
 def measure_model(name: str, hparams: dict, rounds: int, seconds: float, backends: list[str]):
     torch.manual_seed(0)
-    model = randomize_batchnorm(lightnets.create_model(name, **hparams))
+    model = calibrate_batchnorm(lightnets.create_model(name, **hparams), (3, 224, 224))
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         reference = model(x)

@@ -157,3 +157,21 @@ def test_backend_and_batch_size_parsing():
             parse_batch_sizes(bad)
     assert get_backend("fused", threads=3).threads == 3
     assert 1 <= physical_cores() <= (torch.get_num_threads() + 64)
+
+
+def test_calibrate_batchnorm_gives_untrained_networks_a_real_output_scale():
+    from lightnets.deploy.bench import calibrate_batchnorm
+
+    model = lightnets.create_model("mobilenet_v2", variant="cifar", num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        raw = model(x).abs().max()
+        calibrated = calibrate_batchnorm(model, (3, 32, 32))
+        scaled = calibrated(x).abs().max()
+    assert raw < 1e-6 < 1e-3 < scaled  # default init shrinks activations layer after layer
+    assert not calibrated.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    bns = [m for m in calibrated.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(m.momentum == 0.1 for m in bns)
+    assert all(int(m.num_batches_tracked) == 4 for m in bns)

@@ -105,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"--seconds must be > 0, got {args.seconds}")
     model, state = model_or_checkpoint_from_args(args)
     size = input_size_from_args(args, model)
+    if state is None:
+        # Untrained: give its activations a trained network's scale, so the check means something.
+        from lightnets.deploy.bench import calibrate_batchnorm
+
+        model = calibrate_batchnorm(model, size)
     wants_int8 = (
         "int8" in backends or backends == ["all"] or (backends == ["best"] and args.allow_int8)
     )

@@ -12,6 +12,7 @@ uses).
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,12 +29,47 @@ __all__ = [
     "BenchRecord",
     "benchmark",
     "best_candidates",
+    "calibrate_batchnorm",
     "check_outputs",
     "parse_batch_sizes",
 ]
 
 #: Allowed max |diff| to eager fp32, as a fraction of the largest |logit| (at least 1).
 TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "int8": 0.25}
+
+
+def calibrate_batchnorm(
+    model: nn.Module,
+    input_size: tuple[int, int, int],
+    *,
+    batches: int = 4,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> nn.Module:
+    """An eval-mode copy whose BatchNorm running statistics are estimated on random inputs.
+
+    A freshly initialised network has running mean 0 and variance 1 everywhere; with the
+    reference initialisations its activations then shrink layer after layer (MobileNet V2's
+    logits are about 1e-11), so comparing a backend's outputs with eager fp32 would prove
+    nothing. Re-estimating the statistics (cumulative average over ``batches`` random batches)
+    gives every layer unit-scale activations, as a trained network has. The original model is
+    left untouched; a model without BatchNorm is returned as an eval-mode copy.
+    """
+    model = copy.deepcopy(model)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative moving average over the calibration batches
+    if norms:
+        generator = torch.Generator().manual_seed(seed)
+        model.train()
+        with torch.no_grad():
+            for _ in range(batches):
+                model(torch.randn(batch_size, *input_size, generator=generator))
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    return model.eval()
 
 
 @dataclass

@@ -48,3 +48,33 @@ class LightweightNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+class PooledLinearHeadNet(LightweightNet):
+    """A trunk ``features``, global average pooling, and ``classifier`` = Dropout + Linear.
+
+    The head of MobileNet V1 and V2 (torchvision's MobileNetV2 names, so its weights map by key).
+    Subclasses build ``self.features`` and set ``self.num_features`` and ``self.drop_rate``
+    before calling :meth:`_make_classifier`.
+    """
+
+    drop_rate: float = 0.0
+
+    def _make_classifier(self, num_classes: int) -> nn.Sequential:
+        # The reference initialisation of the classifier: N(0, 0.01) weights, zero bias.
+        fc = nn.Linear(self.num_features, num_classes)
+        nn.init.normal_(fc.weight, 0.0, 0.01)
+        nn.init.zeros_(fc.bias)
+        return nn.Sequential(nn.Dropout(p=self.drop_rate), fc)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean((2, 3))
+        if pre_logits:
+            return x
+        return self.classifier(x)
+
+    def _reset_classifier(self, num_classes: int) -> None:
+        self.classifier = self._make_classifier(num_classes)

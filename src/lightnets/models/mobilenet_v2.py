@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lightnets.errors import InvalidArgumentError
-from lightnets.models.base import LightweightNet
+from lightnets.models.base import PooledLinearHeadNet
 from lightnets.models.layers import ConvBNAct, init_conv_bn_, make_divisible
 from lightnets.models.registry import HParam, register_model
 
@@ -67,7 +67,7 @@ class InvertedResidual(nn.Module):
         return self.conv(x)
 
 
-class MobileNetV2(LightweightNet):
+class MobileNetV2(PooledLinearHeadNet):
     """MobileNet V2 (Table 2) with width multiplier ``width_mult`` (Section 6.1).
 
     Every width is ``make_divisible(c * width_mult, 8)``; the last layer has
@@ -106,24 +106,6 @@ class MobileNetV2(LightweightNet):
         self.default_input_size = (3, 32, 32) if variant == "cifar" else (3, 224, 224)
         # The reference implementation's initialisation.
         init_conv_bn_(self.features, nn.init.kaiming_normal_, mode="fan_out")
-
-    def _make_classifier(self, num_classes: int) -> nn.Sequential:
-        fc = nn.Linear(self.num_features, num_classes)
-        nn.init.normal_(fc.weight, 0.0, 0.01)
-        nn.init.zeros_(fc.bias)
-        return nn.Sequential(nn.Dropout(p=self.drop_rate), fc)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean((2, 3))
-        if pre_logits:
-            return x
-        return self.classifier(x)
-
-    def _reset_classifier(self, num_classes: int) -> None:
-        self.classifier = self._make_classifier(num_classes)
 
 
 @register_model(

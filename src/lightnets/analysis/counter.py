@@ -90,6 +90,19 @@ _ADAPTIVE_POOL = {
 }
 _REDUCE = {"mean", "sum", "amax", "amin", "max", "min"}
 _SOFTMAX = {"_softmax", "_log_softmax"}
+#: Operations costing one element-wise operation per output element, and the kind they report.
+_PER_OUTPUT_ELEMENT = {
+    op: kind
+    for ops, kind in (
+        (_BATCHNORM, "batchnorm"),
+        (_NORM, "norm"),
+        (_ACTIVATION, "activation"),
+        (_ADD, "add"),
+        (_MUL, "mul"),
+        (_SOFTMAX, "softmax"),
+    )
+    for op in ops
+}
 _CONCAT = {"cat", "stack"}
 _COPY = {"clone", "_to_copy", "copy", "contiguous"}
 _ALLOC_EMPTY = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
@@ -308,23 +321,8 @@ class _Counter:
             self._conv(row, args, outputs[0], new_params)
         elif name in _MATMUL:
             self._matmul(row, name, args, outputs[0], new_params)
-        elif name in _BATCHNORM:
-            row.kind = "batchnorm"
-            row.elementwise_ops = y.numel()
-        elif name in _NORM:
-            row.kind = "norm"
-            row.elementwise_ops = y.numel()
-        elif name in _ACTIVATION:
-            row.kind = "activation"
-            row.elementwise_ops = y.numel()
-        elif name in _ADD:
-            row.kind = "add"
-            row.elementwise_ops = y.numel()
-        elif name in _MUL:
-            row.kind = "mul"
-            row.elementwise_ops = y.numel()
-        elif name in _SOFTMAX:
-            row.kind = "softmax"
+        elif name in _PER_OUTPUT_ELEMENT:
+            row.kind = _PER_OUTPUT_ELEMENT[name]
             row.elementwise_ops = y.numel()
         elif name in _MAXPOOL or name in _AVGPOOL:
             row.kind = "maxpool" if name in _MAXPOOL else "avgpool"

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lightnets.errors import InvalidArgumentError
+from lightnets import fileio
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -59,35 +58,7 @@ _FAMILY_COLOURS = {
 
 def check_writable(path: str | os.PathLike[str]) -> Path:
     """Fail now, before a long measurement, if ``path`` cannot be written as a figure."""
-    path = Path(path)
-    if path.is_dir():
-        raise InvalidArgumentError(f"cannot write a figure to {str(path)!r}: it is a directory")
-    if path.suffix.lower() not in FORMATS:
-        raise InvalidArgumentError(
-            f"cannot write a figure to {str(path)!r}: the name must end in {', '.join(FORMATS)}"
-        )
-    folder = path.parent
-    if not folder.is_dir():
-        raise InvalidArgumentError(
-            f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist"
-        )
-    # Creating (and removing) a file is the only reliable test (ACLs, read-only mounts, root).
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".check"):
-            pass
-    except OSError as exc:
-        raise InvalidArgumentError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
-    return path
-
-
-def _new_file_mode(path: Path) -> int:
-    """The mode ``open(path, "w")`` would give: the existing file's, else 0666 minus umask."""
-    try:
-        return path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+    return fileio.check_writable(path, suffixes=FORMATS)
 
 
 def save_figure(figure: Figure, path: str | os.PathLike[str], dpi: int = 150) -> Path:
@@ -96,15 +67,8 @@ def save_figure(figure: Figure, path: str | os.PathLike[str], dpi: int = 150) ->
 
     path = check_writable(path)
     FigureCanvasAgg(figure)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            figure.savefig(handle, format=path.suffix[1:].lower(), dpi=dpi)
-        os.chmod(tmp, _new_file_mode(path))  # mkstemp creates 0600; give the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with fileio.atomic_path(path, path.suffix) as temp:
+        figure.savefig(temp, format=path.suffix[1:].lower(), dpi=dpi)
     return path
 
 

@@ -40,8 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from lightnets.deploy.exporters import FORMATS, check_writable, export
+    from lightnets.deploy.exporters import FORMATS, export
     from lightnets.errors import InvalidArgumentError
+    from lightnets.fileio import check_writable
 
     if args.format not in FORMATS:
         raise InvalidArgumentError(

@@ -55,7 +55,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from lightnets.deploy.exporters import check_writable
     from lightnets.deploy.quantization import (
         CALIBRATION_SOURCES,
         METHODS,
@@ -63,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         quantize,
     )
     from lightnets.errors import InvalidArgumentError
+    from lightnets.fileio import check_writable
 
     if args.method not in METHODS:
         raise InvalidArgumentError(

@@ -8,13 +8,12 @@ leaves nothing behind, and an existing file is never overwritten by a bad one.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from lightnets.errors import DataError
+from lightnets.fileio import atomic_path
 
 # Official MD5 sums: https://www.cs.toronto.edu/~kriz/cifar.html, and the MNIST / Fashion-MNIST
 # READMEs (the same sums torchvision checks).
@@ -85,20 +84,15 @@ def download_file(urls: tuple[str, ...] | list[str], destination: str | Path, *,
     destination.parent.mkdir(parents=True, exist_ok=True)
     errors = []
     for url in urls:
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{destination.name}.", suffix=".part", dir=destination.parent
-        )
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-                for block in iter(lambda r=response: r.read(_CHUNK), b""):
-                    out.write(block)
-            verify_checksum(tmp, md5=md5)
-            os.replace(tmp, destination)
+            with atomic_path(destination, ".part") as temp:
+                with temp.open("wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+                    for block in iter(lambda r=response: r.read(_CHUNK), b""):
+                        out.write(block)
+                verify_checksum(temp, md5=md5)
             return destination
         except (urllib.error.URLError, OSError, DataError) as exc:
             errors.append(f"{url}: {exc}")
-        finally:
-            Path(tmp).unlink(missing_ok=True)
     raise DataError(f"{destination}: download failed ({'; '.join(errors)})")
 
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +22,12 @@ from torch import nn
 from lightnets.deploy.fusion import fuse as fuse_batchnorm
 from lightnets.deploy.openvino_runtime import compile_model
 from lightnets.errors import InvalidArgumentError, LightnetsError, require
+from lightnets.fileio import atomic_path, check_writable, commit
 
 __all__ = [
     "FORMATS",
     "ExportResult",
     "ExportVerificationError",
-    "check_writable",
     "export",
     "onnx_bytes",
     "openvino_model",
@@ -58,21 +56,6 @@ class ExportResult:
     max_abs_diff: float
     batch_sizes: tuple[int, ...]
     fused: bool
-
-
-def check_writable(path: str | Path) -> Path:
-    """Fail early (before any work) when ``path`` cannot be written."""
-    path = Path(path)
-    if path.is_dir():
-        raise InvalidArgumentError(f"output path {path} is a directory; give a file name")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InvalidArgumentError(f"output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InvalidArgumentError(f"output folder {parent} is not writable")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise InvalidArgumentError(f"output file {path} is not writable")
-    return path
 
 
 def tolerance(reference: torch.Tensor) -> float:
@@ -133,25 +116,6 @@ def openvino_model(
         warnings.simplefilter("ignore")
         converted = ov.convert_model(model.eval(), example_input=example, input=[shape])
     return converted
-
-
-def publish(temp: Path, final: Path) -> None:
-    """Give ``temp`` the permissions of a normally created file, then rename it to ``final``."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temp, 0o666 & ~umask)
-    os.replace(temp, final)
-
-
-@contextlib.contextmanager
-def _temp_path(final: Path, suffix: str) -> Iterator[Path]:
-    fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=suffix, dir=final.parent or ".")
-    os.close(fd)
-    temp = Path(name)
-    try:
-        yield temp
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def _compare(
@@ -230,7 +194,8 @@ def export(
         ov = require("openvino", "openvino")
         bin_path = path.with_suffix(".bin")
         check_writable(bin_path)
-        with _temp_path(path, ".xml") as temp_xml:
+        # The .bin is renamed into place first, the .xml last, when the block succeeds.
+        with atomic_path(path, ".xml") as temp_xml:
             temp_bin = temp_xml.with_suffix(".bin")
             try:
                 ov.save_model(
@@ -239,17 +204,15 @@ def export(
                 compiled = compile_model(str(temp_xml), {"INFERENCE_PRECISION_HINT": "f32"})
                 diff = _compare(lambda x: compiled(x)[0], reference, input_size)
                 del compiled
-                publish(temp_bin, bin_path)
-                publish(temp_xml, path)
+                commit(temp_bin, bin_path)
             finally:
                 temp_bin.unlink(missing_ok=True)
         files: tuple[Path, ...] = (path, bin_path)
     else:
         writer = _export_onnx if format == "onnx" else _export_torchscript
-        with _temp_path(path, FORMATS[format]) as temp:
+        with atomic_path(path, FORMATS[format]) as temp:
             run = writer(exported, example, temp)
             diff = _compare(run, reference, input_size)
-            publish(temp, path)
         files = (path,)
     size = sum(f.stat().st_size for f in files) / 1e6
     return ExportResult(path, format, files, size, diff, VERIFY_BATCH_SIZES, fuse)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,16 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightnets.deploy.exporters import (
-    INPUT_NAME,
-    check_writable,
-    onnx_bytes,
-    openvino_model,
-    publish,
-)
+from lightnets.deploy.exporters import INPUT_NAME, onnx_bytes, openvino_model
 from lightnets.deploy.fusion import fuse
 from lightnets.deploy.openvino_runtime import ensure_signal_stack
 from lightnets.errors import InvalidArgumentError, require
+from lightnets.fileio import atomic_path, check_writable, commit
 
 __all__ = [
     "CALIBRATION_SOURCES",
@@ -251,25 +245,18 @@ class _Runner:
 
 def _save(method: str, quantized: Any, path: Path) -> list[Path]:
     """Write atomically: temp files beside ``path``, then rename (.bin before .xml)."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    temp = Path(name)
-    try:
-        if method == "openvino":
-            ov = require("openvino", "openvino")
-            temp_bin = temp.with_suffix(".bin")
-            try:
-                ov.save_model(quantized, str(temp), compress_to_fp16=False)
-                publish(temp_bin, path.with_suffix(".bin"))
-            finally:
-                temp_bin.unlink(missing_ok=True)
-            publish(temp, path)
-            return [path, path.with_suffix(".bin")]
-        temp.write_bytes(quantized)
-        publish(temp, path)
-        return [path]
-    finally:
-        temp.unlink(missing_ok=True)
+    with atomic_path(path, path.suffix) as temp:
+        if method != "openvino":
+            temp.write_bytes(quantized)
+            return [path]
+        ov = require("openvino", "openvino")
+        temp_bin = temp.with_suffix(".bin")
+        try:
+            ov.save_model(quantized, str(temp), compress_to_fp16=False)
+            commit(temp_bin, path.with_suffix(".bin"))
+        finally:
+            temp_bin.unlink(missing_ok=True)
+    return [path, path.with_suffix(".bin")]
 
 
 def _fp32_size_mb(method: str, model: nn.Module, input_size: tuple[int, int, int]) -> float:

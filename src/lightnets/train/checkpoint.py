@@ -14,14 +14,13 @@ A lightnets checkpoint is a dict of tensors and plain Python values (loadable wi
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lightnets.errors import CheckpointError, LightnetsError
+from lightnets.fileio import atomic_path
 from lightnets.models import LightweightNet, create_model
 
 FORMAT = "lightnets-checkpoint"
@@ -36,21 +35,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     path = Path(path)
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_path(path) as temp:
+        torch.save(state, temp)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

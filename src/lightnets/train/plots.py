@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from lightnets.fileio import atomic_path
 
 
 def plot_training_curves(
@@ -58,12 +58,6 @@ def plot_training_curves(
     if title:
         fig.suptitle(title)
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, ".png") as temp:
+        fig.savefig(temp, dpi=100, format="png")
     return path

@@ -33,3 +33,69 @@ def require(module: str, extra: str):
         raise MissingDependencyError(
             f"{module} is not installed: pip install 'lightnets[{extra}]'"
         ) from exc
+
+
+def check_int(
+    name: str,
+    value: object,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int:
+    """``value`` as an int within ``[minimum, maximum]``, else an error naming ``name``.
+
+    ``bool`` is rejected although it is an ``int`` subclass: ``batch_size=True`` is a mistake,
+    not a batch of one. The single place where integer arguments are checked.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(
+            f"{name}={value!r} is not allowed; use an integer{_range_text(minimum, maximum)}"
+        )
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise InvalidArgumentError(
+            f"{name}={value!r} is not allowed; use an integer{_range_text(minimum, maximum)}"
+        )
+    return value
+
+
+def check_float(
+    name: str,
+    value: object,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    exclusive_minimum: bool = False,
+) -> float:
+    """``value`` as a finite float within the range, else an error naming ``name``.
+
+    ``exclusive_minimum=True`` makes the lower bound strict (``lr > 0``).
+    """
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidArgumentError(
+            f"{name}={value!r} is not allowed; use a finite number"
+            f"{_range_text(minimum, maximum, exclusive_minimum)}"
+        )
+    too_small = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
+    if too_small or (maximum is not None and value > maximum):
+        raise InvalidArgumentError(
+            f"{name}={value!r} is not allowed; use a number"
+            f"{_range_text(minimum, maximum, exclusive_minimum)}"
+        )
+    return float(value)
+
+
+def _range_text(
+    minimum: float | None, maximum: float | None, exclusive_minimum: bool = False
+) -> str:
+    low = ">" if exclusive_minimum else ">="
+    if minimum is not None and maximum is not None:
+        if exclusive_minimum:
+            return f" > {minimum} and <= {maximum}"
+        return f" in {minimum}..{maximum}"
+    if minimum is not None:
+        return f" {low} {minimum}"
+    if maximum is not None:
+        return f" <= {maximum}"
+    return ""

@@ -1,15 +1,19 @@
 """The ``lightnets`` command: a thin shell that parses arguments and calls the library.
 
 Each sub-command lives in its own module (``lightnets.cli.<command>``) exposing
-``register(subparsers)``. Errors a user can cause (:class:`lightnets.errors.LightnetsError`,
-missing or unwritable files) are printed as one line on stderr with exit status 2.
+``register(subparsers)``. :func:`main` is the one error boundary: errors a user can cause
+(:class:`lightnets.errors.LightnetsError`, missing or unwritable files) are printed as one line
+on stderr with exit status 2; anything unexpected is one line naming the exception, exit status
+1, and ``--debug`` (or ``LIGHTNETS_DEBUG=1``) prints its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from lightnets.errors import LightnetsError
@@ -44,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     from lightnets import __version__
 
     parser.add_argument("--version", action="version", version=f"lightnets {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=os.environ.get("LIGHTNETS_DEBUG", "") not in ("", "0"),
+        help="print the traceback of an unexpected error (also: LIGHTNETS_DEBUG=1)",
+    )
     subparsers = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=OneLineErrorParser
     )
@@ -54,8 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _safe_streams() -> None:
+    """Never crash on printing a name the terminal's encoding cannot show (e.g. non-UTF-8
+    file names under a strict UTF-8 locale): escape it instead."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lightnets`` console script; returns the exit status."""
+    _safe_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -71,3 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lightnets {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the boundary: a bug or an unforeseen input is still one line
+        if args.debug:
+            traceback.print_exc()
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        print(
+            f"lightnets {args.command}: unexpected error: {type(exc).__name__}: {first_line}"
+            + ("" if args.debug else " (rerun with --debug for the traceback)"),
+            file=sys.stderr,
+        )
+        return 1

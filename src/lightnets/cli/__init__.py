@@ -24,6 +24,7 @@ COMMANDS = (
     "profile",
     "compare",
     "roofline",
+    "guidelines",
     "train",
     "eval",
     "bench",

@@ -26,6 +26,7 @@ COMMANDS = (
     "roofline",
     "guidelines",
     "train",
+    "sweep",
     "eval",
     "bench",
     "export",

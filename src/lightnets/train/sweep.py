@@ -76,7 +76,7 @@ def plan_cells(axes: dict[str, Sequence[Any]]) -> list[Cell]:
     """Every combination of the given axis values (the first axis varies slowest)."""
     if not axes:
         raise InvalidArgumentError(
-            f"a sweep needs at least one axis; allowed: {', '.join('--' + a.replace('_', '-') for a in AXES)}"
+            "a sweep needs at least one axis: --width-mult, --input-size or --groups"
         )
     for axis, values in axes.items():
         if axis not in AXES:
@@ -366,7 +366,14 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
                 textcoords="offset points",
             )
         front = sorted((r[key], 100 * r["test_top1"]) for r in records if key in r["pareto"])
-        ax.plot(*zip(*front), color="tab:red", lw=1.2, label="Pareto front", zorder=2)
+        ax.plot(
+            [x for x, _ in front],
+            [y for _, y in front],
+            color="tab:red",
+            lw=1.2,
+            label="Pareto front",
+            zorder=2,
+        )
         ax.set_xscale("log")
         ax.set_xlabel(label + (" (ms, batch 1, this machine)" if key == "latency_ms" else ""))
         ax.set_ylabel(f"test top-1 (%), {result.dataset}")

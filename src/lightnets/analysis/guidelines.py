@@ -371,7 +371,7 @@ def _counts(experiment: Experiment, model: nn.Module) -> dict[str, Any]:
     Eq. 1 bound summed over the network's 2 x 10 convolutions, in bytes."""
     from lightnets.analysis.counter import profile
 
-    prof = profile(model, experiment.input_shape, batch_size=1, device="cpu")
+    prof = profile(model, experiment.input_shape, batch_size=1)
     bound = None
     if experiment.guideline == "G1":
         hw = experiment.feature_map

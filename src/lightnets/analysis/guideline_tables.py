@@ -21,6 +21,8 @@ What the paper does not print, and what lightnets assumes (named in every report
   that "the channel number in other fragmented structures is adjusted so that the FLOPs is
   the same as 1-fragment". lightnets builds k convolutions of width c' = round(c / sqrt(k)),
   in sequence, or in parallel on the same input with their outputs summed.
+- Table 2's ARM width c=180 at g=8 cannot be split into 8 groups; lightnets uses 176, the
+  multiple of 8 nearest in MACs (c^2/g 3872 against 4050).
 - The GPU batch size of Tables 1-4 is not stated (Fig. 1 uses 8 for whole networks).
 """
 

@@ -120,15 +120,29 @@ def train_cell(config: TrainConfig) -> tuple[str, dict[str, Any]]:
     is an error, never a silent retrain).
     """
     from lightnets.train.config import resume_config
-    from lightnets.train.trainer import read_summary, train
+    from lightnets.train.trainer import read_summary
 
     run_dir = Path(config.output)
     if not (run_dir / LAST_CHECKPOINT).exists():
-        return "trained", train(config)
+        return "trained", _fit(config, resume=False)
     stored = resume_config(run_dir, _resume_overrides(config))
     if _finished(run_dir, config.recipe.epochs):
         return "done", read_summary(run_dir)
-    return "resumed", train(stored, resume=True)
+    return "resumed", _fit(stored, resume=True)
+
+
+def _fit(config: TrainConfig, *, resume: bool) -> dict[str, Any]:
+    """:meth:`Trainer.fit`, as :func:`lightnets.train.train` runs it, but leaving the process
+    group of a torchrun launch up for the next cell (a re-created group hangs in DDP's first
+    collective); :func:`run_sweep` shuts it down once, after the last cell."""
+    from lightnets.train.trainer import Trainer
+
+    trainer = Trainer(config, resume=resume)
+    try:
+        return trainer.fit()
+    finally:
+        if trainer.tb_writer is not None:
+            trainer.tb_writer.close()
 
 
 @dataclass
@@ -284,6 +298,7 @@ def run_sweep(
         The result when every cell is finished (on the main process), else ``None``.
     """
     from lightnets.analysis.timing import cpu_name
+    from lightnets.train.distributed import init_distributed, shutdown_distributed
 
     output = Path(output)
     if output.exists() and not output.is_dir():
@@ -292,22 +307,12 @@ def run_sweep(
     configs = [cell.config(base, output) for cell in cells]
     for config in configs:
         config.validate()
-    summaries, trained = [], 0
-    for cell, config in zip(cells, configs, strict=True):
-        if (
-            max_cells is not None
-            and trained >= max_cells
-            and not _finished(Path(config.output), config.recipe.epochs)
-        ):
-            if _is_main():
-                log(f"stopping after {trained} cell(s) (--max-cells); rerun to continue")
-            return None
-        what, summary = train_cell(config)
-        trained += what != "done"
-        if _is_main():
-            log(f"cell {cell.name}: {what}, test top-1 {100 * summary['test_top1']:.2f}%")
-        summaries.append(summary)
-    if not _is_main():
+    ctx = init_distributed(base.device)
+    try:
+        summaries = _train_cells(cells, configs, max_cells, log)
+    finally:
+        shutdown_distributed(ctx)
+    if summaries is None or not _is_main():
         return None
     costs, kind = _measure(cells, [Path(c.output) for c in configs], base.device)
     records = [
@@ -340,6 +345,31 @@ def run_sweep(
     write_text_atomic(output / TABLE_MD, result.to_markdown() + "\n")
     plot_sweep(result, output / FIGURE)
     return result
+
+
+def _train_cells(
+    cells: Sequence[Cell],
+    configs: Sequence[TrainConfig],
+    max_cells: int | None,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]] | None:
+    """Train (or read back) every cell in order; ``None`` when ``max_cells`` stops it early."""
+    summaries, trained = [], 0
+    for cell, config in zip(cells, configs, strict=True):
+        if (
+            max_cells is not None
+            and trained >= max_cells
+            and not _finished(Path(config.output), config.recipe.epochs)
+        ):
+            if _is_main():
+                log(f"stopping after {trained} cell(s) (--max-cells); rerun to continue")
+            return None
+        what, summary = train_cell(config)
+        trained += what != "done"
+        if _is_main():
+            log(f"cell {cell.name}: {what}, test top-1 {100 * summary['test_top1']:.2f}%")
+        summaries.append(summary)
+    return summaries
 
 
 def plot_sweep(result: SweepResult, path: str | Path) -> Path:

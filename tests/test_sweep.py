@@ -120,3 +120,28 @@ def test_sweep_end_to_end_resumes_only_what_is_left(tmp_path, capsys):
 def test_sweep_refuses_resume_flag(tmp_path, capsys):
     assert main([*shlex.split(SWEEP), "--output", str(tmp_path), "--resume", str(tmp_path)]) == 2
     assert "rerun the same command" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_cells_under_torchrun(tmp_path):
+    """Two processes, two cells: the second cell must not hang (one process group serves the
+    whole sweep) and only rank 0 prints and writes the table."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    command += ["--master-addr", "127.0.0.1", "--master-port", port, "-m", "lightnets"]
+    command += [*shlex.split(SWEEP), "--output", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stdout.count("cell width_mult-0.5_input_size-16: trained") == 1
+    assert proc.stdout.count("2 processes") == 2
+    records = json.loads((out / "sweep.json").read_text())["records"]
+    assert len(records) == 2

@@ -147,6 +147,12 @@ def _record(config, norm, gpu, arm):
     )
 
 
+def test_verdict_names_fewer_macs_of_a_faster_row():
+    rows = [_record("1:1", 1.0, 1, 1), _record("1:2", 1.07, 0.88, 0.96)]
+    rows[0].macs, rows[1].macs = 1000, 945
+    assert "1:2 runs at 1.07x the speed of 1:1, with 6% fewer MACs" in verdict("G1", rows)
+
+
 def test_verdict_says_where_this_machine_agrees_and_where_not():
     agree = [_record("1:1", 1.0, 1, 1), _record("1:12", 0.6, 0.51, 0.76)]
     assert "agrees: 1:1 is the fastest; 1:12 runs at 0.60x" in verdict("G1", agree)

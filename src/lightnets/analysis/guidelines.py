@@ -432,8 +432,10 @@ def verdict(guideline: str, rows: Sequence[GuidelineRecord]) -> str:
     claim = GUIDELINE_TABLES[guideline].claim
 
     def cite(r: GuidelineRecord) -> str:
+        fewer = 1 - r.macs / first.macs
+        macs = f", with {fewer:.0%} fewer MACs" if fewer >= 0.01 else ""
         return (
-            f"{r.config} runs at {r.measured_norm:.2f}x the speed of {first.config} "
+            f"{r.config} runs at {r.measured_norm:.2f}x the speed of {first.config}{macs} "
             f"(paper: GPU {r.paper_gpu_norm:.2f}x, ARM {r.paper_arm_norm:.2f}x)"
         )
 

@@ -117,6 +117,21 @@ def test_sweep_end_to_end_resumes_only_what_is_left(tmp_path, capsys):
     assert "--lr 0.5 differs from the resumed run's" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--width-mult", "1", "-1"], "width_mult must be > 0, got -1.0"),
+        (["--groups", "2"], "unknown hyperparameter groups"),
+    ],
+)
+def test_a_bad_cell_is_refused_before_any_training(tmp_path, capsys, extra, message):
+    argv = [*shlex.split(SWEEP.replace("--width-mult 0.25 0.5 ", "")), *extra]
+    assert main([*argv, "--output", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "s").exists()
+
+
 def test_sweep_refuses_resume_flag(tmp_path, capsys):
     assert main([*shlex.split(SWEEP), "--output", str(tmp_path), "--resume", str(tmp_path)]) == 2
     assert "rerun the same command" in capsys.readouterr().err

@@ -91,6 +91,24 @@ def plan_cells(axes: dict[str, Sequence[Any]]) -> list[Cell]:
     ]
 
 
+def _check_cells(configs: Sequence[TrainConfig]) -> None:
+    """Refuse a bad setting or hyperparameter in any cell before the first cell trains
+    (each model is built on the meta device: nothing is allocated or computed)."""
+    import torch
+
+    from lightnets.models import create_model
+
+    for config in configs:
+        config.validate()
+        with torch.device("meta"):
+            create_model(
+                config.model,
+                num_classes=10,
+                variant=config.variant or "cifar",
+                **config.model_hparams,
+            )
+
+
 def _is_main() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
@@ -305,8 +323,7 @@ def run_sweep(
         raise InvalidArgumentError(f"--output {output} exists and is not a directory")
     cells = plan_cells(axes)
     configs = [cell.config(base, output) for cell in cells]
-    for config in configs:
-        config.validate()
+    _check_cells(configs)
     ctx = init_distributed(base.device)
     try:
         summaries = _train_cells(cells, configs, max_cells, log)

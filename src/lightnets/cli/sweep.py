@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="train at most N unfinished cells now, then stop (rerun to continue)",
     )
+    parser.add_argument(
+        "--model", dest="name", metavar="NAME", help="model name (see `lightnets models`)"
+    )
     parser.add_argument("--resume", default=None, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
@@ -60,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(
             "--resume does not apply to sweep: rerun the same command with the same --output"
         )
+    if args.name is None:
+        raise InvalidArgumentError("--model NAME is required (see `lightnets models`)")
     if args.output is None:
         raise InvalidArgumentError("--output DIR is required (the sweep's folder)")
     if args.max_cells is not None:

@@ -149,7 +149,9 @@ def test_cifar_variant_stem(name, stem_channels):
 def test_dropout_rate():
     assert lightnets.create_model("squeezenet1_1").classifier[0].p == 0.5
     assert lightnets.create_model("squeezenet1_1", drop_rate=0.1).classifier[0].p == 0.1
-    with pytest.raises(ValueError, match=r"drop_rate must be in \[0, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"drop_rate=.* is not allowed; use a number >= 0.0 and < 1.0"
+    ):
         lightnets.create_model("squeezenet1_1", drop_rate=1.0)
     with pytest.raises(ValueError, match="bypass='full' is not supported; allowed: none"):
         lightnets.create_model("squeezenet1_1", bypass="full")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lightnets.errors import InvalidArgumentError
-from lightnets.models.base import LightweightNet
+from lightnets.models.base import LightweightNet, validate_variant
 from lightnets.models.layers import init_conv_bn_
 from lightnets.models.registry import HParam, register_model
 
@@ -118,14 +118,14 @@ class Fire(nn.Module):
             self.bypass = None
         elif bypass == "simple":
             if in_channels != out_channels:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"simple bypass needs equal widths, got {in_channels}->{out_channels}"
                 )
             self.bypass = nn.Identity()
         elif bypass == "complex":
             self.bypass = _conv(in_channels, out_channels, 1, batch_norm=batch_norm)
         else:
-            raise ValueError(f"unknown bypass {bypass!r}")
+            raise InvalidArgumentError(f"unknown bypass {bypass!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.squeeze_activation(self.squeeze(x))
@@ -161,18 +161,23 @@ class SqueezeNet(LightweightNet):
 
     def __init__(
         self,
-        version: str = "1_0",
         num_classes: int = 1000,
         variant: str = "imagenet",
+        *,
+        version: str = "1_0",
         bypass: str = "none",
         batch_norm: bool = False,
         drop_rate: float = 0.5,
     ) -> None:
         super().__init__()
+        cifar = validate_variant(variant) == "cifar"
+        if version not in SQUEEZENET_CFGS:
+            raise InvalidArgumentError(
+                f"version={version!r} is not supported; allowed: {', '.join(SQUEEZENET_CFGS)}"
+            )
         cfg = SQUEEZENET_CFGS[version]
         self.version = version
         self.drop_rate = drop_rate
-        cifar = variant == "cifar"
         layers: list[nn.Module] = []
         channels = 3
         fire_index = 2
@@ -248,24 +253,24 @@ HPARAMS = {
         choices=BYPASS_CHOICES,
     ),
     "batch_norm": HParam(False, bool, "BatchNorm after every convolution of the trunk"),
-    "drop_rate": HParam(0.5, float, "dropout before the conv10 classifier, in [0, 1)"),
+    "drop_rate": HParam(
+        0.5,
+        float,
+        "dropout before the conv10 classifier, in [0, 1)",
+        minimum=0.0,
+        maximum=1.0,
+        exclusive_maximum=True,
+    ),
 }
 
 
-def _build(version: str, num_classes: int, variant: str, **hparams) -> SqueezeNet:
-    drop_rate = hparams["drop_rate"]
-    if not 0.0 <= drop_rate < 1.0:
-        raise InvalidArgumentError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
-    return SqueezeNet(version, num_classes=num_classes, variant=variant, **hparams)
-
-
 @register_model("squeezenet1_0", paper=PAPER + ", Table 1", hparams=HPARAMS)
-def squeezenet1_0(*, num_classes: int, variant: str, **hparams) -> SqueezeNet:
+def squeezenet1_0(num_classes: int = 1000, variant: str = "imagenet", **hparams) -> SqueezeNet:
     """SqueezeNet v1.0: 7x7/2 stem with 96 filters, max-pools after conv1, fire4 and fire8."""
-    return _build("1_0", num_classes, variant, **hparams)
+    return SqueezeNet(num_classes, variant, version="1_0", **hparams)
 
 
 @register_model("squeezenet1_1", paper=PAPER + ", v1.1 (reference implementation)", hparams=HPARAMS)
-def squeezenet1_1(*, num_classes: int, variant: str, **hparams) -> SqueezeNet:
+def squeezenet1_1(num_classes: int = 1000, variant: str = "imagenet", **hparams) -> SqueezeNet:
     """SqueezeNet v1.1: 3x3/2 stem with 64 filters, max-pools after conv1, fire3 and fire5."""
-    return _build("1_1", num_classes, variant, **hparams)
+    return SqueezeNet(num_classes, variant, version="1_1", **hparams)

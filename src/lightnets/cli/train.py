@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lightnets.cli.common import add_model_arguments, resolve_model_name
+from lightnets.cli.common import add_model_arguments, model_hparams_from_args, resolve_model_name
 from lightnets.errors import InvalidArgumentError
 
 EPILOG = """\
@@ -55,7 +55,6 @@ CONFIG_FLAGS = (
     "random_erasing",
     "download",
 )
-MODEL_FLAGS = ("width_mult", "groups", "bypass", "batch_norm", "drop_rate")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -79,12 +78,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser, name=False)
     # None = not given: the data set decides (cifar up to 64 px, imagenet above).
     parser.set_defaults(variant=None)
-    parser.add_argument(
-        "--drop-rate",
-        type=float,
-        default=None,
-        help="dropout before the classifier, for models that have one",
-    )
 
     data = parser.add_argument_group("data")
     data.add_argument(
@@ -239,7 +232,7 @@ def config_from_args(args: argparse.Namespace):
     from lightnets.train.config import TrainConfig, resume_config
     from lightnets.train.recipes import get_recipe
 
-    model_hparams = _given(args, MODEL_FLAGS)
+    model_hparams = model_hparams_from_args(args)
     recipe_overrides = _given(args, RECIPE_FLAGS)
     settings = _given(args, CONFIG_FLAGS)
     if args.variant is not None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import torch
 
 import lightnets
+from conftest import n_params, run_cli
 from lightnets.cli import main
 
 
@@ -32,7 +31,7 @@ def test_json_lists_every_model_with_hparams_and_counts(capsys):
             assert counted["input_size"] == [3, size, size]
             assert counted["num_classes"] == classes
             model = lightnets.create_model(record["name"], variant=variant, num_classes=classes)
-            assert counted["params"] == sum(p.numel() for p in model.parameters())
+            assert counted["params"] == n_params(model)
             assert model.default_input_size == (3, size, size)
     # The reference implementations' counts.
     assert by_name["mobilenet_v2"]["params"]["imagenet"]["params"] == 3_504_872
@@ -71,13 +70,7 @@ def test_unknown_name_is_one_line_exit_2(capsys):
 
 
 def test_python_dash_m_json(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "lightnets", "models", "--json", "mobilenet_v1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    result = run_cli(["models", "--json", "mobilenet_v1"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (record,) = json.loads(result.stdout)
     assert record["name"] == "mobilenet_v1"

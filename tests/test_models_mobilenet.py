@@ -7,18 +7,9 @@ import torch
 from torch import nn
 
 import lightnets
+from conftest import meta_model, n_params
 from lightnets.models.mobilenet_v1 import DepthwiseSeparableConv
 from lightnets.models.mobilenet_v2 import InvertedResidual
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def meta_model(name: str, **kwargs) -> nn.Module:
-    with torch.device("meta"):
-        return lightnets.create_model(name, **kwargs)
-
 
 # ---------------------------------------------------------------- MobileNet V1
 

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import lightnets
+from conftest import n_params
 from lightnets.models.squeezenet import Fire
 
 # torchvision's SqueezeNet, transcribed from torchvision/models/squeezenet.py: the layers of
@@ -40,10 +41,6 @@ def torchvision_state_shapes(version: str, num_classes: int = 1000) -> list[tupl
     shapes += [("classifier.1.weight", (num_classes, 512, 1, 1)),
                ("classifier.1.bias", (num_classes,))]  # fmt: skip
     return shapes
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from lightnets.data.dataset import TensorImageDataset
+from lightnets.data.download import download_cifar
 from lightnets.errors import DataError
 
 
@@ -270,8 +271,6 @@ def load_cifar(
     root = None if data_dir is None else Path(data_dir)
     path = find_cifar(spec, root)
     if path is None and download:
-        from lightnets.data.download import download_cifar
-
         target = DEFAULT_DIR if root is None else root
         if target.suffix in (".gz", ".tgz"):
             target = target.parent

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from lightnets.data.dataset import TensorImageDataset
+from lightnets.data.download import download_idx
 from lightnets.errors import DataError
 
 IMAGE_MAGIC = 0x00000803
@@ -165,8 +166,6 @@ def load_idx(
     root = DEFAULT_DIRS[name] if data_dir is None else Path(data_dir)
     missing = any(find_idx_file(root, s, k) is None for s, k in FILES)
     if missing and download:
-        from lightnets.data.download import download_idx
-
         target = Path("data") / name if data_dir is None else root
         download_idx(name, target)
         root = target

@@ -37,7 +37,8 @@ def open_image(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Itera
     path = Path(path)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            # The limit below replaces Pillow's warning (which still decodes the image).
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
             with PILImage.open(path) as image:
                 width, height = image.size
                 if width * height > max_pixels:
@@ -51,10 +52,13 @@ def open_image(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Itera
         raise
     except FileNotFoundError as exc:
         raise DataError(f"{path}: no such image file") from exc
+    except PILImage.DecompressionBombError as exc:  # Pillow's own refusal, at twice its limit
+        raise DataError(
+            f"{path}: image exceeds the limit of {max_pixels:,} pixels (a decompression bomb?); "
+            f"resize it first ({exc})"
+        ) from exc
     except (
         UnidentifiedImageError,
-        PILImage.DecompressionBombError,
-        PILImage.DecompressionBombWarning,
         OSError,
         ValueError,
         SyntaxError,

@@ -50,31 +50,30 @@ def _what_file_is(path: Path) -> str | None:
     if head.startswith((ZIP_MAGIC, b"\x80")):  # torch.save's zip, or a legacy pickle
         return None
     if not head:
-        return "is empty"
+        return "the file is empty"
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
-        return "is not a PyTorch checkpoint (unrecognised contents)"
+        return "not a PyTorch checkpoint (unrecognised contents)"
     if all(c.isprintable() or c.isspace() for c in text):
-        return "is a text file, not a PyTorch checkpoint"
-    return "is not a PyTorch checkpoint (unrecognised contents)"
+        return "a text file, not a PyTorch checkpoint"
+    return "not a PyTorch checkpoint (unrecognised contents)"
 
 
 def _unreadable(path: Path, exc: Exception) -> CheckpointError:
     """A one-line CheckpointError that says what ``path`` is, for a failed ``torch.load``."""
-    what = _what_file_is(path)
-    if what is not None:
-        return CheckpointError(f"{path} {what}")
+    reason = _what_file_is(path)
     message = str(exc)
-    if "Weights only load failed" in message:
+    if reason is None and "Weights only load failed" in message:
         found = re.search(r"GLOBAL (\S+)", message)
         holds = f" ({found.group(1)})" if found else ""
-        return CheckpointError(
-            f"{path} is not a weights-only checkpoint: it holds Python objects{holds}, and "
-            "lightnets will not unpickle it (unpickling can run arbitrary code)"
+        reason = (
+            f"not a weights-only checkpoint: it holds Python objects{holds}, which lightnets "
+            "will not unpickle (unpickling can run arbitrary code)"
         )
-    first = (message.strip().splitlines() or [type(exc).__name__])[0]
-    return CheckpointError(f"cannot read checkpoint {path}: {first[:200]}")
+    if reason is None:
+        reason = (message.strip().splitlines() or [type(exc).__name__])[0][:200]
+    return CheckpointError(f"cannot read checkpoint {path}: {reason}")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

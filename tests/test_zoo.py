@@ -187,3 +187,28 @@ def test_non_positive_width_is_refused_everywhere(name):
     for width in (0, -0.5):
         with pytest.raises(ValueError, match="width_mult"):
             lightnets.create_model(name, width_mult=width)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_constructor_takes_num_classes_variant_and_hparams(name):
+    entry = lightnets.get_model_entry(name)
+    with torch.device("meta"):
+        model = entry.builder(7, "cifar", **entry.defaults)
+        logits = model(torch.empty(2, *model.default_input_size))
+    assert model.default_input_size == (3, 32, 32) and logits.shape == (2, 7)
+    with pytest.raises(InvalidArgumentError, match="unknown variant 'cifar10'"):
+        entry.builder(7, "cifar10", **entry.defaults)
+
+
+def test_registry_imports_no_family():
+    # Families register themselves when lightnets.models imports them; the registry stays
+    # below them (torchvision's and timm's one-way imports).
+    source = Path(lightnets.models.registry.__file__).read_text()
+    imported = {
+        alias.name if isinstance(node, ast.Import) else node.module
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert not {m for m in imported if m and m.split(".")[-1] in FAMILIES | {"squeezenet"}}
+    assert "lightnets.models.base" in imported

@@ -141,6 +141,48 @@ class Fire(nn.Module):
         return out
 
 
+def _fire_bypass(fire_index: int, bypass: str) -> str | None:
+    """The shortcut around fire ``fire_index`` for the network's ``bypass`` setting (Section 6)."""
+    if bypass in ("simple", "complex") and fire_index in SIMPLE_BYPASS_FIRES:
+        return "simple"
+    if bypass == "complex" and fire_index in COMPLEX_BYPASS_FIRES:
+        return "complex"
+    return None
+
+
+def _build_features(
+    cfg: list[tuple], cifar: bool, bypass: str, batch_norm: bool
+) -> tuple[nn.Sequential, int]:
+    """``features`` from one of :data:`SQUEEZENET_CFGS`, and its output channels."""
+    layers: list[nn.Module] = []
+    channels = 3
+    fire_index = 2
+    for row in cfg:
+        if row[0] == "conv":
+            _, out_channels, kernel, stride = row
+            if cifar:
+                kernel, stride = CIFAR_STEM_KERNEL, 1
+            padding = (kernel - 1) // 2 if cifar else 0
+            layers.append(
+                _conv(channels, out_channels, kernel, stride, padding, batch_norm=batch_norm)
+            )
+            layers.append(nn.ReLU(inplace=True))
+            channels = out_channels
+        elif row[0] == "pool":
+            # CIFAR: the pool after the stem (before any fire) keeps its index as an identity.
+            before_fires = fire_index == 2
+            pool = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+            layers.append(nn.Identity() if cifar and before_fires else pool)
+        else:
+            _, squeeze, e1, e3 = row
+            bypass_kind = _fire_bypass(fire_index, bypass)
+            fire = Fire(channels, squeeze, e1, e3, batch_norm=batch_norm, bypass=bypass_kind)
+            layers.append(fire)
+            channels = fire.out_channels
+            fire_index += 1
+    return nn.Sequential(*layers), channels
+
+
 class SqueezeNet(LightweightNet):
     """SqueezeNet v1.0 / v1.1 (Table 1), optionally with bypass (Section 6) and BatchNorm.
 
@@ -178,41 +220,7 @@ class SqueezeNet(LightweightNet):
         cfg = SQUEEZENET_CFGS[version]
         self.version = version
         self.drop_rate = drop_rate
-        layers: list[nn.Module] = []
-        channels = 3
-        fire_index = 2
-        seen_fire = False
-        for row in cfg:
-            kind = row[0]
-            if kind == "conv":
-                _, out_channels, kernel, stride = row
-                if cifar:
-                    kernel, stride = CIFAR_STEM_KERNEL, 1
-                padding = (kernel - 1) // 2 if cifar else 0
-                layers.append(
-                    _conv(channels, out_channels, kernel, stride, padding, batch_norm=batch_norm)
-                )
-                layers.append(nn.ReLU(inplace=True))
-                channels = out_channels
-            elif kind == "pool":
-                if cifar and not seen_fire:
-                    layers.append(nn.Identity())
-                else:
-                    layers.append(nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True))
-            else:
-                _, squeeze, e1, e3 = row
-                block_bypass = None
-                if bypass in ("simple", "complex") and fire_index in SIMPLE_BYPASS_FIRES:
-                    block_bypass = "simple"
-                elif bypass == "complex" and fire_index in COMPLEX_BYPASS_FIRES:
-                    block_bypass = "complex"
-                fire = Fire(channels, squeeze, e1, e3, batch_norm=batch_norm, bypass=block_bypass)
-                layers.append(fire)
-                channels = fire.out_channels
-                fire_index += 1
-                seen_fire = True
-        self.features = nn.Sequential(*layers)
-        self.num_features = channels
+        self.features, self.num_features = _build_features(cfg, cifar, bypass, batch_norm)
         self.classifier = self._make_classifier(num_classes)
         self.default_input_size = (3, 32, 32) if cifar else (3, 224, 224)
         # torchvision's initialisation: Kaiming-uniform convolutions, zero biases; the final

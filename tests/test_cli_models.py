@@ -85,3 +85,21 @@ def test_counting_leaves_the_random_state_alone():
     state = torch.get_rng_state()
     assert count_parameters("mobilenet_v2", "imagenet", 1000) == 3_504_872
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_model_flags_are_generated_from_every_declared_hyperparameter():
+    # One flag per HParam of the registry: a new hyperparameter needs no CLI edit.
+    from lightnets.cli import build_parser
+    from lightnets.cli.common import declared_hparams, model_hparams_from_args
+
+    declared = declared_hparams()
+    assert set(declared) >= {"width_mult", "groups", "bypass", "batch_norm", "drop_rate"}
+    for key, specs in declared.items():
+        model, spec = next(iter(specs.items()))
+        flag = "--" + key.replace("_", "-")
+        value = [] if spec.kind is bool else [str(spec.default)]
+        args = build_parser().parse_args(["profile", model, flag, *value])
+        expected = True if spec.kind is bool else spec.default
+        assert model_hparams_from_args(args) == {key: expected}
+    untouched = build_parser().parse_args(["profile", "mobilenet_v2"])
+    assert model_hparams_from_args(untouched) == {}

@@ -15,6 +15,7 @@ channel-first 32x32 RGB; ``labels`` or ``fine_labels``: list of N ints; ``filena
 
 from __future__ import annotations
 
+import importlib
 import io
 import pickle
 import tarfile
@@ -75,8 +76,6 @@ class RefusedGlobalError(pickle.UnpicklingError):
 
 
 def _numpy_core(module: str) -> Any:
-    import importlib
-
     # numpy >= 2 moved numpy.core to numpy._core; old pickles still name numpy.core.
     try:
         return importlib.import_module(f"numpy._core.{module}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lightnets import fileio
+from lightnets.analysis.kinds import OpKind
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -24,11 +25,11 @@ __all__ = ["check_writable", "plot_comparison", "plot_roofline", "save_figure"]
 FORMATS = (".png", ".svg", ".pdf")
 
 _KIND_STYLE = {
-    "conv": ("standard conv", "tab:red", "s"),
-    "pointwise_conv": ("pointwise 1x1", "tab:blue", "o"),
-    "group_conv": ("group conv", "tab:purple", "D"),
-    "depthwise_conv": ("depthwise", "tab:orange", "^"),
-    "linear": ("fully connected", "tab:green", "P"),
+    OpKind.CONV: ("standard conv", "tab:red", "s"),
+    OpKind.POINTWISE_CONV: ("pointwise 1x1", "tab:blue", "o"),
+    OpKind.GROUP_CONV: ("group conv", "tab:purple", "D"),
+    OpKind.DEPTHWISE_CONV: ("depthwise", "tab:orange", "^"),
+    OpKind.LINEAR: ("fully connected", "tab:green", "P"),
 }
 
 _LABEL_COLOURS = {
@@ -162,18 +163,56 @@ def plot_roofline(result: Roofline) -> Figure:
         rotation_mode="anchor",
         fontsize=9,
     )
-    if any(p.fraction > 1 for p in result.points):
+    _roofline_notes(ax, result)
+    return fig
+
+
+def _roofline_notes(ax, result: Roofline) -> None:
+    """Say why points sit above the roof, and that the measurement was unstable, if it was.
+
+    Cache explains a point above the sloped roof (drawn with DRAM bandwidth); nothing explains
+    one above the flat compute roof: that is a measurement error, circled in red.
+    """
+    from lightnets.analysis.roofline import ABOVE_MEMORY_ROOF, ABOVE_PEAK
+
+    lines = []
+    if any(p.flag == ABOVE_MEMORY_ROOF for p in result.points):
+        lines.append(
+            "Points above the sloped roof: their working set stays in cache,\n"
+            "faster than the DRAM bandwidth the sloped roof is drawn with."
+        )
+    errors = [p for p in result.points if p.flag == ABOVE_PEAK]
+    if errors:
+        ax.scatter(
+            [p.intensity for p in errors],
+            [p.achieved_gflops for p in errors],
+            s=160,
+            facecolors="none",
+            edgecolors="red",
+            linewidths=1.5,
+        )
+        lines.append(
+            f"Circled in red: {len(errors)} point(s) above the compute peak, a measurement\n"
+            "error (the peak was underestimated, e.g. on a busy machine)."
+        )
+    if not result.stable:
+        lines.append("Measurement NOT STABLE: " + _wrap(result.note))
+    if lines:
         ax.text(
             0.01,
             0.99,
-            "Points above the roof: their working set stays in cache,\n"
-            "faster than the memory bandwidth the roof is drawn with.",
+            "\n".join(lines),
             transform=ax.transAxes,
             va="top",
             fontsize=8,
             color="dimgrey",
         )
-    return fig
+
+
+def _wrap(text: str, width: int = 90) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
 
 
 def _log_axis(axis, values: list[float]) -> None:
@@ -298,7 +337,10 @@ def plot_comparison(comparison: Comparison) -> Figure:
     ax_acc.set_title("MACs against the papers' ImageNet top-1", fontsize=10)
     ax_speed.legend(loc="upper left", fontsize=8)
     size = comparison.input_size
-    fig.suptitle(f"lightnets zoo at {size}x{size}, float32", fontsize=11)
+    title = f"lightnets zoo at {size}x{size}, float32"
+    if comparison.stable is False:
+        title += "\nlatencies NOT STABLE: " + _wrap(comparison.note, 140)
+    fig.suptitle(title, fontsize=11)
     fig.draw_without_rendering()
     fig.set_layout_engine("none")  # freeze the layout the labels are placed in
     for ax, points in panels.items():

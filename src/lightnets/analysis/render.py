@@ -23,22 +23,32 @@ from lightnets.analysis.report import (
     format_bytes,
     format_count,
 )
+from lightnets.analysis.roofline import ABOVE_MEMORY_ROOF, ABOVE_PEAK
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+    from lightnets.analysis.compare import Comparison, ComparisonRow
+    from lightnets.analysis.roofline import Roofline
+
 __all__ = [
     "BY_TYPE_FIELDS",
+    "COMPARISON_HEADERS",
     "by_type_csv",
     "by_type_markdown",
     "by_type_table",
+    "comparison_markdown",
+    "comparison_table",
     "format_shape",
+    "measurement_line",
     "paper_line",
     "profile_csv",
     "profile_json",
     "profile_markdown",
     "profile_table",
+    "roofline_table",
+    "roofline_title",
     "terminal_console",
     "to_json",
     "totals_table",
@@ -311,3 +321,132 @@ def paper_line(prof: Profile, figure: PaperFigure) -> str:
     if figure.top1 is not None:
         parts.append(f"top-1 {figure.top1}%")
     return f"paper: {', '.join(parts)} — {figure.source}"
+
+
+# -- lightnets compare ---------------------------------------------------------------------------
+COMPARISON_HEADERS = (
+    "model",
+    "params",
+    "MACs",
+    "paper MACs",
+    "FLOPs",
+    "memory access (MB)",
+    "weights MB fp32 / int8",
+    "peak activations (MB)",
+    "latency (ms)",
+    "p10-p90 (ms)",
+    "paper top-1",
+)
+
+
+def _comparison_cells(row: ComparisonRow) -> list[str]:
+    paper_macs = row.paper.macs if row.paper and row.paper.macs else None
+    latency = row.latency
+    return [
+        row.label,
+        f"{row.params / 1e6:.2f}M",
+        f"{row.macs / 1e6:.0f}M",
+        f"{paper_macs / 1e6:.0f}M" if paper_macs else "",
+        f"{row.flops / 1e6:.0f}M",
+        f"{row.memory_access / 1e6:.1f}",
+        f"{row.weights_bytes_fp32 / 1e6:.1f} / {row.weights_bytes_int8 / 1e6:.1f}",
+        f"{row.peak_activation_bytes / 1e6:.1f}",
+        f"{latency.median_ms:.1f}" if latency else "",
+        f"{latency.p10_ms:.1f}-{latency.p90_ms:.1f}" if latency else "",
+        f"{row.paper.top1:.1f}" if row.paper and row.paper.top1 is not None else "",
+    ]
+
+
+def measurement_line(stable: bool | None, note: str) -> str:
+    """The one line every timed command prints about its measurement ('' when nothing was
+    timed)."""
+    if stable is None:
+        return ""
+    return f"measurement: {note}" if stable else f"WARNING, measurement not stable: {note}"
+
+
+def comparison_markdown(comparison: Comparison) -> str:
+    """The comparison as a Markdown table, then the measurement line."""
+    lines = [
+        "| " + " | ".join(COMPARISON_HEADERS) + " |",
+        "|---|" + "---:|" * (len(COMPARISON_HEADERS) - 1),
+    ]
+    lines += ["| " + " | ".join(_comparison_cells(row)) + " |" for row in comparison.rows]
+    line = measurement_line(comparison.stable, comparison.note)
+    return "\n".join(lines) + "\n" + (f"\n{line}\n" if line else "")
+
+
+def comparison_table(comparison: Comparison) -> Table:
+    """The comparison as a rich table; the caption names the conventions and the machine."""
+    from rich.table import Table
+
+    size = comparison.input_size
+    table = Table(title=f"lightnets zoo at {size}x{size}, batch 1, float32", header_style="bold")
+    for header in COMPARISON_HEADERS:
+        table.add_column(header, justify="left" if header == "model" else "right")
+    for row in comparison.rows:
+        table.add_row(*_comparison_cells(row))
+    threads = comparison.threads
+    table.caption = (
+        f"MACs = multiply-accumulates (the papers' FLOPs); FLOPs = 2 x MACs. Latency: "
+        f"median batch-1 forward pass on {comparison.device} with {threads} "
+        f"thread{'s' if threads != 1 else ''}, models timed in interleaved rounds."
+    )
+    return table
+
+
+# -- lightnets roofline --------------------------------------------------------------------------
+_ROOFLINE_COLUMNS = (
+    "#",
+    "module",
+    "kind",
+    "MFLOPs",
+    "FLOP/B",
+    "ms",
+    "GFLOP/s",
+    "attainable",
+    "of roof",
+    "bound",
+)
+_FLAG_MARKS = {ABOVE_MEMORY_ROOF: " (cache)", ABOVE_PEAK: " (error)"}
+
+
+def roofline_title(result: Roofline) -> str:
+    peak = result.peak
+    return (
+        f"{result.model} on the roofline: peak {peak.gflops:.0f} GFLOP/s, "
+        f"{peak.bandwidth_gb_s:.1f} GB/s, ridge {peak.ridge_point:.1f} FLOP/B "
+        f"({peak.device}, {peak.threads} thread{'s' if peak.threads != 1 else ''})"
+    )
+
+
+def roofline_table(result: Roofline) -> Table:
+    """Every timed layer: intensity, speed, its roof, the share of the roof reached (capped
+    at 100%, marked when the layer measured above it) and which roof bounds it."""
+    from rich.table import Table
+
+    table = Table(title=roofline_title(result), header_style="bold")
+    for name in _ROOFLINE_COLUMNS:
+        table.add_column(name, justify="left" if name in ("module", "kind", "bound") else "right")
+    for p in result.points:
+        table.add_row(
+            str(p.index),
+            p.module,
+            p.kind,
+            f"{p.flops / 1e6:.1f}",
+            f"{p.intensity:.1f}",
+            f"{p.latency_ms:.3f}",
+            f"{p.achieved_gflops:.1f}",
+            f"{p.attainable_gflops:.1f}",
+            f"{100 * p.fraction:.0f}%{_FLAG_MARKS.get(p.flag, '')}",
+            p.bound,
+        )
+    memory = sum(p.latency_ms for p in result.points if p.bound == "memory")
+    total = result.total_ms
+    table.caption = (
+        f"{len(result.points)} layers, {total:.2f} ms timed one by one; memory-bound layers "
+        f"take {memory:.2f} ms ({100 * memory / total if total else 0:.0f}%); "
+        f"{format_count(result.profile.flops)} FLOPs in all. (cache): above the sloped DRAM "
+        "roof, its working set in cache; (error): measured above the compute peak, impossible"
+    )
+    return table

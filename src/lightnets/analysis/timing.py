@@ -321,9 +321,10 @@ class Measurement:
                 f"stable: every median within ±{100 * worst:.1f}% (95% CI), "
                 f"{self.busy_rounds_set_aside} busy round(s) set aside and re-measured"
             )
-        unstable = [name for name, s in self.stats.items() if not s.stable]
-        first = self.stats[unstable[0]].note
-        return f"NOT STABLE ({len(unstable)} of {len(self.stats)}): {first}"
+        unstable = [s for s in self.stats.values() if not s.stable]
+        if len(self.stats) == 1:
+            return unstable[0].note
+        return f"{unstable[0].note} ({len(unstable)} of {len(self.stats)} unstable)"
 
 
 # -- the measurement ----------------------------------------------------------------------------

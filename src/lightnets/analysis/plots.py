@@ -211,7 +211,8 @@ def _roofline_notes(ax, result: Roofline) -> None:
             "error (the peak was underestimated, e.g. on a busy machine)."
         )
     if not result.stable:
-        lines.append("Measurement NOT STABLE: " + _wrap(result.note))
+        first = result.note.split("; ")[0]  # the whole note is in the JSON and the terminal
+        lines.append("Measurement NOT STABLE: " + _wrap(first))
     if lines:
         ax.text(
             0.01,

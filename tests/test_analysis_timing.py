@@ -146,7 +146,9 @@ def test_busy_rounds_are_set_aside_and_measured_again(monkeypatch):
         max_seconds=60.0,
     )
     assert result.busy_rounds_set_aside == 2
-    assert result.stable and result.load.others_cores < 0.25
+    assert not result.load.busy and result.load.others_cores < 0.25
+    # (Whether the calls' own spread is stable depends on real timings: not asserted.)
+    assert all("machine busy" not in s.note for s in result.stats.values())
     assert all(s.iters == 3 and s.rounds == 3 for s in result.stats.values())
     # Warm-up, then per round one untimed call and one timed call each, order rotating.
     assert calls[:2] == ["a", "b"]

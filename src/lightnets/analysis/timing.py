@@ -508,36 +508,16 @@ def measure_interleaved(
     return record.result(plan, threads, time.perf_counter() - started)
 
 
-def measure_latency(
-    fn: Callable[[], Any],
-    *,
-    warmup: int = 3,
-    min_iters: int = 10,
-    min_seconds: float = 1.0,
-    max_iters: int = 100_000,
-    rounds: int = 5,
-    target_ci: float | None = TARGET_CI,
-    max_seconds: float | None = None,
-    device: torch.device | str | None = None,
-) -> LatencyStats:
-    """Time ``fn()`` alone: :func:`measure_interleaved` with one candidate.
+def measure_latency(fn: Callable[[], Any], **options: Any) -> LatencyStats:
+    """Time ``fn()`` alone: :func:`measure_interleaved` with one candidate and the same keyword
+    options (``warmup``, ``min_iters``, ``min_seconds``, ``max_iters``, ``rounds``,
+    ``target_ci``, ``max_seconds``, ``device``).
 
     Returns:
         :class:`LatencyStats`: the median, its confidence interval, p10/p25/p75/p90, mean and
         minimum in ms, and whether the measurement is ``stable`` (with a one-line ``note``).
     """
-    result = measure_interleaved(
-        {"fn": fn},
-        warmup=warmup,
-        min_iters=min_iters,
-        min_seconds=min_seconds,
-        max_iters=max_iters,
-        rounds=rounds,
-        target_ci=target_ci,
-        max_seconds=max_seconds,
-        device=device,
-    )
-    return result.stats["fn"]
+    return measure_interleaved({"fn": fn}, **options).stats["fn"]
 
 
 def validate_threads(threads: int | None) -> None:

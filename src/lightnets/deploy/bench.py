@@ -2,25 +2,26 @@
 
 Every backend's output on a fixed batch is compared with eager fp32 before it is timed; a
 backend whose outputs differ beyond its precision's tolerance is reported as ``wrong`` and gets
-no speed. Timing is :func:`lightnets.analysis.timing.measure_latency` (warm-up, then the median
-and 90th percentile of per-call latencies); achieved GFLOP/s is the model's FLOPs (2 x MACs, from
-:func:`lightnets.profile`) per second, also given as a fraction of the machine's measured peak
-(:func:`lightnets.analysis.roofline.measure_machine_peak`, the figure ``lightnets roofline``
-uses).
+no speed. Timing is :func:`lightnets.analysis.timing.measure_latency` (warm-up, rounds until the
+median is known, busy rounds re-measured; the median, p10 and p90, and ``stable`` with a one-line
+note); achieved GFLOP/s is the model's FLOPs (2 x MACs, from :func:`lightnets.profile`) per
+second, also given for float32 rows as a fraction of the machine's measured float32 peak
+(:func:`lightnets.analysis.roofline.measure_machine_peak`, measured with the same threads),
+capped at 100% and flagged as a measurement error above it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from lightnets.analysis.timing import torch_threads
 from lightnets.deploy.backends import BACKENDS, Backend, get_backend
 from lightnets.errors import InvalidArgumentError, LightnetsError
 
@@ -134,20 +135,6 @@ def best_candidates(*, allow_int8: bool = False, allow_bf16: bool = False) -> li
     ]
 
 
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Set PyTorch's intra-op threads for the block (``None``: leave as is)."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        if threads < 1:
-            raise InvalidArgumentError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _time(run: Callable, x: torch.Tensor, min_seconds: float):
     from lightnets.analysis.timing import measure_latency
 
@@ -203,14 +190,23 @@ def _run_backend(
 
 
 def _fill_timing(record: BenchRecord, stats, flops: float | None, peak: float | None) -> None:
+    from lightnets.analysis.roofline import of_peak
+
     record.latency_ms_median = stats.median_ms
     record.latency_ms_p90 = stats.p90_ms
     record.iters = stats.iters
     record.images_per_sec = record.batch_size * 1e3 / stats.median_ms
+    record.extra.update(latency_ms_p10=stats.p10_ms, stable=stats.stable, timing_note=stats.note)
+    notes = [record.note] if record.note else []
+    if not stats.stable:
+        notes.append(f"NOT STABLE: {stats.note}")
     if flops is not None:
         record.gflops_per_sec = flops * record.images_per_sec / 1e9
-        if peak:
-            record.peak_fraction = record.gflops_per_sec / peak
+        # The peak is float32's: a bf16 or int8 row's share of it would mean nothing.
+        fp32_peak = peak if record.precision == "fp32" else None
+        record.peak_fraction, flag = of_peak(record.gflops_per_sec, fp32_peak)
+        notes += [flag] if flag else []
+    record.note = "; ".join(notes)
 
 
 def benchmark(
@@ -246,10 +242,10 @@ def benchmark(
         for name in names:
             get_backend(name).require()
     flops = _flops_per_image(model, input_size)
-    peak = _peak_gflops() if flops is not None else None
     records: list[BenchRecord] = []
     generator = torch.Generator().manual_seed(0)
     with torch_threads(threads):
+        peak = _peak_gflops() if flops is not None else None  # with the threads timed below
         for batch_size in batch_sizes:
             x = torch.randn(batch_size, *input_size, generator=generator)
             with torch.inference_mode():
@@ -288,7 +284,8 @@ def benchmark(
                 _fill_timing(record, _time(run, x, min_seconds), flops, peak)
                 record.best = True
                 record.extra = {
-                    "candidates": {r.backend: round(r.extra["quick"], 4) for r, _ in passed}
+                    **{k: v for k, v in record.extra.items() if k != "quick"},
+                    "candidates": {r.backend: round(r.extra["quick"], 4) for r, _ in passed},
                 }
                 records.append(record)
     return records

@@ -111,3 +111,9 @@ def test_format_bytes():
     assert format_bytes(512) == "512 B"
     assert format_bytes(3 * 2**30) == "3.0 GiB"
     assert format_bytes(2**40 * 5e4) == "5.0e+04 TiB"
+
+
+def test_an_input_too_small_for_the_network_is_named_as_such():
+    hparams = {"name": "squeezenet1_0", "num_classes": 1000, "variant": "imagenet"}
+    with pytest.raises(InvalidArgumentError, match=r"cannot run on 3x8x8 inputs at batch 1: "):
+        check_memory(hparams, (3, 8, 8))

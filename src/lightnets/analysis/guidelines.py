@@ -56,6 +56,8 @@ GUIDELINES = tuple(GUIDELINE_TABLES)
 WIDTHS = ("arm", "gpu")
 #: A configuration "agrees" while its normalised speed is on the paper's side of 1 +- this.
 TOLERANCE = 0.03
+#: A table whose speeds all lie within 1 +- this is called flat on this machine.
+FLAT = 0.10
 #: Round-to-round spread (max - min over median of the round medians) above which a timing is
 #: marked unstable.
 STABLE_SPREAD = 0.10
@@ -440,8 +442,8 @@ def verdict(guideline: str, rows: Sequence[GuidelineRecord]) -> str:
         what = "fastest" if slower_expected else "slowest"
         return f"{claim}: agrees: {first.config} is the {what}; {cite(extreme)}{unstable}"
     worst = max(against, key=lambda r: sign * r.measured_norm)
-    flat = all(abs(r.measured_norm - 1) <= 3 * TOLERANCE for r in others)
-    shape = " (flat within 10% here)" if flat else ""
+    flat = all(abs(r.measured_norm - 1) <= FLAT for r in others)
+    shape = f" (flat within {FLAT:.0%} here)" if flat else ""
     return f"{claim}: does not agree: {cite(worst)}{shape}{unstable}"
 
 

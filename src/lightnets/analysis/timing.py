@@ -28,7 +28,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, astuple, dataclass, replace
 from typing import Any
 
 import torch
@@ -128,10 +128,6 @@ class CpuTimes:
         return CpuTimes(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
-def astuple(times: CpuTimes) -> tuple[float, float, float, float]:
-    return (times.busy, times.steal, times.own, times.total)
-
-
 def read_cpu_times() -> CpuTimes | None:
     """This instant's counters from /proc/stat (the ``cpu`` line) and /proc/self/stat."""
     stat, own = read_proc("/proc/stat"), read_proc("/proc/self/stat")
@@ -208,11 +204,19 @@ class MachineLoad:
     def busy(self) -> bool:
         return bool(self.reasons())
 
+    @property
+    def crowded(self) -> bool:
+        """Other processes used more than the cores our threads leave free (plus a margin)."""
+        free = max(0.0, self.cores - self.threads)
+        return self.others_cores is not None and self.others_cores > free + BUSY_SLACK_CORES
+
+    @property
+    def stolen(self) -> bool:
+        return self.steal is not None and self.steal > BUSY_STEAL
+
     def others_busy(self) -> bool:
         """Busy by the CPU counters alone (other processes on our cores, or steal)."""
-        free = max(0.0, self.cores - self.threads)
-        crowded = self.others_cores is not None and self.others_cores > free + BUSY_SLACK_CORES
-        return crowded or (self.steal is not None and self.steal > BUSY_STEAL)
+        return self.crowded or self.stolen
 
     def reasons(self) -> list[str]:
         """Why the machine counts as busy (empty when it does not). The load average, which
@@ -220,16 +224,14 @@ class MachineLoad:
         reasons = []
         average = f", load average {self.load_average:.1f}" if self.load_average else ""
         who = f" ({', '.join(self.processes)})" if self.processes else ""
-        if self.others_cores is not None and self.others_busy():
-            if self.others_cores > max(0.0, self.cores - self.threads) + BUSY_SLACK_CORES:
-                reasons.append(
-                    f"other processes{who} used {self.others_cores:.1f} of {self.cores} cores "
-                    f"while we ran {self.threads} thread{'s' if self.threads != 1 else ''}"
-                    f"{average}"
-                )
+        if self.crowded:
+            reasons.append(
+                f"other processes{who} used {self.others_cores:.1f} of {self.cores} cores "
+                f"while we ran {self.threads} thread{'s' if self.threads != 1 else ''}{average}"
+            )
         elif self.others_cores is None and (self.load_average or 0) > self.cores + 0.5:
             reasons.append(f"load average {self.load_average:.1f} on {self.cores} cores{who}")
-        if self.steal is not None and self.steal > BUSY_STEAL:
+        if self.stolen:
             reasons.append(f"the hypervisor stole {100 * self.steal:.0f}% of CPU time")
         return reasons
 
@@ -306,7 +308,6 @@ class Measurement:
     load: MachineLoad
     busy_rounds_set_aside: int = 0
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
     @property
     def stable(self) -> bool:

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from lightnets.errors import InvalidArgumentError
+from lightnets.errors import InvalidArgumentError, check_int
 from lightnets.models import HParam, LightweightNet, create_model, get_model_entry, list_models
 from lightnets.models.memory import check_memory
 
@@ -146,9 +146,7 @@ def _largest_batch(args: argparse.Namespace) -> int:
 def _input_size(args: argparse.Namespace, default: tuple[int, int, int]) -> tuple[int, int, int]:
     channels, height, _ = default
     size = args.input_size if getattr(args, "input_size", None) is not None else height
-    if size < 1:
-        raise InvalidArgumentError(f"--input-size must be >= 1, got {size}")
-    return (channels, size, size)
+    return (channels, check_int("--input-size", size, minimum=1), size)
 
 
 def model_from_args(args: argparse.Namespace) -> LightweightNet:

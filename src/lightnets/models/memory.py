@@ -142,11 +142,16 @@ def check_memory(
     try:
         estimate = estimate_memory(hparams, input_size, batch_size, training=training)
     except (RuntimeError, OverflowError, MemoryError) as exc:
-        # Shapes beyond what PyTorch can even describe (more than 2^63 elements).
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if "overflow" in reason.lower() or not isinstance(exc, RuntimeError):
+            # Shapes beyond what PyTorch can even describe (more than 2^63 bytes).
+            raise InvalidArgumentError(
+                f"{what} at batch {batch_size} is too large for any machine: one of its "
+                f"tensors would exceed 2^63 bytes ({reason})"
+            ) from exc
+        size = "x".join(map(str, input_size)) if input_size is not None else "default"
         raise InvalidArgumentError(
-            f"{what} at batch {batch_size} is too large for any machine: one of its tensors "
-            f"would exceed 2^63 bytes ({reason})"
+            f"{what} cannot run on {size} inputs at batch {batch_size}: {reason}"
         ) from exc
     available, total = available_memory()
     if estimate.total_bytes > available:

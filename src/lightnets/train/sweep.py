@@ -376,6 +376,7 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
     """Test top-1 against MACs, parameters and latency (Pareto front joined), and the paper's
     ImageNet top-1 against MACs in a last panel."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     from lightnets.analysis.plots import save_figure
 
@@ -405,6 +406,7 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
             zorder=2,
         )
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label + (" (ms, batch 1, this machine)" if key == "latency_ms" else ""))
         ax.set_ylabel(f"test top-1 (%), {result.dataset}")
         if i == 0:
@@ -422,6 +424,7 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
                 textcoords="offset points",
             )
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("MACs (paper)")
         ax.set_ylabel("ImageNet top-1 (%), paper")
         ax.set_title(f"{result.model}: the paper's rows", fontsize=9)

@@ -68,7 +68,8 @@ def confirm_replace(paths: list[Path], force: bool) -> None:
     names = " and ".join(str(p) for p in paths)
     if not sys.stdin or not sys.stdin.isatty():
         raise InvalidArgumentError(f"{names} already exists: pass --force to replace it")
-    answer = input(f"{names} already exists. Replace it? [y/N] ").strip().lower()
+    print(f"{names} already exists. Replace it? [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().strip().lower()  # the prompt on stderr keeps --json clean
     if answer not in ("y", "yes"):
         raise InvalidArgumentError(f"{names} kept: not replaced")
 

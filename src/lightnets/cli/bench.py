@@ -14,7 +14,6 @@ from lightnets.cli.common import (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lightnets.deploy.accuracy import DEFAULT_MAX_DROP
     from lightnets.deploy.backends import BACKENDS
 
     parser = subparsers.add_parser(
@@ -48,6 +47,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME[,NAME...]|all|best",
         help="backends to run (default: best)",
     )
+    _add_precision_arguments(parser)
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=2.0,
+        help="minimum timed seconds per backend and batch size (default: 2)",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON list of records")
+    parser.set_defaults(func=run)
+
+
+def _add_precision_arguments(parser: argparse.ArgumentParser) -> None:
+    """--allow-int8, --allow-bf16 and the int8 data and budget."""
+    from lightnets.deploy.accuracy import DEFAULT_MAX_DROP
+
     parser.add_argument(
         "--allow-int8",
         action="store_true",
@@ -74,14 +88,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"int8 passes its check if top-1 drops by at most POINTS (default: "
         f"{DEFAULT_MAX_DROP:g})",
     )
-    parser.add_argument(
-        "--seconds",
-        type=float,
-        default=2.0,
-        help="minimum timed seconds per backend and batch size (default: 2)",
-    )
-    parser.add_argument("--json", action="store_true", help="print a JSON list of records")
-    parser.set_defaults(func=run)
 
 
 def _int8_data(args: argparse.Namespace, state, input_size):
@@ -173,9 +179,9 @@ def _print_table(records, name, size, calibration_source) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(
-        title=f"{name} at {size[1]}x{size[2]}: inference latency (checked against eager fp32)"
-    )
+    exported = any(r.backend.endswith(" file") for r in records)
+    checked = "exported file, in its own runtime" if exported else "checked against eager fp32"
+    table = Table(title=f"{name} at {size[1]}x{size[2]}: inference latency ({checked})")
     for column in (
         "backend",
         "batch",

@@ -139,3 +139,26 @@ def test_calibration_defaults_to_the_checkpoints_data_set():
         calibration_source(None, "folder", None)
     with pytest.raises(InvalidArgumentError, match="allowed: fashion-mnist"):
         calibration_source(None, "imagenet", None)
+
+
+def test_quantize_json_is_strict_when_nothing_was_measured(capsys):
+    import json
+    import math
+
+    from lightnets.cli.quantize import _print_report
+    from lightnets.deploy.quantization import QuantizationReport
+
+    nan = math.nan
+    report = QuantizationReport(
+        "q.xml", "openvino", "synthetic", 8, 1.0, 0.4, 2.0, 1.0, 2.0, 0, "agreement",
+        nan, nan, nan, 0.0, 1.0, False,
+    )  # fmt: skip
+    _print_report(report, as_json=True)
+    out, err = capsys.readouterr()
+
+    def refuse(name):
+        raise AssertionError(f"not JSON: {name}")
+
+    data = json.loads(out, parse_constant=refuse)
+    assert data["fp32_top1"] is None and data["within_budget"] is False
+    assert "not measured" in err

@@ -13,7 +13,6 @@ position inside the epoch too; the resumed run skips the batches already trained
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import threading
@@ -24,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightnets.errors import CheckpointError, InvalidArgumentError, LightnetsError
+from lightnets.errors import CheckpointError, InvalidArgumentError, LightnetsError, require
 from lightnets.models import create_model
 from lightnets.train.checkpoint import load_checkpoint, save_checkpoint
 from lightnets.train.config import BEST_CHECKPOINT, LAST_CHECKPOINT, TrainConfig
@@ -36,12 +35,13 @@ from lightnets.train.distributed import (
     shutdown_distributed,
 )
 from lightnets.train.ema import ModelEma
-from lightnets.train.evaluate import autocast_context, evaluate
+from lightnets.train.evaluate import evaluate
 from lightnets.train.metrics import (
     EvalResult,
     write_json_atomic,
     write_metrics_jsonl,
 )
+from lightnets.train.precision import autocast_context
 from lightnets.train.progress import format_epoch, make_progress
 from lightnets.train.recipes import build_optimizer, build_scheduler
 
@@ -118,12 +118,23 @@ class Trainer:
         resume: bool = False,
         train_loader: Any = None,
     ) -> None:
-        from lightnets.data import load_splits, make_loader
-
         self.config = config.validate()
-        self.recipe = recipe = config.recipe
+        self.recipe = config.recipe
         self.run_dir = Path(config.output)
         self.resume = resume
+        self._check_runtime()
+        state = self._open_run_dir()
+        self._build_data(train_loader)
+        self._build_model(state)
+        self._build_optimisation()
+        self._restore_or_start(state)
+        self._wrap_for_training()
+
+    # -- set-up stages, in order ----------------------------------------------------------------
+
+    def _check_runtime(self) -> None:
+        """Device, precision and process group; refuses what this machine cannot run."""
+        config = self.config
         kind = resolve_device(config.device)
         if config.amp == "fp16" and kind != "cuda":
             raise InvalidArgumentError(
@@ -132,28 +143,29 @@ class Trainer:
             )
         if config.sync_bn and kind != "cuda":
             raise InvalidArgumentError("--sync-bn needs CUDA (torch's SyncBatchNorm runs on GPUs)")
-        state = self._check_run_dir()
         self.tb_module = None
         if config.tensorboard:
-            from lightnets.errors import require
-
             self.tb_module = require("torch.utils.tensorboard", "tensorboard")
-
         self.ctx = ctx = init_distributed(config.device)
         self.device = ctx.device
-        if recipe.batch_size % ctx.world_size:
+        if self.recipe.batch_size % ctx.world_size:
             raise InvalidArgumentError(
-                f"--batch-size {recipe.batch_size} (the global batch) must be divisible by the "
-                f"world size {ctx.world_size}"
+                f"--batch-size {self.recipe.batch_size} (the global batch) must be divisible by "
+                f"the world size {ctx.world_size}"
             )
-        self.batch_per_rank = recipe.batch_size // ctx.world_size
+        self.batch_per_rank = self.recipe.batch_size // ctx.world_size
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         elif kind == "cuda":
             torch.backends.cudnn.benchmark = True
 
-        self.splits = splits = load_splits(
+    def _build_data(self, train_loader: Any) -> None:
+        """The splits and their loaders (``train_loader`` replaces the training one)."""
+        from lightnets.data import load_splits
+
+        config = self.config
+        self.splits = load_splits(
             config.dataset,
             config.data_dir,
             val_size=config.val_size,
@@ -162,12 +174,39 @@ class Trainer:
             download=config.download,
             image_size=config.image_size,
         )
-        self.variant = config.variant or _variant_for(splits.input_size)
+        self.train_loader = train_loader or self._loader(self.splits.train, train=True)
+        self.val_loader = self._loader(self.splits.val) if len(self.splits.val) > 0 else None
+        self.test_loader = self._loader(self.splits.test)
+        self.steps_per_epoch = len(self.train_loader)
+
+    def _loader(self, dataset: Any, *, train: bool = False) -> Any:
+        from lightnets.data import make_loader
+
+        config = self.config
+        extra = {"cutout": config.cutout, "random_erasing": config.random_erasing}
+        return make_loader(
+            dataset,
+            self.splits,
+            batch_size=self.batch_per_rank if train else max(self.batch_per_rank, 256),
+            train=train,
+            device=self.device,
+            seed=config.seed,
+            rank=self.ctx.rank,
+            world_size=self.ctx.world_size,
+            num_workers=config.num_workers,
+            channels_last=config.channels_last,
+            **(extra if train else {}),
+        )
+
+    def _build_model(self, state: dict[str, Any] | None) -> None:
+        """The network (the checkpoint's weights when resuming), on the device, and its EMA."""
+        config, ctx = self.config, self.ctx
+        self.variant = config.variant or _variant_for(self.splits.input_size)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         model = create_model(
             config.model,
-            num_classes=len(splits.classes),
+            num_classes=len(self.splits.classes),
             variant=self.variant,
             **config.model_hparams,
         )
@@ -188,46 +227,19 @@ class Trainer:
         if config.sync_bn and ctx.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
-        self.ema = ModelEma(model, recipe.ema_decay) if recipe.ema_decay else None
+        self.ema = ModelEma(model, self.recipe.ema_decay) if self.recipe.ema_decay else None
+        self.eval_model = self.ema.module if self.ema is not None else model
 
-        self.train_loader = train_loader or make_loader(
-            splits.train,
-            splits,
-            batch_size=self.batch_per_rank,
-            train=True,
-            device=self.device,
-            seed=config.seed,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
-            cutout=config.cutout,
-            random_erasing=config.random_erasing,
-            num_workers=config.num_workers,
-            channels_last=config.channels_last,
-        )
-        eval_batch = max(self.batch_per_rank, 256)
-
-        def eval_loader(dataset):
-            return make_loader(
-                dataset,
-                splits,
-                batch_size=eval_batch,
-                train=False,
-                device=self.device,
-                seed=config.seed,
-                rank=ctx.rank,
-                world_size=ctx.world_size,
-                num_workers=config.num_workers,
-                channels_last=config.channels_last,
-            )
-
-        self.val_loader = eval_loader(splits.val) if len(splits.val) > 0 else None
-        self.test_loader = eval_loader(splits.test)
-        self.steps_per_epoch = len(self.train_loader)
-        self.optimizer = build_optimizer(model, recipe)
+    def _build_optimisation(self) -> None:
+        """Optimiser, per-step lr schedule, gradient scaler (fp16) and loss."""
+        recipe = self.recipe
+        self.optimizer = build_optimizer(self.model, recipe)
         self.scheduler = build_scheduler(self.optimizer, recipe, self.steps_per_epoch)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.config.amp == "fp16")
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
+    def _restore_or_start(self, state: dict[str, Any] | None) -> None:
+        """The position in the run: epoch 0 of a new run, or the checkpoint's."""
         self.epoch = 0  # completed epochs
         self.step_in_epoch = 0  # steps done in the epoch after `epoch` (a Ctrl-C mid-epoch)
         self.partial: dict[str, float] | None = None
@@ -239,21 +251,21 @@ class Trainer:
         if state is not None:
             self._restore(state)
 
-        train_module: nn.Module = model
-        if ctx.distributed:
+    def _wrap_for_training(self) -> None:
+        """DDP and torch.compile around the model for the training step; progress display."""
+        train_module: nn.Module = self.model
+        if self.ctx.distributed:
             train_module = nn.parallel.DistributedDataParallel(
-                model, device_ids=[ctx.local_rank] if self.device.type == "cuda" else None
+                self.model,
+                device_ids=[self.ctx.local_rank] if self.device.type == "cuda" else None,
             )
-        if config.compile:
+        if self.config.compile:
             train_module = torch.compile(train_module)
         self.train_module = train_module
-        self.eval_model = self.ema.module if self.ema is not None else model
-        self.progress = make_progress(ctx.is_main)
+        self.progress = make_progress(self.ctx.is_main)
         self.tb_writer = None
 
-    # -- set-up -----------------------------------------------------------------------------
-
-    def _check_run_dir(self) -> dict[str, Any] | None:
+    def _open_run_dir(self) -> dict[str, Any] | None:
         """Refuse to overwrite a run; load the checkpoint to resume. Writes nothing."""
         last = self.run_dir / LAST_CHECKPOINT
         if self.resume:
@@ -587,8 +599,3 @@ def train(config: TrainConfig, *, resume: bool = False, train_loader: Any = None
         return trainer.fit()
     finally:
         trainer.close()
-
-
-def read_summary(run_dir: str | Path) -> dict[str, Any]:
-    with open(Path(run_dir) / SUMMARY, encoding="utf-8") as handle:
-        return json.loads(handle.read())

@@ -18,7 +18,6 @@ in order, without padding: the shards are disjoint and their union is exactly th
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +27,7 @@ from lightnets.data import augment
 from lightnets.data.dataset import ImageDataset, TensorImageDataset
 from lightnets.data.folder import ImageFolderDataset
 from lightnets.data.splits import DataSplits
-from lightnets.errors import DataError, InvalidArgumentError
+from lightnets.errors import DataError, InvalidArgumentError, check_float, check_int
 
 # Data sets up to this size are copied whole to an accelerator once, then indexed there.
 DEVICE_CACHE_BYTES = 4 << 30
@@ -125,9 +124,7 @@ class BatchLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose permutation and augmentation the next iteration replays."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise InvalidArgumentError(f"epoch={epoch!r} is not allowed; use an integer >= 0")
-        self.epoch = epoch
+        self.epoch = check_int("epoch", epoch, minimum=0)
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -220,12 +217,6 @@ class BatchLoader:
         return x.contiguous(memory_format=memory_format)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgumentError(f"{name}={value!r} is not allowed; use an integer >= {minimum}")
-    return value
-
-
 def make_loader(
     dataset: ImageDataset,
     splits: DataSplits,
@@ -250,17 +241,13 @@ def make_loader(
     ``train=False``: in order, normalised only, disjoint shards. ``padding_mode`` of the random
     crop: ``"zeros"`` (default) or ``"reflect"``. ``num_workers`` decode image folders.
     """
-    _check_int("batch_size", batch_size, 1)
-    _check_int("world_size", world_size, 1)
-    _check_int("seed", seed, 0)
-    _check_int("cutout", cutout, 0)
-    _check_int("num_workers", num_workers, 0)
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-        raise InvalidArgumentError(f"rank={rank!r} is not allowed; use 0..{world_size - 1}")
-    if not 0.0 <= float(random_erasing) <= 1.0:
-        raise InvalidArgumentError(
-            f"random_erasing={random_erasing!r} is not allowed; use a probability in [0, 1]"
-        )
+    check_int("batch_size", batch_size, minimum=1)
+    check_int("world_size", world_size, minimum=1)
+    check_int("rank", rank, minimum=0, maximum=world_size - 1)
+    check_int("seed", seed, minimum=0)
+    check_int("cutout", cutout, minimum=0)
+    check_int("num_workers", num_workers, minimum=0)
+    check_float("random_erasing", random_erasing, minimum=0.0, maximum=1.0)
     if padding_mode not in augment.PADDING_MODES:
         raise InvalidArgumentError(
             f"padding_mode={padding_mode!r} is not allowed; use one of "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -10,19 +9,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lightnets.errors import InvalidArgumentError
+from lightnets.errors import InvalidArgumentError, check_int
 from lightnets.train.distributed import DistContext, all_reduce_sum
 from lightnets.train.metrics import EvalResult, topk_correct
+from lightnets.train.precision import AMP_MODES, autocast_context
 
 SPLITS = ("test", "val", "train")
-
-
-def autocast_context(device: torch.device, amp: str):
-    """bf16 autocast on CPU or CUDA, fp16 autocast on CUDA, or nothing."""
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @torch.no_grad()
@@ -107,10 +99,9 @@ def evaluate_checkpoint(
 
     if split not in SPLITS:
         raise InvalidArgumentError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
-    if batch_size < 1:
-        raise InvalidArgumentError(f"batch size must be >= 1, got {batch_size}")
-    if amp not in ("none", "bf16", "fp16"):
-        raise InvalidArgumentError(f"unknown amp mode {amp!r}; allowed: none, bf16, fp16")
+    check_int("batch_size", batch_size, minimum=1)
+    if amp not in AMP_MODES:
+        raise InvalidArgumentError(f"unknown amp mode {amp!r}; allowed: {', '.join(AMP_MODES)}")
     kind = resolve_device(device)
     model, state = model_from_checkpoint(checkpoint)
     stored = state.get("dataset") or {}

@@ -136,7 +136,8 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> TrainConfig
         raise CheckpointError(f"cannot resume: {run_dir} is not a directory")
     if not path.exists():
         raise CheckpointError(
-            f"cannot resume: {run_dir} holds no {LAST_CHECKPOINT} (start a new run with --output)"
+            f"cannot resume: {run_dir} holds no {LAST_CHECKPOINT} (the run saved no checkpoint: "
+            "remove the directory, or start a new run with --output)"
         )
     state = load_checkpoint(path)
     if not isinstance(state.get("config"), dict) or "epoch" not in state:

@@ -13,6 +13,7 @@ position inside the epoch too; the resumed run skips the batches already trained
 
 from __future__ import annotations
 
+import math
 import random
 import signal
 import threading
@@ -44,13 +45,19 @@ from lightnets.train.metrics import (
 from lightnets.train.precision import autocast_context
 from lightnets.train.progress import format_epoch, make_progress
 from lightnets.train.recipes import build_optimizer, build_scheduler
+from lightnets.train.rundir import (
+    CONFIG,
+    CURVES,
+    METRICS,
+    SUMMARY,
+    RunLock,
+    check_new_run_dir,
+    remove_stray_temps,
+    repair_best,
+)
 
 #: Running metrics are read back (a device sync) and the loss checked every this many steps.
 LOG_EVERY = 10
-CURVES = "curves.png"
-SUMMARY = "summary.json"
-METRICS = "metrics.jsonl"
-CONFIG = "config.json"
 
 
 class TrainingDiverged(LightnetsError):
@@ -122,13 +129,19 @@ class Trainer:
         self.recipe = config.recipe
         self.run_dir = Path(config.output)
         self.resume = resume
-        self._check_runtime()
-        state = self._open_run_dir()
-        self._build_data(train_loader)
-        self._build_model(state)
-        self._build_optimisation()
-        self._restore_or_start(state)
-        self._wrap_for_training()
+        self.lock: RunLock | None = None
+        self.notes: list[str] = []  # what the set-up repaired, printed when the run starts
+        try:
+            self._check_runtime()
+            state = self._open_run_dir()
+            self._build_data(train_loader)
+            self._build_model(state)
+            self._build_optimisation()
+            self._restore_or_start(state)
+            self._wrap_for_training()
+        except BaseException:
+            self._unlock()
+            raise
 
     # -- set-up stages, in order ----------------------------------------------------------------
 
@@ -266,24 +279,46 @@ class Trainer:
         self.tb_writer = None
 
     def _open_run_dir(self) -> dict[str, Any] | None:
-        """Refuse to overwrite a run; load the checkpoint to resume. Writes nothing."""
+        """Check the run directory; to resume, lock it, tidy it and read its ``last.pt``.
+
+        A new run writes nothing yet: :meth:`fit` creates and locks the directory.
+        """
+        if not self.resume:
+            check_new_run_dir(self.run_dir)
+            return None
         last = self.run_dir / LAST_CHECKPOINT
-        if self.resume:
-            if not last.exists():
-                raise CheckpointError(
-                    f"cannot resume: {self.run_dir} holds no {LAST_CHECKPOINT} "
-                    "(start a new run with --output)"
-                )
-            return load_checkpoint(last, map_location="cpu")
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise InvalidArgumentError(f"--output {self.run_dir} exists and is not a directory")
-        for name in (LAST_CHECKPOINT, BEST_CHECKPOINT):
-            if (self.run_dir / name).exists():
-                raise InvalidArgumentError(
-                    f"{self.run_dir} already holds a run ({name}): continue it with "
-                    f"--resume {self.run_dir}, or choose another --output"
-                )
-        return None
+        if not self.run_dir.is_dir():
+            raise CheckpointError(f"cannot resume: {self.run_dir} is not a directory")
+        if self.ctx.is_main:
+            self._lock()
+        if not last.exists():
+            raise CheckpointError(
+                f"cannot resume: {self.run_dir} holds no {LAST_CHECKPOINT} (the run saved no "
+                "checkpoint: remove the directory, or start a new run with --output)"
+            )
+        state = load_checkpoint(last, map_location="cpu")
+        note, lost = repair_best(self.run_dir, state, write=self.ctx.is_main)
+        if note is not None:
+            self.notes.append(note)
+        if lost:
+            state["best_epoch"] = state["best_top1"] = None
+        return state
+
+    def _lock(self) -> None:
+        """Own the run directory (main process): lock it, remove our stray temporary files."""
+        self.lock = RunLock(self.run_dir).acquire()
+        if self.lock.stale_pid is not None:
+            self.notes.append(
+                f"took over the lock of process {self.lock.stale_pid}, which no longer runs"
+            )
+        removed = remove_stray_temps(self.run_dir)
+        if removed:
+            self.notes.append(f"removed {len(removed)} temporary file(s) of an interrupted write")
+
+    def _unlock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -344,7 +379,10 @@ class Trainer:
         config, ctx = self.config, self.ctx
         self._t_start = time.perf_counter()
         if ctx.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.lock is None:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self._lock()
+                check_new_run_dir(self.run_dir)  # again, now that no other run can start here
             write_json_atomic(self.run_dir / CONFIG, config.to_dict())
             write_metrics_jsonl(self.run_dir / METRICS, self.history)
             if self.tb_module is not None:
@@ -361,8 +399,10 @@ class Trainer:
         return summary
 
     def close(self) -> None:
+        """Release the run directory, the TensorBoard writer and the process group."""
         if self.tb_writer is not None:
             self.tb_writer.close()
+        self._unlock()
         shutdown_distributed(self.ctx)
 
     def _announce(self) -> None:
@@ -375,6 +415,8 @@ class Trainer:
             f"{self.recipe.batch_size}, recipe {self.recipe.name}, device {self.device.type}"
             + (f", {self.ctx.world_size} processes" if self.ctx.distributed else "")
         )
+        for note in self.notes:
+            self.progress.message(f"note: {note}")
 
     def _train_epoch(self, interrupt: _SigintFlag) -> dict[str, Any]:
         epoch, device = self.epoch, self.device
@@ -436,6 +478,7 @@ class Trainer:
             val = self._evaluate(self.val_loader)
             record.update(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
         record["seconds"] = time.perf_counter() - t0 + seconds_before
+        self._check_good(record)
         return record
 
     def _step(self, images: torch.Tensor, targets: torch.Tensor, sums: torch.Tensor) -> None:
@@ -464,9 +507,31 @@ class Trainer:
             )
 
     def _check_finite(self, sums: torch.Tensor, epoch: int, lr: float) -> None:
-        flag = (~torch.isfinite(sums[:1])).double()
-        all_reduce_sum(flag, self.ctx)
-        if flag.item() == 0:
+        """Mid-epoch guard: the running training loss."""
+        self._stop_if_diverged({"training loss": ~torch.isfinite(sums[0])}, epoch, lr)
+
+    def _check_good(self, record: dict[str, Any]) -> None:
+        """Epoch-end guard: only finite weights, BN statistics and losses make a checkpoint."""
+        losses = [record["train_loss"], record["val_loss"]]
+        bad = {
+            "weights or BatchNorm statistics": not self._weights_finite(),
+            "validation loss": record["val_loss"] is not None and not math.isfinite(losses[1]),
+            "training loss": not math.isfinite(losses[0]),
+        }
+        self._stop_if_diverged(bad, record["epoch"] - 1, record["lr"])
+
+    def _weights_finite(self) -> bool:
+        """Whether every float tensor of the model's (and EMA's) state is finite (one sync)."""
+        modules = [self.model] + ([self.ema.module] if self.ema is not None else [])
+        tensors = [t for m in modules for t in m.state_dict().values() if t.is_floating_point()]
+        return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+    def _stop_if_diverged(self, bad: dict[str, Any], epoch: int, lr: float) -> None:
+        """Raise :class:`TrainingDiverged` naming the first of ``bad`` true on any rank."""
+        flags = torch.tensor([float(v) for v in bad.values()], dtype=torch.float64)
+        flags = all_reduce_sum(flags.to(self.device), self.ctx).cpu()
+        names = [name for name, flag in zip(bad, flags.tolist(), strict=True) if flag]
+        if not names:
             return
         last = self.run_dir / LAST_CHECKPOINT
         if self.epoch > 0 and last.exists():
@@ -474,7 +539,7 @@ class Trainer:
         else:
             kept = "no checkpoint was written"
         raise TrainingDiverged(
-            f"the training loss became NaN or infinite in epoch {epoch + 1} (lr {lr:.4g}): "
+            f"the {names[0]} became NaN or infinite in epoch {epoch + 1} (lr {lr:.4g}): "
             f"training stopped; {kept}; lower --lr or add --clip-grad"
         )
 
@@ -518,8 +583,8 @@ class Trainer:
         if not self.ctx.is_main:
             return
         loss_sum, correct, count = sums.tolist()
-        if not torch.isfinite(sums).all():
-            return
+        if not torch.isfinite(sums).all() or not self._weights_finite():
+            return  # the last good checkpoint stays
         if done == 0:
             partial = None
         else:
@@ -586,7 +651,8 @@ class Trainer:
             self.progress.message(
                 f"test top-1 {100 * test.top1:.2f}%  top-5 {100 * test.top5:.2f}%  "
                 f"loss {test.loss:.4f} on {test.images} images (weights of epoch "
-                f"{self.best_epoch}); {wall:.0f} s; wrote {self.run_dir / SUMMARY}"
+                f"{self.best_epoch if source == 'best' else self.epoch}); {wall:.0f} s; "
+                f"wrote {self.run_dir / SUMMARY}"
             )
         barrier(self.ctx)
         return summary

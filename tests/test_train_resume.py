@@ -149,6 +149,10 @@ def test_resume_refuses_another_model_and_changed_settings(straight, capsys):
     assert err.count("\n") == 1 and "--lr" in err
     assert main(["train", "--resume", str(straight), "--width-mult", "0.5"]) == 2
     assert "width_mult" in capsys.readouterr().err
+    # The message lists what may change by the flags' real names.
+    assert main(["train", "--resume", str(straight), "--seed", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--seed 5 differs" in err and "--workers" in err and "--num-workers" not in err
     assert (straight / "last.pt").read_bytes() == before
 
 

@@ -54,20 +54,21 @@ def test_non_empty_foreign_directory_is_refused_and_untouched(tmp_path, capsys, 
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == files
 
 
-def test_a_run_is_recognised_by_its_config_or_checkpoints(tmp_path):
+def test_a_run_is_recognised_by_its_checkpoints_and_config(tmp_path):
+    (tmp_path / "best.pt").write_bytes(b"")
+    with pytest.raises(RunDirError, match=r"already holds a lightnets run \(best.pt\).*--resume"):
+        check_new_run_dir(tmp_path)
+    with pytest.raises(RunDirError, match="not a directory"):
+        check_new_run_dir(tmp_path / "best.pt")
+    (tmp_path / "best.pt").unlink()
+    # A run stopped before its first checkpoint may be started over; its files are ours.
     config = {"model": "mobilenet_v1", "output": str(tmp_path), "recipe": {}}
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(
-        RunDirError, match=r"already holds a lightnets run \(config.json\).*--resume"
-    ):
+    (tmp_path / "metrics.jsonl").write_text("")
+    check_new_run_dir(tmp_path)
+    (tmp_path / "summary.json").write_text("{}")  # no run writes one without a checkpoint
+    with pytest.raises(RunDirError, match=r"not a lightnets run \(it holds summary.json\)"):
         check_new_run_dir(tmp_path)
-    (tmp_path / "config.json").unlink()
-    (tmp_path / "best.pt").write_bytes(b"")
-    with pytest.raises(RunDirError, match=r"\(best.pt\)"):
-        check_new_run_dir(tmp_path)
-    file = tmp_path / "best.pt"
-    with pytest.raises(RunDirError, match="not a directory"):
-        check_new_run_dir(file)
 
 
 def test_leftovers_of_our_own_are_not_foreign_and_are_removed(tmp_path):

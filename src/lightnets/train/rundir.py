@@ -1,8 +1,9 @@
 """The run directory: who may write it, and keeping its files consistent after a crash.
 
 - Ownership (:func:`check_new_run_dir`): a new run goes into a missing or empty directory, or
-  one holding only lightnets' own leftovers (a stale lock, temporary files). A directory holding a
-  run is refused (continue it with ``--resume``), and so is one holding anything else.
+  one holding only lightnets' own leftovers (a stale lock, temporary files, a run that stopped
+  before its first checkpoint). A directory holding a run's checkpoints is refused (continue it
+  with ``--resume``), and so is one holding anything else.
 - Exclusion (:class:`RunLock`): one process at a time trains in a run directory. It holds an
   exclusive ``flock`` on ``RUN_DIR/.lightnets.lock``, which records its PID. The kernel drops the
   lock when the process ends however it ends (even ``kill -9``), so a lock file left behind is
@@ -67,22 +68,26 @@ def _holds_run_config(path: Path) -> bool:
 
 
 def check_new_run_dir(run_dir: Path) -> None:
-    """Refuse an ``--output`` that is a file, holds a run, or holds anything not lightnets'."""
+    """Refuse an ``--output`` that is a file, holds a run, or holds anything not lightnets'.
+
+    A run that saved no checkpoint (it stopped in its first epoch) holds nothing worth
+    keeping: a new run may start over in its directory.
+    """
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"--output {run_dir} exists and is not a directory")
     if not run_dir.exists():
         return
     names = sorted(p.name for p in run_dir.iterdir())
-    run_marks = [n for n in (LAST_CHECKPOINT, BEST_CHECKPOINT) if n in names]
-    if CONFIG in names and _holds_run_config(run_dir / CONFIG):
-        run_marks.insert(0, CONFIG)
-    if run_marks:
+    checkpoints = [n for n in (LAST_CHECKPOINT, BEST_CHECKPOINT) if n in names]
+    if checkpoints:
         raise RunDirError(
-            f"{run_dir} already holds a lightnets run ({', '.join(run_marks)}): continue it with "
-            f"--resume {run_dir}, or choose another --output"
+            f"{run_dir} already holds a lightnets run ({', '.join(checkpoints)}): continue it "
+            f"with --resume {run_dir}, or choose another --output"
         )
-    # Without a run's config or checkpoint, only a stale lock and temporary files are ours.
-    foreign = [n for n in names if n != LOCK and not _is_temp_of_ours(n)]
+    ours = {LOCK}
+    if CONFIG in names and _holds_run_config(run_dir / CONFIG):
+        ours |= {CONFIG, METRICS, TENSORBOARD}
+    foreign = [n for n in names if n not in ours and not _is_temp_of_ours(n)]
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise RunDirError(

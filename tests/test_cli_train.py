@@ -37,7 +37,8 @@ def test_run_directory_contents(run_dir):
     assert [r["epoch"] for r in lines] == [1, 2, 3]
     assert list(lines[0]) == (
         shlex.split(
-            "epoch lr train_loss train_top1 val_loss val_top1 val_top5 images_per_sec seconds"
+            "epoch lr train_loss train_top1 val_loss val_top1 val_top5 images_per_sec seconds "
+            "warmup_seconds"
         )
     )
     for r in lines:

@@ -22,7 +22,18 @@ from lightnets.train.recipes import Recipe, get_recipe
 
 #: Settings a resumed run may change.
 RESUME_MUTABLE = frozenset(
-    {"data_dir", "device", "tensorboard", "compile", "num_workers", "epochs", "output"}
+    {
+        "data_dir",
+        "device",
+        "tensorboard",
+        "compile",
+        "cuda_graphs",
+        "device_data",
+        "static_shapes",
+        "num_workers",
+        "epochs",
+        "output",
+    }
 )
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
@@ -72,9 +83,29 @@ class TrainConfig:
     image_size: int | None = None
     seed: int = _setting(0, "random seed (default 0)")
     deterministic: bool = _setting(False, "deterministic kernels (bitwise-reproducible on the CPU)")
-    amp: str = _setting("none", "mixed precision: bf16 (CPU, CUDA), fp16 (CUDA), none (default)")
-    channels_last: bool = _setting(False, "NHWC memory format")
+    #: The fast CUDA path (issue 9): None means "on with CUDA, off on the CPU".
+    amp: str | None = _setting(
+        None, "mixed precision: bf16 (CPU, CUDA), fp16 (CUDA), none (default: bf16 on CUDA)"
+    )
+    channels_last: bool | None = _setting(None, "NHWC memory format (default: on with CUDA)")
     compile: bool = _setting(False, "torch.compile the model")
+    cuda_graphs: bool | None = _setting(
+        None,
+        "capture the training step in CUDA graphs (torch.compile mode reduce-overhead; "
+        "default: on with CUDA in one process)",
+    )
+    device_data: bool | None = _setting(
+        None,
+        "keep the whole data set on the GPU as uint8 and augment it there "
+        "(default: on with CUDA, for data sets up to 4 GiB)",
+        "data",
+    )
+    static_shapes: bool | None = _setting(
+        None,
+        "pad the last evaluation batch, so that every batch has one shape (the ragged last "
+        "training batch is always dropped; default: on with CUDA)",
+        "data",
+    )
     sync_bn: bool = _setting(False, "SyncBatchNorm across processes (CUDA, torchrun)")
     tensorboard: bool = _setting(
         False, "also log to RUN_DIR/tensorboard (needs lightnets[tensorboard])"
@@ -96,7 +127,7 @@ class TrainConfig:
 
         self.recipe.validate()
         _check_choice("dataset", self.dataset, DATASET_NAMES)
-        _check_choice("amp", self.amp, AMP_MODES)
+        _check_choice("amp", self.amp, (None, *AMP_MODES))
         _check_choice("variant", self.variant, (None, "cifar", "imagenet"))
         _check_choice("device", self.device, (None, "cpu", "cuda"))
         for name, minimum in (("val_size", 0), ("train_subset", 1), ("image_size", 8)):

@@ -28,6 +28,7 @@ EPOCH_KEYS = (
     "val_top5",
     "images_per_sec",
     "seconds",
+    "warmup_seconds",
 )
 
 

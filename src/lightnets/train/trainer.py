@@ -13,6 +13,7 @@ position inside the epoch too; the resumed run skips the batches already trained
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import signal
@@ -58,6 +59,8 @@ from lightnets.train.rundir import (
 
 #: Running metrics are read back (a device sync) and the loss checked every this many steps.
 LOG_EVERY = 10
+#: The first steps of a process (compilation, graph capture, autotuning) timed as warm-up.
+WARMUP_STEPS = 3
 
 
 class TrainingDiverged(LightnetsError):
@@ -108,6 +111,27 @@ class _SigintFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
+class _EpochClock:
+    """An epoch's wall time, and this process's warm-up: its first steps (compilation, CUDA
+    graph capture, cuDNN autotuning), timed apart so that images/s measures the steady state."""
+
+    def __init__(self, seconds_before: float, counted_before: float) -> None:
+        self.seconds_before = seconds_before  # of this epoch, before an interruption
+        self.counted_before = counted_before
+        self.t0 = time.perf_counter()
+        self.warmup: float | None = None
+        self.warm_images = 0.0  # images of the warm-up steps, on this rank
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.t0
+
+    def end_warmup(self, sums: torch.Tensor, device: torch.device) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self.warmup = time.perf_counter() - self.t0
+        self.warm_images = float(sums[2]) - self.counted_before
+
+
 class Trainer:
     """Prepares a run (validating everything before writing anything) and runs it.
 
@@ -147,8 +171,8 @@ class Trainer:
 
     def _check_runtime(self) -> None:
         """Device, precision and process group; refuses what this machine cannot run."""
-        config = self.config
-        kind = resolve_device(config.device)
+        kind = resolve_device(self.config.device)
+        self.config = config = self._resolve_fast_path(kind)
         if config.amp == "fp16" and kind != "cuda":
             raise InvalidArgumentError(
                 "--amp fp16 needs CUDA (fp16 training needs its gradient scaler); "
@@ -172,6 +196,27 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         elif kind == "cuda":
             torch.backends.cudnn.benchmark = True
+
+    def _resolve_fast_path(self, kind: str) -> TrainConfig:
+        """Fill in the fast CUDA path's settings left at None: on with CUDA, off on the CPU.
+
+        ``amp`` and ``channels_last`` change the arithmetic, so the run's stored configuration
+        keeps their resolved values (a resumed run keeps them); the others only change speed
+        and are resolved again by each (resumed) process.
+        """
+        config, cuda = self.config, kind == "cuda"
+        if config.cuda_graphs and not cuda:
+            raise InvalidArgumentError(
+                "--cuda-graphs needs CUDA; on the CPU leave it out (or use --compile)"
+            )
+        self.device_data = cuda if config.device_data is None else config.device_data
+        self.static_shapes = cuda if config.static_shapes is None else config.static_shapes
+        self.cuda_graphs = cuda if config.cuda_graphs is None else config.cuda_graphs
+        return dataclasses.replace(
+            config,
+            amp=("bf16" if cuda else "none") if config.amp is None else config.amp,
+            channels_last=cuda if config.channels_last is None else config.channels_last,
+        )
 
     def _build_data(self, train_loader: Any) -> None:
         """The splits and their loaders (``train_loader`` replaces the training one)."""
@@ -208,6 +253,8 @@ class Trainer:
             world_size=self.ctx.world_size,
             num_workers=config.num_workers,
             channels_last=config.channels_last,
+            device_data=self.device_data,
+            pad_last=self.static_shapes and not train,
             **(extra if train else {}),
         )
 
@@ -272,9 +319,18 @@ class Trainer:
                 self.model,
                 device_ids=[self.ctx.local_rank] if self.device.type == "cuda" else None,
             )
-        if self.config.compile:
+        if self.cuda_graphs and self.ctx.distributed:
+            # Collectives inside captured graphs are not exercised here: plain compile instead.
+            self.notes.append("CUDA graphs are not used with several processes; torch.compile is")
+            self.cuda_graphs = False
+            train_module = torch.compile(train_module)
+        elif self.cuda_graphs:
+            # Forward and backward replay as CUDA graphs; optimiser, clipping and EMA stay eager.
+            train_module = torch.compile(train_module, mode="reduce-overhead")
+        elif self.config.compile:
             train_module = torch.compile(train_module)
         self.train_module = train_module
+        self._warming_up = True  # until this process's first WARMUP_STEPS steps are done
         self.progress = make_progress(self.ctx.is_main)
         self.tb_writer = None
 
@@ -419,21 +475,30 @@ class Trainer:
             self.progress.message(f"note: {note}")
 
     def _train_epoch(self, interrupt: _SigintFlag) -> dict[str, Any]:
-        epoch, device = self.epoch, self.device
+        """Train the epoch after ``self.epoch`` (from a mid-epoch position), validate, guard."""
+        epoch = self.epoch
         skip, self.step_in_epoch = self.step_in_epoch, 0
         partial, self.partial = self.partial or {}, None
+        keys = ("loss_sum", "correct", "count")
         sums = torch.tensor(
-            [partial.get("loss_sum", 0.0), partial.get("correct", 0.0), partial.get("count", 0.0)],
-            dtype=torch.float64,
-            device=device,
+            [partial.get(k, 0.0) for k in keys], dtype=torch.float64, device=self.device
         )
-        seconds_before = float(partial.get("seconds", 0.0))
-        counted_before = float(partial.get("count", 0.0))
+        clock = _EpochClock(float(partial.get("seconds", 0.0)), float(partial.get("count", 0.0)))
         self.train_loader.set_epoch(epoch)
         self.train_module.train()
+        self.progress.start_epoch(epoch + 1, self.recipe.epochs, self.steps_per_epoch, skip)
+        lr = self._run_steps(interrupt, sums, skip, clock)
+        self._warming_up = False
+        all_reduce_sum(sums, self.ctx)
+        record = self._epoch_record(epoch, lr, sums, clock)
+        self._check_good(record)
+        return record
+
+    def _run_steps(
+        self, interrupt: _SigintFlag, sums: torch.Tensor, skip: int, clock: _EpochClock
+    ) -> float:
+        """The epoch's steps from ``skip`` on; saves the position on Ctrl-C. Returns the lr."""
         steps = self.steps_per_epoch
-        self.progress.start_epoch(epoch + 1, self.recipe.epochs, steps, skip)
-        t0 = time.perf_counter()
         done, in_step, lr = skip, False, self.optimizer.param_groups[0]["lr"]
         try:
             for index, (images, targets) in enumerate(self.train_loader):
@@ -444,26 +509,34 @@ class Trainer:
                 self._step(images, targets, sums)
                 in_step = False
                 done = index + 1
+                if self._warming_up and done - skip == WARMUP_STEPS and done < steps:
+                    clock.end_warmup(sums, self.device)
                 if done % LOG_EVERY == 0 or done == steps:
-                    self._check_finite(sums, epoch, lr)
-                    if self.ctx.is_main:
-                        elapsed = time.perf_counter() - t0
-                        loss_sum, correct, count = sums.tolist()
-                        self.progress.update(
-                            done,
-                            (count - counted_before) * self.ctx.world_size / max(elapsed, 1e-9),
-                            loss_sum / max(count, 1),
-                            correct / max(count, 1),
-                        )
+                    self._check_finite(sums, self.epoch, lr)
+                    self._show_progress(done, sums, clock)
                 if interrupt.requested and done < steps:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             if not in_step:
-                self._save_interrupted(done, sums, seconds_before + time.perf_counter() - t0)
+                self._save_interrupted(done, sums, clock.seconds())
             raise
-        train_seconds = seconds_before + time.perf_counter() - t0
-        all_reduce_sum(sums, self.ctx)
+        return lr
+
+    def _show_progress(self, done: int, sums: torch.Tensor, clock: _EpochClock) -> None:
+        if not self.ctx.is_main:
+            return
         loss_sum, correct, count = sums.tolist()
+        elapsed = max(time.perf_counter() - clock.t0, 1e-9)
+        rate = (count - clock.counted_before) * self.ctx.world_size / elapsed
+        self.progress.update(done, rate, loss_sum / max(count, 1), correct / max(count, 1))
+
+    def _epoch_record(
+        self, epoch: int, lr: float, sums: torch.Tensor, clock: _EpochClock
+    ) -> dict[str, Any]:
+        """One line of metrics.jsonl: training sums (all ranks), validation, timing."""
+        loss_sum, correct, count = sums.tolist()
+        train_seconds = clock.seconds()
+        warm_images = clock.warm_images * self.ctx.world_size
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -472,17 +545,19 @@ class Trainer:
             "val_loss": None,
             "val_top1": None,
             "val_top5": None,
-            "images_per_sec": count / train_seconds,
+            "images_per_sec": (count - warm_images) / (train_seconds - (clock.warmup or 0.0)),
         }
         if self.val_loader is not None:
             val = self._evaluate(self.val_loader)
             record.update(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
-        record["seconds"] = time.perf_counter() - t0 + seconds_before
-        self._check_good(record)
+        record["seconds"] = clock.seconds()
+        record["warmup_seconds"] = clock.warmup
         return record
 
     def _step(self, images: torch.Tensor, targets: torch.Tensor, sums: torch.Tensor) -> None:
         recipe = self.recipe
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are spent
         with autocast_context(self.device, self.config.amp):
             logits = self.train_module(images)
             loss = self.criterion(logits, targets)
@@ -496,15 +571,11 @@ class Trainer:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.model)
-        with torch.no_grad():
+        with torch.no_grad():  # in place: no host-to-device copy, no sync
             n = targets.numel()
-            sums += torch.stack(
-                [
-                    loss.detach().double() * n,
-                    logits.argmax(1).eq(targets).sum().double(),
-                    torch.tensor(n, dtype=torch.float64, device=sums.device),
-                ]
-            )
+            sums[0] += loss.detach().double() * n
+            sums[1] += logits.argmax(1).eq(targets).sum()
+            sums[2] += n
 
     def _check_finite(self, sums: torch.Tensor, epoch: int, lr: float) -> None:
         """Mid-epoch guard: the running training loss."""

@@ -2,7 +2,12 @@
 
 A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch), ``last.pt``
 (every epoch, and on Ctrl-C), ``best.pt`` (best validation top-1), and at the end
-``summary.json`` (test accuracy of the best weights, evaluated once) and ``curves.png``.
+``summary.json`` (test accuracy of the best weights, evaluated once) and ``curves.png``; while
+a process trains in it, its lock file (``rundir.py``: ownership, locking, crash repair).
+
+A checkpoint is written only when its weights, BatchNorm statistics and losses are finite
+(checked at every epoch end, and the running loss every ``LOG_EVERY`` steps); otherwise the run
+stops with :class:`TrainingDiverged` and the last good checkpoint stays.
 
 Exact resume: the data loader draws its shuffling and augmentation from (seed, epoch, rank)
 alone, and a checkpoint holds every other piece of state (weights, optimiser, per-iteration
@@ -639,6 +644,8 @@ class Trainer:
         rng = self._gather_rng()
         if self.ctx.is_main:
             state = self._state(rng=rng)
+            # last.pt first: it names the best epoch, so a crash before best.pt is written is
+            # repaired by the resume (rundir.repair_best).
             save_checkpoint(self.run_dir / LAST_CHECKPOINT, state)
             if improved:
                 save_checkpoint(self.run_dir / BEST_CHECKPOINT, state)

@@ -34,13 +34,19 @@ ZIP_MAGIC = b"PK\x03\x04"
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically: temp file in the same folder, fsync, rename.
 
-    A crash or Ctrl-C mid-write leaves the previous file at ``path`` untouched.
+    A crash or Ctrl-C mid-write leaves the previous file at ``path`` untouched. The fault points
+    ``write:<name>`` (temporary file written, not yet renamed) and ``saved:<name>`` serve the
+    crash tests (:func:`lightnets.train.rundir.fault_point`).
     """
+    from lightnets.train.rundir import fault_point
+
     path = Path(path)
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temp:
         torch.save(state, temp)
+        fault_point(f"write:{path.name}", state.get("epoch"))
+    fault_point(f"saved:{path.name}", state.get("epoch"))
 
 
 def _what_file_is(path: Path) -> str | None:

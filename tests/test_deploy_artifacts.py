@@ -177,6 +177,7 @@ def test_a_file_without_metadata_is_refused_by_predict(checkpoint, tmp_path, cap
 
     path.write_bytes(onnx_bytes(model, torch.zeros(1, 3, 32, 32)))
     assert detect_format(path) == "onnx" and not onnx.load(str(path)).metadata_props
+    assert open_exported(path).input_size == (3, 32, 32)  # from the runtime: bench can time it
     code, out, err = cli(capsys, "predict", path, images[0])
     assert code == 2 and out == "" and "no lightnets metadata" in err
     assert len(err.strip().splitlines()) == 1

@@ -24,28 +24,32 @@ from lightnets.errors import CheckpointError, require
 __all__ = ["ExportedModel", "open_exported"]
 
 
-def _onnx_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def _onnx_runner(path: Path) -> tuple[Runner, list]:
     ort = require("onnxruntime", "onnx")
     options = ort.SessionOptions()
     options.intra_op_num_threads = physical_cores()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
+    first = session.get_inputs()[0]
+    return (lambda x: session.run(None, {first.name: x})[0]), list(first.shape)
 
 
-def _openvino_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+def _openvino_runner(path: Path) -> tuple[Runner, list]:
     compiled = compile_model(str(path), latency_config())
-    return lambda x: compiled(x)[0]
+    shape = [d.get_length() if d.is_static else None for d in compiled.input(0).get_partial_shape()]
+    return (lambda x: compiled(x)[0]), shape
 
 
-def _torchscript_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+def _torchscript_runner(path: Path) -> tuple[Runner, list]:
     module = torch.jit.load(str(path), map_location="cpu").eval()
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return module(torch.from_numpy(x)).numpy()
 
-    return run
+    return run, []
 
 
 _RUNNERS = {"onnx": _onnx_runner, "openvino": _openvino_runner, "torchscript": _torchscript_runner}
@@ -61,12 +65,14 @@ class ExportedModel(nn.Module):
     def __init__(self, path: Path, format: str, metadata: dict[str, Any] | None) -> None:
         super().__init__()
         self.path, self.format, self.metadata = path, format, metadata
-        self._run = _RUNNERS[format](path)
+        self._run, runtime_shape = _RUNNERS[format](path)
         meta = metadata or {}
         self.hparams: dict[str, Any] = dict(meta.get("model") or {})
         self.precision = str(meta.get("precision", "fp32"))
         self.name = str(self.hparams.get("name", path.name))
-        shape = (meta.get("input") or {}).get("shape") or [None, 3, 224, 224]
+        shape = (meta.get("input") or {}).get("shape") or runtime_shape
+        if len(shape) != 4 or not all(isinstance(v, int) for v in shape[1:]):
+            shape = [None, 3, 224, 224]  # no metadata, dynamic sizes: the ImageNet default
         self.input_size: tuple[int, int, int] = tuple(int(v) for v in shape[1:])  # type: ignore[assignment]
         self.default_input_size = self.input_size
 

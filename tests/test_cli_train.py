@@ -37,7 +37,8 @@ def test_run_directory_contents(run_dir):
     assert [r["epoch"] for r in lines] == [1, 2, 3]
     assert list(lines[0]) == (
         shlex.split(
-            "epoch lr train_loss train_top1 val_loss val_top1 val_top5 images_per_sec seconds"
+            "epoch lr train_loss train_top1 val_loss val_top1 val_top5 images_per_sec seconds "
+            "warmup_seconds"
         )
     )
     for r in lines:
@@ -228,3 +229,27 @@ def test_eval_refuses_a_corrupted_checkpoint(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot read checkpoint" in err
+
+
+def test_every_config_and_recipe_field_is_a_flag():
+    import dataclasses
+
+    from lightnets.cli import build_parser
+    from lightnets.cli.train import NOT_FLAGS, RECIPE_PREFIX
+    from lightnets.train import Recipe, TrainConfig
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--model", "mobilenet_v1", "-o", "r"])
+    for f in dataclasses.fields(TrainConfig):
+        assert f.name in NOT_FLAGS or hasattr(args, f.name), f.name
+    assert all(hasattr(args, RECIPE_PREFIX + f.name) for f in dataclasses.fields(Recipe))
+    # Types, names and negations come from the fields.
+    args = parser.parse_args(
+        shlex.split(
+            "train --model m -o r --workers 3 --no-channels-last --ema 0.99 --milestones 0.5 0.75 "
+            "--clip-grad 2 --recipe cosine --pct-start 0.2"
+        )
+    )
+    assert (args.num_workers, args.channels_last, args.recipe_ema_decay) == (3, False, 0.99)
+    assert args.recipe_milestones == [0.5, 0.75] and args.recipe_clip_grad == 2.0
+    assert (args.recipe_name, args.recipe_pct_start, args.output) == ("cosine", 0.2, "r")

@@ -185,3 +185,54 @@ def test_load_splits_arguments_and_empty_validation():
         "std": list(splits.std),
         "input_size": [3, 8, 8],
     }
+
+
+def test_static_shapes_pad_the_last_eval_batch_with_ignored_labels():
+    from lightnets.data.loader import IGNORE_INDEX
+    from lightnets.train.evaluate import evaluate
+
+    splits = make_splits(n=37)
+    plain = make_loader(splits.test, splits, batch_size=10, train=False)
+    padded = make_loader(splits.test, splits, batch_size=10, train=False, pad_last=True)
+    assert len(padded) == len(plain) == 4
+    batches = list(padded)
+    assert {tuple(x.shape) for x, _ in batches} == {(10, 3, 8, 8)}
+    x, y = batches[-1]
+    assert torch.equal(y[7:], torch.full((3,), IGNORE_INDEX))
+    assert torch.equal(y[:7], splits.test.labels[30:])
+    x_plain, _ = collect(plain)
+    assert torch.equal(torch.cat([b[0] for b in batches])[:37], x_plain)
+    # Evaluation leaves the padding out: the same result as the ragged loader's.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(5)
+    )
+    model(x)
+    results = [
+        evaluate(model, loader, num_classes=5, device=torch.device("cpu"), per_class=True)
+        for loader in (plain, padded)
+    ]
+    assert results[0].images == results[1].images == 37
+    assert results[0].top1 == results[1].top1 and results[0].top5 == results[1].top5
+    assert results[0].per_class == results[1].per_class
+    assert results[1].loss == pytest.approx(results[0].loss, rel=1e-6)
+    with pytest.raises(InvalidArgumentError, match="pad_last"):
+        make_loader(splits.train, splits, batch_size=10, train=True, pad_last=True)
+
+
+@pytest.mark.parametrize("device_data", [True, False])
+def test_device_data_copies_the_whole_set_to_the_device_once(device_data):
+    # The meta device stands in for a GPU: tensors with shapes and no storage.
+    splits = make_splits(n=20)
+    loader = make_loader(
+        splits.train, splits, batch_size=5, train=True, device="meta", device_data=device_data
+    )
+    shapes = [tuple(x.shape) for x, _ in loader]
+    assert shapes == [(5, 3, 8, 8)] * 4
+    resident = loader._device_images
+    assert (resident is not None) == device_data
+    if device_data:
+        assert resident.device.type == "meta" and resident.dtype == torch.uint8
+        assert resident.shape == splits.train.images.shape
+        list(loader)
+        assert loader._device_images is resident  # copied once, not per epoch

@@ -21,7 +21,7 @@ RUN = shlex.split(
     "--input-size 16 --train-subset 96 --val-size 32 --batch-size 32 --epochs 2 "
     "--recipe cosine --warmup-epochs 0.5 --lr 0.2 --ema 0.9 --deterministic --seed 1"
 )
-TIMING = ("images_per_sec", "seconds")
+TIMING = ("images_per_sec", "seconds", "warmup_seconds")
 
 
 class _SigintAt:
@@ -121,6 +121,8 @@ def test_checkpoint_is_plain_data_with_full_training_state(straight):
     assert state["epoch"] == 2 and state["step"] == 0
     assert state["recipe"]["ema_decay"] == 0.9 and state["recipe"]["schedule"] == "cosine"
     assert state["config"]["model"] == "mobilenet_v1"
+    # The fast-path settings that change the arithmetic are stored resolved (CPU: off).
+    assert (state["config"]["amp"], state["config"]["channels_last"]) == ("none", False)
     assert state["dataset"]["name"] == "synthetic"
     assert state["dataset"]["input_size"] == [3, 16, 16]
     assert state["hparams"]["variant"] == "cifar" and state["hparams"]["drop_rate"] == 0.3
@@ -149,6 +151,10 @@ def test_resume_refuses_another_model_and_changed_settings(straight, capsys):
     assert err.count("\n") == 1 and "--lr" in err
     assert main(["train", "--resume", str(straight), "--width-mult", "0.5"]) == 2
     assert "width_mult" in capsys.readouterr().err
+    # The message lists what may change by the flags' real names.
+    assert main(["train", "--resume", str(straight), "--seed", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--seed 5 differs" in err and "--workers" in err and "--num-workers" not in err
     assert (straight / "last.pt").read_bytes() == before
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from lightnets.data import DATASET_NAMES
+    from lightnets.train.precision import AMP_MODES
 
     parser = subparsers.add_parser(
         "eval",
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", choices=("test", "val", "train"), default="test")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None)
-    parser.add_argument("--amp", choices=("bf16", "fp16", "none"), default="none")
+    parser.add_argument("--amp", choices=AMP_MODES, default="none")
     parser.add_argument("--per-class", action="store_true", help="also the accuracy of each class")
     parser.add_argument(
         "--json",
@@ -40,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lightnets.jsonio import dumps
     from lightnets.train.evaluate import evaluate_checkpoint
 
     result, classes = evaluate_checkpoint(
@@ -55,11 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         data = result.to_dict()
         if result.per_class is not None:
-            data["per_class"] = {
-                name: (None if math.isnan(acc) else acc)
-                for name, acc in zip(classes, result.per_class, strict=True)
-            }
-        print(json.dumps(data))
+            data["per_class"] = dict(zip(classes, result.per_class, strict=True))
+        print(dumps(data))
         return 0
     from rich.console import Console
     from rich.table import Table

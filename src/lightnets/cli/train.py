@@ -1,11 +1,18 @@
-"""``lightnets train``: train a model on a data set (one process, or DDP under torchrun)."""
+"""``lightnets train``: train a model on a data set (one process, or DDP under torchrun).
+
+The run-setting and recipe flags are generated from the fields of :class:`TrainConfig` and
+:class:`Recipe` (type, help text, flag name): a new field is a new flag with no edit here.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import types
+import typing
 from typing import Any
 
-from lightnets.cli.common import add_model_arguments, resolve_model_name
+from lightnets.cli.common import add_model_arguments, model_hparams_from_args, resolve_model_name
 from lightnets.errors import InvalidArgumentError
 
 EPILOG = """\
@@ -17,50 +24,93 @@ Examples:
   torchrun --nproc-per-node 2 -m lightnets train --model mobilenet_v2 --dataset cifar100 ...
 """
 
-#: Command-line flag -> recipe field.
-RECIPE_FLAGS = (
-    "epochs",
-    "batch_size",
-    "lr",
-    "optimizer",
-    "momentum",
-    "nesterov",
-    "weight_decay",
-    "decay_norm_and_bias",
-    "warmup_epochs",
-    "milestones",
-    "gamma",
-    "min_lr",
-    "label_smoothing",
-    "clip_grad",
-    "ema_decay",
-)
-#: Command-line flag -> TrainConfig field (run settings).
-CONFIG_FLAGS = (
-    "dataset",
-    "data_dir",
-    "output",
-    "val_size",
-    "train_subset",
-    "seed",
-    "deterministic",
-    "amp",
-    "channels_last",
-    "compile",
-    "sync_bn",
-    "tensorboard",
-    "device",
-    "num_workers",
-    "cutout",
-    "random_erasing",
-    "download",
-)
-MODEL_FLAGS = ("width_mult", "groups", "bypass", "batch_norm", "drop_rate")
+#: TrainConfig fields that get no generated flag: set by --model, the model flags, --recipe.
+NOT_FLAGS = frozenset({"model", "model_hparams", "variant", "recipe", "image_size"})
+#: Recipe fields land in ``args.recipe_<field>`` (``name`` would clash with --model's).
+RECIPE_PREFIX = "recipe_"
+#: Help for the recipe's fields (a field's ``metadata["help"]``, when it has one, wins).
+RECIPE_HELP = {
+    "name": "cifar (default): SGD 0.1, x0.2 at 30/60/80%%, 200 epochs; "
+    "cosine: warm-up + cosine; onecycle",
+    "batch_size": "global batch size",
+    "lr": "peak learning rate",
+    "decay_norm_and_bias": "weight decay on BatchNorm and biases too (default: no)",
+    "warmup_epochs": "linear warm-up length in epochs (may be fractional)",
+    "milestones": "step schedule: fractions of the epochs where lr is multiplied by gamma",
+    "min_lr": "cosine schedule's final lr",
+    "pct_start": "onecycle: fraction of the steps spent rising to lr",
+    "div_factor": "onecycle: the lr starts at lr / div_factor",
+    "final_div_factor": "onecycle: the lr ends at lr / (div_factor * final_div_factor)",
+    "clip_grad": "clip the gradient's global L2 norm",
+    "ema_decay": "keep an EMA of the weights (e.g. 0.999) and evaluate with it",
+}
+RECIPE_METAVARS = {"milestones": "FRACTION", "clip_grad": "NORM", "ema_decay": "DECAY"}
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    from lightnets.data import DATASET_NAMES
+    from lightnets.train.precision import AMP_MODES
+    from lightnets.train.recipes import OPTIMIZERS, RECIPES, SCHEDULES
+
+    return {
+        "dataset": DATASET_NAMES,
+        "amp": AMP_MODES,
+        "device": ("cpu", "cuda"),
+        "name": tuple(RECIPES),
+        "optimizer": OPTIMIZERS,
+        "schedule": SCHEDULES,
+    }
+
+
+def _field_kwargs(hint: Any) -> dict[str, Any]:
+    """argparse keywords for a field of type ``hint`` (``X | None`` is read as ``X``)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if typing.get_origin(hint) is tuple:
+        return {"type": typing.get_args(hint)[0], "nargs": "+"}
+    return {"type": hint}
+
+
+def add_dataclass_flags(
+    groups: dict[str, Any],
+    cls: type,
+    *,
+    skip: frozenset[str] = frozenset(),
+    extra_help: dict[str, str] | None = None,
+    prefix: str = "",
+) -> tuple[str, ...]:
+    """One flag per field of ``cls`` (default None: "not given"); returns the field names.
+
+    ``groups`` maps a field's ``metadata["group"]`` (default ``"run"``) to an argument group;
+    each value lands in ``args.<prefix><field name>``.
+    """
+    from lightnets.train.config import flag_for
+
+    hints = typing.get_type_hints(cls)
+    choices = _choices()
+    names = []
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        kwargs = _field_kwargs(hints[f.name])
+        if f.name in choices:
+            kwargs = {"choices": choices[f.name]}
+        help_text = f.metadata.get("help") or (extra_help or {}).get(f.name)
+        metavar = f.metadata.get("metavar") or RECIPE_METAVARS.get(f.name)
+        if metavar is not None:
+            kwargs["metavar"] = metavar
+        group = groups[f.metadata.get("group", "run")]
+        flags = (flag_for(f.name), *f.metadata.get("aliases", ()))
+        group.add_argument(*flags, dest=prefix + f.name, default=None, help=help_text, **kwargs)
+        names.append(f.name)
+    return tuple(names)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lightnets.data import DATASET_NAMES
-    from lightnets.train.recipes import OPTIMIZERS, RECIPES
+    from lightnets.train.config import TrainConfig
+    from lightnets.train.recipes import Recipe
 
     parser = subparsers.add_parser(
         "train",
@@ -79,159 +129,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser, name=False)
     # None = not given: the data set decides (cifar up to 64 px, imagenet above).
     parser.set_defaults(variant=None)
-    parser.add_argument(
-        "--drop-rate",
-        type=float,
-        default=None,
-        help="dropout before the classifier, for models that have one",
-    )
-
-    data = parser.add_argument_group("data")
-    data.add_argument(
-        "--dataset", choices=DATASET_NAMES, default=None, help="data set (default: synthetic)"
-    )
-    data.add_argument("--data-dir", default=None, help="where the data set lives")
-    data.add_argument(
-        "--val-size", type=int, default=None, help="validation images carved from the training set"
-    )
-    data.add_argument(
-        "--train-subset",
-        type=int,
-        default=None,
-        metavar="N",
-        help="train on the first N training images only",
-    )
-    data.add_argument(
-        "--cutout", type=int, default=None, metavar="PIXELS", help="cutout square side (0: off)"
-    )
-    data.add_argument(
-        "--random-erasing",
-        type=float,
-        default=None,
-        metavar="P",
-        help="random erasing probability (0: off)",
-    )
-    data.add_argument(
-        "--workers",
-        dest="num_workers",
-        type=int,
-        default=None,
-        help="decoding processes for image folders (default 0)",
-    )
-    data.add_argument(
-        "--download",
-        action="store_true",
-        default=None,
-        help="download CIFAR or MNIST if missing (checksums verified)",
-    )
-
-    runs = parser.add_argument_group("run")
-    runs.add_argument(
-        "--output",
-        "-o",
-        metavar="RUN_DIR",
-        default=None,
-        help="run directory (refused if it already holds a checkpoint)",
-    )
-    runs.add_argument(
+    groups = {
+        "data": parser.add_argument_group("data"),
+        "run": parser.add_argument_group("run"),
+    }
+    groups["run"].add_argument(
         "--resume",
         metavar="RUN_DIR",
         default=None,
         help="continue the run in RUN_DIR exactly where its last.pt left off",
     )
-    runs.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    runs.add_argument(
-        "--deterministic",
-        action="store_true",
-        default=None,
-        help="deterministic kernels (bitwise-reproducible on the CPU)",
+    config_flags = add_dataclass_flags(groups, TrainConfig, skip=NOT_FLAGS)
+    recipe_group = parser.add_argument_group("recipe (every field overrides the recipe's value)")
+    recipe_flags = add_dataclass_flags(
+        {"run": recipe_group}, Recipe, extra_help=RECIPE_HELP, prefix=RECIPE_PREFIX
     )
-    runs.add_argument(
-        "--amp",
-        choices=("bf16", "fp16", "none"),
-        default=None,
-        help="mixed precision: bf16 (CPU, CUDA), fp16 (CUDA), none (default)",
-    )
-    runs.add_argument(
-        "--channels-last", action="store_true", default=None, help="NHWC memory format"
-    )
-    runs.add_argument(
-        "--compile", action="store_true", default=None, help="torch.compile the model"
-    )
-    runs.add_argument(
-        "--sync-bn",
-        action="store_true",
-        default=None,
-        help="SyncBatchNorm across processes (CUDA, torchrun)",
-    )
-    runs.add_argument(
-        "--tensorboard",
-        action="store_true",
-        default=None,
-        help="also log to RUN_DIR/tensorboard (needs lightnets[tensorboard])",
-    )
-    runs.add_argument(
-        "--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available"
-    )
-
-    opt = parser.add_argument_group("recipe (every field overrides the recipe's value)")
-    opt.add_argument(
-        "--recipe",
-        choices=tuple(RECIPES),
-        default=None,
-        help="cifar (default): SGD 0.1, x0.2 at 30/60/80%%, 200 epochs; "
-        "cosine: warm-up + cosine; onecycle",
-    )
-    opt.add_argument("--epochs", type=int, default=None)
-    opt.add_argument("--batch-size", type=int, default=None, help="global batch size")
-    opt.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    opt.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
-    opt.add_argument("--momentum", type=float, default=None)
-    opt.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None)
-    opt.add_argument("--weight-decay", type=float, default=None)
-    opt.add_argument(
-        "--decay-norm-and-bias",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="weight decay on BatchNorm and biases too (default: no)",
-    )
-    opt.add_argument(
-        "--warmup-epochs",
-        type=float,
-        default=None,
-        help="linear warm-up length in epochs (may be fractional)",
-    )
-    opt.add_argument(
-        "--milestones",
-        type=float,
-        nargs="+",
-        default=None,
-        metavar="FRACTION",
-        help="step schedule: fractions of the epochs where lr is multiplied by gamma",
-    )
-    opt.add_argument("--gamma", type=float, default=None)
-    opt.add_argument("--min-lr", type=float, default=None, help="cosine schedule's final lr")
-    opt.add_argument("--label-smoothing", type=float, default=None)
-    opt.add_argument(
-        "--clip-grad",
-        type=float,
-        default=None,
-        metavar="NORM",
-        help="clip the gradient's global L2 norm",
-    )
-    opt.add_argument(
-        "--ema",
-        dest="ema_decay",
-        type=float,
-        default=None,
-        metavar="DECAY",
-        help="keep an EMA of the weights (e.g. 0.999) and evaluate with it",
-    )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, config_flags=config_flags, recipe_flags=recipe_flags)
 
 
-def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+def _given(args: argparse.Namespace, names: tuple[str, ...], prefix: str = "") -> dict[str, Any]:
+    values = {n: getattr(args, prefix + n, None) for n in names}
+    return {n: v for n, v in values.items() if v is not None}
 
 
 def config_from_args(args: argparse.Namespace):
@@ -239,9 +157,10 @@ def config_from_args(args: argparse.Namespace):
     from lightnets.train.config import TrainConfig, resume_config
     from lightnets.train.recipes import get_recipe
 
-    model_hparams = _given(args, MODEL_FLAGS)
-    recipe_overrides = _given(args, RECIPE_FLAGS)
-    settings = _given(args, CONFIG_FLAGS)
+    model_hparams = model_hparams_from_args(args)
+    recipe_overrides = _given(args, args.recipe_flags, RECIPE_PREFIX)
+    recipe_name = recipe_overrides.pop("name", None)
+    settings = _given(args, args.config_flags)
     if args.variant is not None:
         settings["variant"] = args.variant
     if args.input_size is not None:
@@ -253,8 +172,8 @@ def config_from_args(args: argparse.Namespace):
             "of the data set"
         )
     if args.resume is not None:
-        if args.recipe is not None:
-            recipe_overrides["name"] = args.recipe
+        if recipe_name is not None:
+            recipe_overrides["name"] = recipe_name
         overrides = {
             **settings,
             "model": name,
@@ -264,9 +183,9 @@ def config_from_args(args: argparse.Namespace):
         return resume_config(args.resume, overrides), True
     if name is None:
         raise InvalidArgumentError("--model NAME is required (or --resume RUN_DIR)")
-    if args.output is None:
+    if settings.get("output") is None:
         raise InvalidArgumentError("--output RUN_DIR is required (or --resume RUN_DIR)")
-    recipe = get_recipe(args.recipe or "cifar", **recipe_overrides)
+    recipe = get_recipe(recipe_name or "cifar", **recipe_overrides)
     return TrainConfig(model=name, model_hparams=model_hparams, recipe=recipe, **settings), False
 
 

@@ -18,7 +18,6 @@ in order, without padding: the shards are disjoint and their union is exactly th
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,11 +27,13 @@ from lightnets.data import augment
 from lightnets.data.dataset import ImageDataset, TensorImageDataset
 from lightnets.data.folder import ImageFolderDataset
 from lightnets.data.splits import DataSplits
-from lightnets.errors import DataError, InvalidArgumentError
+from lightnets.errors import DataError, InvalidArgumentError, check_float, check_int
 
 # Data sets up to this size are copied whole to an accelerator once, then indexed there.
 DEVICE_CACHE_BYTES = 4 << 30
 _PERMUTATION, _AUGMENT = 0, 1
+#: Label of the padding images of :func:`pad_batch` (cross_entropy's default ignore_index).
+IGNORE_INDEX = -100
 
 
 def derive_seed(*values: int) -> int:
@@ -103,6 +104,8 @@ class BatchLoader:
         num_workers: int,
         channels_last: bool,
         padding_mode: str,
+        device_data: bool = True,
+        pad_last: bool = False,
     ) -> None:
         self.dataset = dataset
         self.splits = splits
@@ -118,6 +121,8 @@ class BatchLoader:
         self.num_workers = num_workers
         self.channels_last = channels_last
         self.padding_mode = padding_mode
+        self.device_data = device_data
+        self.pad_last = pad_last
         self.epoch = 0
         self._device_images: torch.Tensor | None = None
         n = len(dataset)
@@ -125,9 +130,7 @@ class BatchLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose permutation and augmentation the next iteration replays."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise InvalidArgumentError(f"epoch={epoch!r} is not allowed; use an integer >= 0")
-        self.epoch = epoch
+        self.epoch = check_int("epoch", epoch, minimum=0)
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -158,6 +161,8 @@ class BatchLoader:
         labels = self.dataset.labels
         for index, images in self._uint8_batches():
             targets = labels[index].to(self.device, non_blocking=True)
+            if self.pad_last and len(index) < self.batch_size:
+                images, targets = pad_batch(images, targets, self.batch_size)
             yield self.transform(images, generator), targets
 
     def _uint8_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -183,7 +188,7 @@ class BatchLoader:
 
     def _source_images(self) -> torch.Tensor:
         images = self.dataset.images  # type: ignore[attr-defined]
-        if self.device.type == "cpu" or images.numel() > DEVICE_CACHE_BYTES:
+        if not self.device_data or self.device.type == "cpu" or images.numel() > DEVICE_CACHE_BYTES:
             return images
         if self._device_images is None:
             self._device_images = images.to(self.device)
@@ -220,10 +225,18 @@ class BatchLoader:
         return x.contiguous(memory_format=memory_format)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgumentError(f"{name}={value!r} is not allowed; use an integer >= {minimum}")
-    return value
+def pad_batch(
+    images: torch.Tensor, targets: torch.Tensor, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A short batch padded to ``size`` with blank images labelled :data:`IGNORE_INDEX`.
+
+    Static shapes for evaluation: every batch then has one shape (one cuDNN autotuning, one
+    CUDA graph), and :func:`lightnets.train.evaluate.evaluate` leaves the padding out.
+    """
+    missing = size - len(targets)
+    images = torch.cat([images, images.new_zeros((missing, *images.shape[1:]))])
+    targets = torch.cat([targets, targets.new_full((missing,), IGNORE_INDEX)])
+    return images, targets
 
 
 def make_loader(
@@ -242,6 +255,8 @@ def make_loader(
     num_workers: int = 0,
     channels_last: bool = False,
     padding_mode: str = "zeros",
+    device_data: bool = True,
+    pad_last: bool = False,
 ) -> BatchLoader:
     """A :class:`BatchLoader` over ``dataset`` (one of ``splits``' train / val / test).
 
@@ -249,18 +264,19 @@ def make_loader(
     pixels / ``random_erasing`` probability if set), padded shards, ``drop_last`` by default.
     ``train=False``: in order, normalised only, disjoint shards. ``padding_mode`` of the random
     crop: ``"zeros"`` (default) or ``"reflect"``. ``num_workers`` decode image folders.
+    ``device_data``: an in-memory data set up to ``DEVICE_CACHE_BYTES`` is copied whole to an
+    accelerator ``device`` once (else each batch is copied). ``pad_last`` (evaluation only):
+    the last, short batch is padded to ``batch_size`` by :func:`pad_batch`.
     """
-    _check_int("batch_size", batch_size, 1)
-    _check_int("world_size", world_size, 1)
-    _check_int("seed", seed, 0)
-    _check_int("cutout", cutout, 0)
-    _check_int("num_workers", num_workers, 0)
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-        raise InvalidArgumentError(f"rank={rank!r} is not allowed; use 0..{world_size - 1}")
-    if not 0.0 <= float(random_erasing) <= 1.0:
-        raise InvalidArgumentError(
-            f"random_erasing={random_erasing!r} is not allowed; use a probability in [0, 1]"
-        )
+    check_int("batch_size", batch_size, minimum=1)
+    check_int("world_size", world_size, minimum=1)
+    check_int("rank", rank, minimum=0, maximum=world_size - 1)
+    check_int("seed", seed, minimum=0)
+    check_int("cutout", cutout, minimum=0)
+    check_int("num_workers", num_workers, minimum=0)
+    check_float("random_erasing", random_erasing, minimum=0.0, maximum=1.0)
+    if pad_last and train:
+        raise InvalidArgumentError("pad_last applies to evaluation; training drops the last batch")
     if padding_mode not in augment.PADDING_MODES:
         raise InvalidArgumentError(
             f"padding_mode={padding_mode!r} is not allowed; use one of "
@@ -285,6 +301,8 @@ def make_loader(
         num_workers=num_workers,
         channels_last=channels_last,
         padding_mode=padding_mode,
+        device_data=bool(device_data),
+        pad_last=bool(pad_last),
     )
     if train and len(dataset) and len(loader) == 0:
         raise InvalidArgumentError(

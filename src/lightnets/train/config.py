@@ -3,6 +3,10 @@
 A resumed run takes its configuration from its checkpoint; only the settings that do not change
 the arithmetic of training (where the data lives, the device, logging) may differ, plus
 ``epochs`` (which stretches the schedule, so the continuation is then no longer exact).
+
+Every field of :class:`TrainConfig` and of :class:`~lightnets.train.recipes.Recipe` is a flag of
+``lightnets train`` (``cli/train.py`` generates them): its help text is the field's
+``metadata["help"]``, its name ``--field-name`` unless :data:`FLAG_NAMES` says otherwise.
 """
 
 from __future__ import annotations
@@ -12,17 +16,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightnets.errors import CheckpointError, InvalidArgumentError
+from lightnets.errors import CheckpointError, InvalidArgumentError, check_float, check_int
+from lightnets.train.precision import AMP_MODES
 from lightnets.train.recipes import Recipe, get_recipe
 
-AMP_MODES = ("none", "bf16", "fp16")
 #: Settings a resumed run may change.
 RESUME_MUTABLE = frozenset(
-    {"data_dir", "device", "tensorboard", "compile", "num_workers", "epochs", "output"}
+    {
+        "data_dir",
+        "device",
+        "tensorboard",
+        "compile",
+        "cuda_graphs",
+        "device_data",
+        "static_shapes",
+        "num_workers",
+        "epochs",
+        "output",
+    }
 )
-#: Recipe fields that are also top-level flags (``--lr`` overrides ``recipe.lr``).
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
+#: Fields whose command-line flag is not ``--`` + the field name with dashes.
+FLAG_NAMES = {
+    "name": "--recipe",
+    "num_workers": "--workers",
+    "ema_decay": "--ema",
+    "image_size": "--input-size",
+}
+
+
+def flag_for(name: str) -> str:
+    """The command-line flag of a TrainConfig or Recipe field (``num_workers`` -> ``--workers``)."""
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def _setting(default: Any, help: str, group: str = "run", **cli: Any) -> Any:
+    """A run setting: its default, and its flag's help text, group and argparse extras."""
+    return field(default=default, metadata={"help": help, "group": group, **cli})
 
 
 @dataclass
@@ -30,62 +61,81 @@ class TrainConfig:
     """Everything a run needs besides the code; ``recipe`` holds the optimisation settings."""
 
     model: str
-    output: str
-    dataset: str = "synthetic"
-    data_dir: str | None = None
+    output: str = field(
+        metadata={
+            "help": "run directory (refused if it holds anything else, or a run: see --resume)",
+            "group": "run",
+            "aliases": ("-o",),
+            "metavar": "RUN_DIR",
+        }
+    )
+    dataset: str = _setting("synthetic", "data set (default: synthetic)", "data")
+    data_dir: str | None = _setting(None, "where the data set lives", "data")
     #: create_model hyperparameters other than name and num_classes (width_mult, groups, ...).
     model_hparams: dict[str, Any] = field(default_factory=dict)
     #: "cifar" or "imagenet"; None picks cifar for inputs up to 64 px, else imagenet.
     variant: str | None = None
     recipe: Recipe = field(default_factory=lambda: get_recipe("cifar"))
-    val_size: int | None = None
-    train_subset: int | None = None
+    val_size: int | None = _setting(None, "validation images carved from the training set", "data")
+    train_subset: int | None = _setting(
+        None, "train on the first N training images only", "data", metavar="N"
+    )
     image_size: int | None = None
-    seed: int = 0
-    deterministic: bool = False
-    amp: str = "none"
-    channels_last: bool = False
-    compile: bool = False
-    sync_bn: bool = False
-    tensorboard: bool = False
-    device: str | None = None
-    num_workers: int = 0
-    cutout: int = 0
-    random_erasing: float = 0.0
-    download: bool = False
+    seed: int = _setting(0, "random seed (default 0)")
+    deterministic: bool = _setting(False, "deterministic kernels (bitwise-reproducible on the CPU)")
+    #: The fast CUDA path (issue 9): None means "on with CUDA, off on the CPU".
+    amp: str | None = _setting(
+        None, "mixed precision: bf16 (CPU, CUDA), fp16 (CUDA), none (default: bf16 on CUDA)"
+    )
+    channels_last: bool | None = _setting(None, "NHWC memory format (default: on with CUDA)")
+    compile: bool = _setting(False, "torch.compile the model")
+    cuda_graphs: bool | None = _setting(
+        None,
+        "capture the training step in CUDA graphs (torch.compile mode reduce-overhead; "
+        "default: on with CUDA in one process)",
+    )
+    device_data: bool | None = _setting(
+        None,
+        "keep the whole data set on the GPU as uint8 and augment it there "
+        "(default: on with CUDA, for data sets up to 4 GiB)",
+        "data",
+    )
+    static_shapes: bool | None = _setting(
+        None,
+        "pad the last evaluation batch, so that every batch has one shape (the ragged last "
+        "training batch is always dropped; default: on with CUDA)",
+        "data",
+    )
+    sync_bn: bool = _setting(False, "SyncBatchNorm across processes (CUDA, torchrun)")
+    tensorboard: bool = _setting(
+        False, "also log to RUN_DIR/tensorboard (needs lightnets[tensorboard])"
+    )
+    device: str | None = _setting(None, "default: cuda when available")
+    num_workers: int = _setting(
+        0, "decoding processes for image folders (default 0)", "data", metavar="N"
+    )
+    cutout: int = _setting(0, "cutout square side (0: off)", "data", metavar="PIXELS")
+    random_erasing: float = _setting(
+        0.0, "random erasing probability (0: off)", "data", metavar="P"
+    )
+    download: bool = _setting(
+        False, "download CIFAR or MNIST if missing (checksums verified)", "data"
+    )
 
     def validate(self) -> TrainConfig:
         from lightnets.data import DATASET_NAMES
 
         self.recipe.validate()
-        if self.dataset not in DATASET_NAMES:
-            raise InvalidArgumentError(
-                f"unknown dataset {self.dataset!r}; allowed: {', '.join(DATASET_NAMES)}"
-            )
-        if self.amp not in AMP_MODES:
-            raise InvalidArgumentError(
-                f"unknown amp mode {self.amp!r}; allowed: {', '.join(AMP_MODES)}"
-            )
-        if self.variant not in (None, "cifar", "imagenet"):
-            raise InvalidArgumentError(
-                f"unknown variant {self.variant!r}; allowed: cifar, imagenet"
-            )
-        for name in ("val_size", "train_subset"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise InvalidArgumentError(f"{name.replace('_', ' ')} must be >= 0, got {value}")
-        if self.train_subset == 0:
-            raise InvalidArgumentError("train subset must be >= 1 image")
-        if self.image_size is not None and self.image_size < 8:
-            raise InvalidArgumentError(f"input size must be >= 8 pixels, got {self.image_size}")
-        if self.num_workers < 0:
-            raise InvalidArgumentError(f"workers must be >= 0, got {self.num_workers}")
-        if self.cutout < 0:
-            raise InvalidArgumentError(f"cutout must be >= 0 pixels, got {self.cutout}")
-        if not 0 <= self.random_erasing <= 1:
-            raise InvalidArgumentError(
-                f"random erasing probability must be in [0, 1], got {self.random_erasing}"
-            )
+        _check_choice("dataset", self.dataset, DATASET_NAMES)
+        _check_choice("amp", self.amp, (None, *AMP_MODES))
+        _check_choice("variant", self.variant, (None, "cifar", "imagenet"))
+        _check_choice("device", self.device, (None, "cpu", "cuda"))
+        for name, minimum in (("val_size", 0), ("train_subset", 1), ("image_size", 8)):
+            if getattr(self, name) is not None:
+                check_int(flag_for(name), getattr(self, name), minimum=minimum)
+        for name in ("seed", "num_workers", "cutout"):
+            check_int(flag_for(name), getattr(self, name), minimum=0)
+        check_float("--random-erasing", self.random_erasing, minimum=0.0, maximum=1.0)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,7 +167,8 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> TrainConfig
         raise CheckpointError(f"cannot resume: {run_dir} is not a directory")
     if not path.exists():
         raise CheckpointError(
-            f"cannot resume: {run_dir} holds no {LAST_CHECKPOINT} (start a new run with --output)"
+            f"cannot resume: {run_dir} holds no {LAST_CHECKPOINT} (the run saved no checkpoint: "
+            "remove the directory, or start a new run with --output)"
         )
     state = load_checkpoint(path)
     if not isinstance(state.get("config"), dict) or "epoch" not in state:
@@ -167,9 +218,15 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> TrainConfig
     return config.validate()
 
 
+def _check_choice(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        names = ", ".join(str(a) for a in allowed if a is not None)
+        raise InvalidArgumentError(f"unknown {name} {value!r}; allowed: {names}")
+
+
 def _fixed_message(key: str, given: Any, stored: Any) -> str:
-    flag = "--" + key.replace("_", "-")
-    allowed = ", ".join("--" + k.replace("_", "-") for k in sorted(RESUME_MUTABLE - {"output"}))
+    flag = flag_for(key)
+    allowed = ", ".join(flag_for(k) for k in sorted(RESUME_MUTABLE - {"output"}))
     return (
         f"{flag} {given!r} differs from the resumed run's {stored!r}; a resumed run keeps its "
         f"configuration (only {allowed} may change)"

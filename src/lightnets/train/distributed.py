@@ -94,12 +94,3 @@ def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()
-
-
-def broadcast_object(value, ctx: DistContext):
-    """Rank 0's ``value`` on every rank (for decisions that must agree, e.g. errors)."""
-    if not ctx.distributed:
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]

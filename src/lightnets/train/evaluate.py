@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -10,19 +9,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lightnets.errors import InvalidArgumentError
+from lightnets.data.loader import IGNORE_INDEX
+from lightnets.errors import InvalidArgumentError, check_int
 from lightnets.train.distributed import DistContext, all_reduce_sum
 from lightnets.train.metrics import EvalResult, topk_correct
+from lightnets.train.precision import AMP_MODES, autocast_context
 
 SPLITS = ("test", "val", "train")
-
-
-def autocast_context(device: torch.device, amp: str):
-    """bf16 autocast on CPU or CUDA, fp16 autocast on CUDA, or nothing."""
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @torch.no_grad()
@@ -40,6 +33,7 @@ def evaluate(
 
     Each rank sums its loss, correct predictions and image count; the sums are all-reduced, so
     with a loader that shards without duplicates the result is that of a single process.
+    Images labelled ``IGNORE_INDEX`` (a padded last batch) are left out.
     """
     ctx = ctx or DistContext(device=device)
     was_training = model.training
@@ -52,20 +46,16 @@ def evaluate(
             with autocast_context(device, amp):
                 logits = model(images)
             logits = logits.float()
-            loss = F.cross_entropy(logits, targets, reduction="sum")
+            # Padding images (static shapes) carry IGNORE_INDEX: no loss, never a hit.
+            valid = targets.ne(IGNORE_INDEX)
+            loss = F.cross_entropy(logits, targets, reduction="sum", ignore_index=IGNORE_INDEX)
             top1, top5 = topk_correct(logits, targets, (1, 5))
-            sums += torch.stack(
-                [
-                    loss.double(),
-                    top1.double(),
-                    top5.double(),
-                    torch.tensor(targets.numel(), dtype=torch.float64, device=device),
-                ]
-            )
+            sums += torch.stack([loss.double(), top1.double(), top5.double(), valid.sum().double()])
             if per_class:
                 hit = logits.argmax(1).eq(targets).double()
-                class_correct.index_add_(0, targets, hit)
-                class_total.index_add_(0, targets, torch.ones_like(hit))
+                index = targets.clamp(min=0)
+                class_correct.index_add_(0, index, hit)
+                class_total.index_add_(0, index, valid.double())
     finally:
         model.train(was_training)
     all_reduce_sum(sums, ctx)
@@ -107,10 +97,9 @@ def evaluate_checkpoint(
 
     if split not in SPLITS:
         raise InvalidArgumentError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
-    if batch_size < 1:
-        raise InvalidArgumentError(f"batch size must be >= 1, got {batch_size}")
-    if amp not in ("none", "bf16", "fp16"):
-        raise InvalidArgumentError(f"unknown amp mode {amp!r}; allowed: none, bf16, fp16")
+    check_int("batch_size", batch_size, minimum=1)
+    if amp not in AMP_MODES:
+        raise InvalidArgumentError(f"unknown amp mode {amp!r}; allowed: {', '.join(AMP_MODES)}")
     kind = resolve_device(device)
     model, state = model_from_checkpoint(checkpoint)
     stored = state.get("dataset") or {}

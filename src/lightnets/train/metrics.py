@@ -7,8 +7,6 @@ a distributed run reports exactly the averages of one process that saw all the d
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 import torch
 
 from lightnets.fileio import write_text_atomic
+from lightnets.jsonio import dumps
 
 #: Keys of one line of ``metrics.jsonl``, in order.
 EPOCH_KEYS = (
@@ -29,6 +28,7 @@ EPOCH_KEYS = (
     "val_top5",
     "images_per_sec",
     "seconds",
+    "warmup_seconds",
 )
 
 
@@ -67,20 +67,12 @@ class EvalResult:
         return data
 
 
-def finite_or_none(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else value
-
-
 def write_json_atomic(path: str | Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+    """Write ``data`` as strict, indented JSON (NaN and infinities as null), atomically."""
+    write_text_atomic(path, dumps(data, indent=2) + "\n")
 
 
 def write_metrics_jsonl(path: str | Path, history: Iterable[dict[str, Any]]) -> None:
     """Rewrite ``metrics.jsonl`` (one JSON object per epoch) from the run's history."""
-    lines = [json.dumps({k: record.get(k) for k in EPOCH_KEYS}) for record in history]
+    lines = [dumps({k: record.get(k) for k in EPOCH_KEYS}) for record in history]
     write_text_atomic(path, "".join(line + "\n" for line in lines))
-
-
-def read_metrics_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]

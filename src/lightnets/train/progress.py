@@ -20,6 +20,8 @@ def format_epoch(record: dict[str, Any], epochs: int) -> str:
         )
     parts.append(f"{record['images_per_sec']:.0f} img/s")
     parts.append(f"{record['seconds']:.1f} s")
+    if record.get("warmup_seconds") is not None:
+        parts.append(f"(warm-up {record['warmup_seconds']:.1f} s)")
     return "  ".join(parts)
 
 

@@ -2,7 +2,12 @@
 
 A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch), ``last.pt``
 (every epoch, and on Ctrl-C), ``best.pt`` (best validation top-1), and at the end
-``summary.json`` (test accuracy of the best weights, evaluated once) and ``curves.png``.
+``summary.json`` (test accuracy of the best weights, evaluated once) and ``curves.png``; while
+a process trains in it, its lock file (``rundir.py``: ownership, locking, crash repair).
+
+A checkpoint is written only when its weights, BatchNorm statistics and losses are finite
+(checked at every epoch end, and the running loss every ``LOG_EVERY`` steps); otherwise the run
+stops with :class:`TrainingDiverged` and the last good checkpoint stays.
 
 Exact resume: the data loader draws its shuffling and augmentation from (seed, epoch, rank)
 alone, and a checkpoint holds every other piece of state (weights, optimiser, per-iteration
@@ -13,7 +18,8 @@ position inside the epoch too; the resumed run skips the batches already trained
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import math
 import random
 import signal
 import threading
@@ -24,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightnets.errors import CheckpointError, InvalidArgumentError, LightnetsError
+from lightnets.errors import CheckpointError, InvalidArgumentError, LightnetsError, require
 from lightnets.models import create_model
 from lightnets.train.checkpoint import load_checkpoint, save_checkpoint
 from lightnets.train.config import BEST_CHECKPOINT, LAST_CHECKPOINT, TrainConfig
@@ -36,21 +42,30 @@ from lightnets.train.distributed import (
     shutdown_distributed,
 )
 from lightnets.train.ema import ModelEma
-from lightnets.train.evaluate import autocast_context, evaluate
+from lightnets.train.evaluate import evaluate
 from lightnets.train.metrics import (
     EvalResult,
     write_json_atomic,
     write_metrics_jsonl,
 )
+from lightnets.train.precision import autocast_context
 from lightnets.train.progress import format_epoch, make_progress
 from lightnets.train.recipes import build_optimizer, build_scheduler
+from lightnets.train.rundir import (
+    CONFIG,
+    CURVES,
+    METRICS,
+    SUMMARY,
+    RunLock,
+    check_new_run_dir,
+    remove_stray_temps,
+    repair_best,
+)
 
 #: Running metrics are read back (a device sync) and the loss checked every this many steps.
 LOG_EVERY = 10
-CURVES = "curves.png"
-SUMMARY = "summary.json"
-METRICS = "metrics.jsonl"
-CONFIG = "config.json"
+#: The first steps of a process (compilation, graph capture, autotuning) timed as warm-up.
+WARMUP_STEPS = 3
 
 
 class TrainingDiverged(LightnetsError):
@@ -101,6 +116,27 @@ class _SigintFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
+class _EpochClock:
+    """An epoch's wall time, and this process's warm-up: its first steps (compilation, CUDA
+    graph capture, cuDNN autotuning), timed apart so that images/s measures the steady state."""
+
+    def __init__(self, seconds_before: float, counted_before: float) -> None:
+        self.seconds_before = seconds_before  # of this epoch, before an interruption
+        self.counted_before = counted_before
+        self.t0 = time.perf_counter()
+        self.warmup: float | None = None
+        self.warm_images = 0.0  # images of the warm-up steps, on this rank
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.t0
+
+    def end_warmup(self, sums: torch.Tensor, device: torch.device) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self.warmup = time.perf_counter() - self.t0
+        self.warm_images = float(sums[2]) - self.counted_before
+
+
 class Trainer:
     """Prepares a run (validating everything before writing anything) and runs it.
 
@@ -118,13 +154,30 @@ class Trainer:
         resume: bool = False,
         train_loader: Any = None,
     ) -> None:
-        from lightnets.data import load_splits, make_loader
-
         self.config = config.validate()
-        self.recipe = recipe = config.recipe
+        self.recipe = config.recipe
         self.run_dir = Path(config.output)
         self.resume = resume
-        kind = resolve_device(config.device)
+        self.lock: RunLock | None = None
+        self.notes: list[str] = []  # what the set-up repaired, printed when the run starts
+        try:
+            self._check_runtime()
+            state = self._open_run_dir()
+            self._build_data(train_loader)
+            self._build_model(state)
+            self._build_optimisation()
+            self._restore_or_start(state)
+            self._wrap_for_training()
+        except BaseException:
+            self._unlock()
+            raise
+
+    # -- set-up stages, in order ----------------------------------------------------------------
+
+    def _check_runtime(self) -> None:
+        """Device, precision and process group; refuses what this machine cannot run."""
+        kind = resolve_device(self.config.device)
+        self.config = config = self._resolve_fast_path(kind)
         if config.amp == "fp16" and kind != "cuda":
             raise InvalidArgumentError(
                 "--amp fp16 needs CUDA (fp16 training needs its gradient scaler); "
@@ -132,28 +185,50 @@ class Trainer:
             )
         if config.sync_bn and kind != "cuda":
             raise InvalidArgumentError("--sync-bn needs CUDA (torch's SyncBatchNorm runs on GPUs)")
-        state = self._check_run_dir()
         self.tb_module = None
         if config.tensorboard:
-            from lightnets.errors import require
-
             self.tb_module = require("torch.utils.tensorboard", "tensorboard")
-
         self.ctx = ctx = init_distributed(config.device)
         self.device = ctx.device
-        if recipe.batch_size % ctx.world_size:
+        if self.recipe.batch_size % ctx.world_size:
             raise InvalidArgumentError(
-                f"--batch-size {recipe.batch_size} (the global batch) must be divisible by the "
-                f"world size {ctx.world_size}"
+                f"--batch-size {self.recipe.batch_size} (the global batch) must be divisible by "
+                f"the world size {ctx.world_size}"
             )
-        self.batch_per_rank = recipe.batch_size // ctx.world_size
+        self.batch_per_rank = self.recipe.batch_size // ctx.world_size
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         elif kind == "cuda":
             torch.backends.cudnn.benchmark = True
 
-        self.splits = splits = load_splits(
+    def _resolve_fast_path(self, kind: str) -> TrainConfig:
+        """Fill in the fast CUDA path's settings left at None: on with CUDA, off on the CPU.
+
+        ``amp`` and ``channels_last`` change the arithmetic, so the run's stored configuration
+        keeps their resolved values (a resumed run keeps them); the others only change speed
+        and are resolved again by each (resumed) process.
+        """
+        config, cuda = self.config, kind == "cuda"
+        if config.cuda_graphs and not cuda:
+            raise InvalidArgumentError(
+                "--cuda-graphs needs CUDA; on the CPU leave it out (or use --compile)"
+            )
+        self.device_data = cuda if config.device_data is None else config.device_data
+        self.static_shapes = cuda if config.static_shapes is None else config.static_shapes
+        self.cuda_graphs = cuda if config.cuda_graphs is None else config.cuda_graphs
+        return dataclasses.replace(
+            config,
+            amp=("bf16" if cuda else "none") if config.amp is None else config.amp,
+            channels_last=cuda if config.channels_last is None else config.channels_last,
+        )
+
+    def _build_data(self, train_loader: Any) -> None:
+        """The splits and their loaders (``train_loader`` replaces the training one)."""
+        from lightnets.data import load_splits
+
+        config = self.config
+        self.splits = load_splits(
             config.dataset,
             config.data_dir,
             val_size=config.val_size,
@@ -162,12 +237,41 @@ class Trainer:
             download=config.download,
             image_size=config.image_size,
         )
-        self.variant = config.variant or _variant_for(splits.input_size)
+        self.train_loader = train_loader or self._loader(self.splits.train, train=True)
+        self.val_loader = self._loader(self.splits.val) if len(self.splits.val) > 0 else None
+        self.test_loader = self._loader(self.splits.test)
+        self.steps_per_epoch = len(self.train_loader)
+
+    def _loader(self, dataset: Any, *, train: bool = False) -> Any:
+        from lightnets.data import make_loader
+
+        config = self.config
+        extra = {"cutout": config.cutout, "random_erasing": config.random_erasing}
+        return make_loader(
+            dataset,
+            self.splits,
+            batch_size=self.batch_per_rank if train else max(self.batch_per_rank, 256),
+            train=train,
+            device=self.device,
+            seed=config.seed,
+            rank=self.ctx.rank,
+            world_size=self.ctx.world_size,
+            num_workers=config.num_workers,
+            channels_last=config.channels_last,
+            device_data=self.device_data,
+            pad_last=self.static_shapes and not train,
+            **(extra if train else {}),
+        )
+
+    def _build_model(self, state: dict[str, Any] | None) -> None:
+        """The network (the checkpoint's weights when resuming), on the device, and its EMA."""
+        config, ctx = self.config, self.ctx
+        self.variant = config.variant or _variant_for(self.splits.input_size)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         model = create_model(
             config.model,
-            num_classes=len(splits.classes),
+            num_classes=len(self.splits.classes),
             variant=self.variant,
             **config.model_hparams,
         )
@@ -188,46 +292,19 @@ class Trainer:
         if config.sync_bn and ctx.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
-        self.ema = ModelEma(model, recipe.ema_decay) if recipe.ema_decay else None
+        self.ema = ModelEma(model, self.recipe.ema_decay) if self.recipe.ema_decay else None
+        self.eval_model = self.ema.module if self.ema is not None else model
 
-        self.train_loader = train_loader or make_loader(
-            splits.train,
-            splits,
-            batch_size=self.batch_per_rank,
-            train=True,
-            device=self.device,
-            seed=config.seed,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
-            cutout=config.cutout,
-            random_erasing=config.random_erasing,
-            num_workers=config.num_workers,
-            channels_last=config.channels_last,
-        )
-        eval_batch = max(self.batch_per_rank, 256)
-
-        def eval_loader(dataset):
-            return make_loader(
-                dataset,
-                splits,
-                batch_size=eval_batch,
-                train=False,
-                device=self.device,
-                seed=config.seed,
-                rank=ctx.rank,
-                world_size=ctx.world_size,
-                num_workers=config.num_workers,
-                channels_last=config.channels_last,
-            )
-
-        self.val_loader = eval_loader(splits.val) if len(splits.val) > 0 else None
-        self.test_loader = eval_loader(splits.test)
-        self.steps_per_epoch = len(self.train_loader)
-        self.optimizer = build_optimizer(model, recipe)
+    def _build_optimisation(self) -> None:
+        """Optimiser, per-step lr schedule, gradient scaler (fp16) and loss."""
+        recipe = self.recipe
+        self.optimizer = build_optimizer(self.model, recipe)
         self.scheduler = build_scheduler(self.optimizer, recipe, self.steps_per_epoch)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.config.amp == "fp16")
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
+    def _restore_or_start(self, state: dict[str, Any] | None) -> None:
+        """The position in the run: epoch 0 of a new run, or the checkpoint's."""
         self.epoch = 0  # completed epochs
         self.step_in_epoch = 0  # steps done in the epoch after `epoch` (a Ctrl-C mid-epoch)
         self.partial: dict[str, float] | None = None
@@ -239,39 +316,70 @@ class Trainer:
         if state is not None:
             self._restore(state)
 
-        train_module: nn.Module = model
-        if ctx.distributed:
+    def _wrap_for_training(self) -> None:
+        """DDP and torch.compile around the model for the training step; progress display."""
+        train_module: nn.Module = self.model
+        if self.ctx.distributed:
             train_module = nn.parallel.DistributedDataParallel(
-                model, device_ids=[ctx.local_rank] if self.device.type == "cuda" else None
+                self.model,
+                device_ids=[self.ctx.local_rank] if self.device.type == "cuda" else None,
             )
-        if config.compile:
+        if self.cuda_graphs and self.ctx.distributed:
+            # Collectives inside captured graphs are not exercised here: plain compile instead.
+            self.notes.append("CUDA graphs are not used with several processes; torch.compile is")
+            self.cuda_graphs = False
+            train_module = torch.compile(train_module)
+        elif self.cuda_graphs:
+            # Forward and backward replay as CUDA graphs; optimiser, clipping and EMA stay eager.
+            train_module = torch.compile(train_module, mode="reduce-overhead")
+        elif self.config.compile:
             train_module = torch.compile(train_module)
         self.train_module = train_module
-        self.eval_model = self.ema.module if self.ema is not None else model
-        self.progress = make_progress(ctx.is_main)
+        self._warming_up = True  # until this process's first WARMUP_STEPS steps are done
+        self.progress = make_progress(self.ctx.is_main)
         self.tb_writer = None
 
-    # -- set-up -----------------------------------------------------------------------------
+    def _open_run_dir(self) -> dict[str, Any] | None:
+        """Check the run directory; to resume, lock it, tidy it and read its ``last.pt``.
 
-    def _check_run_dir(self) -> dict[str, Any] | None:
-        """Refuse to overwrite a run; load the checkpoint to resume. Writes nothing."""
+        A new run writes nothing yet: :meth:`fit` creates and locks the directory.
+        """
+        if not self.resume:
+            check_new_run_dir(self.run_dir)
+            return None
         last = self.run_dir / LAST_CHECKPOINT
-        if self.resume:
-            if not last.exists():
-                raise CheckpointError(
-                    f"cannot resume: {self.run_dir} holds no {LAST_CHECKPOINT} "
-                    "(start a new run with --output)"
-                )
-            return load_checkpoint(last, map_location="cpu")
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise InvalidArgumentError(f"--output {self.run_dir} exists and is not a directory")
-        for name in (LAST_CHECKPOINT, BEST_CHECKPOINT):
-            if (self.run_dir / name).exists():
-                raise InvalidArgumentError(
-                    f"{self.run_dir} already holds a run ({name}): continue it with "
-                    f"--resume {self.run_dir}, or choose another --output"
-                )
-        return None
+        if not self.run_dir.is_dir():
+            raise CheckpointError(f"cannot resume: {self.run_dir} is not a directory")
+        if self.ctx.is_main:
+            self._lock()
+        if not last.exists():
+            raise CheckpointError(
+                f"cannot resume: {self.run_dir} holds no {LAST_CHECKPOINT} (the run saved no "
+                "checkpoint: remove the directory, or start a new run with --output)"
+            )
+        state = load_checkpoint(last, map_location="cpu")
+        note, lost = repair_best(self.run_dir, state, write=self.ctx.is_main)
+        if note is not None:
+            self.notes.append(note)
+        if lost:
+            state["best_epoch"] = state["best_top1"] = None
+        return state
+
+    def _lock(self) -> None:
+        """Own the run directory (main process): lock it, remove our stray temporary files."""
+        self.lock = RunLock(self.run_dir).acquire()
+        if self.lock.stale_pid is not None:
+            self.notes.append(
+                f"took over the lock of process {self.lock.stale_pid}, which no longer runs"
+            )
+        removed = remove_stray_temps(self.run_dir)
+        if removed:
+            self.notes.append(f"removed {len(removed)} temporary file(s) of an interrupted write")
+
+    def _unlock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -332,7 +440,10 @@ class Trainer:
         config, ctx = self.config, self.ctx
         self._t_start = time.perf_counter()
         if ctx.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.lock is None:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self._lock()
+                check_new_run_dir(self.run_dir)  # again, now that no other run can start here
             write_json_atomic(self.run_dir / CONFIG, config.to_dict())
             write_metrics_jsonl(self.run_dir / METRICS, self.history)
             if self.tb_module is not None:
@@ -349,8 +460,10 @@ class Trainer:
         return summary
 
     def close(self) -> None:
+        """Release the run directory, the TensorBoard writer and the process group."""
         if self.tb_writer is not None:
             self.tb_writer.close()
+        self._unlock()
         shutdown_distributed(self.ctx)
 
     def _announce(self) -> None:
@@ -363,23 +476,34 @@ class Trainer:
             f"{self.recipe.batch_size}, recipe {self.recipe.name}, device {self.device.type}"
             + (f", {self.ctx.world_size} processes" if self.ctx.distributed else "")
         )
+        for note in self.notes:
+            self.progress.message(f"note: {note}")
 
     def _train_epoch(self, interrupt: _SigintFlag) -> dict[str, Any]:
-        epoch, device = self.epoch, self.device
+        """Train the epoch after ``self.epoch`` (from a mid-epoch position), validate, guard."""
+        epoch = self.epoch
         skip, self.step_in_epoch = self.step_in_epoch, 0
         partial, self.partial = self.partial or {}, None
+        keys = ("loss_sum", "correct", "count")
         sums = torch.tensor(
-            [partial.get("loss_sum", 0.0), partial.get("correct", 0.0), partial.get("count", 0.0)],
-            dtype=torch.float64,
-            device=device,
+            [partial.get(k, 0.0) for k in keys], dtype=torch.float64, device=self.device
         )
-        seconds_before = float(partial.get("seconds", 0.0))
-        counted_before = float(partial.get("count", 0.0))
+        clock = _EpochClock(float(partial.get("seconds", 0.0)), float(partial.get("count", 0.0)))
         self.train_loader.set_epoch(epoch)
         self.train_module.train()
+        self.progress.start_epoch(epoch + 1, self.recipe.epochs, self.steps_per_epoch, skip)
+        lr = self._run_steps(interrupt, sums, skip, clock)
+        self._warming_up = False
+        all_reduce_sum(sums, self.ctx)
+        record = self._epoch_record(epoch, lr, sums, clock)
+        self._check_good(record)
+        return record
+
+    def _run_steps(
+        self, interrupt: _SigintFlag, sums: torch.Tensor, skip: int, clock: _EpochClock
+    ) -> float:
+        """The epoch's steps from ``skip`` on; saves the position on Ctrl-C. Returns the lr."""
         steps = self.steps_per_epoch
-        self.progress.start_epoch(epoch + 1, self.recipe.epochs, steps, skip)
-        t0 = time.perf_counter()
         done, in_step, lr = skip, False, self.optimizer.param_groups[0]["lr"]
         try:
             for index, (images, targets) in enumerate(self.train_loader):
@@ -390,26 +514,34 @@ class Trainer:
                 self._step(images, targets, sums)
                 in_step = False
                 done = index + 1
+                if self._warming_up and done - skip == WARMUP_STEPS and done < steps:
+                    clock.end_warmup(sums, self.device)
                 if done % LOG_EVERY == 0 or done == steps:
-                    self._check_finite(sums, epoch, lr)
-                    if self.ctx.is_main:
-                        elapsed = time.perf_counter() - t0
-                        loss_sum, correct, count = sums.tolist()
-                        self.progress.update(
-                            done,
-                            (count - counted_before) * self.ctx.world_size / max(elapsed, 1e-9),
-                            loss_sum / max(count, 1),
-                            correct / max(count, 1),
-                        )
+                    self._check_finite(sums, self.epoch, lr)
+                    self._show_progress(done, sums, clock)
                 if interrupt.requested and done < steps:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             if not in_step:
-                self._save_interrupted(done, sums, seconds_before + time.perf_counter() - t0)
+                self._save_interrupted(done, sums, clock.seconds())
             raise
-        train_seconds = seconds_before + time.perf_counter() - t0
-        all_reduce_sum(sums, self.ctx)
+        return lr
+
+    def _show_progress(self, done: int, sums: torch.Tensor, clock: _EpochClock) -> None:
+        if not self.ctx.is_main:
+            return
         loss_sum, correct, count = sums.tolist()
+        elapsed = max(time.perf_counter() - clock.t0, 1e-9)
+        rate = (count - clock.counted_before) * self.ctx.world_size / elapsed
+        self.progress.update(done, rate, loss_sum / max(count, 1), correct / max(count, 1))
+
+    def _epoch_record(
+        self, epoch: int, lr: float, sums: torch.Tensor, clock: _EpochClock
+    ) -> dict[str, Any]:
+        """One line of metrics.jsonl: training sums (all ranks), validation, timing."""
+        loss_sum, correct, count = sums.tolist()
+        train_seconds = clock.seconds()
+        warm_images = clock.warm_images * self.ctx.world_size
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -418,16 +550,19 @@ class Trainer:
             "val_loss": None,
             "val_top1": None,
             "val_top5": None,
-            "images_per_sec": count / train_seconds,
+            "images_per_sec": (count - warm_images) / (train_seconds - (clock.warmup or 0.0)),
         }
         if self.val_loader is not None:
             val = self._evaluate(self.val_loader)
             record.update(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
-        record["seconds"] = time.perf_counter() - t0 + seconds_before
+        record["seconds"] = clock.seconds()
+        record["warmup_seconds"] = clock.warmup
         return record
 
     def _step(self, images: torch.Tensor, targets: torch.Tensor, sums: torch.Tensor) -> None:
         recipe = self.recipe
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are spent
         with autocast_context(self.device, self.config.amp):
             logits = self.train_module(images)
             loss = self.criterion(logits, targets)
@@ -441,20 +576,38 @@ class Trainer:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.model)
-        with torch.no_grad():
+        with torch.no_grad():  # in place: no host-to-device copy, no sync
             n = targets.numel()
-            sums += torch.stack(
-                [
-                    loss.detach().double() * n,
-                    logits.argmax(1).eq(targets).sum().double(),
-                    torch.tensor(n, dtype=torch.float64, device=sums.device),
-                ]
-            )
+            sums[0] += loss.detach().double() * n
+            sums[1] += logits.argmax(1).eq(targets).sum()
+            sums[2] += n
 
     def _check_finite(self, sums: torch.Tensor, epoch: int, lr: float) -> None:
-        flag = (~torch.isfinite(sums[:1])).double()
-        all_reduce_sum(flag, self.ctx)
-        if flag.item() == 0:
+        """Mid-epoch guard: the running training loss."""
+        self._stop_if_diverged({"training loss": ~torch.isfinite(sums[0])}, epoch, lr)
+
+    def _check_good(self, record: dict[str, Any]) -> None:
+        """Epoch-end guard: only finite weights, BN statistics and losses make a checkpoint."""
+        losses = [record["train_loss"], record["val_loss"]]
+        bad = {
+            "weights or BatchNorm statistics": not self._weights_finite(),
+            "validation loss": record["val_loss"] is not None and not math.isfinite(losses[1]),
+            "training loss": not math.isfinite(losses[0]),
+        }
+        self._stop_if_diverged(bad, record["epoch"] - 1, record["lr"])
+
+    def _weights_finite(self) -> bool:
+        """Whether every float tensor of the model's (and EMA's) state is finite (one sync)."""
+        modules = [self.model] + ([self.ema.module] if self.ema is not None else [])
+        tensors = [t for m in modules for t in m.state_dict().values() if t.is_floating_point()]
+        return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+    def _stop_if_diverged(self, bad: dict[str, Any], epoch: int, lr: float) -> None:
+        """Raise :class:`TrainingDiverged` naming the first of ``bad`` true on any rank."""
+        flags = torch.tensor([float(v) for v in bad.values()], dtype=torch.float64)
+        flags = all_reduce_sum(flags.to(self.device), self.ctx).cpu()
+        names = [name for name, flag in zip(bad, flags.tolist(), strict=True) if flag]
+        if not names:
             return
         last = self.run_dir / LAST_CHECKPOINT
         if self.epoch > 0 and last.exists():
@@ -462,7 +615,7 @@ class Trainer:
         else:
             kept = "no checkpoint was written"
         raise TrainingDiverged(
-            f"the training loss became NaN or infinite in epoch {epoch + 1} (lr {lr:.4g}): "
+            f"the {names[0]} became NaN or infinite in epoch {epoch + 1} (lr {lr:.4g}): "
             f"training stopped; {kept}; lower --lr or add --clip-grad"
         )
 
@@ -491,6 +644,8 @@ class Trainer:
         rng = self._gather_rng()
         if self.ctx.is_main:
             state = self._state(rng=rng)
+            # last.pt first: it names the best epoch, so a crash before best.pt is written is
+            # repaired by the resume (rundir.repair_best).
             save_checkpoint(self.run_dir / LAST_CHECKPOINT, state)
             if improved:
                 save_checkpoint(self.run_dir / BEST_CHECKPOINT, state)
@@ -506,8 +661,8 @@ class Trainer:
         if not self.ctx.is_main:
             return
         loss_sum, correct, count = sums.tolist()
-        if not torch.isfinite(sums).all():
-            return
+        if not torch.isfinite(sums).all() or not self._weights_finite():
+            return  # the last good checkpoint stays
         if done == 0:
             partial = None
         else:
@@ -574,7 +729,8 @@ class Trainer:
             self.progress.message(
                 f"test top-1 {100 * test.top1:.2f}%  top-5 {100 * test.top5:.2f}%  "
                 f"loss {test.loss:.4f} on {test.images} images (weights of epoch "
-                f"{self.best_epoch}); {wall:.0f} s; wrote {self.run_dir / SUMMARY}"
+                f"{self.best_epoch if source == 'best' else self.epoch}); {wall:.0f} s; "
+                f"wrote {self.run_dir / SUMMARY}"
             )
         barrier(self.ctx)
         return summary
@@ -587,8 +743,3 @@ def train(config: TrainConfig, *, resume: bool = False, train_loader: Any = None
         return trainer.fit()
     finally:
         trainer.close()
-
-
-def read_summary(run_dir: str | Path) -> dict[str, Any]:
-    with open(Path(run_dir) / SUMMARY, encoding="utf-8") as handle:
-        return json.loads(handle.read())

@@ -120,7 +120,7 @@ def test_sweep_end_to_end_resumes_only_what_is_left(tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--width-mult", "1", "-1"], "width_mult must be > 0, got -1.0"),
+        (["--width-mult", "1", "-1"], "width_mult=-1.0 is not allowed"),
         (["--groups", "2"], "unknown hyperparameter groups"),
     ],
 )

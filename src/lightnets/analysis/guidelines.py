@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -47,9 +46,9 @@ __all__ = [
     "GuidelineReport",
     "build_experiments",
     "g1_lower_bound",
-    "measure_interleaved",
     "plot_guidelines",
     "run_guidelines",
+    "time_calls",
 ]
 
 GUIDELINES = tuple(GUIDELINE_TABLES)
@@ -58,9 +57,6 @@ WIDTHS = ("arm", "gpu")
 TOLERANCE = 0.03
 #: A table whose speeds all lie within 1 +- this is called flat on this machine.
 FLAT = 0.10
-#: Round-to-round spread (max - min over median of the round medians) above which a timing is
-#: marked unstable.
-STABLE_SPREAD = 0.10
 BYTES_PER_ELEMENT = 4  # float32
 
 
@@ -228,47 +224,50 @@ def g1_lower_bound(height: int, width: int, macs: int) -> float:
 
 @dataclass(frozen=True)
 class Timing:
-    """Median per-batch latency over interleaved rounds and its round-to-round spread."""
+    """Median per-batch latency over interleaved rounds, its spread (IQR / median) and the
+    timing helper's verdict on it (``stable``, and a one-line ``note`` when not)."""
 
     ms: float
     spread: float
     rounds: int
-
-    @property
-    def stable(self) -> bool:
-        return self.spread <= STABLE_SPREAD
+    stable: bool
+    note: str = ""
 
 
-def _time_round(fn: Callable[[], Any], device: torch.device, min_seconds: float) -> float:
-    """One round's median latency in ms; the one call of the project's timing helper."""
-    from lightnets.analysis.timing import measure_latency
-
-    stats = measure_latency(fn, warmup=1, min_iters=2, min_seconds=min_seconds, device=device)
-    return stats.median_ms
-
-
-def measure_interleaved(
+def time_calls(
     calls: Sequence[Callable[[], Any]],
     device: torch.device | str,
     *,
     rounds: int = 5,
-    min_seconds: float = 0.2,
+    min_seconds: float = 1.0,
 ) -> list[Timing]:
-    """Time every call in ``rounds`` interleaved rounds (A B C, B C A, C A B, ...), so that a
-    burst of load from other processes hits all configurations alike; median of the rounds."""
+    """Time every call in interleaved rounds (every configuration once per round, so that load
+    from other processes hits them all alike): the one place that calls the project's timing
+    helper, :func:`lightnets.analysis.timing.measure_interleaved`."""
+    from lightnets.analysis.timing import measure_interleaved
+
     check_int("rounds", rounds, minimum=1)
-    device = torch.device(device)
-    per_call: list[list[float]] = [[] for _ in calls]
-    for r in range(rounds):
-        for k in range(len(calls)):
-            i = (k + r) % len(calls)
-            per_call[i].append(_time_round(calls[i], device, min_seconds))
-    timings = []
-    for values in per_call:
-        median = statistics.median(values)
-        spread = (max(values) - min(values)) / median if median > 0 else 0.0
-        timings.append(Timing(ms=median, spread=spread, rounds=rounds))
-    return timings
+    fns = {str(i): call for i, call in enumerate(calls)}
+    measured = measure_interleaved(
+        fns,
+        warmup=1,
+        min_iters=2 * rounds,
+        min_seconds=min_seconds,
+        rounds=rounds,
+        max_seconds=2 * min_seconds + 1,
+        device=device,
+    )
+    stats = [measured.stats[name] for name in fns]
+    return [
+        Timing(
+            ms=s.median_ms,
+            spread=s.iqr_ms / s.median_ms if s.median_ms > 0 else 0.0,
+            rounds=s.rounds,
+            stable=s.stable,
+            note=s.note,
+        )
+        for s in stats
+    ]
 
 
 # -- the report -----------------------------------------------------------------------------
@@ -295,6 +294,7 @@ class GuidelineRecord:
     images_per_sec: float
     spread: float
     stable: bool
+    timing_note: str = ""
     measured_norm: float | None = None
     paper_gpu: float | None = None
     paper_arm: float | None = None
@@ -338,6 +338,8 @@ class GuidelineReport:
             lines += [_markdown_row(r) for r in rows]
             lines.append("")
         lines += [f"- {g}: {text}" for g, text in self.verdicts.items()]
+        notes = dict.fromkeys(r.timing_note for r in self.records if r.timing_note)
+        lines += [f"- timing: {note}" for note in notes]
         return "\n".join(lines)
 
 
@@ -403,6 +405,7 @@ def _record(experiment: Experiment, counts: dict[str, Any], timing: Timing, batc
         images_per_sec=batch * 1e3 / timing.ms,
         spread=timing.spread,
         stable=timing.stable,
+        timing_note=timing.note,
         paper_gpu=row.gpu[col],
         paper_arm=row.arm[col],
         **counts,
@@ -510,14 +513,14 @@ def _run(
     check_int("batch_size", batch_size, minimum=1)
     widths = widths or ("gpu" if device_t.type == "cuda" else "arm")
     rounds = rounds if rounds is not None else (5 if quick else 7)
-    min_seconds = min_seconds if min_seconds is not None else (0.1 if quick else 0.3)
+    min_seconds = min_seconds if min_seconds is not None else (0.5 if quick else 2.0)
     experiments = build_experiments(guidelines, (1,) if quick else SCALES, widths)
     records: list[GuidelineRecord] = []
     for group in _grouped_experiments(experiments).values():
         models = [e.build() for e in group]
         counts = [_counts(e, m) for e, m in zip(group, models, strict=True)]
         calls = [_forward(m, e, device_t, batch_size) for e, m in zip(group, models, strict=True)]
-        timings = measure_interleaved(calls, device_t, rounds=rounds, min_seconds=min_seconds)
+        timings = time_calls(calls, device_t, rounds=rounds, min_seconds=min_seconds)
         records += [
             _record(e, c, t, batch_size) for e, c, t in zip(group, counts, timings, strict=True)
         ]

@@ -113,12 +113,16 @@ def _is_main() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _finished(run_dir: Path, epochs: int) -> bool:
-    from lightnets.train.trainer import read_summary
+def _read_summary(run_dir: Path) -> dict[str, Any]:
+    import json
 
+    return json.loads((run_dir / SUMMARY).read_text(encoding="utf-8"))
+
+
+def _finished(run_dir: Path, epochs: int) -> bool:
     if not (run_dir / SUMMARY).exists():
         return False
-    return int(read_summary(run_dir).get("epochs", 0)) >= epochs
+    return int(_read_summary(run_dir).get("epochs", 0)) >= epochs
 
 
 def _resume_overrides(config: TrainConfig) -> dict[str, Any]:
@@ -138,14 +142,13 @@ def train_cell(config: TrainConfig) -> tuple[str, dict[str, Any]]:
     is an error, never a silent retrain).
     """
     from lightnets.train.config import resume_config
-    from lightnets.train.trainer import read_summary
 
     run_dir = Path(config.output)
     if not (run_dir / LAST_CHECKPOINT).exists():
         return "trained", _fit(config, resume=False)
     stored = resume_config(run_dir, _resume_overrides(config))
     if _finished(run_dir, config.recipe.epochs):
-        return "done", read_summary(run_dir)
+        return "done", _read_summary(run_dir)
     return "resumed", _fit(stored, resume=True)
 
 
@@ -159,8 +162,10 @@ def _fit(config: TrainConfig, *, resume: bool) -> dict[str, Any]:
     try:
         return trainer.fit()
     finally:
+        # Trainer.close() without its shutdown of the process group.
         if trainer.tb_writer is not None:
             trainer.tb_writer.close()
+        trainer._unlock()
 
 
 @dataclass
@@ -263,7 +268,7 @@ def _measure(cells: Sequence[Cell], run_dirs: Sequence[Path], device: str | None
     import torch
 
     from lightnets.analysis.counter import profile
-    from lightnets.analysis.guidelines import measure_interleaved
+    from lightnets.analysis.guidelines import time_calls
     from lightnets.analysis.timing import torch_threads
     from lightnets.train.checkpoint import model_from_checkpoint
     from lightnets.train.distributed import resolve_device
@@ -279,7 +284,7 @@ def _measure(cells: Sequence[Cell], run_dirs: Sequence[Path], device: str | None
         x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0)).to(kind)
         calls.append(_inference(model, x))
     with torch_threads(1 if kind == "cpu" else None):
-        timings = measure_interleaved(calls, kind, rounds=5, min_seconds=0.1)
+        timings = time_calls(calls, kind, rounds=5, min_seconds=0.5)
     for cost, timing in zip(costs, timings, strict=True):
         cost.update(latency_ms=timing.ms, latency_spread=timing.spread, stable=timing.stable)
     return costs, kind

@@ -29,6 +29,7 @@ from lightnets.errors import InvalidArgumentError, require
 __all__ = [
     "BACKENDS",
     "Backend",
+    "device_backends",
     "get_backend",
     "physical_cores",
     "resolve_backends",
@@ -305,6 +306,15 @@ BACKENDS: dict[str, type[Backend]] = {
         Int8Backend,
     )
 }
+
+
+def device_backends(device: str) -> dict[str, type[Backend]]:
+    """The backend table of ``device``: BACKENDS on "cpu", lightnets.deploy.cuda's on "cuda"."""
+    if device == "cuda":
+        from lightnets.deploy.cuda import CUDA_BACKENDS
+
+        return dict(CUDA_BACKENDS)
+    return BACKENDS
 
 
 def get_backend(name: str, threads: int | None = None, **kwargs) -> Backend:

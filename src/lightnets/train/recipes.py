@@ -27,6 +27,7 @@ from lightnets.errors import InvalidArgumentError
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine", "onecycle")
+DEFAULT_RECIPE = "cifar"
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class Recipe:
     decay_norm_and_bias: bool = False
     schedule: str = "step"
     warmup_epochs: float = 1.0
+    #: The warm-up lasts at most this fraction of the run, so a short run leaves it (a 5-epoch
+    #: warm-up in a 3-epoch run would never reach the peak lr).
+    warmup_cap: float = 0.1
     #: ``step`` schedule: the lr is multiplied by ``gamma`` at these fractions of the epochs.
     milestones: tuple[float, ...] = (0.3, 0.6, 0.8)
     gamma: float = 0.2
@@ -115,6 +119,10 @@ class Recipe:
             f"warm-up epochs must be >= 0, got {self.warmup_epochs!r}",
         )
         check(
+            finite(self.warmup_cap) and 0 <= self.warmup_cap <= 1,
+            f"warm-up cap must be a fraction of the run in [0, 1], got {self.warmup_cap!r}",
+        )
+        check(
             all(finite(m) and 0 < m < 1 for m in self.milestones)
             and list(self.milestones) == sorted(self.milestones),
             f"milestones must be increasing fractions in (0, 1), got {list(self.milestones)}",
@@ -153,6 +161,21 @@ class Recipe:
         )
         return self
 
+    @property
+    def effective_warmup_epochs(self) -> float:
+        """The warm-up this run gets: ``warmup_epochs``, at most ``warmup_cap`` of the run."""
+        return min(self.warmup_epochs, self.warmup_cap * self.epochs)
+
+    def warmup_note(self) -> str | None:
+        """One line saying that the warm-up was capped, or ``None`` when it was not."""
+        if self.schedule == "onecycle" or self.effective_warmup_epochs >= self.warmup_epochs:
+            return None
+        return (
+            f"warm-up shortened from {self.warmup_epochs:g} to "
+            f"{self.effective_warmup_epochs:g} epochs: at most {100 * self.warmup_cap:g}% of "
+            f"a {self.epochs}-epoch run (--warmup-cap)"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, not tuples) for checkpoints and JSON."""
         data = dataclasses.asdict(self)
@@ -164,6 +187,7 @@ class Recipe:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["milestones"] = tuple(kwargs.get("milestones", ()))
+        kwargs.setdefault("warmup_cap", 1.0)  # saved before the cap existed: uncapped
         return cls(**kwargs).validate()
 
 
@@ -239,10 +263,13 @@ class RecipeSchedule(LRScheduler):
         self.schedule = recipe.schedule
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = recipe.epochs * steps_per_epoch
-        self.warmup_steps = round(recipe.warmup_epochs * steps_per_epoch)
-        self.milestone_steps = [
-            round(m * recipe.epochs) * steps_per_epoch for m in recipe.milestones
-        ]
+        self.warmup_steps = min(
+            round(recipe.warmup_epochs * steps_per_epoch),
+            math.floor(recipe.warmup_cap * self.total_steps),
+        )
+        # Milestones fall on iterations, not epoch boundaries, so that a 3-epoch run anneals in
+        # four steps too (on whole epochs 30% and 60% of 3 would both round to 1 and 2).
+        self.milestone_steps = [round(m * self.total_steps) for m in recipe.milestones]
         self.gamma = recipe.gamma
         self.min_factor = recipe.min_lr / recipe.lr
         self.pct_start = recipe.pct_start

@@ -152,7 +152,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--test-images", type=int, default=10_000, help="first N test images")
     parser.add_argument(
-        "--recipe", default=DEFAULT_RECIPE, help="lightnets' recipe(s), comma-separated, each NAME or NAME:LR"
+        "--recipe",
+        default=DEFAULT_RECIPE,
+        help="lightnets' recipes, comma-separated: NAME or NAME:LR",
     )
     parser.add_argument("--lr", type=float, default=None, help="override the recipe's lr")
     parser.add_argument("--plain-lr", type=float, default=0.2, help="the plain loop's max_lr")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
 
 from lightnets.cli.common import add_model_arguments, resolve_model_name
@@ -28,6 +30,7 @@ RECIPE_FLAGS = (
     "weight_decay",
     "decay_norm_and_bias",
     "warmup_epochs",
+    "warmup_cap",
     "milestones",
     "gamma",
     "min_lr",
@@ -202,6 +205,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="linear warm-up length in epochs (may be fractional)",
     )
     opt.add_argument(
+        "--warmup-cap",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="the warm-up lasts at most this fraction of the run (default 0.1)",
+    )
+    opt.add_argument(
         "--milestones",
         type=float,
         nargs="+",
@@ -274,5 +284,8 @@ def run(args: argparse.Namespace) -> int:
     from lightnets.train.trainer import train
 
     config, resume = config_from_args(args)
+    note = config.recipe.warmup_note()
+    if note and os.environ.get("RANK", "0") == "0":
+        print(f"note: {note}", file=sys.stderr)
     train(config, resume=resume)
     return 0

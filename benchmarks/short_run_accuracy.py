@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 import lightnets
-from lightnets.data import load_splits, make_loader
+from lightnets.data import augment, load_splits, make_loader
 from lightnets.jsonio import dumps
 from lightnets.train import TrainConfig, Trainer, evaluate, get_recipe
 from lightnets.train.recipes import DEFAULT_RECIPE
@@ -39,11 +39,9 @@ from lightnets.train.recipes import DEFAULT_RECIPE
 BATCH = 128
 
 
-def _normalised(images: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 (N, 1|3, H, W) -> float, normalised, 3 channels (what the network takes)."""
-    c = images.shape[1]
-    x = images.float().div_(255.0)
-    x = (x - torch.tensor(mean[:c]).view(1, c, 1, 1)) / torch.tensor(std[:c]).view(1, c, 1, 1)
+def _normalised(images: torch.Tensor, splits) -> torch.Tensor:
+    """uint8 (N, 1|3, H, W) -> float, normalised, resized, 3 channels, as lightnets' loader."""
+    x = augment.resize(augment.normalize(images, splits.mean, splits.std), splits.input_size[1])
     return x.expand(-1, 3, -1, -1).contiguous()
 
 
@@ -84,6 +82,7 @@ def lightnets_run(args: argparse.Namespace, recipe_name: str, test) -> tuple[flo
             recipe=recipe,
             val_size=0,
             train_subset=args.images,
+            image_size=args.input_size,
             seed=args.seed,
             device="cpu",
         )
@@ -102,7 +101,12 @@ def lightnets_run(args: argparse.Namespace, recipe_name: str, test) -> tuple[flo
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     splits = load_splits(
-        "fashion-mnist", args.data_dir, val_size=0, train_subset=args.images, seed=args.seed
+        "fashion-mnist",
+        args.data_dir,
+        val_size=0,
+        train_subset=args.images,
+        seed=args.seed,
+        image_size=args.input_size,
     )
     test = splits.test.subset(range(min(args.test_images, len(splits.test))))
     hparams = {} if args.width_mult is None else {"width_mult": args.width_mult}
@@ -110,7 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = lightnets.create_model(
         args.model, num_classes=len(splits.classes), variant="cifar", **hparams
     )
-    train_x = _normalised(splits.train.images, splits.mean, splits.std)
+    train_x = _normalised(splits.train.images, splits)
     start = time.perf_counter()
     plain_loop(
         model,
@@ -121,7 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
     )
     plain_seconds = time.perf_counter() - start
-    test_x = _normalised(test.images, splits.mean, splits.std)
+    test_x = _normalised(test.images, splits)
     batches = [(test_x[i : i + 500], test.labels[i : i + 500]) for i in range(0, len(test), 500)]
     plain = evaluate(model, batches, num_classes=len(splits.classes), device=torch.device("cpu"))
     runs = {}
@@ -133,6 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "hparams": hparams,
         "train_images": len(splits.train),
         "test_images": len(test),
+        "input_size": splits.input_size[1],
         "epochs": args.epochs,
         "batch_size": BATCH,
         "threads": torch.get_num_threads(),
@@ -150,6 +155,9 @@ def main() -> None:
     parser.add_argument("--width-mult", type=float, default=0.5)
     parser.add_argument("--images", type=int, default=10_000, help="training images")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--input-size", type=int, default=None, help="resize to N px (default: native 32)"
+    )
     parser.add_argument("--test-images", type=int, default=10_000, help="first N test images")
     parser.add_argument(
         "--recipe",
@@ -169,7 +177,8 @@ def main() -> None:
     name = args.model + ("" if args.width_mult is None else f" {args.width_mult}x")
     print(
         f"{name} (cifar variant), {result['train_images']} Fashion-MNIST training images, "
-        f"{args.epochs} epochs, batch {BATCH}, tested on {result['test_images']} test images, "
+        f"{result['input_size']} px, {args.epochs} epochs, batch {BATCH}, tested on "
+        f"{result['test_images']} test images, "
         f"{result['threads']} threads"
     )
     plain = result["plain_top1"]

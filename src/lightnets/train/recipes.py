@@ -8,8 +8,12 @@ one-cycle policy (Super-Convergence, Section 3): the lr rises from lr/div_factor
 the first ``pct_start`` of training, then anneals to lr/(div_factor*final_div_factor), both by
 cosine, as in ``torch.optim.lr_scheduler.OneCycleLR`` (momentum is not cycled).
 
-Every schedule steps once per iteration, so warm-up works for runs of a few epochs, and its
-whole state is the iteration counter: it resumes exactly from a checkpoint.
+Every schedule steps once per iteration and its whole state is the iteration counter, so it
+resumes exactly from a checkpoint. The same recipe holds for short and long runs: the warm-up
+lasts ``warmup_epochs`` but at most ``warmup_cap`` (10%) of the run, and step milestones fall on
+iterations, so a 200-epoch run gets the published schedule (1-epoch warm-up, lr / 5 at epochs
+60, 120, 160) and a 3-epoch run a 0.3-epoch warm-up and four lr levels, not a warm-up that
+outlasts the run (``cosine``'s 5 epochs) or milestones rounded onto the same epoch.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Both train the same network (same seed, same initial weights) on the same images
 ``--images`` of the Fashion-MNIST training set -- for ``--epochs`` epochs at batch 128, and both
 are tested on the same official test images with their final weights:
 
-  lightnets: :func:`lightnets.train.train` with the default recipe (or ``--recipe``), the data
+  lightnets: :class:`lightnets.train.Trainer` with the default recipe for ``--epochs`` epochs
+      (:func:`lightnets.train.recipes.default_recipe_name`; or ``--recipe``), the data
       set's default augmentation (4-pixel-padded random crop + flip) and no validation split,
       so its test figure is that of the last epoch's weights, like the plain loop's;
   plain:     the loop most tutorials write: SGD (momentum 0.9, weight decay 5e-4) with
@@ -34,7 +35,7 @@ import lightnets
 from lightnets.data import augment, load_splits, make_loader
 from lightnets.jsonio import dumps
 from lightnets.train import TrainConfig, Trainer, evaluate, get_recipe
-from lightnets.train.recipes import DEFAULT_RECIPE
+from lightnets.train.recipes import default_recipe_name
 
 BATCH = 128
 
@@ -161,8 +162,8 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=10_000, help="first N test images")
     parser.add_argument(
         "--recipe",
-        default=DEFAULT_RECIPE,
-        help="lightnets' recipes, comma-separated: NAME or NAME:LR",
+        default=None,
+        help="lightnets' recipes, comma-separated: NAME or NAME:LR (default: the default)",
     )
     parser.add_argument("--lr", type=float, default=None, help="override the recipe's lr")
     parser.add_argument("--plain-lr", type=float, default=0.2, help="the plain loop's max_lr")
@@ -170,6 +171,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    args.recipe = args.recipe or default_recipe_name(args.epochs)
     result = run(args)
     if args.json:
         print(dumps(result, indent=2))

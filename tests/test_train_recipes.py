@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lightnets.cli import build_parser
+from lightnets.cli.train import config_from_args
 from lightnets.errors import InvalidArgumentError
 from lightnets.train.ema import ModelEma
 from lightnets.train.evaluate import evaluate
@@ -20,6 +22,7 @@ from lightnets.train.recipes import (
     Recipe,
     build_optimizer,
     build_scheduler,
+    default_recipe_name,
     get_recipe,
     parameter_groups,
 )
@@ -99,6 +102,20 @@ def test_every_recipe_reaches_its_peak_and_ends_low_at_any_length(epochs):
         assert max(lrs) == pytest.approx(1.0), name
         assert lrs[-1] <= 0.01, name
         assert lrs.index(max(lrs)) <= 0.3 * len(lrs), name
+
+
+def test_default_recipe_is_the_published_one_for_long_runs_and_one_cycle_for_short_ones():
+    assert default_recipe_name(None) == default_recipe_name(200) == "cifar"
+    assert default_recipe_name(30) == "cifar"
+    assert default_recipe_name(29) == default_recipe_name(3) == "onecycle"
+    parser = build_parser()
+    for flags, name, epochs in (([], "cifar", 200), (["--epochs", "3"], "onecycle", 3)):
+        args = parser.parse_args(["train", "--model", "squeezenet1_1", "-o", "r", *flags])
+        config, _ = config_from_args(args)
+        assert (config.recipe.name, config.recipe.epochs) == (name, epochs)
+    # The one-cycle recipe is the plain loop's schedule: 0.2 / 25 -> 0.2 at 30% -> 0.2 / 25e4.
+    lrs = _lrs(get_recipe("onecycle", epochs=3), steps_per_epoch=10)
+    assert (lrs[0], lrs[9], lrs[-1]) == pytest.approx((0.2 / 25, 0.2, 0.2 / 25 / 1e4))
 
 
 def test_checkpoints_from_before_the_cap_resume_uncapped():

@@ -182,8 +182,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--recipe",
         choices=tuple(RECIPES),
         default=None,
-        help="cifar (default): SGD 0.1, x0.2 at 30/60/80%%, 200 epochs; "
-        "cosine: warm-up + cosine; onecycle",
+        help="cifar: SGD 0.1, x0.2 at 30/60/80%%, 200 epochs; cosine: warm-up + cosine; "
+        "onecycle: lr 0.2 one-cycle (default: cifar, or onecycle for --epochs below 30)",
     )
     opt.add_argument("--epochs", type=int, default=None)
     opt.add_argument("--batch-size", type=int, default=None, help="global batch size")
@@ -247,7 +247,7 @@ def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
 def config_from_args(args: argparse.Namespace):
     """The run's :class:`TrainConfig` (merged with the stored one for --resume) and resume flag."""
     from lightnets.train.config import TrainConfig, resume_config
-    from lightnets.train.recipes import get_recipe
+    from lightnets.train.recipes import default_recipe_name, get_recipe
 
     model_hparams = _given(args, MODEL_FLAGS)
     recipe_overrides = _given(args, RECIPE_FLAGS)
@@ -276,7 +276,8 @@ def config_from_args(args: argparse.Namespace):
         raise InvalidArgumentError("--model NAME is required (or --resume RUN_DIR)")
     if args.output is None:
         raise InvalidArgumentError("--output RUN_DIR is required (or --resume RUN_DIR)")
-    recipe = get_recipe(args.recipe or "cifar", **recipe_overrides)
+    recipe_name = args.recipe or default_recipe_name(recipe_overrides.get("epochs"))
+    recipe = get_recipe(recipe_name, **recipe_overrides)
     return TrainConfig(model=name, model_hparams=model_hparams, recipe=recipe, **settings), False
 
 

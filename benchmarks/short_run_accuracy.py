@@ -129,6 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     test_x = _normalised(test.images, splits)
     batches = [(test_x[i : i + 500], test.labels[i : i + 500]) for i in range(0, len(test), 500)]
     plain = evaluate(model, batches, num_classes=len(splits.classes), device=torch.device("cpu"))
+    print(f"plain loop: test top-1 {100 * plain.top1:.2f}% ({plain_seconds:.0f} s)", flush=True)
     runs = {}
     for name in args.recipe.split(","):
         top1, seconds = lightnets_run(args, name, test)

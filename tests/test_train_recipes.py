@@ -113,9 +113,9 @@ def test_default_recipe_is_the_published_one_for_long_runs_and_one_cycle_for_sho
         args = parser.parse_args(["train", "--model", "squeezenet1_1", "-o", "r", *flags])
         config, _ = config_from_args(args)
         assert (config.recipe.name, config.recipe.epochs) == (name, epochs)
-    # The one-cycle recipe is the plain loop's schedule: 0.2 / 25 -> 0.2 at 30% -> 0.2 / 25e4.
+    # The one-cycle schedule (OneCycleLR's shape): 0.1 / 25 -> 0.1 at 30% -> 0.1 / 25e4.
     lrs = _lrs(get_recipe("onecycle", epochs=3), steps_per_epoch=10)
-    assert (lrs[0], lrs[9], lrs[-1]) == pytest.approx((0.2 / 25, 0.2, 0.2 / 25 / 1e4))
+    assert (lrs[0], lrs[9], lrs[-1]) == pytest.approx((0.1 / 25, 0.1, 0.1 / 25 / 1e4))
 
 
 def test_checkpoints_from_before_the_cap_resume_uncapped():

@@ -183,7 +183,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=tuple(RECIPES),
         default=None,
         help="cifar: SGD 0.1, x0.2 at 30/60/80%%, 200 epochs; cosine: warm-up + cosine; "
-        "onecycle: lr 0.2 one-cycle (default: cifar, or onecycle for --epochs below 30)",
+        "onecycle: one-cycle policy (default: cifar, or onecycle for --epochs below 30)",
     )
     opt.add_argument("--epochs", type=int, default=None)
     opt.add_argument("--batch-size", type=int, default=None, help="global batch size")

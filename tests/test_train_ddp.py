@@ -5,8 +5,10 @@ at every step, the union of the two ranks' batches: DDP averages the ranks' grad
 mean of two half-batch means is the full-batch mean. That holds exactly (up to float summation
 order) for a network without BatchNorm and without dropout -- SqueezeNet without BN, dropout 0 --
 since BatchNorm normalises each rank's half-batch with its own statistics (SyncBatchNorm runs on
-GPUs only). The one-process reference is the same Trainer fed the concatenated rank batches, so
-augmentation (drawn per rank) is identical too, and the reduced metrics must agree as well.
+GPUs only). Both runs pass ``--device cpu`` (gloo), so the test means the same on a machine with
+a GPU, where the default device would be cuda. The one-process reference is the same Trainer fed
+the concatenated rank batches, so augmentation (drawn per rank) is identical too, and the reduced
+metrics must agree as well.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from lightnets.train.trainer import train
 ARGS = shlex.split(
     "--model squeezenet1_1 --drop-rate 0 --dataset synthetic --input-size 16 "
     "--train-subset 128 --val-size 48 --batch-size 32 --epochs 1 --lr 0.02 --recipe cosine "
-    "--warmup-epochs 0.25 --deterministic --seed 5"
+    "--warmup-epochs 0.25 --deterministic --seed 5 --device cpu"
 )
 
 

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lightnets.cli import build_parser
+from lightnets.cli.train import config_from_args
 from lightnets.errors import InvalidArgumentError
 from lightnets.train.ema import ModelEma
 from lightnets.train.evaluate import evaluate
@@ -20,6 +22,7 @@ from lightnets.train.recipes import (
     Recipe,
     build_optimizer,
     build_scheduler,
+    default_recipe_name,
     get_recipe,
     parameter_groups,
 )
@@ -43,6 +46,82 @@ def test_cifar_recipe_is_the_widely_used_cifar100_recipe():
     assert (r.epochs, r.batch_size, r.warmup_epochs) == (200, 128, 1.0)
     assert (r.milestones, r.gamma) == ((0.3, 0.6, 0.8), 0.2)
     assert not r.decay_norm_and_bias
+    assert r.warmup_cap == 0.1 and r.effective_warmup_epochs == 1.0 and r.warmup_note() is None
+
+
+def _factors(recipe: Recipe, steps_per_epoch: int, steps) -> list[float]:
+    """The schedule's lr multiplier at ``steps``, from its closed form (no optimiser stepping)."""
+    opt = build_optimizer(nn.Linear(2, 2), recipe)
+    sched = build_scheduler(opt, recipe, steps_per_epoch)
+    return [sched.factor(s) for s in steps]
+
+
+def test_long_cifar_run_is_the_published_schedule_on_cifar_sized_epochs():
+    """200 epochs of 390 steps (50,000 images, batch 128): 1-epoch warm-up, lr 0.1 divided by 5
+    at epochs 60, 120 and 160 exactly -- the cap (10% = 20 epochs) leaves it alone."""
+    spe = 390
+    steps = [0, spe - 2, spe - 1, 60 * spe - 1, 60 * spe, 120 * spe - 1, 120 * spe, 160 * spe]
+    factors = _factors(get_recipe("cifar"), spe, [*steps, 200 * spe - 1])
+    expected = [1 / spe, (spe - 1) / spe, 1.0, 1.0, 0.2, 0.2, 0.04, 0.008, 0.008]
+    assert factors == pytest.approx(expected)
+
+
+def test_short_cifar_run_warms_up_for_a_tenth_and_anneals_in_four_steps():
+    """3 epochs of 10 steps: warm-up min(1 epoch, 10% of 30 steps) = 3 steps; milestones at
+    iterations round(30 x 0.3/0.6/0.8) = 9, 18, 24 (on whole epochs they would be 1, 2, 2)."""
+    recipe = get_recipe("cifar", epochs=3)
+    assert recipe.effective_warmup_epochs == pytest.approx(0.3)
+    assert recipe.warmup_note() == (
+        "warm-up shortened from 1 to 0.3 epochs: at most 10% of a 3-epoch run (--warmup-cap)"
+    )
+    lrs = _lrs(recipe, steps_per_epoch=10)
+    expected = [0.1 / 3, 0.2 / 3] + [0.1] * 7 + [0.02] * 9 + [0.004] * 6 + [0.0008] * 6
+    assert lrs == pytest.approx(expected)
+
+
+def test_cosine_warmup_longer_than_the_run_is_capped():
+    """The issue's case: `--recipe cosine --epochs 3` (5 warm-up epochs) used to end still
+    warming up (lr 0.06); now 3 warm-up steps of 30, then the closed-form cosine to 0."""
+    recipe = get_recipe("cosine", epochs=3)
+    lrs = _lrs(recipe, steps_per_epoch=10)
+    assert lrs[:3] == pytest.approx([0.1 / 3, 0.2 / 3, 0.1])
+    for i in range(3, 30):
+        assert lrs[i] == pytest.approx(0.05 * (1 + math.cos(math.pi * (i - 3) / 27)))
+    assert lrs[-1] < 0.001
+    assert "from 5 to 0.3 epochs" in recipe.warmup_note()
+    # warmup_cap=1: the warm-up may fill the whole run, reaching the peak on its last step.
+    whole = _lrs(get_recipe("cosine", epochs=3, warmup_cap=1.0), steps_per_epoch=10)
+    assert whole == pytest.approx([0.1 * (i + 1) / 30 for i in range(30)])
+
+
+@pytest.mark.parametrize("epochs", [2, 3, 30, 200])
+def test_every_recipe_reaches_its_peak_and_ends_low_at_any_length(epochs):
+    for name in RECIPES:
+        recipe = get_recipe(name, epochs=epochs)
+        lrs = _factors(recipe, 20, range(epochs * 20))
+        assert max(lrs) == pytest.approx(1.0), name
+        assert lrs[-1] <= 0.01, name
+        assert lrs.index(max(lrs)) <= 0.3 * len(lrs), name
+
+
+def test_default_recipe_is_the_published_one_for_long_runs_and_one_cycle_for_short_ones():
+    assert default_recipe_name(None) == default_recipe_name(200) == "cifar"
+    assert default_recipe_name(30) == "cifar"
+    assert default_recipe_name(29) == default_recipe_name(3) == "onecycle"
+    parser = build_parser()
+    for flags, name, epochs in (([], "cifar", 200), (["--epochs", "3"], "onecycle", 3)):
+        args = parser.parse_args(["train", "--model", "squeezenet1_1", "-o", "r", *flags])
+        config, _ = config_from_args(args)
+        assert (config.recipe.name, config.recipe.epochs) == (name, epochs)
+    # The one-cycle schedule (OneCycleLR's shape): 0.1 / 25 -> 0.1 at 30% -> 0.1 / 25e4.
+    lrs = _lrs(get_recipe("onecycle", epochs=3), steps_per_epoch=10)
+    assert (lrs[0], lrs[9], lrs[-1]) == pytest.approx((0.1 / 25, 0.1, 0.1 / 25 / 1e4))
+
+
+def test_checkpoints_from_before_the_cap_resume_uncapped():
+    data = get_recipe("cosine", epochs=3).to_dict()
+    del data["warmup_cap"]
+    assert Recipe.from_dict(data).warmup_cap == 1.0
 
 
 def test_step_schedule_warms_up_per_iteration_then_divides_by_5_at_30_60_80_percent():
@@ -59,7 +138,7 @@ def test_step_schedule_warms_up_per_iteration_then_divides_by_5_at_30_60_80_perc
 
 
 def test_cosine_schedule():
-    recipe = get_recipe("cosine", epochs=4, warmup_epochs=1, min_lr=0.001)
+    recipe = get_recipe("cosine", epochs=4, warmup_epochs=1, min_lr=0.001, warmup_cap=0.25)
     lrs = _lrs(recipe, steps_per_epoch=2)
     assert lrs[:2] == pytest.approx([0.05, 0.1])
     for i in range(2, 8):
@@ -117,6 +196,7 @@ def test_no_weight_decay_on_batchnorm_and_biases():
         ({"milestones": (0.6, 0.3)}, "milestones"),
         ({"label_smoothing": 1.0}, "label smoothing"),
         ({"clip_grad": 0.0}, "clipping"),
+        ({"warmup_cap": 1.5}, "warm-up cap must be a fraction"),
         ({"nesterov": True, "momentum": 0.0}, "nesterov"),
         ({"colour": 1}, "unknown recipe field colour"),
     ],

@@ -14,7 +14,7 @@ from lightnets.cli.common import (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lightnets.deploy.backends import BACKENDS
+    from lightnets.deploy.backends import BACKENDS, device_backends
 
     parser = subparsers.add_parser(
         "bench",
@@ -31,9 +31,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     parser.add_argument(
         "--batch-size",
-        default="1",
+        default=None,
         metavar="N[,N...]",
-        help="batch sizes, comma-separated (default: 1)",
+        help="batch sizes, comma-separated (default: 1; 1,256 with --device cuda)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help=f"where to run (default: cpu); cuda backends: {', '.join(device_backends('cuda'))}",
+    )
+    parser.add_argument(
+        "--allow-fp16",
+        action="store_true",
+        help="let 'best' pick float16 backends (--device cuda)",
     )
     parser.add_argument(
         "--threads",
@@ -117,8 +128,16 @@ def run(args: argparse.Namespace) -> int:
     from lightnets.deploy.bench import benchmark, benchmark_exported, parse_batch_sizes
     from lightnets.deploy.exported import open_exported
 
-    backends = resolve_backends(args.backend)
-    batch_sizes = parse_batch_sizes(args.batch_size)
+    cuda = args.device == "cuda"
+    if cuda:
+        from lightnets.deploy.cuda import DEFAULT_BATCH_SIZES, require_cuda, resolve_cuda_backends
+
+        require_cuda()
+        backends = resolve_cuda_backends(args.backend)
+    else:
+        backends = resolve_backends(args.backend)
+    default_sizes = ",".join(map(str, DEFAULT_BATCH_SIZES)) if cuda else "1"
+    batch_sizes = parse_batch_sizes(args.batch_size or default_sizes)
     _check_arguments(args)
     exported = open_exported(args.name) if looks_like_checkpoint(args.name) else None
     if exported is not None:
@@ -133,27 +152,42 @@ def run(args: argparse.Namespace) -> int:
         from lightnets.deploy.bench import calibrate_batchnorm
 
         model = calibrate_batchnorm(model, size)
-    wants_int8 = (
+    wants_int8 = not cuda and (
         "int8" in backends or backends == ["all"] or (backends == ["best"] and args.allow_int8)
     )
     calib, evals, source = _int8_data(args, state, size) if wants_int8 else (None, None, "")
     name = str(model.hparams.get("name", args.name))
     notes: list[str] = []
-    records = benchmark(
-        model,
-        backends,
-        model_name=name,
-        batch_sizes=batch_sizes,
-        input_size=size,
-        threads=args.threads,
-        allow_int8=args.allow_int8,
-        allow_bf16=args.allow_bf16,
-        calibration=calib,
-        evaluation=evals,
-        max_drop=args.max_drop,
-        min_seconds=args.seconds,
-        on_skip=notes.append,
-    )
+    if cuda:
+        from lightnets.deploy.cuda import benchmark_cuda
+
+        records = benchmark_cuda(
+            model,
+            backends,
+            model_name=name,
+            batch_sizes=batch_sizes,
+            input_size=size,
+            allow_fp16=args.allow_fp16,
+            allow_bf16=args.allow_bf16,
+            min_seconds=args.seconds,
+            on_skip=notes.append,
+        )
+    else:
+        records = benchmark(
+            model,
+            backends,
+            model_name=name,
+            batch_sizes=batch_sizes,
+            input_size=size,
+            threads=args.threads,
+            allow_int8=args.allow_int8,
+            allow_bf16=args.allow_bf16,
+            calibration=calib,
+            evaluation=evals,
+            max_drop=args.max_drop,
+            min_seconds=args.seconds,
+            on_skip=notes.append,
+        )
     return _report(args, records, name, size, source, notes)
 
 

@@ -30,12 +30,13 @@ NOT_FLAGS = frozenset({"model", "model_hparams", "variant", "recipe", "image_siz
 RECIPE_PREFIX = "recipe_"
 #: Help for the recipe's fields (a field's ``metadata["help"]``, when it has one, wins).
 RECIPE_HELP = {
-    "name": "cifar (default): SGD 0.1, x0.2 at 30/60/80%%, 200 epochs; "
-    "cosine: warm-up + cosine; onecycle",
+    "name": "cifar: SGD 0.1, x0.2 at 30/60/80%%, 200 epochs; cosine: warm-up + cosine; "
+    "onecycle: one-cycle policy (default: cifar, or onecycle for --epochs below 30)",
     "batch_size": "global batch size",
     "lr": "peak learning rate",
     "decay_norm_and_bias": "weight decay on BatchNorm and biases too (default: no)",
     "warmup_epochs": "linear warm-up length in epochs (may be fractional)",
+    "warmup_cap": "the warm-up lasts at most this fraction of the run (default 0.1)",
     "milestones": "step schedule: fractions of the epochs where lr is multiplied by gamma",
     "min_lr": "cosine schedule's final lr",
     "pct_start": "onecycle: fraction of the steps spent rising to lr",
@@ -155,7 +156,7 @@ def _given(args: argparse.Namespace, names: tuple[str, ...], prefix: str = "") -
 def config_from_args(args: argparse.Namespace):
     """The run's :class:`TrainConfig` (merged with the stored one for --resume) and resume flag."""
     from lightnets.train.config import TrainConfig, resume_config
-    from lightnets.train.recipes import get_recipe
+    from lightnets.train.recipes import default_recipe_name, get_recipe
 
     model_hparams = model_hparams_from_args(args)
     recipe_overrides = _given(args, args.recipe_flags, RECIPE_PREFIX)
@@ -185,7 +186,8 @@ def config_from_args(args: argparse.Namespace):
         raise InvalidArgumentError("--model NAME is required (or --resume RUN_DIR)")
     if settings.get("output") is None:
         raise InvalidArgumentError("--output RUN_DIR is required (or --resume RUN_DIR)")
-    recipe = get_recipe(recipe_name or "cifar", **recipe_overrides)
+    recipe_name = recipe_name or default_recipe_name(recipe_overrides.get("epochs"))
+    recipe = get_recipe(recipe_name, **recipe_overrides)
     return TrainConfig(model=name, model_hparams=model_hparams, recipe=recipe, **settings), False
 
 

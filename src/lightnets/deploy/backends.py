@@ -35,6 +35,7 @@ from lightnets.errors import InvalidArgumentError, require
 __all__ = [
     "BACKENDS",
     "Backend",
+    "device_backends",
     "get_backend",
     "physical_cores",
     "register_backend",
@@ -308,6 +309,15 @@ for _cls in (
     Int8Backend,
 ):
     register_backend(_cls)
+
+
+def device_backends(device: str) -> dict[str, type[Backend]]:
+    """The backend table of ``device``: BACKENDS on "cpu", lightnets.deploy.cuda's on "cuda"."""
+    if device == "cuda":
+        from lightnets.deploy.cuda import CUDA_BACKENDS
+
+        return dict(CUDA_BACKENDS)
+    return BACKENDS
 
 
 def get_backend(name: str, threads: int | None = None, **kwargs) -> Backend:

@@ -159,7 +159,8 @@ class Trainer:
         self.run_dir = Path(config.output)
         self.resume = resume
         self.lock: RunLock | None = None
-        self.notes: list[str] = []  # what the set-up repaired, printed when the run starts
+        # What the set-up repaired or shortened, printed when the run starts.
+        self.notes: list[str] = [n for n in [self.recipe.warmup_note()] if n]
         try:
             self._check_runtime()
             state = self._open_run_dir()

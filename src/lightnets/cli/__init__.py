@@ -30,6 +30,7 @@ COMMANDS = (
     "export",
     "quantize",
     "predict",
+    "convert",
 )
 
 

@@ -43,8 +43,16 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, name: bool = True) -
     group.add_argument(
         "--variant",
         choices=("imagenet", "cifar"),
-        default="imagenet",
-        help="imagenet: 224 px, total stride 32; cifar: 32 px stem (default: imagenet)",
+        default=None,
+        help="imagenet: 224 px, total stride 32; cifar: 32 px stem (default: imagenet, or the "
+        "--weights file's)",
+    )
+    group.add_argument(
+        "--weights",
+        metavar="FILE",
+        default=None,
+        help="start from these weights: a lightnets checkpoint or .safetensors, a torchvision "
+        "or timm state dict (.pth, .bin, .safetensors); unset flags are read from the file",
     )
     group.add_argument(
         "--num-classes",
@@ -74,13 +82,23 @@ def resolve_model_name(name: str, version: str | None) -> str:
 
 def model_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The create_model keyword arguments given on the command line (unset flags left out)."""
-    kwargs: dict[str, Any] = {
-        "name": resolve_model_name(args.name, getattr(args, "model_version", None)),
-        "variant": args.variant,
-        "num_classes": args.num_classes
-        if args.num_classes is not None
-        else (100 if args.variant == "cifar" else 1000),
-    }
+    if getattr(args, "weights", None) is not None:
+        # Only what was given: the rest (width, classes, variant...) comes from the file.
+        kwargs: dict[str, Any] = {
+            "name": resolve_model_name(args.name, getattr(args, "model_version", None)),
+            "weights": args.weights,
+            "variant": args.variant,
+            "num_classes": args.num_classes,
+        }
+    else:
+        variant = args.variant or "imagenet"
+        kwargs = {
+            "name": resolve_model_name(args.name, getattr(args, "model_version", None)),
+            "variant": variant,
+            "num_classes": args.num_classes
+            if args.num_classes is not None
+            else (100 if variant == "cifar" else 1000),
+        }
     for flag in ("width_mult", "groups", "bypass", "batch_norm"):
         value = getattr(args, flag, None)
         if value is not None:
@@ -123,4 +141,9 @@ def model_or_checkpoint_from_args(
         return model, state
     model = model_from_args(args)
     model.eval()
+    if getattr(args, "weights", None) is not None:
+        from lightnets.models.weights import read_weights_file, weights_state
+
+        # A lightnets file records its preprocessing; a foreign one is ImageNet's (None).
+        return model, weights_state(read_weights_file(args.weights))
     return model, None

@@ -46,6 +46,9 @@ DEPTHWISE_SEPARABLE_SETTING: list[tuple[int, int]] = [
 #: multiple of 8, so the paper's networks are reproduced exactly; other multipliers round to the
 #: nearest multiple of 8, never below 8 nor below 90% of the exact width.
 ROUND_NEAREST = 8
+#: ``activation`` hyperparameter -> module. The paper (Figure 3) uses ReLU; TF-slim's reference
+#: code, and timm's ``mobilenetv1_*`` weights ported from it, use ReLU6.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6}
 
 
 def scaled_width(channels: int, width_mult: float) -> int:
@@ -56,10 +59,18 @@ def scaled_width(channels: int, width_mult: float) -> int:
 class DepthwiseSeparableConv(nn.Module):
     """Figure 3 (right): depthwise 3x3 conv, BN, ReLU, then pointwise 1x1 conv, BN, ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        activation: type[nn.Module] = nn.ReLU,
+    ) -> None:
         super().__init__()
-        self.dw = ConvBNAct(in_channels, in_channels, 3, stride=stride, groups=in_channels)
-        self.pw = ConvBNAct(in_channels, out_channels, 1)
+        self.dw = ConvBNAct(
+            in_channels, in_channels, 3, stride=stride, groups=in_channels, activation=activation
+        )
+        self.pw = ConvBNAct(in_channels, out_channels, 1, activation=activation)
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,15 +94,17 @@ class MobileNetV1(PooledLinearHeadNet):
         width_mult: float = 1.0,
         variant: str = "imagenet",
         drop_rate: float = 0.0,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         self.drop_rate = drop_rate
+        act = ACTIVATIONS[activation]
         stem_stride = 1 if variant == "cifar" else 2
         in_channels = scaled_width(STEM_CHANNELS, width_mult)
-        layers: list[nn.Module] = [ConvBNAct(3, in_channels, 3, stride=stem_stride)]
+        layers: list[nn.Module] = [ConvBNAct(3, in_channels, 3, stride=stem_stride, activation=act)]
         for channels, stride in DEPTHWISE_SEPARABLE_SETTING:
             out_channels = scaled_width(channels, width_mult)
-            layers.append(DepthwiseSeparableConv(in_channels, out_channels, stride))
+            layers.append(DepthwiseSeparableConv(in_channels, out_channels, stride, act))
             in_channels = out_channels
         self.features = nn.Sequential(*layers)
         self.num_features = in_channels
@@ -113,13 +126,23 @@ class MobileNetV1(PooledLinearHeadNet):
             positive=True,
         ),
         "drop_rate": HParam(0.0, float, "dropout before the classifier, in [0, 1)"),
+        "activation": HParam(
+            "relu",
+            str,
+            "relu (the paper) or relu6 (TF-slim and timm's mobilenetv1_* weights)",
+            choices=tuple(ACTIVATIONS),
+        ),
     },
 )
 def mobilenet_v1(
-    *, num_classes: int, variant: str, width_mult: float, drop_rate: float
+    *, num_classes: int, variant: str, width_mult: float, drop_rate: float, activation: str
 ) -> MobileNetV1:
     if not 0.0 <= drop_rate < 1.0:
         raise InvalidArgumentError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
     return MobileNetV1(
-        num_classes=num_classes, width_mult=width_mult, variant=variant, drop_rate=drop_rate
+        num_classes=num_classes,
+        width_mult=width_mult,
+        variant=variant,
+        drop_rate=drop_rate,
+        activation=activation,
     )

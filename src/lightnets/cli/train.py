@@ -54,6 +54,10 @@ CONFIG_FLAGS = (
     "cutout",
     "random_erasing",
     "download",
+    "weights",
+    "freeze_backbone",
+    "lr_backbone",
+    "freeze_bn",
 )
 MODEL_FLAGS = ("width_mult", "groups", "bypass", "batch_norm", "drop_rate")
 
@@ -174,6 +178,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available"
     )
 
+    tune = parser.add_argument_group("fine-tuning (with --weights)")
+    tune.add_argument(
+        "--freeze-backbone",
+        action="store_true",
+        default=None,
+        help="train only the classifier (backbone weights and BatchNorm statistics fixed)",
+    )
+    tune.add_argument(
+        "--lr-backbone",
+        type=float,
+        default=None,
+        metavar="FACTOR",
+        help="backbone learning rate = lr x FACTOR (default 1)",
+    )
+    tune.add_argument(
+        "--freeze-bn",
+        action="store_true",
+        default=None,
+        help="keep every BatchNorm's running statistics (use them in training too)",
+    )
+
     opt = parser.add_argument_group("recipe (every field overrides the recipe's value)")
     opt.add_argument(
         "--recipe",
@@ -248,10 +273,7 @@ def config_from_args(args: argparse.Namespace):
         settings["image_size"] = args.input_size
     name = resolve_model_name(args.name, args.model_version) if args.name is not None else None
     if args.num_classes is not None:
-        raise InvalidArgumentError(
-            "--num-classes does not apply to train: the classifier has one output per class "
-            "of the data set"
-        )
+        settings["num_classes"] = args.num_classes  # with --weights only (TrainConfig checks)
     if args.resume is not None:
         if args.recipe is not None:
             recipe_overrides["name"] = args.recipe

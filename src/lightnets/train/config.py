@@ -53,11 +53,20 @@ class TrainConfig:
     cutout: int = 0
     random_erasing: float = 0.0
     download: bool = False
+    #: Fine-tuning (train/finetune.py): start from this weights file; a classifier size other
+    #: than the file's needs ``num_classes`` (= the data set's) to be given.
+    weights: str | None = None
+    num_classes: int | None = None
+    freeze_backbone: bool = False
+    lr_backbone: float = 1.0
+    freeze_bn: bool = False
 
     def validate(self) -> TrainConfig:
         from lightnets.data import DATASET_NAMES
+        from lightnets.train.finetune import check_finetune_options
 
         self.recipe.validate()
+        check_finetune_options(self)
         if self.dataset not in DATASET_NAMES:
             raise InvalidArgumentError(
                 f"unknown dataset {self.dataset!r}; allowed: {', '.join(DATASET_NAMES)}"

@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from lightnets.errors import CheckpointError, InvalidArgumentError, LightnetsError
-from lightnets.models import create_model
 from lightnets.train.checkpoint import load_checkpoint, save_checkpoint
 from lightnets.train.config import BEST_CHECKPOINT, LAST_CHECKPOINT, TrainConfig
 from lightnets.train.distributed import (
@@ -37,6 +36,7 @@ from lightnets.train.distributed import (
 )
 from lightnets.train.ema import ModelEma
 from lightnets.train.evaluate import autocast_context, evaluate
+from lightnets.train.finetune import create_train_model, scale_backbone_lr
 from lightnets.train.metrics import (
     EvalResult,
     write_json_atomic,
@@ -165,11 +165,8 @@ class Trainer:
         self.variant = config.variant or _variant_for(splits.input_size)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
-        model = create_model(
-            config.model,
-            num_classes=len(splits.classes),
-            variant=self.variant,
-            **config.model_hparams,
+        model = create_train_model(
+            config, num_classes=len(splits.classes), variant=self.variant, resume=state is not None
         )
         if ctx.rank > 0:
             # Same initial weights everywhere, different dropout draws per rank.
@@ -224,6 +221,7 @@ class Trainer:
         self.test_loader = eval_loader(splits.test)
         self.steps_per_epoch = len(self.train_loader)
         self.optimizer = build_optimizer(model, recipe)
+        scale_backbone_lr(self.optimizer, model, config.lr_backbone)
         self.scheduler = build_scheduler(self.optimizer, recipe, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)

@@ -37,8 +37,15 @@ def bn(prefix: str, c: int) -> Shapes:
 
 # -- torchvision -------------------------------------------------------------------------------
 
-MNV2_ROWS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-             (6, 160, 3, 2), (6, 320, 1, 1)]  # fmt: skip
+MNV2_ROWS = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+]
 
 
 def torchvision_mobilenet_v2(width: float = 1.0, classes: int = 1000) -> Shapes:
@@ -61,8 +68,12 @@ def torchvision_mobilenet_v2(width: float = 1.0, classes: int = 1000) -> Shapes:
     return [*keys, ("classifier.1.weight", (classes, last)), ("classifier.1.bias", (classes,))]
 
 
-SHUFFLENET_V2_STAGES = {0.5: (48, 96, 192, 1024), 1.0: (116, 232, 464, 1024),
-                        1.5: (176, 352, 704, 1024), 2.0: (244, 488, 976, 2048)}  # fmt: skip
+SHUFFLENET_V2_STAGES = {
+    0.5: (48, 96, 192, 1024),
+    1.0: (116, 232, 464, 1024),
+    1.5: (176, 352, 704, 1024),
+    2.0: (244, 488, 976, 2048),
+}
 
 
 def torchvision_shufflenet_v2(width: float = 1.0, classes: int = 1000) -> Shapes:
@@ -89,11 +100,35 @@ def torchvision_shufflenet_v2(width: float = 1.0, classes: int = 1000) -> Shapes
 def torchvision_squeezenet(version: str, classes: int = 1000) -> Shapes:
     """torchvision.models.SqueezeNet: Fire modules at their ``features`` indices."""
     stem, kernel, fires = {
-        "1_0": (96, 7, [(3, 16, 64), (4, 16, 64), (5, 32, 128), (7, 32, 128), (8, 48, 192),
-                        (9, 48, 192), (10, 64, 256), (12, 64, 256)]),
-        "1_1": (64, 3, [(3, 16, 64), (4, 16, 64), (6, 32, 128), (7, 32, 128), (9, 48, 192),
-                        (10, 48, 192), (11, 64, 256), (12, 64, 256)]),
-    }[version]  # fmt: skip
+        "1_0": (
+            96,
+            7,
+            [
+                (3, 16, 64),
+                (4, 16, 64),
+                (5, 32, 128),
+                (7, 32, 128),
+                (8, 48, 192),
+                (9, 48, 192),
+                (10, 64, 256),
+                (12, 64, 256),
+            ],
+        ),
+        "1_1": (
+            64,
+            3,
+            [
+                (3, 16, 64),
+                (4, 16, 64),
+                (6, 32, 128),
+                (7, 32, 128),
+                (9, 48, 192),
+                (10, 48, 192),
+                (11, 64, 256),
+                (12, 64, 256),
+            ],
+        ),
+    }[version]
     keys = [("features.0.weight", (stem, 3, kernel, kernel)), ("features.0.bias", (stem,))]
     c_in = stem
     for index, s, e in fires:
@@ -149,8 +184,15 @@ def timm_mobilenet_v2(width: float = 1.0, classes: int = 1000) -> Shapes:
 
 
 def _bn(x, sd, p, act=None):
-    x = F.batch_norm(x, sd[f"{p}.running_mean"], sd[f"{p}.running_var"], sd[f"{p}.weight"],
-                     sd[f"{p}.bias"], training=False, eps=1e-5)  # fmt: skip
+    x = F.batch_norm(
+        x,
+        sd[f"{p}.running_mean"],
+        sd[f"{p}.running_var"],
+        sd[f"{p}.weight"],
+        sd[f"{p}.bias"],
+        training=False,
+        eps=1e-5,
+    )
     return act(x) if act is not None else x
 
 
@@ -172,8 +214,12 @@ def timm_forward(sd: dict[str, torch.Tensor], x: torch.Tensor, arch: str) -> tor
                 x = _bn(_conv(x, sd[f"{p}.conv_pwl.weight"]), sd, f"{p}.bn3")
             else:  # DepthwiseSeparableConv: dw, pw (activated only in "dsa", MobileNet V1)
                 x = _bn(_conv(x, sd[f"{p}.conv_dw.weight"], stride), sd, f"{p}.bn1", F.relu6)
-                x = _bn(_conv(x, sd[f"{p}.conv_pw.weight"]), sd, f"{p}.bn2",
-                        F.relu6 if arch == "v1" else None)  # fmt: skip
+                x = _bn(
+                    _conv(x, sd[f"{p}.conv_pw.weight"]),
+                    sd,
+                    f"{p}.bn2",
+                    F.relu6 if arch == "v1" else None,
+                )
             # timm's has_skip: stride 1, equal widths, and not a "dsa" (noskip) block.
             if arch == "v2" and stride == 1 and shortcut.shape == x.shape:
                 x = x + shortcut
@@ -222,20 +268,37 @@ def assert_loaded(model: torch.nn.Module, reference: dict[str, torch.Tensor]) ->
 CASES = [
     # (layout, model name, hparams, transcribed reference, file suffix)
     ("torchvision", "mobilenet_v2", {}, lambda: torchvision_mobilenet_v2(), ".pth"),
-    ("torchvision", "mobilenet_v2", {"width_mult": 0.5},
-     lambda: torchvision_mobilenet_v2(0.5), ".safetensors"),
-    *(("torchvision", "shufflenet_v2", {"width_mult": w},
-       lambda w=w: torchvision_shufflenet_v2(w), ".pth") for w in (0.5, 1.0, 1.5, 2.0)),
+    (
+        "torchvision",
+        "mobilenet_v2",
+        {"width_mult": 0.5},
+        lambda: torchvision_mobilenet_v2(0.5),
+        ".safetensors",
+    ),
+    *(
+        (
+            "torchvision",
+            "shufflenet_v2",
+            {"width_mult": w},
+            lambda w=w: torchvision_shufflenet_v2(w),
+            ".pth",
+        )
+        for w in (0.5, 1.0, 1.5, 2.0)
+    ),
     ("torchvision", "squeezenet1_0", {}, lambda: torchvision_squeezenet("1_0"), ".pth"),
     ("torchvision", "squeezenet1_1", {}, lambda: torchvision_squeezenet("1_1"), ".safetensors"),
     ("timm", "mobilenet_v1", {"activation": "relu6"}, lambda: timm_mobilenet_v1(), ".safetensors"),
-    ("timm", "mobilenet_v1", {"width_mult": 0.75, "activation": "relu6"},
-     lambda: timm_mobilenet_v1(0.75), ".pth"),
+    (
+        "timm",
+        "mobilenet_v1",
+        {"width_mult": 0.75, "activation": "relu6"},
+        lambda: timm_mobilenet_v1(0.75),
+        ".pth",
+    ),
     ("timm", "mobilenet_v2", {}, lambda: timm_mobilenet_v2(), ".bin"),
-    ("timm", "mobilenet_v2", {"width_mult": 0.35}, lambda: timm_mobilenet_v2(0.35),
-     ".safetensors"),
+    ("timm", "mobilenet_v2", {"width_mult": 0.35}, lambda: timm_mobilenet_v2(0.35), ".safetensors"),
     ("timm", "mobilenet_v2", {"width_mult": 1.4}, lambda: timm_mobilenet_v2(1.4), ".pth"),
-]  # fmt: skip
+]
 IDS = [f"{c[0]}-{c[1]}-{c[2].get('width_mult', 1.0)}{c[4]}" for c in CASES]
 
 
@@ -309,12 +372,20 @@ def test_lightnets_checkpoint_and_safetensors_rebuild_their_model(tmp_path):
     from lightnets.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
-    model = lightnets.create_model("mobilenet_v1", variant="cifar", num_classes=10,
-                                   width_mult=0.25, activation="relu6").eval()  # fmt: skip
-    dataset = {"name": "fashion-mnist", "classes": list("abcdefghij"), "mean": [0.3] * 3,
-               "std": [0.35] * 3, "input_size": [3, 32, 32]}  # fmt: skip
-    save_checkpoint(tmp_path / "best.pt", {"hparams": model.hparams, "model": model.state_dict(),
-                                           "dataset": dataset})  # fmt: skip
+    model = lightnets.create_model(
+        "mobilenet_v1", variant="cifar", num_classes=10, width_mult=0.25, activation="relu6"
+    ).eval()
+    dataset = {
+        "name": "fashion-mnist",
+        "classes": list("abcdefghij"),
+        "mean": [0.3] * 3,
+        "std": [0.35] * 3,
+        "input_size": [3, 32, 32],
+    }
+    save_checkpoint(
+        tmp_path / "best.pt",
+        {"hparams": model.hparams, "model": model.state_dict(), "dataset": dataset},
+    )
     save_weights(model, tmp_path / "w.safetensors", dataset=dataset)
     x = torch.randn(2, 3, 32, 32)
     for name in ("best.pt", "w.safetensors"):

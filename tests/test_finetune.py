@@ -143,6 +143,7 @@ TINY = "--dataset synthetic --input-size 16 --train-subset 64 --val-size 32 --ba
 TINY += "--epochs 1 --device cpu --model mobilenet_v1"
 
 
+@pytest.mark.slow
 def test_cli_finetune_1000_to_10_classes_freezing_the_backbone(
     imagenet_file, tmp_path, capsys, caplog
 ):

@@ -132,7 +132,8 @@ def model_or_checkpoint_from_args(
 ) -> tuple[LightweightNet, dict[str, Any] | None]:
     """Build NAME from the model flags, or load it when NAME is a checkpoint file.
 
-    Returns the model in eval mode and the checkpoint dict (None for a fresh model).
+    Returns the model in eval mode and the checkpoint dict (None for a fresh model; {} for
+    torchvision or timm weights, which record no data set).
     """
     if looks_like_checkpoint(args.name):
         from lightnets.train.checkpoint import model_from_checkpoint
@@ -144,6 +145,7 @@ def model_or_checkpoint_from_args(
     if getattr(args, "weights", None) is not None:
         from lightnets.models.weights import read_weights_file, weights_state
 
-        # A lightnets file records its preprocessing; a foreign one is ImageNet's (None).
-        return model, weights_state(read_weights_file(args.weights))
+        # A lightnets file records its preprocessing; a foreign one is ImageNet's ({}: trained
+        # weights, no data set recorded).
+        return model, weights_state(read_weights_file(args.weights)) or {}
     return model, None

@@ -168,3 +168,22 @@ def test_cli_finetune_1000_to_10_classes_freezing_the_backbone(
             assert weights[key].shape[0] == 10
         elif not key.endswith("num_batches_tracked"):
             assert torch.equal(weights[key], value), key
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--lr-backbone", "0"], "lr_backbone=0.0 is not allowed"),
+        (["--freeze-backbone", "--lr-backbone", "0.1"], "--lr-backbone does not apply"),
+        (["--num-classes", "7"], "--num-classes 7 differs from the data set's 10 classes"),
+    ],
+)
+def test_bad_finetune_flags_are_one_line_nothing_written(
+    imagenet_file, tmp_path, capsys, extra, message
+):
+    out = tmp_path / "run"
+    args = [*shlex.split(TINY), "--weights", imagenet_file[0], *extra, "--output", str(out)]
+    assert main(["train", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists()

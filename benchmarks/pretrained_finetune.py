@@ -5,7 +5,10 @@ one half of Fashion-MNIST's classes (T-shirt, trouser, pullover, dress, coat) an
 a few hundred images of the other half (sandal, shirt, sneaker, bag, ankle boot): new classes,
 disjoint images, through the image-folder pipeline a user's own photos would take.
 
-    python benchmarks/pretrained_finetune.py --out /tmp/ft    # writes the folders, trains 4 runs
+    OMP_NUM_THREADS=1 python benchmarks/pretrained_finetune.py --out /tmp/ft   # folders + 4 runs
+
+(One thread: on a machine shared with other jobs, two OpenMP threads spinning for a contended
+core made these small models up to 30x slower here.)
 
 Rerunning prints the table again (finished runs are reused).
 
@@ -65,11 +68,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--input-size", type=int, default=16)
     parser.add_argument("--model", default="mobilenet_v1 --width-mult 0.25")
-    parser.add_argument("--source-per-class", type=int, default=200)
-    parser.add_argument("--target-per-class", type=int, default=40)
-    parser.add_argument("--test-per-class", type=int, default=100)
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--source-epochs", type=int, default=6)
+    parser.add_argument("--source-per-class", type=int, default=1000)
+    parser.add_argument("--target-per-class", type=int, default=60)
+    parser.add_argument("--test-per-class", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--source-epochs", type=int, default=8)
     args = parser.parse_args()
     if not (args.out / "target").exists():
         write_folders(args.out, args.source_per_class, args.target_per_class, args.test_per_class)

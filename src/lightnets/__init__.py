@@ -11,6 +11,7 @@ __all__ = [
     "create_model",
     "get_model_entry",
     "list_models",
+    "load_weights",
     "profile",
 ]
 
@@ -21,4 +22,8 @@ def __getattr__(name: str):
         from lightnets.analysis import profile
 
         return profile
+    if name == "load_weights":
+        from lightnets.models.weights import load_weights
+
+        return load_weights
     raise AttributeError(f"module 'lightnets' has no attribute {name!r}")

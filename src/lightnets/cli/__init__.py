@@ -33,6 +33,7 @@ COMMANDS = (
     "export",
     "quantize",
     "predict",
+    "convert",
 )
 
 

@@ -80,8 +80,16 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, name: bool = True) -
     group.add_argument(
         "--variant",
         choices=("imagenet", "cifar"),
-        default="imagenet",
-        help="imagenet: 224 px, total stride 32; cifar: 32 px stem (default: imagenet)",
+        default=None,
+        help="imagenet: 224 px, total stride 32; cifar: 32 px stem (default: imagenet, or the "
+        "--weights file's)",
+    )
+    group.add_argument(
+        "--weights",
+        metavar="FILE",
+        default=None,
+        help="start from these weights: a lightnets checkpoint or .safetensors, a torchvision "
+        "or timm state dict (.pth, .bin, .safetensors); unset flags are read from the file",
     )
     group.add_argument(
         "--num-classes",
@@ -120,13 +128,24 @@ def resolve_model_name(name: str, version: str | None) -> str:
 
 def model_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The create_model keyword arguments given on the command line (unset flags left out)."""
-    kwargs: dict[str, Any] = {
-        "name": resolve_model_name(args.name, getattr(args, "model_version", None)),
-        "variant": args.variant,
-        "num_classes": args.num_classes
-        if args.num_classes is not None
-        else (100 if args.variant == "cifar" else 1000),
-    }
+    name = resolve_model_name(args.name, getattr(args, "model_version", None))
+    if getattr(args, "weights", None) is not None:
+        # Only what was given: the rest (width, classes, variant...) comes from the file.
+        kwargs: dict[str, Any] = {
+            "name": name,
+            "weights": args.weights,
+            "variant": args.variant,
+            "num_classes": args.num_classes,
+        }
+    else:
+        variant = args.variant or "imagenet"
+        kwargs = {
+            "name": name,
+            "variant": variant,
+            "num_classes": args.num_classes
+            if args.num_classes is not None
+            else (100 if variant == "cifar" else 1000),
+        }
     kwargs.update(model_hparams_from_args(args))
     return kwargs
 
@@ -153,6 +172,11 @@ def model_from_args(args: argparse.Namespace) -> LightweightNet:
     """The model the flags describe, after checking that it fits in memory at the command's
     input size and batch (an absurd width, class count, input or batch is refused first)."""
     kwargs = model_kwargs_from_args(args)
+    if "weights" in kwargs:
+        # The file decides the widths: build from it, then check the command's input and batch.
+        model = create_model(kwargs.pop("name"), **kwargs)
+        check_memory(model.hparams, _input_size_or_none(args), _largest_batch(args))
+        return model
     check_memory(kwargs, _input_size_or_none(args), _largest_batch(args))
     return create_model(kwargs.pop("name"), **kwargs)
 
@@ -179,7 +203,8 @@ def model_or_checkpoint_from_args(
 ) -> tuple[LightweightNet, dict[str, Any] | None]:
     """Build NAME from the model flags, or load it when NAME is a checkpoint file.
 
-    Returns the model in eval mode and the checkpoint dict (None for a fresh model).
+    Returns the model in eval mode and the checkpoint dict (None for a fresh model; {} for
+    torchvision or timm weights, which record no data set).
     """
     if looks_like_checkpoint(args.name):
         from lightnets.train.checkpoint import model_from_checkpoint
@@ -190,4 +215,10 @@ def model_or_checkpoint_from_args(
         return model, state
     model = model_from_args(args)
     model.eval()
+    if getattr(args, "weights", None) is not None:
+        from lightnets.models.weights import read_weights_file, weights_state
+
+        # A lightnets file records its preprocessing; a foreign one is ImageNet's ({}: trained
+        # weights, no data set recorded).
+        return model, weights_state(read_weights_file(args.weights)) or {}
     return model, None

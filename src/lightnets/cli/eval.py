@@ -16,8 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Evaluate a training checkpoint (its EMA weights when it has them). The data "
         "set, its location and its validation split default to the checkpoint's.",
     )
-    parser.add_argument(
-        "--checkpoint", required=True, metavar="PATH", help="a checkpoint, e.g. RUN_DIR/best.pt"
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="PATH", help="a checkpoint, e.g. RUN_DIR/best.pt")
+    source.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="any weights file (torchvision / timm state dict, .safetensors): the model is read "
+        "from it; pass --dataset unless it is a lightnets file that names one",
     )
     parser.add_argument(
         "--dataset",
@@ -43,8 +48,15 @@ def run(args: argparse.Namespace) -> int:
     from lightnets.jsonio import dumps
     from lightnets.train.evaluate import evaluate_checkpoint
 
+    loaded = None
+    if args.weights is not None:
+        from lightnets.models.weights import model_from_file
+
+        model, state = model_from_file(args.weights)
+        loaded = (model, state or {})
     result, classes = evaluate_checkpoint(
-        args.checkpoint,
+        args.checkpoint or args.weights,
+        model_and_state=loaded,
         dataset=args.dataset,
         data_dir=args.data_dir,
         split=args.split,
@@ -63,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     console = Console()
-    console.print(f"{args.checkpoint}: {args.split} split", highlight=False)
+    console.print(f"{args.checkpoint or args.weights}: {args.split} split", highlight=False)
     table = Table()
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -24,8 +24,11 @@ Examples:
   torchrun --nproc-per-node 2 -m lightnets train --model mobilenet_v2 --dataset cifar100 ...
 """
 
-#: TrainConfig fields that get no generated flag: set by --model, the model flags, --recipe.
-NOT_FLAGS = frozenset({"model", "model_hparams", "variant", "recipe", "image_size"})
+#: TrainConfig fields that get no generated flag: set by --model, the model flags (--weights,
+#: --num-classes among them), --recipe.
+NOT_FLAGS = frozenset(
+    {"model", "model_hparams", "variant", "recipe", "image_size", "weights", "num_classes"}
+)
 #: Recipe fields land in ``args.recipe_<field>`` (``name`` would clash with --model's).
 RECIPE_PREFIX = "recipe_"
 #: Help for the recipe's fields (a field's ``metadata["help"]``, when it has one, wins).
@@ -133,6 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     groups = {
         "data": parser.add_argument_group("data"),
         "run": parser.add_argument_group("run"),
+        "fine-tuning": parser.add_argument_group("fine-tuning (with --weights)"),
     }
     groups["run"].add_argument(
         "--resume",
@@ -168,10 +172,9 @@ def config_from_args(args: argparse.Namespace):
         settings["image_size"] = args.input_size
     name = resolve_model_name(args.name, args.model_version) if args.name is not None else None
     if args.num_classes is not None:
-        raise InvalidArgumentError(
-            "--num-classes does not apply to train: the classifier has one output per class "
-            "of the data set"
-        )
+        settings["num_classes"] = args.num_classes  # with --weights only (TrainConfig checks)
+    if args.weights is not None:
+        settings["weights"] = args.weights
     if args.resume is not None:
         if recipe_name is not None:
             recipe_overrides["name"] = recipe_name

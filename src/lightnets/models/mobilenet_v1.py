@@ -45,6 +45,9 @@ DEPTHWISE_SEPARABLE_SETTING: list[tuple[int, int]] = [
 #: multiple of 8, so the paper's networks are reproduced exactly; other multipliers round to the
 #: nearest multiple of 8, never below 8 nor below 90% of the exact width.
 ROUND_NEAREST = 8
+#: ``activation`` hyperparameter -> module. The paper (Figure 3) uses ReLU; TF-slim's reference
+#: code, and timm's ``mobilenetv1_*`` weights ported from it, use ReLU6.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6}
 
 
 def scaled_width(channels: int, width_mult: float) -> int:
@@ -55,10 +58,18 @@ def scaled_width(channels: int, width_mult: float) -> int:
 class DepthwiseSeparableConv(nn.Module):
     """Figure 3 (right): depthwise 3x3 conv, BN, ReLU, then pointwise 1x1 conv, BN, ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        activation: type[nn.Module] = nn.ReLU,
+    ) -> None:
         super().__init__()
-        self.dw = ConvBNAct(in_channels, in_channels, 3, stride=stride, groups=in_channels)
-        self.pw = ConvBNAct(in_channels, out_channels, 1)
+        self.dw = ConvBNAct(
+            in_channels, in_channels, 3, stride=stride, groups=in_channels, activation=activation
+        )
+        self.pw = ConvBNAct(in_channels, out_channels, 1, activation=activation)
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,15 +94,17 @@ class MobileNetV1(PooledLinearHeadNet):
         *,
         width_mult: float = 1.0,
         drop_rate: float = 0.0,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         self.drop_rate = drop_rate
+        act = ACTIVATIONS[activation]
         stem_stride = 1 if validate_variant(variant) == "cifar" else 2
         in_channels = scaled_width(STEM_CHANNELS, width_mult)
-        layers: list[nn.Module] = [ConvBNAct(3, in_channels, 3, stride=stem_stride)]
+        layers: list[nn.Module] = [ConvBNAct(3, in_channels, 3, stride=stem_stride, activation=act)]
         for channels, stride in DEPTHWISE_SEPARABLE_SETTING:
             out_channels = scaled_width(channels, width_mult)
-            layers.append(DepthwiseSeparableConv(in_channels, out_channels, stride))
+            layers.append(DepthwiseSeparableConv(in_channels, out_channels, stride, act))
             in_channels = out_channels
         self.features = nn.Sequential(*layers)
         self.num_features = in_channels
@@ -120,6 +133,12 @@ register_model(
             minimum=0.0,
             maximum=1.0,
             exclusive_maximum=True,
+        ),
+        "activation": HParam(
+            "relu",
+            str,
+            "relu (the paper) or relu6 (TF-slim and timm's mobilenetv1_* weights)",
+            choices=tuple(ACTIVATIONS),
         ),
     },
 )(MobileNetV1)

@@ -160,21 +160,36 @@ def resolve_hparams(name: str, **hparams: Any) -> dict[str, Any]:
 
 
 def create_model(
-    name: str, *, num_classes: int = 1000, variant: str = "imagenet", **hparams: Any
+    name: str,
+    *,
+    num_classes: int | None = None,
+    variant: str | None = None,
+    weights: Any = None,
+    **hparams: Any,
 ) -> LightweightNet:
     """Build a registered model.
 
     Args:
         name: one of :func:`list_models`, e.g. ``"shufflenet_v2"``.
-        num_classes: size of the classifier output.
-        variant: ``"imagenet"`` (the paper's network for 224x224 inputs, total stride 32) or
-            ``"cifar"`` (stem without stride or max-pool, for 32x32 inputs).
+        num_classes: size of the classifier output (default 1000, or the classifier of
+            ``weights``; another size than the file's starts a fresh classifier).
+        variant: ``"imagenet"`` (default: the paper's network for 224x224 inputs, total stride
+            32) or ``"cifar"`` (stem without stride or max-pool, for 32x32 inputs).
+        weights: a weights file to load (lightnets checkpoint or safetensors, torchvision or timm
+            state dict; see :mod:`lightnets.models.weights`). Hyperparameters not given are
+            taken from the file.
         **hparams: the family's hyperparameters (``width_mult``, ``groups``, ...); see
             ``get_model_entry(name).hparams``.
 
     Returns:
         The model, with ``model.hparams`` set so that ``create_model(**model.hparams)`` rebuilds it.
     """
+    if weights is not None:
+        from lightnets.models.weights import create_pretrained
+
+        return create_pretrained(name, weights, num_classes=num_classes, variant=variant, **hparams)
+    num_classes = 1000 if num_classes is None else num_classes
+    variant = "imagenet" if variant is None else variant
     entry = get_model_entry(name)
     check_int("num_classes", num_classes, minimum=1)
     validate_variant(variant)

@@ -121,11 +121,30 @@ class TrainConfig:
     download: bool = _setting(
         False, "download CIFAR or MNIST if missing (checksums verified)", "data"
     )
+    #: Fine-tuning (train/finetune.py): start from this weights file (--weights, a model flag);
+    #: a classifier size other than the file's needs ``num_classes`` (= the data set's) given.
+    weights: str | None = None
+    num_classes: int | None = None
+    freeze_backbone: bool = _setting(
+        False,
+        "train only the classifier (backbone weights and BatchNorm statistics fixed)",
+        "fine-tuning",
+    )
+    lr_backbone: float = _setting(
+        1.0, "backbone learning rate = lr x FACTOR (default 1)", "fine-tuning", metavar="FACTOR"
+    )
+    freeze_bn: bool = _setting(
+        False,
+        "keep every BatchNorm's running statistics (use them in training too)",
+        "fine-tuning",
+    )
 
     def validate(self) -> TrainConfig:
         from lightnets.data import DATASET_NAMES
+        from lightnets.train.finetune import check_finetune_options
 
         self.recipe.validate()
+        check_finetune_options(self)
         _check_choice("dataset", self.dataset, DATASET_NAMES)
         _check_choice("amp", self.amp, (None, *AMP_MODES))
         _check_choice("variant", self.variant, (None, "cifar", "imagenet"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -84,12 +85,14 @@ def evaluate_checkpoint(
     device: str | None = None,
     per_class: bool = False,
     amp: str = "none",
+    model_and_state: tuple[nn.Module, dict[str, Any]] | None = None,
 ) -> tuple[EvalResult, list[str]]:
     """Evaluate a training checkpoint (EMA weights when it has them) on a split of a data set.
 
     The data set, its normalisation and its validation carve-out default to the checkpoint's,
     so ``split="val"`` is the very split the run picked its best epoch on. Returns the result
-    and the class names.
+    and the class names. ``model_and_state``: an already loaded (model, checkpoint-like dict),
+    e.g. from another weights file, evaluated instead of ``checkpoint``'s.
     """
     from lightnets.data import load_splits
     from lightnets.train.checkpoint import model_from_checkpoint
@@ -101,7 +104,7 @@ def evaluate_checkpoint(
     if amp not in AMP_MODES:
         raise InvalidArgumentError(f"unknown amp mode {amp!r}; allowed: {', '.join(AMP_MODES)}")
     kind = resolve_device(device)
-    model, state = model_from_checkpoint(checkpoint)
+    model, state = model_and_state or model_from_checkpoint(checkpoint)
     stored = state.get("dataset") or {}
     config = state.get("config") or {}
     name = dataset or stored.get("name")

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from lightnets.errors import CheckpointError, InvalidArgumentError, LightnetsError, require
-from lightnets.models import create_model
+from lightnets.models.memory import check_memory
 from lightnets.train.checkpoint import load_checkpoint, save_checkpoint
 from lightnets.train.config import BEST_CHECKPOINT, LAST_CHECKPOINT, TrainConfig
 from lightnets.train.distributed import (
@@ -43,6 +43,7 @@ from lightnets.train.distributed import (
 )
 from lightnets.train.ema import ModelEma
 from lightnets.train.evaluate import evaluate
+from lightnets.train.finetune import create_train_model, scale_backbone_lr
 from lightnets.train.metrics import (
     EvalResult,
     write_json_atomic,
@@ -270,11 +271,14 @@ class Trainer:
         self.variant = config.variant or _variant_for(self.splits.input_size)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
-        model = create_model(
-            config.model,
+        hparams = {"name": config.model, **config.model_hparams}
+        hparams.update(num_classes=len(self.splits.classes), variant=self.variant)
+        check_memory(hparams, self.splits.input_size, self.batch_per_rank, training=True)
+        model = create_train_model(
+            config,
             num_classes=len(self.splits.classes),
             variant=self.variant,
-            **config.model_hparams,
+            resume=state is not None,
         )
         if ctx.rank > 0:
             # Same initial weights everywhere, different dropout draws per rank.
@@ -300,6 +304,7 @@ class Trainer:
         """Optimiser, per-step lr schedule, gradient scaler (fp16) and loss."""
         recipe = self.recipe
         self.optimizer = build_optimizer(self.model, recipe)
+        scale_backbone_lr(self.optimizer, self.model, self.config.lr_backbone)
         self.scheduler = build_scheduler(self.optimizer, recipe, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.config.amp == "fp16")
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)

@@ -1,0 +1,196 @@
+"""Weights files on disk: recognised by their content, read without unpickling code, written
+atomically.
+
+Three containers are recognised from their first bytes, whatever the file is called:
+
+- a PyTorch file (``torch.save``: a zip archive, or the legacy pickle stream), read with
+  ``torch.load(..., weights_only=True)``: a lightnets checkpoint, a plain state dict
+  (torchvision's ``*.pth``, timm's ``pytorch_model.bin``), or a training checkpoint that wraps
+  one under ``state_dict`` / ``model`` (DDP's ``module.`` prefix removed);
+- a safetensors file (an 8-byte little-endian header length, then a JSON header): timm's
+  ``model.safetensors``, or one written by ``lightnets convert`` (its metadata then holds the
+  model's hyperparameters and preprocessing).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightnets.errors import CheckpointError
+from lightnets.fileio import atomic_path
+
+#: ``metadata["format"]`` of a safetensors file written by lightnets.
+LIGHTNETS_SAFETENSORS = "lightnets-weights"
+#: Keys under which training checkpoints of other libraries keep their state dict, in order.
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
+#: First bytes of files people pass by mistake -> what they are.
+OTHER_MAGIC: dict[bytes, str] = {
+    b"\x89HDF": "an HDF5 file (Keras .h5?)",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"GGUF": "a GGUF file",
+    b"\x1f\x8b": "a gzip archive",
+    b"%PDF": "a PDF document",
+    b"version https://git-lfs": "a Git LFS pointer (run git lfs pull)",
+}
+
+
+@dataclass
+class WeightsFile:
+    """The tensors of a weights file and what the file says about them.
+
+    ``container`` names the file type for messages; ``hparams`` and ``dataset`` are known for
+    lightnets files only (the model's hyperparameters, the preprocessing it was trained with);
+    ``checkpoint`` is the whole lightnets checkpoint dict when the file is one.
+    """
+
+    path: Path
+    container: str
+    tensors: dict[str, torch.Tensor]
+    hparams: dict[str, Any] | None = None
+    dataset: dict[str, Any] | None = None
+    checkpoint: dict[str, Any] | None = field(default=None, repr=False)
+
+
+def sniff(path: Path) -> str:
+    """``"zip"``, ``"pickle"`` or ``"safetensors"`` from the first bytes; else a one-line error."""
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a weights file")
+    if not path.exists():
+        raise CheckpointError(f"weights file not found: {path}")
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(32)
+    if not head:
+        raise CheckpointError(f"{path} is empty, not a weights file")
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
+        return "pickle"
+    if len(head) >= 9 and head[8:9] == b"{":
+        if 8 + int.from_bytes(head[:8], "little") > size:
+            raise CheckpointError(f"{path} is a truncated safetensors file (header past its end)")
+        return "safetensors"
+    what = next((text for magic, text in OTHER_MAGIC.items() if head.startswith(magic)), None)
+    if what is None:
+        text = all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head)
+        what = "a text file" if text else "of an unknown type"
+    raise CheckpointError(
+        f"{path} is {what}, not a weights file (expected a PyTorch .pth/.pt/.bin or .safetensors)"
+    )
+
+
+def read_weights_file(path: str | Path, *, use_ema: bool = True) -> WeightsFile:
+    """Read any recognised weights file (module docstring); errors are one line."""
+    path = Path(path)
+    kind = sniff(path)
+    if kind == "safetensors":
+        return _read_safetensors(path)
+    return _unwrap(path, _torch_load(path), use_ema=use_ema)
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" (it needs {found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{path} pickles Python objects besides tensors{what}; lightnets loads weights-only "
+            "files: re-save just the state dict (torch.save(model.state_dict(), ...))"
+        ) from exc
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(f"{path} is truncated or corrupt: {reason}") from exc
+
+
+def _read_safetensors(path: Path) -> WeightsFile:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(
+            f"{path} is a truncated or corrupt safetensors file: {reason}"
+        ) from exc
+    if metadata.get("format") != LIGHTNETS_SAFETENSORS:
+        return WeightsFile(path, "safetensors file", tensors)
+    try:
+        hparams = json.loads(metadata["hparams"])
+        dataset = json.loads(metadata["dataset"]) if "dataset" in metadata else None
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable lightnets metadata ({exc})") from exc
+    return WeightsFile(path, "lightnets safetensors file", tensors, hparams, dataset)
+
+
+def _is_state_dict(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+    )
+
+
+def _unwrap(path: Path, obj: Any, *, use_ema: bool = True) -> WeightsFile:
+    """The state dict inside what ``torch.load`` returned (module docstring)."""
+    if isinstance(obj, dict) and obj.get("format") == "lightnets-checkpoint":
+        weights = obj.get("ema") if use_ema and _is_state_dict(obj.get("ema")) else obj.get("model")
+        if not isinstance(obj.get("hparams"), dict) or not _is_state_dict(weights):
+            raise CheckpointError(f"{path} is a lightnets checkpoint without hparams or weights")
+        return WeightsFile(
+            path,
+            "lightnets checkpoint",
+            dict(weights),
+            dict(obj["hparams"]),
+            obj.get("dataset"),
+            obj,
+        )
+    if _is_state_dict(obj):
+        return WeightsFile(path, "PyTorch state dict", _strip_module(obj))
+    if isinstance(obj, dict):
+        for key in WRAPPER_KEYS:
+            if _is_state_dict(obj.get(key)):
+                container = f"PyTorch checkpoint (state dict under {key!r})"
+                return WeightsFile(path, container, _strip_module(obj[key]))
+        keys = ", ".join(repr(k) for k in list(obj)[:6])
+        raise CheckpointError(f"{path} holds a dict ({keys}) but no state dict of tensors")
+    raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict of tensors")
+
+
+def _strip_module(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove the ``module.`` prefix DistributedDataParallel puts on every key."""
+    if all(key.startswith("module.") for key in state):
+        return {key[len("module.") :]: value for key, value in state.items()}
+    return dict(state)
+
+
+#: Output suffix -> how to write a plain state dict.
+WRITE_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+def write_weights_file(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> Path:
+    """Write ``tensors`` atomically: ``.safetensors`` (with ``metadata``) or a torch state dict
+    (``.pth``, ``.pt``, ``.bin``; ``metadata`` is then not stored)."""
+    path = Path(path)
+    plain = {key: value.detach().cpu().contiguous().clone() for key, value in tensors.items()}
+    with atomic_path(path) as temp:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(plain, str(temp), metadata=metadata)
+        else:
+            torch.save(plain, temp)
+    return path

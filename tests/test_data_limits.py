@@ -179,3 +179,14 @@ def test_empty_class_folder_is_an_error(tmp_path):
     (tmp_path / "train" / "dog" / "notes.txt").write_text("no images here")
     with pytest.raises(DataError, match=r"train: class folder\(s\) \['dog'\] hold no images"):
         load_splits("folder", tmp_path)
+
+
+@pytest.mark.parametrize("dataset", ["fashion-mnist", "cifar10", None])
+def test_predict_refuses_a_bomb_whatever_the_checkpoint_data_set(tmp_path, dataset):
+    from lightnets.deploy.prediction import Preprocessing, load_image
+
+    bomb = tmp_path / "huge.png"
+    write_png_bomb(bomb, 12_000, 12_000)
+    pre = Preprocessing(dataset, (0.5,), (0.5,), (3, 32, 32), None)
+    with pytest.raises(DataError, match="exceeds the limit"):
+        load_image(bomb, pre)

@@ -146,10 +146,9 @@ def _fit(image, side: int):
 
 def load_image(path: str | Path, pre: Preprocessing) -> torch.Tensor:
     """One image file -> normalised float32 (3, H, W) network input."""
-    from PIL import Image, UnidentifiedImageError
-
     from lightnets.data import augment
     from lightnets.data.folder import decode_image
+    from lightnets.data.images import open_image
 
     path = Path(path)
     if not path.is_file():
@@ -158,12 +157,10 @@ def load_image(path: str | Path, pre: Preprocessing) -> torch.Tensor:
     if native is None:
         array = decode_image(path, pre.input_size[1], train=False)
     else:
-        try:
-            with Image.open(path) as image:
-                mode = "L" if native == IDX_SIZE else "RGB"
-                array = np.asarray(_fit(image.convert(mode), native), dtype=np.uint8)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            raise DataError(f"{path}: not a readable image ({type(exc).__name__})") from exc
+        # One opener, one pixel limit, for every path (decompression bombs refused).
+        with open_image(path) as image:
+            mode = "L" if native == IDX_SIZE else "RGB"
+            array = np.asarray(_fit(image.convert(mode), native), dtype=np.uint8)
     x = torch.from_numpy(array.copy())
     x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
     x = x.unsqueeze(0).contiguous()  # uint8 (1, C, H, W)

@@ -29,6 +29,7 @@ COMMANDS = (
     "bench",
     "export",
     "quantize",
+    "compress",
     "predict",
 )
 

@@ -68,6 +68,10 @@ def model_from_checkpoint(
     Uses the EMA weights when the checkpoint has them and ``use_ema`` is true. Returns the model
     (in eval mode) and the whole checkpoint dict (for its ``dataset`` metadata and so on).
     """
+    from lightnets.deploy.compression import is_compressed, load_compressed
+
+    if is_compressed(path):  # a `lightnets compress` file: decoded to a dense model
+        return load_compressed(path, map_location)
     state = load_checkpoint(path, map_location)
     hparams = dict(state["hparams"])
     try:

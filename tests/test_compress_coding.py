@@ -12,6 +12,13 @@ from lightnets.deploy.compression import coding
 from lightnets.deploy.compression.sharing import kmeans_linear, share_weights
 from lightnets.errors import CheckpointError
 
+FIBONACCI = [1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987, 1597, 2584, 4181, 6765]
+
+
+def test_length_limit_applies():
+    assert coding.huffman_lengths(np.array(FIBONACCI), limit=64).max() == 19
+    assert coding.huffman_lengths(np.array(FIBONACCI)).max() == coding.MAX_CODE_LENGTH
+
 
 def entropy_bits(symbols: np.ndarray) -> float:
     p = np.bincount(symbols) / len(symbols)
@@ -27,8 +34,8 @@ def entropy_bits(symbols: np.ndarray) -> float:
         np.array([0, 1], dtype=np.uint8),
         np.random.default_rng(0).integers(0, 64, 5000).astype(np.uint8),
         np.random.default_rng(1).geometric(0.3, 20000).clip(max=255).astype(np.uint8),
-        # Fibonacci-like counts force a deep tree: the length limit must still decode exactly.
-        np.repeat(np.arange(30, dtype=np.uint8), [int(1.6**i) + 1 for i in range(30)]),
+        # Fibonacci counts give a 19-deep tree: the 16-bit limit must still decode exactly.
+        np.repeat(np.arange(20, dtype=np.uint8), FIBONACCI),
     ],
 )
 def test_every_coder_round_trips_exactly(symbols):
@@ -88,8 +95,9 @@ def test_kmeans_linear_init_matches_lloyd_oracle():
     v = values.double()
     for _ in range(200):
         nearest = (v[:, None] - ref[None]).abs().argmin(1)
-        ref = torch.stack([v[nearest == k].mean() if (nearest == k).any() else ref[k]
-                           for k in range(7)])
+        ref = torch.stack(
+            [v[nearest == k].mean() if (nearest == k).any() else ref[k] for k in range(7)]
+        )
     assert torch.allclose(centroids.double(), ref, atol=1e-6)
     assert torch.equal(assignment, (v[:, None] - centroids.double()[None]).abs().argmin(1))
 

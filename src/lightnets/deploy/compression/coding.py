@@ -42,9 +42,7 @@ LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 6}]
 # -- sparse relative indices (Figure 2) -----------------------------------------------------
 
 
-def sparse_encode(
-    codes: np.ndarray, index_bits: int
-) -> tuple[np.ndarray, np.ndarray]:
+def sparse_encode(codes: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Flat weight codes (0 = pruned) -> (entry codes, entry gaps), with filler zeros.
 
     ``codes`` is the layer's weight tensor flattened in C order, each weight replaced by its
@@ -65,9 +63,7 @@ def sparse_encode(
     return entry_codes, entry_gaps
 
 
-def sparse_decode(
-    entry_codes: np.ndarray, entry_gaps: np.ndarray, size: int
-) -> np.ndarray:
+def sparse_decode(entry_codes: np.ndarray, entry_gaps: np.ndarray, size: int) -> np.ndarray:
     """The inverse of :func:`sparse_encode`: flat codes of length ``size`` (0 = pruned)."""
     if len(entry_codes) != len(entry_gaps):
         raise CheckpointError("corrupted compressed layer: code and gap streams differ in length")
@@ -96,7 +92,7 @@ def huffman_lengths(counts: np.ndarray, limit: int = MAX_CODE_LENGTH) -> np.ndar
         return lengths
     weights = counts[used]
     while True:
-        heap = [(int(w), i, [int(s)]) for i, (w, s) in enumerate(zip(weights, used))]
+        heap = [(int(w), i, [int(s)]) for i, (w, s) in enumerate(zip(weights, used, strict=True))]
         heapq.heapify(heap)
         depth = dict.fromkeys(used.tolist(), 0)
         tie = len(heap)

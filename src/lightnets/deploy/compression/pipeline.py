@@ -15,7 +15,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
 from lightnets.deploy.compression.codec import SharedLayer, write_compressed
@@ -92,7 +91,9 @@ def parse_per_layer_bits(text: str) -> dict[str, int]:
             raise InvalidArgumentError(
                 f"--per-layer-bits item {item!r} is not KEY=BITS (e.g. conv=8,fc=5)"
             )
-        result[key.strip()] = check_int(f"bits of {key.strip()!r}", int(value), minimum=1, maximum=8)
+        result[key.strip()] = check_int(
+            f"bits of {key.strip()!r}", int(value), minimum=1, maximum=8
+        )
     return result
 
 
@@ -180,8 +181,13 @@ def compress(
     if tuning:
         finetune(model, data)
     shared = [
-        SharedLayer(layer.key, layer.kind, settings.bits_for(layer),
-                    settings.index_bits[layer.kind], *detach_shared(layer.module))
+        SharedLayer(
+            layer.key,
+            layer.kind,
+            settings.bits_for(layer),
+            settings.index_bits[layer.kind],
+            *detach_shared(layer.module),
+        )
         for layer in layers
     ]
     accuracy["compressed"] = top1(model, data)
@@ -196,7 +202,14 @@ def compress(
     }
     size, costs, dense_bytes = write_compressed(path, shared, dense, meta)
     report = build_report(
-        path, size, shared, costs, dense, dense_bytes, settings, accuracy,
+        path,
+        size,
+        shared,
+        costs,
+        dense,
+        dense_bytes,
+        settings,
+        accuracy,
         finetune_epochs=data.finetune_epochs if tuning else 0,
         dataset=data.name if data is not None else None,
     )

@@ -144,18 +144,43 @@ def print_report(report: CompressionReport, *, layers: bool = True) -> None:
         console = Console(width=160)
     if layers:
         table = Table(title=f"{report.path}: per layer")
-        for column in ("layer", "kind", "fp32 B", "kept", "bits", "index B", "codebook B",
-                       "coded B", "coders", "ratio"):
+        for column in (
+            "layer",
+            "kind",
+            "fp32 B",
+            "kept",
+            "bits",
+            "index B",
+            "codebook B",
+            "coded B",
+            "coders",
+            "ratio",
+        ):
             table.add_column(column, justify="left" if column in ("layer", "kind") else "right")
         for r in report.layers:
             table.add_row(
-                r.name, r.kind, f"{r.dense_bytes:,}", f"{r.kept:,} ({100 * r.density:.0f}%)",
-                str(r.bits), f"{r.index_bytes:,}", f"{r.codebook_bytes:,}", f"{r.coded_bytes:,}",
-                f"{r.codes_coder}/{r.gaps_coder}", f"{r.ratio:.1f}x",
+                r.name,
+                r.kind,
+                f"{r.dense_bytes:,}",
+                f"{r.kept:,} ({100 * r.density:.0f}%)",
+                str(r.bits),
+                f"{r.index_bytes:,}",
+                f"{r.codebook_bytes:,}",
+                f"{r.coded_bytes:,}",
+                f"{r.codes_coder}/{r.gaps_coder}",
+                f"{r.ratio:.1f}x",
             )
         table.add_row(
-            "other tensors", "exact", f"{report.other_dense_bytes:,}", "-", "-", "-", "-",
-            f"{report.other_stored_bytes:,}", "", "",
+            "other tensors",
+            "exact",
+            f"{report.other_dense_bytes:,}",
+            "-",
+            "-",
+            "-",
+            "-",
+            f"{report.other_stored_bytes:,}",
+            "",
+            "",
         )
         console.print(table)
     totals = ", ".join(f"{k} {v:,} B" for k, v in report.coder_totals.items())
@@ -168,7 +193,11 @@ def print_report(report: CompressionReport, *, layers: bool = True) -> None:
     console.print(f"codes + gaps streams by coder: {totals}", highlight=False)
     acc = report.accuracy
     if acc.get("dense") is not None:
-        tuned = f", {report.finetune_epochs} fine-tune epoch(s) per stage" if report.finetune_epochs else ", no fine-tune"
+        tuned = (
+            f", {report.finetune_epochs} fine-tune epoch(s) per stage"
+            if report.finetune_epochs
+            else ", no fine-tune"
+        )
         console.print(
             f"top-1 on {report.dataset} test: dense {_pct(acc.get('dense'))} -> pruned "
             f"{_pct(acc.get('pruned'))} -> compressed {_pct(acc.get('compressed'))}{tuned}",

@@ -24,7 +24,7 @@ from lightnets.train.checkpoint import model_from_checkpoint, save_checkpoint
 from lightnets.train.evaluate import evaluate
 
 MODELS = {
-    "squeezenet1_1": {},
+    "squeezenet1_1": {"batch_norm": True},  # plain SqueezeNet stalled at chance here
     "mobilenet_v2": {"width_mult": 0.5},
     "shufflenet_v2": {"width_mult": 0.5},
 }

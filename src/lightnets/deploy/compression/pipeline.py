@@ -210,6 +210,7 @@ def compress(
         dense_bytes,
         settings,
         accuracy,
+        params=sum(p.numel() for p in model.parameters()),
         finetune_epochs=data.finetune_epochs if tuning else 0,
         dataset=data.name if data is not None else None,
     )

@@ -50,7 +50,7 @@ class CompressionReport:
     path: str
     file_bytes: int
     dense_bytes: int  # every tensor of the state dict at its dtype (fp32 weights)
-    params: int
+    params: int  # model parameters (buffers such as BatchNorm statistics not counted)
     kept: int
     layers: list[LayerRow]
     other_dense_bytes: int  # biases, BatchNorm: stored exactly
@@ -65,10 +65,16 @@ class CompressionReport:
     def ratio(self) -> float:
         return self.dense_bytes / max(self.file_bytes, 1)
 
+    @property
+    def weights(self) -> int:
+        """Weights of the compressed (conv and linear) layers."""
+        return sum(row.params for row in self.layers)
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["ratio"] = self.ratio
-        data["density"] = self.kept / max(self.params, 1)
+        data["weights"] = self.weights
+        data["density"] = self.kept / max(self.weights, 1)
         for row, record in zip(self.layers, data["layers"], strict=True):
             record.update(density=row.density, ratio=row.ratio)
         return data
@@ -84,6 +90,7 @@ def build_report(
     settings: Any,
     accuracy: dict[str, float | None],
     *,
+    params: int,
     finetune_epochs: int = 0,
     dataset: str | None = None,
 ) -> CompressionReport:
@@ -117,7 +124,7 @@ def build_report(
         path=str(path),
         file_bytes=file_bytes,
         dense_bytes=sum(r.dense_bytes for r in rows) + other,
-        params=sum(r.params for r in rows) + sum(t.numel() for t in dense.values()),
+        params=params,
         kept=sum(r.kept for r in rows),
         layers=rows,
         other_dense_bytes=other,
@@ -187,7 +194,7 @@ def print_report(report: CompressionReport, *, layers: bool = True) -> None:
     console.print(
         f"wrote {report.path}: {report.file_bytes:,} bytes ({report.file_bytes / MIB:.3f} MiB) "
         f"from {report.dense_bytes:,} fp32 bytes: {report.ratio:.1f}x smaller; "
-        f"{report.kept:,} of {report.params:,} weights kept",
+        f"{report.kept:,} of {report.weights:,} conv/linear weights kept",
         highlight=False,
     )
     console.print(f"codes + gaps streams by coder: {totals}", highlight=False)

@@ -15,7 +15,10 @@ from lightnets.cli import main
 from lightnets.train.checkpoint import model_from_checkpoint, save_checkpoint
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-pytestmark = pytest.mark.skipif(not FASHION.is_dir(), reason="Fashion-MNIST not installed")
+pytestmark = [
+    pytest.mark.skipif(not FASHION.is_dir(), reason="Fashion-MNIST not installed"),
+    pytest.mark.slow,  # trains a small network (about 20 s on an idle 2-core box)
+]
 
 
 @pytest.fixture(scope="module")

@@ -90,6 +90,7 @@ def test_squeezenet1_0_under_half_a_megabyte(tmp_path):
     assert report.ratio > 9.9
 
 
+@pytest.mark.slow
 def test_finetune_keeps_mask_and_codebook(tmp_path):
     splits = load_splits("synthetic", num_classes=10, image_size=16, train_subset=256)
     model = small_model("shufflenet_v2")

@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--finetune-epochs",
         type=int,
         default=1,
-        help="epochs after pruning and again after weight sharing (default 1)",
+        help="epochs after pruning and again after weight sharing (default 1; 0: only "
+        "re-estimate BatchNorm statistics on training images)",
     )
     data.add_argument(
         "--finetune-images", type=int, default=None, help="train on the first N images only"

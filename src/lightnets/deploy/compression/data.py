@@ -79,7 +79,7 @@ def compression_data(
         batch_size=batch_size,
         name=eval_dataset or finetune_dataset,
     )
-    if finetune_dataset is not None and finetune_epochs > 0:
+    if finetune_dataset is not None:
         splits = _splits(finetune_dataset, data_dir, state, model, finetune_images)
         data.finetune = make_loader(
             splits.train, splits, batch_size=batch_size, train=True, device=device

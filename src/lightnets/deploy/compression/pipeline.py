@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from lightnets.deploy.compression.codec import SharedLayer, write_compressed
@@ -99,7 +100,8 @@ def parse_per_layer_bits(text: str) -> dict[str, int]:
 
 @dataclass
 class CompressionData:
-    """Optional data: fine-tuning (``finetune_epochs`` > 0) and/or top-1 evaluation."""
+    """Optional data: fine-tuning (``finetune_epochs`` > 0; with 0, the training images only
+    re-estimate BatchNorm statistics) and/or top-1 evaluation."""
 
     finetune: Any = None  # a training loader (BatchLoader) or None
     evaluate: Any = None  # an evaluation loader or None
@@ -137,6 +139,46 @@ def finetune(model: nn.Module, data: CompressionData) -> None:
     model.eval()
 
 
+#: Batches used to re-estimate BatchNorm statistics when there is data but no fine-tune.
+RECALIBRATION_BATCHES = 20
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader, batches: int = RECALIBRATION_BATCHES) -> None:
+    """Re-estimate BatchNorm running statistics on training images (no weight changes).
+
+    Pruning and weight sharing shift every layer's output statistics; the stored running means
+    and variances then mislead inference. A forward pass in train mode with a cumulative
+    average (``momentum=None``) measures them afresh.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    loader.set_epoch(0)
+    for index, (images, _) in enumerate(loader):
+        if index >= batches:
+            break
+        model(images)
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+    model.eval()
+
+
+def adapt(model: nn.Module, data: CompressionData | None) -> None:
+    """Fine-tune (``finetune_epochs`` > 0) or only recalibrate BatchNorm (0), given data."""
+    if data is None or data.finetune is None:
+        return
+    if data.finetune_epochs > 0:
+        finetune(model, data)
+    else:
+        recalibrate_batchnorm(model, data.finetune)
+
+
 def top1(model: nn.Module, data: CompressionData | None) -> float | None:
     """Top-1 on the evaluation loader (the project's ``evaluate``), or None without one."""
     if data is None or data.evaluate is None:
@@ -172,14 +214,12 @@ def compress(
     accuracy = {"dense": top1(model, data)}
 
     apply_pruning(layers, settings.density, settings.scope)
-    if tuning:
-        finetune(model, data)
+    adapt(model, data)
     remove_pruning(layers)
     accuracy["pruned"] = top1(model, data)
     for layer in layers:
         attach_shared(layer.module, settings.bits_for(layer))
-    if tuning:
-        finetune(model, data)
+    adapt(model, data)
     shared = [
         SharedLayer(
             layer.key,

@@ -13,6 +13,7 @@ from PIL import Image
 import lightnets
 from lightnets.cli import main
 from lightnets.train.checkpoint import model_from_checkpoint, save_checkpoint
+from lightnets.train.config import TrainConfig
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = [
@@ -50,7 +51,9 @@ def trained(tmp_path_factory):
             "hparams": model.hparams,
             "model": model.state_dict(),
             "dataset": splits.metadata(),
-            "config": {"val_size": 500, "seed": 0},
+            "config": TrainConfig(
+                model="shufflenet_v2", output=str(folder), dataset="fashion-mnist", val_size=500
+            ).to_dict(),
         },
     )
     image = folder / "test0.png"

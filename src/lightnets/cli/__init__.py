@@ -32,6 +32,7 @@ COMMANDS = (
     "bench",
     "export",
     "quantize",
+    "compress",
     "predict",
     "convert",
 )

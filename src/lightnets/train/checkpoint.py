@@ -164,6 +164,10 @@ def model_from_checkpoint(
     stored hyperparameters are checked against this machine's memory before the model is built
     (:func:`lightnets.models.memory.check_memory`), at the stored input size.
     """
+    from lightnets.deploy.compression import is_compressed, load_compressed
+
+    if is_compressed(path):  # a `lightnets compress` file: decoded to a dense model
+        return load_compressed(path, map_location)
     state = load_checkpoint(path, map_location)
     hparams = dict(state["hparams"])
     size = (state.get("dataset") or {}).get("input_size")

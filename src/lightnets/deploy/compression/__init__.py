@@ -1,0 +1,78 @@
+"""Deep Compression for the zoo and for trained checkpoints (SqueezeNet's "< 0.5 MB").
+
+Han, Mao & Dally, "Deep Compression: Compressing Deep Neural Networks with Pruning, Trained
+Quantization and Huffman Coding", ICLR 2016; SqueezeNet (Iandola et al. 2016), Section 4 and
+Table 2. One module per stage: :mod:`.pruning` (magnitude pruning), :mod:`.sharing` (k-means
+weight sharing, trained centroids), :mod:`.coding` (sparse relative indices, Huffman / LZMA /
+Zstandard), :mod:`.format` (the file), :mod:`.codec` (model <-> streams), :mod:`.pipeline`
+and :mod:`.report`.
+
+>>> from lightnets import create_model
+>>> from lightnets.deploy.compression import compress, load_compressed
+>>> report, _ = compress(create_model("squeezenet1_0"), "sq.lnz")   # doctest: +SKIP
+>>> model, state = load_compressed("sq.lnz")                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightnets.deploy.compression.codec import read_state_dict
+from lightnets.deploy.compression.format import FORMAT, VERSION, is_compressed
+from lightnets.deploy.compression.pipeline import (
+    CompressionData,
+    CompressionSettings,
+    compress,
+    parse_per_layer_bits,
+)
+from lightnets.deploy.compression.report import CompressionReport, print_report
+from lightnets.errors import CheckpointError, LightnetsError
+
+__all__ = [
+    "CompressionData",
+    "CompressionReport",
+    "CompressionSettings",
+    "compress",
+    "is_compressed",
+    "load_compressed",
+    "parse_per_layer_bits",
+    "print_report",
+]
+
+
+def load_compressed(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Decode a compressed file into a dense model (eval mode) and a checkpoint-like dict.
+
+    The dict has ``format``, ``hparams``, ``model`` (the dense state dict), ``compression``
+    (the settings) and, when the source was a checkpoint, its ``dataset`` and ``config``
+    records, so everything that reads a checkpoint reads this too.
+    """
+    from lightnets.models import create_model
+
+    header, state_dict = read_state_dict(path)
+    hparams = dict(header.get("hparams") or {})
+    try:
+        model = create_model(hparams.pop("name"), **hparams)
+        model.load_state_dict(state_dict)
+    except (LightnetsError, KeyError, TypeError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path}: cannot rebuild its model: {first}") from exc
+    model.to(map_location).eval()
+    state = {
+        "format": FORMAT,
+        "format_version": VERSION,
+        "hparams": dict(header["hparams"]),
+        "model": model.state_dict(),
+        "compression": header.get("settings"),
+        "finetune": header.get("finetune"),
+    }
+    for key in ("dataset", "config"):
+        if isinstance(header.get(key), dict):
+            state[key] = header[key]
+    return model, state

@@ -1,0 +1,212 @@
+"""What compression bought, per layer and in total (the columns of Deep Compression's Table 4).
+
+Per layer: dense fp32 bytes, kept weights (density), weight bits, the fixed-width index bytes
+(gaps at 8 or 5 bits, fillers included), codebook bytes, the coded bytes actually stored
+(codes + gaps + codebook, each stream by its smallest coder) and the ratio. In total: the file
+size against the fp32 state dict, what each coder alone would give on the same streams, and
+top-1 before and after when an evaluation set was given.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    name: str
+    kind: str
+    params: int
+    dense_bytes: int
+    kept: int
+    bits: int
+    index_bits: int
+    entries: int
+    fillers: int
+    index_bytes: int  # gaps at index_bits each (the paper's layout before Huffman coding)
+    codebook_bytes: int
+    coded_bytes: int  # codes + gaps + codebook as stored
+    codes_coder: str
+    gaps_coder: str
+
+    @property
+    def density(self) -> float:
+        return self.kept / max(self.params, 1)
+
+    @property
+    def ratio(self) -> float:
+        return self.dense_bytes / max(self.coded_bytes, 1)
+
+
+@dataclass
+class CompressionReport:
+    path: str
+    file_bytes: int
+    dense_bytes: int  # every tensor of the state dict at its dtype (fp32 weights)
+    params: int  # model parameters (buffers such as BatchNorm statistics not counted)
+    kept: int
+    layers: list[LayerRow]
+    other_dense_bytes: int  # biases, BatchNorm: stored exactly
+    other_stored_bytes: int
+    coder_totals: dict[str, int]  # codes + gaps streams, each coder alone
+    settings: dict[str, Any]
+    accuracy: dict[str, float | None] = field(default_factory=dict)
+    finetune_epochs: int = 0
+    dataset: str | None = None
+
+    @property
+    def ratio(self) -> float:
+        return self.dense_bytes / max(self.file_bytes, 1)
+
+    @property
+    def weights(self) -> int:
+        """Weights of the compressed (conv and linear) layers."""
+        return sum(row.params for row in self.layers)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ratio"] = self.ratio
+        data["weights"] = self.weights
+        data["density"] = self.kept / max(self.weights, 1)
+        for row, record in zip(self.layers, data["layers"], strict=True):
+            record.update(density=row.density, ratio=row.ratio)
+        return data
+
+
+def build_report(
+    path: str | os.PathLike[str],
+    file_bytes: int,
+    shared: list,
+    costs: list,
+    dense: dict[str, torch.Tensor],
+    dense_stored: int,
+    settings: Any,
+    accuracy: dict[str, float | None],
+    *,
+    params: int,
+    finetune_epochs: int = 0,
+    dataset: str | None = None,
+) -> CompressionReport:
+    rows = []
+    totals: dict[str, int] = {}
+    for layer, cost in zip(shared, costs, strict=True):
+        params = layer.codes.numel()
+        rows.append(
+            LayerRow(
+                name=layer.key.removesuffix(".weight"),
+                kind=layer.kind,
+                params=params,
+                dense_bytes=4 * params,
+                kept=int((layer.codes != 0).sum()),
+                bits=layer.bits,
+                index_bits=layer.index_bits,
+                entries=cost.entries,
+                fillers=cost.fillers,
+                index_bytes=math.ceil(cost.entries * layer.index_bits / 8),
+                codebook_bytes=cost.codebook_bytes,
+                coded_bytes=cost.codes_bytes + cost.gaps_bytes + cost.codebook_bytes,
+                codes_coder=cost.codes_coder,
+                gaps_coder=cost.gaps_coder,
+            )
+        )
+        for name in cost.codes_sizes:
+            totals[name] = totals.get(name, 0) + cost.codes_sizes[name] + cost.gaps_sizes[name]
+    totals["chosen"] = sum(r.coded_bytes - r.codebook_bytes for r in rows)
+    other = sum(t.numel() * t.element_size() for t in dense.values())
+    return CompressionReport(
+        path=str(path),
+        file_bytes=file_bytes,
+        dense_bytes=sum(r.dense_bytes for r in rows) + other,
+        params=params,
+        kept=sum(r.kept for r in rows),
+        layers=rows,
+        other_dense_bytes=other,
+        other_stored_bytes=dense_stored,
+        coder_totals=totals,
+        settings=settings.as_dict(),
+        accuracy=accuracy,
+        finetune_epochs=finetune_epochs,
+        dataset=dataset,
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def print_report(report: CompressionReport, *, layers: bool = True) -> None:
+    """The per-layer table and the summary lines, with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    if layers:
+        table = Table(title=f"{report.path}: per layer")
+        for column in (
+            "layer",
+            "kind",
+            "fp32 B",
+            "kept",
+            "bits",
+            "index B",
+            "codebook B",
+            "coded B",
+            "coders",
+            "ratio",
+        ):
+            table.add_column(column, justify="left" if column in ("layer", "kind") else "right")
+        for r in report.layers:
+            table.add_row(
+                r.name,
+                r.kind,
+                f"{r.dense_bytes:,}",
+                f"{r.kept:,} ({100 * r.density:.0f}%)",
+                str(r.bits),
+                f"{r.index_bytes:,}",
+                f"{r.codebook_bytes:,}",
+                f"{r.coded_bytes:,}",
+                f"{r.codes_coder}/{r.gaps_coder}",
+                f"{r.ratio:.1f}x",
+            )
+        table.add_row(
+            "other tensors",
+            "exact",
+            f"{report.other_dense_bytes:,}",
+            "-",
+            "-",
+            "-",
+            "-",
+            f"{report.other_stored_bytes:,}",
+            "",
+            "",
+        )
+        console.print(table)
+    totals = ", ".join(f"{k} {v:,} B" for k, v in report.coder_totals.items())
+    console.print(
+        f"wrote {report.path}: {report.file_bytes:,} bytes ({report.file_bytes / MIB:.3f} MiB) "
+        f"from {report.dense_bytes:,} fp32 bytes: {report.ratio:.1f}x smaller; "
+        f"{report.kept:,} of {report.weights:,} conv/linear weights kept",
+        highlight=False,
+    )
+    console.print(f"codes + gaps streams by coder: {totals}", highlight=False)
+    acc = report.accuracy
+    if acc.get("dense") is not None:
+        tuned = (
+            f", {report.finetune_epochs} fine-tune epoch(s) per stage"
+            if report.finetune_epochs
+            else ", no fine-tune"
+        )
+        console.print(
+            f"top-1 on {report.dataset} test: dense {_pct(acc.get('dense'))} -> pruned "
+            f"{_pct(acc.get('pruned'))} -> compressed {_pct(acc.get('compressed'))}{tuned}",
+            highlight=False,
+        )

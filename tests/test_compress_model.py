@@ -188,3 +188,14 @@ def test_bad_settings_are_named():
         compress(model, "unused.lnz", CompressionSettings(bits=9))
     with pytest.raises(InvalidArgumentError, match="neither a layer kind"):
         compress(model, "unused.lnz", CompressionSettings(per_layer_bits={"nope": 4}))
+
+
+def test_load_weights_and_create_model_accept_a_compressed_file(tmp_path):
+    path = tmp_path / "any-extension.bin"
+    _, compressed = compress(small_model(), path, CompressionSettings(bits=4))
+    fresh = small_model()
+    lightnets.load_weights(fresh, path)
+    built = lightnets.create_model("shufflenet_v2", weights=path)
+    for model in (fresh, built):
+        for key, tensor in compressed.state_dict().items():
+            assert torch.equal(model.state_dict()[key], tensor), key

@@ -91,6 +91,14 @@ def sniff(path: Path) -> str:
 def read_weights_file(path: str | Path, *, use_ema: bool = True) -> WeightsFile:
     """Read any recognised weights file (module docstring); errors are one line."""
     path = Path(path)
+    from lightnets.deploy.compression import is_compressed, load_compressed
+
+    if is_compressed(path):  # `lightnets compress` output: decoded to dense tensors
+        model, state = load_compressed(path)
+        hparams = dict(model.hparams)
+        return WeightsFile(
+            path, "lightnets compressed file", model.state_dict(), hparams, state.get("dataset")
+        )
     kind = sniff(path)
     if kind == "safetensors":
         return _read_safetensors(path)

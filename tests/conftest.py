@@ -1,14 +1,42 @@
-"""Shared test helpers."""
+"""Shared test helpers: parameter and MAC counting, the Fashion-MNIST files, running the CLI.
+
+Plain functions (import them: ``from conftest import n_params``) and fixtures wrapping them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import lightnets
+
+#: Debian's dataset-fashion-mnist installs the four IDX files here (CI installs it).
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+#: Skip marker for tests that need the real Fashion-MNIST files.
+needs_fashion = pytest.mark.skipif(
+    not (FASHION / "train-images-idx3-ubyte.gz").is_file(),
+    reason="Fashion-MNIST not installed in /usr/share/datasets/fashion-mnist "
+    "(apt-get install dataset-fashion-mnist; CI installs it)",
+)
+
+
+def n_params(model: nn.Module) -> int:
+    """Number of parameters of ``model`` (each counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def meta_model(name: str, **kwargs) -> nn.Module:
+    """``create_model(name, **kwargs)`` on the meta device: shapes only, no weights drawn."""
+    with torch.device("meta"):
+        return lightnets.create_model(name, **kwargs)
 
 
 def _count_macs(name: str, size: int = 224, **kwargs) -> float:
@@ -19,6 +47,24 @@ def _count_macs(name: str, size: int = 224, **kwargs) -> float:
     with FlopCounterMode(display=False) as counter:
         model(x)
     return counter.get_total_flops() / 2
+
+
+def run_cli(
+    args: Sequence[str | bytes],
+    *,
+    cwd: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
+    """``python -m lightnets ARGS`` in a new process (PYTHONPATH inherited); text output."""
+    return subprocess.run(
+        [sys.executable, "-m", "lightnets", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from torch import nn
 
 import lightnets
 from lightnets.analysis import compare as compare_module
+from lightnets.analysis import render
 from lightnets.analysis.compare import ModelSpec, compare, parse_spec
 from lightnets.analysis.plots import check_writable, plot_comparison, plot_roofline, save_figure
 from lightnets.analysis.roofline import MachinePeak, measure_machine_peak, roofline
@@ -26,18 +27,21 @@ def test_measure_latency_times_what_it_is_given():
     assert isinstance(stats, LatencyStats)
     assert stats.iters >= 5
     assert stats.min_ms >= 2.0
-    assert stats.min_ms <= stats.median_ms <= stats.p90_ms
-    assert stats.median_ms < 50  # a 2 ms sleep, even on a busy machine
+    assert stats.min_ms <= stats.p10_ms <= stats.median_ms <= stats.p90_ms
+    assert isinstance(stats.stable, bool) and stats.note
 
 
 def test_measure_latency_respects_min_iters_and_counts_calls():
     calls = []
-    stats = measure_latency(lambda: calls.append(1), warmup=3, min_iters=7, min_seconds=0)
+    stats = measure_latency(
+        lambda: calls.append(1), warmup=3, min_iters=7, min_seconds=0, target_ci=None, max_seconds=0
+    )
     assert stats.iters == 7 and len(calls) == 10
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"warmup": -1}, {"min_iters": 0}, {"min_seconds": -1.0}, {"min_iters": True}]
+    "kwargs",
+    [{"warmup": -1}, {"min_iters": 0}, {"min_seconds": -1.0}, {"min_iters": True}, {"rounds": 0}],
 )
 def test_measure_latency_refuses_bad_arguments(kwargs):
     with pytest.raises(InvalidArgumentError):
@@ -58,7 +62,7 @@ FAKE_PEAK = MachinePeak("cpu", gflops=100.0, bandwidth_gb_s=10.0, threads=1, met
 
 def test_roofline_places_every_conv_and_linear_layer_under_the_roof():
     model = lightnets.create_model("mobilenet_v1", width_mult=0.25)
-    result = roofline(model, (3, 64, 64), peak=FAKE_PEAK, seconds_per_layer=0.001)
+    result = roofline(model, (3, 64, 64), peak=FAKE_PEAK, seconds_per_layer=0.001, threads=1)
     timed = [
         r
         for r in result.profile.rows
@@ -69,18 +73,28 @@ def test_roofline_places_every_conv_and_linear_layer_under_the_roof():
         assert point.attainable_gflops == pytest.approx(min(100.0, 10.0 * point.intensity))
         assert point.bound == ("memory" if point.intensity < 10.0 else "compute")
         assert point.achieved_gflops == pytest.approx(point.flops / point.latency_ms / 1e6)
-        assert point.fraction == pytest.approx(point.achieved_gflops / point.attainable_gflops)
+        assert point.fraction == pytest.approx(
+            min(1.0, point.achieved_gflops / point.attainable_gflops)
+        )
+        assert point.latency_p10_ms <= point.latency_ms <= point.latency_p90_ms
     kinds = {p.kind: p.bound for p in result.points}
     assert kinds["depthwise_conv"] == "memory"  # ~1-2 FLOP/byte: under the slanted roof
     data = result.to_dict()
     assert len(data["points"]) == len(result.points) and data["peak"]["gflops"] == 100.0
+    assert isinstance(data["stable"], bool) and data["note"]
+
+
+def test_roofs_and_layers_are_measured_with_the_same_threads():
+    model = nn.Sequential(nn.Conv2d(3, 8, 1))
+    with pytest.raises(InvalidArgumentError, match="same thread count"):
+        roofline(model, (3, 8, 8), peak=FAKE_PEAK, threads=2)
 
 
 def test_roofline_figure_is_written_atomically(tmp_path):
     model = nn.Sequential(
         nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=8), nn.Flatten(), nn.Linear(8 * 28 * 28, 4)
     )
-    result = roofline(model, (3, 32, 32), peak=FAKE_PEAK, seconds_per_layer=0.001)
+    result = roofline(model, (3, 32, 32), peak=FAKE_PEAK, seconds_per_layer=0.001, threads=1)
     assert {p.kind for p in result.points} == {"conv", "depthwise_conv", "linear"}
     path = save_figure(plot_roofline(result), tmp_path / "roof.png")
     assert path.read_bytes()[:8] == PNG_MAGIC
@@ -128,7 +142,10 @@ def test_compare_counts_times_and_cites(tmp_path):
     assert small.paper.macs == 41_000_000 and small.paper.top1 == 50.6
     assert shuffle.paper.top1 == 60.3
     assert small.latency.iters >= 10 and small.latency.median_ms > 0
-    assert "| mobilenet_v1 0.25x |" in result.to_markdown()
+    assert small.latency.rounds == shuffle.latency.rounds  # timed together, round by round
+    assert isinstance(result.stable, bool) and result.note
+    assert result.to_dict()["stable"] == result.stable
+    assert "| mobilenet_v1 0.25x |" in render.comparison_markdown(result)
     path = save_figure(plot_comparison(result), tmp_path / "compare.png")
     assert path.read_bytes()[:8] == PNG_MAGIC
 
@@ -137,7 +154,7 @@ def test_compare_fails_fast_on_bad_models_and_sizes(monkeypatch):
     def no_timing(*args, **kwargs):
         raise AssertionError("timing started before the input was checked")
 
-    monkeypatch.setattr(compare_module, "measure_latency", no_timing)
+    monkeypatch.setattr(compare_module, "measure_interleaved", no_timing)
     with pytest.raises(InvalidArgumentError, match="unknown model"):
         compare(["mobilenet_v1", "mobilenet_v9"])
     with pytest.raises(InvalidArgumentError, match="too small"):
@@ -162,7 +179,8 @@ def test_cuda_synchronisation_is_requested_only_for_cuda(monkeypatch):
         pytest.skip("this check fakes CUDA on machines without one")
     calls = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
-    measure_latency(lambda: None, warmup=1, min_iters=3, min_seconds=0, device="cuda")
+    once = {"warmup": 1, "min_iters": 3, "min_seconds": 0, "rounds": 1, "max_seconds": 0}
+    measure_latency(lambda: None, target_ci=None, device="cuda", **once)
     assert len(calls) == 1 + 3  # after warm-up, then after every timed call
-    measure_latency(lambda: None, warmup=1, min_iters=3, min_seconds=0, device="cpu")
+    measure_latency(lambda: None, target_ci=None, device="cpu", **once)
     assert len(calls) == 4

@@ -164,3 +164,24 @@ def test_paper_figures_only_for_the_papers_configuration():
     assert paper_figure("shufflenet_v2", {}, num_classes=10) is None
     assert paper_figure("shufflenet_v1", {}).top1 == 67.4  # default g=3, 1x
     assert paper_figure("squeezenet1_0", {"bypass": "simple"}) is None
+
+
+def test_the_dispatch_table_covers_every_aten_op_the_zoo_emits(zoo_profiles):
+    """Every operation of every zoo model has a registered handler (or is a view), and every
+    row's kind is an :class:`OpKind` whose JSON form is the plain name."""
+    import json
+
+    from lightnets.analysis.counter import HANDLERS
+    from lightnets.analysis.kinds import OpKind
+
+    emitted = set()
+    for (name, variant), (_, prof) in zoo_profiles.items():
+        for row in prof.rows:
+            assert isinstance(row.kind, OpKind), (name, variant, row.op)
+            assert row.kind is not OpKind.UNKNOWN, (name, variant, row.op)
+            if row.kind is not OpKind.VIEW:
+                emitted.add(row.op.split(".")[1].removesuffix("_"))
+    assert emitted <= set(HANDLERS), emitted - set(HANDLERS)
+    assert {"convolution", "addmm", "relu", "cat", "clone"} <= emitted
+    row = zoo_profiles["shufflenet_v2", "imagenet"][1].rows[0]
+    assert json.loads(json.dumps(row.to_dict()))["kind"] == str(row.kind) == row.kind.value

@@ -125,6 +125,11 @@ def test_compare_json_and_plot(capsys, tmp_path):
     assert labels == ["mobilenet_v1 0.25x", "shufflenet_v2 1x"]
     assert data["rows"][1]["paper"]["top1"] == 69.4
     assert all(row["latency"]["median_ms"] > 0 for row in data["rows"])
+    assert isinstance(data["stable"], bool) and data["note"]
+    for row in data["rows"]:
+        latency = row["latency"]
+        assert latency["p10_ms"] <= latency["median_ms"] <= latency["p90_ms"]
+        assert {"iqr_ms", "ci_rel", "stable", "note"} <= set(latency)
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -151,6 +156,9 @@ def test_roofline_json_and_plot(capsys, tmp_path):
     assert data["peak"]["gflops"] > 0 and data["peak"]["bandwidth_gb_s"] > 0
     assert len(data["points"]) == 28  # 27 convolutions and the classifier
     assert {p["bound"] for p in data["points"]} <= {"memory", "compute"}
+    assert data["peak"]["threads"] == 1  # the default, for the roofs and the layers alike
+    assert isinstance(data["stable"], bool) and data["note"]
+    assert all(0 <= p["fraction"] <= 1 for p in data["points"])
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 

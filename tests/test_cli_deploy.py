@@ -86,14 +86,12 @@ def test_predict_names_the_checkpoints_classes(trained, capsys):
 @needs_fashion
 def test_quantize_keeps_fashion_mnist_accuracy(trained, capsys, tmp_path):
     pytest.importorskip("nncf")
-    path, _, _ = trained
+    path, _, splits = trained
     out_path = tmp_path / "int8.xml"
     code, out, err = run_cli(
         capsys,
         "quantize",
-        path,
-        "--calibration",
-        "fashion-mnist",
+        path,  # calibration and evaluation default to the checkpoint's data set
         "--calibration-images",
         "256",
         "--eval-images",
@@ -104,11 +102,18 @@ def test_quantize_keeps_fashion_mnist_accuracy(trained, capsys, tmp_path):
     )
     assert code == 0, err
     report = json.loads(out)
+    assert report["calibration"] == "fashion-mnist" and report["max_drop"] == 1.0
     assert report["eval_metric"] == "accuracy" and report["eval_images"] == 1000
+    assert report["within_budget"] == (report["top1_change"] >= -1.0)
     assert report["fp32_top1"] > 60.0  # the model learned something: the check is not vacuous
     assert abs(report["top1_change"]) <= 2.0
     assert report["int8_size_mb"] < report["fp32_size_mb"] / 2  # the .xml graph is ~0.2 MB
     assert out_path.exists() and out_path.with_suffix(".bin").exists()
+    from lightnets.deploy.metadata import read_metadata
+
+    meta = read_metadata(out_path)
+    assert meta["precision"] == "int8" and meta["classes"] == list(splits.classes)
+    assert meta["int8"]["change"] == pytest.approx(report["top1_change"])
 
 
 @needs_fashion

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import torch
 
 import lightnets
+from conftest import n_params, run_cli
 from lightnets.cli import main
 
 
@@ -32,7 +31,7 @@ def test_json_lists_every_model_with_hparams_and_counts(capsys):
             assert counted["input_size"] == [3, size, size]
             assert counted["num_classes"] == classes
             model = lightnets.create_model(record["name"], variant=variant, num_classes=classes)
-            assert counted["params"] == sum(p.numel() for p in model.parameters())
+            assert counted["params"] == n_params(model)
             assert model.default_input_size == (3, size, size)
     # The reference implementations' counts.
     assert by_name["mobilenet_v2"]["params"]["imagenet"]["params"] == 3_504_872
@@ -71,13 +70,7 @@ def test_unknown_name_is_one_line_exit_2(capsys):
 
 
 def test_python_dash_m_json(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "lightnets", "models", "--json", "mobilenet_v1"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    result = run_cli(["models", "--json", "mobilenet_v1"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     (record,) = json.loads(result.stdout)
     assert record["name"] == "mobilenet_v1"
@@ -92,3 +85,21 @@ def test_counting_leaves_the_random_state_alone():
     state = torch.get_rng_state()
     assert count_parameters("mobilenet_v2", "imagenet", 1000) == 3_504_872
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_model_flags_are_generated_from_every_declared_hyperparameter():
+    # One flag per HParam of the registry: a new hyperparameter needs no CLI edit.
+    from lightnets.cli import build_parser
+    from lightnets.cli.common import declared_hparams, model_hparams_from_args
+
+    declared = declared_hparams()
+    assert set(declared) >= {"width_mult", "groups", "bypass", "batch_norm", "drop_rate"}
+    for key, specs in declared.items():
+        model, spec = next(iter(specs.items()))
+        flag = "--" + key.replace("_", "-")
+        value = [] if spec.kind is bool else [str(spec.default)]
+        args = build_parser().parse_args(["profile", model, flag, *value])
+        expected = True if spec.kind is bool else spec.default
+        assert model_hparams_from_args(args) == {key: expected}
+    untouched = build_parser().parse_args(["profile", "mobilenet_v2"])
+    assert model_hparams_from_args(untouched) == {}

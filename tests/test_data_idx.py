@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import needs_fashion
 from lightnets.data import load_splits
 from lightnets.data.idx import IMAGE_MAGIC, LABEL_MAGIC, load_idx, read_idx
 from lightnets.errors import DataError
-
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -104,11 +103,7 @@ def test_inconsistent_sets_are_refused(tmp_path):
         load_idx("mnist", tmp_path / "nowhere")
 
 
-@pytest.mark.skipif(
-    not (FASHION / "train-images-idx3-ubyte.gz").is_file(),
-    reason="Fashion-MNIST not installed in /usr/share/datasets/fashion-mnist "
-    "(apt-get install dataset-fashion-mnist; CI installs it)",
-)
+@needs_fashion
 def test_real_fashion_mnist_and_validation_split():
     a = load_splits("fashion-mnist", seed=0)
     assert a.classes == [

@@ -60,7 +60,7 @@ def test_bad_arguments(model, tmp_path):
         quantize(model, tmp_path / "m.xml", calib, [], SIZE, method="onnxruntime")
     with pytest.raises(InvalidArgumentError, match="does not exist"):
         quantize(model, tmp_path / "no" / "m.xml", calib, [], SIZE)
-    with pytest.raises(InvalidArgumentError, match="allowed: fashion-mnist, cifar10"):
+    with pytest.raises(InvalidArgumentError, match="allowed: fashion-mnist, mnist, cifar10"):
         calibration_data("imagenet", input_size=SIZE)
 
 

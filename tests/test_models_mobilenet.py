@@ -7,18 +7,9 @@ import torch
 from torch import nn
 
 import lightnets
+from conftest import meta_model, n_params
 from lightnets.models.mobilenet_v1 import DepthwiseSeparableConv
 from lightnets.models.mobilenet_v2 import InvertedResidual
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def meta_model(name: str, **kwargs) -> nn.Module:
-    with torch.device("meta"):
-        return lightnets.create_model(name, **kwargs)
-
 
 # ---------------------------------------------------------------- MobileNet V1
 
@@ -211,5 +202,7 @@ def test_v2_initialisation_and_dropout():
     conv = model.features[18][0]  # kaiming_normal_ fan_out: std = sqrt(2 / 1280)
     assert conv.weight.std().item() == pytest.approx((2 / 1280) ** 0.5, rel=0.05)
     assert lightnets.create_model("mobilenet_v1").classifier[0].p == 0.0
-    with pytest.raises(ValueError, match=r"drop_rate must be in \[0, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"drop_rate=.* is not allowed; use a number >= 0.0 and < 1.0"
+    ):
         lightnets.create_model("mobilenet_v2", drop_rate=-0.1)

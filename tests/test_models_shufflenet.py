@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from conftest import meta_model, n_params
 from lightnets import create_model
 from lightnets.errors import InvalidArgumentError
 from lightnets.models.layers import ChannelShuffle, make_divisible
@@ -25,16 +26,6 @@ V1_TABLE1 = {
     4: (272, 544, 1088),
     8: (384, 768, 1536),
 }
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def on_meta(name: str, **kwargs) -> nn.Module:
-    """The model with shapes only (no storage, no initialisation): enough to count."""
-    with torch.device("meta"):
-        return create_model(name, **kwargs)
 
 
 def macs_at_224(model: nn.Module) -> float:
@@ -62,7 +53,7 @@ def units(model: nn.Module, kind: type[nn.Module]) -> list[nn.Module]:
     [(3, 0.5, 0.7e6), (3, 1.0, 1.9e6), (3, 1.5, 3.4e6), (3, 2.0, 5.4e6), (8, 1.0, 2.4e6)],
 )
 def test_v1_params_within_5_percent_of_paper(groups, width_mult, paper_params) -> None:
-    model = on_meta("shufflenet_v1", groups=groups, width_mult=width_mult)
+    model = meta_model("shufflenet_v1", groups=groups, width_mult=width_mult)
     assert abs(n_params(model) / paper_params - 1) < 0.05
 
 
@@ -200,7 +191,7 @@ def test_v1_bottleneck_rounding_example() -> None:
     ],
 )
 def test_v1_macs_within_2_percent_of_paper(groups, width_mult, paper_macs) -> None:
-    model = on_meta("shufflenet_v1", groups=groups, width_mult=width_mult)
+    model = meta_model("shufflenet_v1", groups=groups, width_mult=width_mult)
     assert abs(macs_at_224(model) / paper_macs - 1) < 0.02
 
 
@@ -297,13 +288,13 @@ V2_REFERENCE = {
 
 @pytest.mark.parametrize("width_mult", sorted(V2_REFERENCE))
 def test_v2_params_exact(width_mult) -> None:
-    model = on_meta("shufflenet_v2", width_mult=width_mult)
+    model = meta_model("shufflenet_v2", width_mult=width_mult)
     assert n_params(model) == V2_REFERENCE[width_mult][1]
 
 
 @pytest.mark.parametrize("width_mult", sorted(V2_REFERENCE))
 def test_v2_state_dict_maps_one_to_one_onto_torchvision(width_mult) -> None:
-    ours = on_meta("shufflenet_v2", width_mult=width_mult).state_dict()
+    ours = meta_model("shufflenet_v2", width_mult=width_mult).state_dict()
     with torch.device("meta"):
         reference = _TorchvisionShuffleNetV2(V2_REFERENCE[width_mult][0]).state_dict()
     assert [(k, tuple(v.shape)) for k, v in ours.items()] == [
@@ -332,7 +323,7 @@ def test_v2_computes_what_torchvision_computes() -> None:
     [(0.5, (48, 96, 192, 1024)), (1.0, (116, 232, 464, 1024)), (2.0, (244, 488, 976, 2048))],
 )
 def test_v2_table5_widths_and_split(width_mult, widths) -> None:
-    model = on_meta("shufflenet_v2", width_mult=width_mult)
+    model = meta_model("shufflenet_v2", width_mult=width_mult)
     stages = (model.stage2, model.stage3, model.stage4)
     assert [len(s) for s in stages] == [4, 8, 4]
     for stage, width in zip(stages, widths[:3], strict=True):
@@ -351,7 +342,7 @@ def test_v2_table5_widths_and_split(width_mult, widths) -> None:
     ("width_mult", "paper_macs"), [(0.5, 41e6), (1.0, 146e6), (1.5, 299e6), (2.0, 591e6)]
 )
 def test_v2_macs_within_2_percent_of_paper(width_mult, paper_macs) -> None:
-    model = on_meta("shufflenet_v2", width_mult=width_mult)
+    model = meta_model("shufflenet_v2", width_mult=width_mult)
     assert abs(macs_at_224(model) / paper_macs - 1) < 0.02
 
 

@@ -159,13 +159,17 @@ def test_unknown_model_suggests_close_names(name, suggestion):
     [
         ("shufflenet_v1", {"groups": 5}, r"groups=5 is not supported; allowed: 1, 2, 3, 4, 8"),
         ("shufflenet_v2", {"width_mult": 0.7}, r"width_mult=0.7 .*allowed: 0.5, 1.0, 1.5, 2.0"),
-        ("mobilenet_v1", {"width_mult": 0.0}, r"width_mult must be > 0"),
-        ("mobilenet_v2", {"width_mult": -1}, r"width_mult must be > 0"),
+        ("mobilenet_v1", {"width_mult": 0.0}, r"width_mult=0.0 is not allowed; use a number > 0"),
+        ("mobilenet_v2", {"width_mult": -1}, r"width_mult=-1 is not allowed; use a number > 0"),
         ("shufflenet_v1", {"width_mult": 0}, r"width_mult=0.0 .*allowed: 0.25"),
-        ("mobilenet_v2", {"width_mult": "1.0"}, r"width_mult must be a float"),
-        ("squeezenet1_0", {"batch_norm": 1}, r"batch_norm must be a bool"),
-        ("mobilenet_v1", {"num_classes": 0}, r"num_classes must be an integer >= 1, got 0"),
-        ("squeezenet1_1", {"num_classes": 2.5}, r"num_classes must be an integer >= 1"),
+        (
+            "mobilenet_v2",
+            {"width_mult": "1.0"},
+            r"width_mult='1.0' is not allowed; use a finite number",
+        ),
+        ("squeezenet1_0", {"batch_norm": 1}, r"batch_norm=1 is not allowed; use a bool"),
+        ("mobilenet_v1", {"num_classes": 0}, r"num_classes=0 is not allowed; use an integer >= 1"),
+        ("squeezenet1_1", {"num_classes": 2.5}, r"num_classes=2.5 is not allowed; use an integer"),
         ("mobilenet_v2", {"variant": "imagenet64"}, r"'imagenet64'; allowed: imagenet, cifar"),
         ("mobilenet_v2", {"depth_mult": 1.0}, r"unknown hyperparameter depth_mult; allowed: "),
         ("squeezenet1_0", {"groups": 2}, r"unknown hyperparameter groups; allowed: bypass"),
@@ -183,3 +187,28 @@ def test_non_positive_width_is_refused_everywhere(name):
     for width in (0, -0.5):
         with pytest.raises(ValueError, match="width_mult"):
             lightnets.create_model(name, width_mult=width)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_constructor_takes_num_classes_variant_and_hparams(name):
+    entry = lightnets.get_model_entry(name)
+    with torch.device("meta"):
+        model = entry.builder(7, "cifar", **entry.defaults)
+        logits = model(torch.empty(2, *model.default_input_size))
+    assert model.default_input_size == (3, 32, 32) and logits.shape == (2, 7)
+    with pytest.raises(InvalidArgumentError, match="unknown variant 'cifar10'"):
+        entry.builder(7, "cifar10", **entry.defaults)
+
+
+def test_registry_imports_no_family():
+    # Families register themselves when lightnets.models imports them; the registry stays
+    # below them (torchvision's and timm's one-way imports).
+    source = Path(lightnets.models.registry.__file__).read_text()
+    imported = {
+        alias.name if isinstance(node, ast.Import) else node.module
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert not {m for m in imported if m and m.split(".")[-1] in FAMILIES | {"squeezenet"}}
+    assert "lightnets.models.base" in imported

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import math
+
 
 class LightnetsError(Exception):
     """Base class of every error caused by user input (never by a bug in lightnets)."""
@@ -25,8 +28,6 @@ class MissingDependencyError(LightnetsError, ImportError):
 
 def require(module: str, extra: str):
     """Import an optional dependency or raise a one-line error naming the pip extra."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as exc:
@@ -65,37 +66,42 @@ def check_float(
     minimum: float | None = None,
     maximum: float | None = None,
     exclusive_minimum: bool = False,
+    exclusive_maximum: bool = False,
 ) -> float:
     """``value`` as a finite float within the range, else an error naming ``name``.
 
-    ``exclusive_minimum=True`` makes the lower bound strict (``lr > 0``).
+    ``exclusive_minimum=True`` makes the lower bound strict (``lr > 0``), ``exclusive_maximum``
+    the upper one (``drop_rate < 1``).
     """
-    import math
-
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InvalidArgumentError(
             f"{name}={value!r} is not allowed; use a finite number"
-            f"{_range_text(minimum, maximum, exclusive_minimum)}"
+            f"{_range_text(minimum, maximum, exclusive_minimum, exclusive_maximum)}"
         )
     too_small = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
-    if too_small or (maximum is not None and value > maximum):
+    too_large = maximum is not None and (value >= maximum if exclusive_maximum else value > maximum)
+    if too_small or too_large:
         raise InvalidArgumentError(
             f"{name}={value!r} is not allowed; use a number"
-            f"{_range_text(minimum, maximum, exclusive_minimum)}"
+            f"{_range_text(minimum, maximum, exclusive_minimum, exclusive_maximum)}"
         )
     return float(value)
 
 
 def _range_text(
-    minimum: float | None, maximum: float | None, exclusive_minimum: bool = False
+    minimum: float | None,
+    maximum: float | None,
+    exclusive_minimum: bool = False,
+    exclusive_maximum: bool = False,
 ) -> str:
     low = ">" if exclusive_minimum else ">="
+    high = "<" if exclusive_maximum else "<="
     if minimum is not None and maximum is not None:
-        if exclusive_minimum:
-            return f" > {minimum} and <= {maximum}"
+        if exclusive_minimum or exclusive_maximum:
+            return f" {low} {minimum} and {high} {maximum}"
         return f" in {minimum}..{maximum}"
     if minimum is not None:
         return f" {low} {minimum}"
     if maximum is not None:
-        return f" <= {maximum}"
+        return f" {high} {maximum}"
     return ""

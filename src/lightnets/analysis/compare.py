@@ -8,7 +8,6 @@ this machine side by side, with the papers' ImageNet top-1 where they report one
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -17,15 +16,15 @@ import torch
 
 from lightnets.analysis.counter import profile
 from lightnets.analysis.reference import PaperFigure, paper_figure
-from lightnets.analysis.report import format_count
 from lightnets.analysis.timing import (
     LatencyStats,
+    MachineLoad,
     cpu_name,
-    measure_latency,
+    measure_interleaved,
     torch_threads,
     validate_threads,
 )
-from lightnets.errors import InvalidArgumentError
+from lightnets.errors import InvalidArgumentError, check_float, check_int
 
 __all__ = ["DEFAULT_SPECS", "Comparison", "ComparisonRow", "ModelSpec", "compare", "parse_spec"]
 
@@ -131,10 +130,16 @@ class ComparisonRow:
 
 @dataclass
 class Comparison:
+    """Every row of :func:`compare`, with how the latencies were measured and whether the
+    measurement can be trusted (``stable``, and ``note`` in one line)."""
+
     rows: list[ComparisonRow]
     input_size: int
     threads: int
     device: str = "cpu"
+    stable: bool | None = None
+    note: str = ""
+    load: MachineLoad | None = None
     conventions: dict[str, str] = field(
         default_factory=lambda: {
             "macs": "multiply-accumulates of convolutions and linear layers (papers' FLOPs)",
@@ -143,7 +148,16 @@ class Comparison:
             "weights_bytes_fp32": "4 bytes per parameter",
             "weights_bytes_int8": "1 byte per parameter (quantization scales left out)",
             "peak_activation_bytes": "largest total of live activations, float32, batch 1",
-            "latency": "batch-1 forward pass, torch.inference_mode, median of repeated calls",
+            "latency": (
+                "batch-1 forward pass, torch.inference_mode, all models timed in interleaved "
+                "rounds; median of per-call times with p10/p25/p75/p90 and ci_rel, the relative "
+                "half-width of the 95% confidence interval of the median"
+            ),
+            "stable": (
+                "false when the machine was busy (other processes on our cores, CPU steal), the "
+                "median's confidence interval stayed wider than the target, or p90/p10 > 1.5; "
+                "note says which"
+            ),
             "paper": "the paper's ImageNet figures for the same configuration, if any",
         }
     )
@@ -154,66 +168,50 @@ class Comparison:
             "threads": self.threads,
             "device": self.device,
             "torch": torch.__version__,
+            "stable": self.stable,
+            "note": self.note,
+            "load": self.load.to_dict() if self.load else None,
             "conventions": self.conventions,
             "rows": [row.to_dict() for row in self.rows],
         }
 
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
 
-    def _cells(self, row: ComparisonRow) -> list[str]:
-        paper_macs = row.paper.macs if row.paper and row.paper.macs else None
-        return [
-            row.label,
-            f"{row.params / 1e6:.2f}M",
-            f"{row.macs / 1e6:.0f}M",
-            f"{paper_macs / 1e6:.0f}M" if paper_macs else "",
-            f"{row.flops / 1e6:.0f}M",
-            f"{row.memory_access / 1e6:.1f}",
-            f"{row.weights_bytes_fp32 / 1e6:.1f} / {row.weights_bytes_int8 / 1e6:.1f}",
-            f"{row.peak_activation_bytes / 1e6:.1f}",
-            f"{row.latency.median_ms:.1f}" if row.latency else "",
-            f"{row.paper.top1:.1f}" if row.paper and row.paper.top1 is not None else "",
-        ]
+def _row(spec: ModelSpec, input_size: int | None) -> tuple[ComparisonRow, torch.nn.Module]:
+    """Build and profile one spec (ImageNet variant, 1000 classes) at batch 1."""
+    from lightnets.models import create_model
 
-    HEADERS = (
-        "model",
-        "params",
-        "MACs",
-        "paper MACs",
-        "FLOPs",
-        "memory access (MB)",
-        "weights MB fp32 / int8",
-        "peak activations (MB)",
-        "latency (ms)",
-        "paper top-1",
+    model = create_model(spec.name, **spec.kwargs).eval()
+    size = input_size if input_size is not None else model.default_input_size[-1]
+    prof = profile(model, (model.default_input_size[0], size, size))
+    row = ComparisonRow(
+        label=spec.label,
+        name=spec.name,
+        hparams={k: v for k, v in model.hparams.items() if k != "name"},
+        input_size=size,
+        params=prof.params,
+        macs=prof.macs,
+        flops=prof.flops,
+        memory_access=prof.memory_access,
+        elementwise_ops=prof.elementwise_ops,
+        weights_bytes_fp32=prof.params * 4,
+        weights_bytes_int8=prof.params,
+        peak_activation_bytes=prof.peak_activation_bytes,
+        paper=paper_figure(spec.name, model.hparams, size),
     )
+    return row, model
 
-    def to_markdown(self) -> str:
-        lines = [
-            "| " + " | ".join(self.HEADERS) + " |",
-            "|---|" + "---:|" * (len(self.HEADERS) - 1),
-        ]
-        lines += ["| " + " | ".join(self._cells(row)) + " |" for row in self.rows]
-        return "\n".join(lines) + "\n"
 
-    def rich_table(self):
-        from rich.table import Table
-
-        table = Table(
-            title=f"lightnets zoo at {self.input_size}x{self.input_size}, batch 1, float32",
-            header_style="bold",
-        )
-        for header in self.HEADERS:
-            table.add_column(header, justify="left" if header == "model" else "right")
-        for row in self.rows:
-            table.add_row(*self._cells(row))
-        table.caption = (
-            f"MACs = multiply-accumulates (the papers' FLOPs); FLOPs = 2 x MACs. Latency: "
-            f"median batch-1 forward pass on {self.device} with {self.threads} "
-            f"thread{'s' if self.threads != 1 else ''}."
-        )
-        return table
+def _time_rows(rows: list[ComparisonRow], models: list[torch.nn.Module], seconds: float):
+    """Time every model at batch 1 in interleaved rounds; fill each row's latency."""
+    calls = {}
+    for index, (row, model) in enumerate(zip(rows, models, strict=True)):
+        x = torch.randn(1, 3, row.input_size, row.input_size)
+        calls[str(index)] = lambda m=model, x=x: m(x)
+    with torch.inference_mode():
+        measurement = measure_interleaved(calls, warmup=3, min_iters=10, min_seconds=seconds)
+    for index, row in enumerate(rows):
+        row.latency = measurement.stats[str(index)]
+    return measurement
 
 
 def compare(
@@ -225,61 +223,36 @@ def compare(
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Comparison:
-    """Profile every spec (ImageNet variant, 1000 classes), then time each at batch 1 on CPU.
+    """Profile every spec (ImageNet variant, 1000 classes), then time them at batch 1 on CPU.
 
     All models are built and profiled before any timing starts, so a bad name or an input size
-    too small for one of them fails fast. ``threads`` sets torch's thread count for the timing
-    (default: leave it as it is).
+    too small for one of them fails fast. The models are then timed together in interleaved
+    rounds (:func:`~lightnets.analysis.timing.measure_interleaved`), at least
+    ``latency_seconds`` each, and longer while the machine is busy or a median is imprecise.
+    ``threads`` sets torch's thread count for the timing (default: leave it as it is).
     """
-    from lightnets.models import create_model
-
     specs = [parse_spec(s) if isinstance(s, str) else s for s in (specs or DEFAULT_SPECS)]
-    if input_size is not None and (
-        isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1
-    ):
-        raise InvalidArgumentError(f"input size must be an integer >= 1, got {input_size!r}")
+    if input_size is not None:
+        check_int("input size", input_size, minimum=1)
     validate_threads(threads)
-    models = []
-    rows: list[ComparisonRow] = []
-    for spec in specs:
-        model = create_model(spec.name, **spec.kwargs).eval()
-        size = input_size if input_size is not None else model.default_input_size[-1]
-        prof = profile(model, (model.default_input_size[0], size, size))
-        hparams = {k: v for k, v in model.hparams.items() if k not in ("name",)}
-        rows.append(
-            ComparisonRow(
-                label=spec.label,
-                name=spec.name,
-                hparams=hparams,
-                input_size=size,
-                params=prof.params,
-                macs=prof.macs,
-                flops=prof.flops,
-                memory_access=prof.memory_access,
-                elementwise_ops=prof.elementwise_ops,
-                weights_bytes_fp32=prof.params * 4,
-                weights_bytes_int8=prof.params,
-                peak_activation_bytes=prof.peak_activation_bytes,
-                paper=paper_figure(spec.name, model.hparams, size),
-            )
-        )
-        models.append(model)
+    check_float("latency_seconds", latency_seconds, minimum=0.0)
+    rows, models = zip(*(_row(spec, input_size) for spec in specs), strict=True)
+    rows, models = list(rows), list(models)
+    measurement = None
     with torch_threads(threads) as used:
-        if latency:
-            for row, model in zip(rows, models, strict=True):
-                if progress:
-                    progress(f"timing {row.label} ({format_count(row.macs)} MACs)")
-                x = torch.randn(1, 3, row.input_size, row.input_size)
-                with torch.inference_mode():
-                    row.latency = measure_latency(
-                        lambda m=model, x=x: m(x),
-                        warmup=3,
-                        min_iters=10,
-                        min_seconds=latency_seconds,
-                    )
+        if latency and rows:
+            if progress:
+                progress(
+                    f"timing {len(rows)} models in interleaved rounds, at least "
+                    f"{latency_seconds:g} s each (longer while the machine is busy)"
+                )
+            measurement = _time_rows(rows, models, latency_seconds)
     return Comparison(
         rows=rows,
         input_size=rows[0].input_size if rows else 0,
         threads=used,
         device=f"cpu ({cpu_name()})",
+        stable=measurement.stable if measurement else None,
+        note=measurement.note if measurement else "",
+        load=measurement.load if measurement else None,
     )

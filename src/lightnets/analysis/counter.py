@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,10 +26,11 @@ from torch.nn.modules.module import (
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from lightnets.analysis.kinds import OpKind
 from lightnets.analysis.report import LayerRecord, Profile
-from lightnets.errors import InvalidArgumentError
+from lightnets.errors import InvalidArgumentError, check_int
 
-__all__ = ["profile"]
+__all__ = ["HANDLERS", "OpCall", "profile", "register_op"]
 
 # ATen operation names (overload packet names, in-place "_" suffix stripped) by kind.
 _CONV = {
@@ -90,19 +92,6 @@ _ADAPTIVE_POOL = {
 }
 _REDUCE = {"mean", "sum", "amax", "amin", "max", "min"}
 _SOFTMAX = {"_softmax", "_log_softmax"}
-#: Operations costing one element-wise operation per output element, and the kind they report.
-_PER_OUTPUT_ELEMENT = {
-    op: kind
-    for ops, kind in (
-        (_BATCHNORM, "batchnorm"),
-        (_NORM, "norm"),
-        (_ACTIVATION, "activation"),
-        (_ADD, "add"),
-        (_MUL, "mul"),
-        (_SOFTMAX, "softmax"),
-    )
-    for op in ops
-}
 _CONCAT = {"cat", "stack"}
 _COPY = {"clone", "_to_copy", "copy", "contiguous"}
 _ALLOC_EMPTY = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
@@ -179,6 +168,171 @@ def _ints(value: Any) -> tuple[int, ...] | None:
     return tuple(int(v) for v in value)
 
 
+# -- the dispatch table: one small handler per family of ATen operations -------------------------
+Key = tuple[int, int, int]
+
+
+@dataclass
+class OpCall:
+    """One executed operation as a handler sees it.
+
+    ``x`` is the first activation input (parameters and buffers skipped), ``y`` the first
+    output; ``new_params`` the parameters this operation is the first to read; ``params`` every
+    parameter of the model (by element identity, see :func:`_key`).
+    """
+
+    name: str
+    args: tuple[Any, ...]
+    inputs: list[torch.Tensor]
+    outputs: list[torch.Tensor]
+    x: torch.Tensor | None
+    y: torch.Tensor | None
+    new_params: set[Key]
+    params: set[Key]
+
+
+#: A handler fills the row's geometry and work for its operation and returns the row's kind.
+OpHandler = Callable[[LayerRecord, OpCall], OpKind]
+
+#: ATen operation name (overload packet, in-place suffix stripped) -> its handler.
+HANDLERS: dict[str, OpHandler] = {}
+
+
+def register_op(*names: str) -> Callable[[OpHandler], OpHandler]:
+    """Register a handler for the ATen operations ``names``, as PyTorch's
+    ``torch.utils.flop_counter.register_flop_formula`` registers a FLOP formula per operation."""
+
+    def decorate(handler: OpHandler) -> OpHandler:
+        for name in names:
+            if name in HANDLERS:
+                raise ValueError(f"ATen operation {name!r} already has a handler")
+            HANDLERS[name] = handler
+        return handler
+
+    return decorate
+
+
+@register_op(*_CONV)
+def _conv(row: LayerRecord, call: OpCall) -> OpKind:
+    args, y = call.args, call.outputs[0]
+    x, w, b = args[0], args[1], args[2] if len(args) > 2 else None
+    transposed = bool(args[6]) if len(args) > 6 else False
+    if len(args) > 8 and isinstance(args[8], int):
+        groups = args[8]
+    else:
+        groups = x.shape[1] // w.shape[1] if not transposed else x.shape[1] // w.shape[0]
+    kernel = tuple(int(k) for k in w.shape[2:])
+    row.kernel = kernel
+    row.stride = _ints(args[3]) if len(args) > 3 else None
+    row.padding = _ints(args[4]) if len(args) > 4 else None
+    row.dilation = _ints(args[5]) if len(args) > 5 else None
+    row.groups = int(groups)
+    row.weight_shape = tuple(int(s) for s in w.shape)
+    row.has_bias = b is not None
+    row.weight_params = w.numel() if _key(w) in call.new_params else 0
+    spatial = (x if transposed else y).shape[2:]
+    # w is (c_out, c_in / g, k...) or, transposed, (c_in, c_out / g, k...).
+    row.macs = x.shape[0] * math.prod(spatial) * math.prod(kernel) * w.shape[0] * w.shape[1]
+    row.elementwise_ops = y.numel() if b is not None else 0
+    if transposed:
+        return OpKind.CONV_TRANSPOSE
+    if groups == 1:
+        return OpKind.POINTWISE_CONV if all(k == 1 for k in kernel) else OpKind.CONV
+    return OpKind.DEPTHWISE_CONV if groups == int(x.shape[1]) else OpKind.GROUP_CONV
+
+
+@register_op(*_MATMUL)
+def _matmul(row: LayerRecord, call: OpCall) -> OpKind:
+    args, y = call.args, call.outputs[0]
+    if call.name in ("addmm", "baddbmm"):
+        bias, a, b = args[0], args[1], args[2]
+    else:
+        bias, a, b = None, args[0], args[1]
+    batch = a.shape[0] if call.name in ("bmm", "baddbmm") else 1
+    m, k = a.shape[-2], a.shape[-1]
+    n = b.shape[-1]
+    row.macs = int(batch * m * k * n)
+    row.in_channels = int(k)
+    row.out_channels = int(n)
+    row.has_bias = bias is not None
+    row.elementwise_ops = y.numel() if bias is not None else 0
+    weight_key = _key(b)
+    if weight_key not in call.params:
+        return OpKind.MATMUL
+    # Stored as (out_features, in_features), as nn.Linear does; b is its transpose.
+    row.weight_shape = (int(n), int(k))
+    row.weight_params = b.numel() if weight_key in call.new_params else 0
+    row.input_shape = tuple(a.shape)
+    return OpKind.LINEAR
+
+
+def _per_output_element(kind: OpKind) -> OpHandler:
+    """Operations costing one element-wise operation per output element."""
+
+    def handler(row: LayerRecord, call: OpCall) -> OpKind:
+        row.elementwise_ops = call.y.numel()
+        return kind
+
+    return handler
+
+
+def _window_pool(kind: OpKind) -> OpHandler:
+    """Max and average pooling: the window's size of work per output element."""
+
+    def handler(row: LayerRecord, call: OpCall) -> OpKind:
+        args = call.args
+        window = _ints(args[1])
+        row.kernel = window
+        row.stride = _ints(args[2]) if len(args) > 2 and args[2] else window
+        row.padding = _ints(args[3]) if len(args) > 3 else None
+        row.elementwise_ops = call.y.numel() * math.prod(window or (1,))
+        return kind
+
+    return handler
+
+
+def _no_work(kind: OpKind) -> OpHandler:
+    """Operations that move bytes (or allocate) but compute nothing."""
+    return lambda row, call: kind
+
+
+@register_op(*_ADAPTIVE_POOL, *_REDUCE)
+def _reduce(row: LayerRecord, call: OpCall) -> OpKind:
+    """Adaptive pooling and reductions: one operation per input element."""
+    x, y = call.x, call.y
+    spatial_ones = y.dim() == x.dim() and all(s == 1 for s in y.shape[2:])
+    row.elementwise_ops = x.numel()
+    if spatial_ones or (x.dim() == 4 and y.dim() == 2):
+        return OpKind.GLOBAL_POOL
+    return OpKind.REDUCE
+
+
+@register_op(*_COPY)
+def _copy(row: LayerRecord, call: OpCall) -> OpKind:
+    """A copy; ShuffleNet's channel shuffle is the copy of a transposed 5-d view."""
+    source = call.inputs[-1] if call.name == "copy" else call.inputs[0]
+    if _is_channel_shuffle(source):
+        return OpKind.CHANNEL_SHUFFLE
+    if _is_permuted(source):
+        return OpKind.PERMUTE_COPY
+    return OpKind.COPY
+
+
+for _names, _handler in (
+    (_BATCHNORM, _per_output_element(OpKind.BATCHNORM)),
+    (_NORM, _per_output_element(OpKind.NORM)),
+    (_ACTIVATION, _per_output_element(OpKind.ACTIVATION)),
+    (_ADD, _per_output_element(OpKind.ADD)),
+    (_MUL, _per_output_element(OpKind.MUL)),
+    (_SOFTMAX, _per_output_element(OpKind.SOFTMAX)),
+    (_MAXPOOL, _window_pool(OpKind.MAXPOOL)),
+    (_AVGPOOL, _window_pool(OpKind.AVGPOOL)),
+    (_CONCAT, _no_work(OpKind.CONCAT)),
+    (_ALLOC_EMPTY | _ALLOC_FILL, _no_work(OpKind.ALLOC)),
+):
+    register_op(*sorted(_names))(_handler)
+
+
 class _Counter:
     """Collects the rows of one forward pass; shared by the dispatch mode and the hooks."""
 
@@ -187,8 +341,8 @@ class _Counter:
         for name, module in model.named_modules():
             self.names.setdefault(id(module), name)
         # Parameters and buffers by element identity, and the storages that hold them.
-        self.params: set[tuple[int, int, int]] = set()
-        self.buffers: set[tuple[int, int, int]] = set()
+        self.params: set[Key] = set()
+        self.buffers: set[Key] = set()
         self.weight_storages: set[int] = set()
         for p in model.parameters():
             if p.numel():
@@ -198,7 +352,7 @@ class _Counter:
             if b.numel():
                 self.buffers.add(_key(b))
                 self.weight_storages.add(_storage_id(b))
-        self.seen_params: set[tuple[int, int, int]] = set()
+        self.seen_params: set[Key] = set()
         self.stack: list[tuple[str, str]] = [("", type(model).__name__)]
         self.rows: list[LayerRecord] = []
         self.unknown: dict[str, int] = {}
@@ -231,6 +385,22 @@ class _Counter:
             self.add_storage(t, step)
         self.lifetimes[self.current[ptr]][1] = step
 
+    def track_liveness(
+        self, inputs: list[torch.Tensor], written: list[torch.Tensor], step: int
+    ) -> None:
+        """Inputs are used at ``step``; outputs written into a new storage start living there."""
+        input_ptrs = set()
+        for t in inputs:
+            self.touch(t, step)
+            input_ptrs.add(_storage_id(t))
+        for t in written:
+            if t.untyped_storage().nbytes() == 0:
+                continue
+            if _storage_id(t) in input_ptrs:
+                self.touch(t, step)
+            else:
+                self.add_storage(t, step)
+
     def peak_activation_bytes(self, outputs: Sequence[torch.Tensor]) -> int:
         end = len(self.rows)
         for t in outputs:
@@ -246,6 +416,16 @@ class _Counter:
         return peak
 
     # -- one operation ------------------------------------------------------------------------
+    def first_reads(self, inputs: list[torch.Tensor]) -> set[Key]:
+        """The parameters among ``inputs`` that no earlier operation read."""
+        new: set[Key] = set()
+        for t in inputs:
+            key = _key(t)
+            if key in self.params and key not in self.seen_params:
+                self.seen_params.add(key)
+                new.add(key)
+        return new
+
     def record(
         self,
         func: torch._ops.OpOverload,
@@ -258,166 +438,66 @@ class _Counter:
         inputs = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
         outputs = [o for o in tree_flatten(out)[0] if isinstance(o, torch.Tensor)]
         is_view = func.is_view or name in _EXTRA_VIEWS
-
-        params = 0
-        new_params: set[tuple[int, int, int]] = set()
-        if not is_view:
-            for t in inputs:
-                key = _key(t)
-                if key in self.params and key not in self.seen_params:
-                    self.seen_params.add(key)
-                    new_params.add(key)
-                    params += t.numel()
-
+        new_params = set() if is_view else self.first_reads(inputs)
         # BatchNorm's saved mean and inverse std are empty in eval on most backends (not
         # on all): only the normalised tensor counts, for traffic and for liveness.
-        written_outputs = outputs[:1] if name in _BATCHNORM else outputs
-        input_ptrs = set()
-        for t in inputs:
-            self.touch(t, step)
-            input_ptrs.add(_storage_id(t))
-        for t in written_outputs:
-            if t.untyped_storage().nbytes() == 0:
-                continue
-            if _storage_id(t) in input_ptrs:
-                self.touch(t, step)
-            else:
-                self.add_storage(t, step)
+        written = outputs[:1] if name in _BATCHNORM else outputs
+        self.track_liveness(inputs, written, step)
+        weights = self.params | self.buffers
+        activations = [t for t in inputs if _key(t) not in weights]
+        call = OpCall(
+            name=name,
+            args=args,
+            inputs=inputs,
+            outputs=outputs,
+            x=activations[0] if activations else (inputs[0] if inputs else None),
+            y=outputs[0] if outputs else None,
+            new_params=new_params,
+            params=self.params,
+        )
+        row = self.new_row(func, step, call, written, moves_bytes=not is_view)
+        row.kind = OpKind.VIEW if is_view else self.classify(func, row, call)
+        self.rows.append(row)
 
-        activations = [
-            t for t in inputs if _key(t) not in self.params and _key(t) not in self.buffers
-        ]
-        x = activations[0] if activations else (inputs[0] if inputs else None)
-        y = outputs[0] if outputs else None
-        if is_view or name in _ALLOC_EMPTY:
-            memory = 0
-            written = 0
-        else:
-            written = sum(_nbytes(t) for t in written_outputs)
-            memory = sum(_nbytes(t) for t in inputs) + written
-
+    def new_row(
+        self,
+        func: torch._ops.OpOverload,
+        step: int,
+        call: OpCall,
+        written: list[torch.Tensor],
+        *,
+        moves_bytes: bool,
+    ) -> LayerRecord:
+        """The row's attribution, shapes, parameters and memory traffic (kind still unknown)."""
+        x, y = call.x, call.y
+        written_bytes = memory = 0
+        if moves_bytes and call.name not in _ALLOC_EMPTY:
+            written_bytes = sum(_nbytes(t) for t in written)
+            memory = sum(_nbytes(t) for t in call.inputs) + written_bytes
         module, module_type = self.stack[-1]
-        row = LayerRecord(
+        return LayerRecord(
             index=step,
             module=module,
             module_type=module_type,
             op=str(func),
-            kind="other",
+            kind=OpKind.OTHER,
             input_shape=tuple(x.shape) if x is not None else (),
             output_shape=tuple(y.shape) if y is not None else (),
-            params=params,
+            params=sum(key[2] for key in call.new_params),  # key[2]: the element count
             memory_access=memory,
-            output_bytes=written,
+            output_bytes=written_bytes,
             dtype=str(y.dtype).removeprefix("torch.") if y is not None else "",
+            in_channels=int(x.shape[1]) if x is not None and x.dim() >= 2 else None,
+            out_channels=int(y.shape[1]) if y is not None and y.dim() >= 2 else None,
         )
-        if x is not None and x.dim() >= 2:
-            row.in_channels = int(x.shape[1])
-        if y is not None and y.dim() >= 2:
-            row.out_channels = int(y.shape[1])
 
-        if is_view:
-            row.kind = "view"
-        elif name in _CONV:
-            self._conv(row, args, outputs[0], new_params)
-        elif name in _MATMUL:
-            self._matmul(row, name, args, outputs[0], new_params)
-        elif name in _PER_OUTPUT_ELEMENT:
-            row.kind = _PER_OUTPUT_ELEMENT[name]
-            row.elementwise_ops = y.numel()
-        elif name in _MAXPOOL or name in _AVGPOOL:
-            row.kind = "maxpool" if name in _MAXPOOL else "avgpool"
-            window = _ints(args[1])
-            row.kernel = window
-            row.stride = _ints(args[2]) if len(args) > 2 and args[2] else window
-            row.padding = _ints(args[3]) if len(args) > 3 else None
-            row.elementwise_ops = y.numel() * math.prod(window or (1,))
-        elif name in _ADAPTIVE_POOL or name in _REDUCE:
-            spatial_ones = y.dim() == x.dim() and all(s == 1 for s in y.shape[2:])
-            global_pool = spatial_ones or (x.dim() == 4 and y.dim() == 2)
-            row.kind = "global_pool" if global_pool else "reduce"
-            row.elementwise_ops = x.numel()
-        elif name in _CONCAT:
-            row.kind = "concat"
-        elif name in _COPY:
-            source = inputs[-1] if name == "copy" else inputs[0]
-            if _is_channel_shuffle(source):
-                row.kind = "channel_shuffle"
-            elif _is_permuted(source):
-                row.kind = "permute_copy"
-            else:
-                row.kind = "copy"
-        elif name in _ALLOC_EMPTY or name in _ALLOC_FILL:
-            row.kind = "alloc"
-        else:
-            row.kind = "unknown"
+    def classify(self, func: torch._ops.OpOverload, row: LayerRecord, call: OpCall) -> OpKind:
+        """Run the operation's registered handler; an operation without one is ``unknown``."""
+        handler = HANDLERS.get(call.name)
+        if handler is None:
             self.unknown[str(func)] = self.unknown.get(str(func), 0) + 1
-        self.rows.append(row)
-
-    def _conv(
-        self,
-        row: LayerRecord,
-        args: tuple[Any, ...],
-        y: torch.Tensor,
-        new_params: set[tuple[int, int, int]],
-    ) -> None:
-        x, w, b = args[0], args[1], args[2] if len(args) > 2 else None
-        transposed = bool(args[6]) if len(args) > 6 else False
-        if len(args) > 8 and isinstance(args[8], int):
-            groups = args[8]
-        else:
-            groups = x.shape[1] // w.shape[1] if not transposed else x.shape[1] // w.shape[0]
-        kernel = tuple(int(k) for k in w.shape[2:])
-        row.kernel = kernel
-        row.stride = _ints(args[3]) if len(args) > 3 else None
-        row.padding = _ints(args[4]) if len(args) > 4 else None
-        row.dilation = _ints(args[5]) if len(args) > 5 else None
-        row.groups = int(groups)
-        row.weight_shape = tuple(int(s) for s in w.shape)
-        row.has_bias = b is not None
-        row.weight_params = w.numel() if _key(w) in new_params else 0
-        spatial = (x if transposed else y).shape[2:]
-        # w is (c_out, c_in / g, k...) or, transposed, (c_in, c_out / g, k...).
-        row.macs = x.shape[0] * math.prod(spatial) * math.prod(kernel) * w.shape[0] * w.shape[1]
-        row.elementwise_ops = y.numel() if b is not None else 0
-        c_in = int(x.shape[1])
-        if transposed:
-            row.kind = "conv_transpose"
-        elif groups == 1:
-            row.kind = "pointwise_conv" if all(k == 1 for k in kernel) else "conv"
-        elif groups == c_in:
-            row.kind = "depthwise_conv"
-        else:
-            row.kind = "group_conv"
-
-    def _matmul(
-        self,
-        row: LayerRecord,
-        name: str,
-        args: tuple[Any, ...],
-        y: torch.Tensor,
-        new_params: set[tuple[int, int, int]],
-    ) -> None:
-        if name in ("addmm", "baddbmm"):
-            bias, a, b = args[0], args[1], args[2]
-        else:
-            bias, a, b = None, args[0], args[1]
-        batch = a.shape[0] if name in ("bmm", "baddbmm") else 1
-        m, k = a.shape[-2], a.shape[-1]
-        n = b.shape[-1]
-        row.macs = int(batch * m * k * n)
-        row.in_channels = int(k)
-        row.out_channels = int(n)
-        row.has_bias = bias is not None
-        row.elementwise_ops = y.numel() if bias is not None else 0
-        weight_key = _key(b)
-        if weight_key in self.params:
-            row.kind = "linear"
-            # Stored as (out_features, in_features), as nn.Linear does; b is its transpose.
-            row.weight_shape = (int(n), int(k))
-            row.weight_params = b.numel() if weight_key in new_params else 0
-            row.input_shape = tuple(a.shape)
-        else:
-            row.kind = "matmul"
+            return OpKind.UNKNOWN
+        return handler(row, call)
 
 
 class _RecordingMode(TorchDispatchMode):
@@ -515,6 +595,38 @@ def _model_name(model: nn.Module) -> str:
     return type(model).__name__
 
 
+def _check_fits(model: nn.Module, shape: tuple[int, ...], name: str) -> None:
+    """Refuse an input smaller than a lightnets model's total stride, naming the minimum."""
+    default = getattr(model, "default_input_size", None)
+    if default is None or len(shape) != 3 or min(shape[1:]) >= max(default[1:]):
+        return
+    stride = total_stride(model)
+    if stride is not None and min(shape[1:]) < stride:
+        variant = getattr(model, "hparams", {}).get("variant")
+        which = f"{name} ({variant} variant)" if variant else name
+        raise InvalidArgumentError(
+            f"input size {'x'.join(map(str, shape))} is too small for {which}: it downsamples "
+            f"by {stride}, so height and width must be >= {stride}"
+        )
+
+
+def _run_recorded(model: nn.Module, x: torch.Tensor, counter: _Counter, name: str) -> Any:
+    """One forward pass in eval mode under the recording mode, the module hooks removed after."""
+    counter.add_storage(x, -1)
+    pre = register_module_forward_pre_hook(counter.pre_hook)
+    post = register_module_forward_hook(counter.post_hook, always_call=True)
+    try:
+        with _eval_no_grad(model), _RecordingMode(counter):
+            return model(x)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        size = "x".join(map(str, x.shape))
+        raise InvalidArgumentError(f"{name} cannot run on input {size}: {reason}") from exc
+    finally:
+        pre.remove()
+        post.remove()
+
+
 def profile(
     model: nn.Module,
     input_size: int | Sequence[int] = (3, 224, 224),
@@ -544,43 +656,16 @@ def profile(
             stride, or any other input the forward pass rejects.
     """
     shape = _input_shape(input_size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidArgumentError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_int("batch_size", batch_size, minimum=1)
     model_device, model_dtype = _model_device_dtype(model)
     device = torch.device(device) if device is not None else model_device
     dtype = dtype if dtype is not None else model_dtype
     name = _model_name(model)
-    size = "x".join(map(str, shape))
-
-    default = getattr(model, "default_input_size", None)
-    if default is not None and len(shape) == 3 and min(shape[1:]) < max(default[1:]):
-        stride = total_stride(model)
-        if stride is not None and min(shape[1:]) < stride:
-            variant = getattr(model, "hparams", {}).get("variant")
-            which = f"{name} ({variant} variant)" if variant else name
-            raise InvalidArgumentError(
-                f"input size {size} is too small for {which}: it downsamples by {stride}, "
-                f"so height and width must be >= {stride}"
-            )
-
+    _check_fits(model, shape, name)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn((batch_size, *shape), generator=generator, dtype=dtype).to(device)
     counter = _Counter(model)
-    counter.add_storage(x, -1)
-    pre = register_module_forward_pre_hook(counter.pre_hook)
-    post = register_module_forward_hook(counter.post_hook, always_call=True)
-    try:
-        with _eval_no_grad(model), _RecordingMode(counter):
-            out = model(x)
-    except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidArgumentError(
-            f"{name} cannot run on input {batch_size}x{size}: {reason}"
-        ) from exc
-    finally:
-        pre.remove()
-        post.remove()
-
+    out = _run_recorded(model, x, counter, name)
     if counter.unknown:
         listed = ", ".join(f"{op} (x{n})" for op, n in sorted(counter.unknown.items()))
         warnings.warn(

@@ -12,23 +12,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lightnets import fileio
+from lightnets.analysis.kinds import OpKind
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from lightnets.analysis.compare import Comparison
-    from lightnets.analysis.roofline import Roofline
+    from lightnets.analysis.roofline import MachinePeak, Roofline
 
 __all__ = ["check_writable", "plot_comparison", "plot_roofline", "save_figure"]
 
 FORMATS = (".png", ".svg", ".pdf")
 
 _KIND_STYLE = {
-    "conv": ("standard conv", "tab:red", "s"),
-    "pointwise_conv": ("pointwise 1x1", "tab:blue", "o"),
-    "group_conv": ("group conv", "tab:purple", "D"),
-    "depthwise_conv": ("depthwise", "tab:orange", "^"),
-    "linear": ("fully connected", "tab:green", "P"),
+    OpKind.CONV: ("standard conv", "tab:red", "s"),
+    OpKind.POINTWISE_CONV: ("pointwise 1x1", "tab:blue", "o"),
+    OpKind.GROUP_CONV: ("group conv", "tab:purple", "D"),
+    OpKind.DEPTHWISE_CONV: ("depthwise", "tab:orange", "^"),
+    OpKind.LINEAR: ("fully connected", "tab:green", "P"),
 }
 
 _LABEL_COLOURS = {
@@ -78,7 +79,6 @@ def plot_roofline(result: Roofline) -> Figure:
     Marker area is proportional to the layer's share of the timed total, so the layers that
     matter stand out.
     """
-    import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -89,6 +89,35 @@ def plot_roofline(result: Roofline) -> Figure:
     intensities = [p.intensity for p in result.points] or [1.0]
     low = min(min(intensities) / 2, peak.ridge_point / 10)
     high = max(max(intensities) * 2, peak.ridge_point * 10)
+    _draw_roofs(ax, peak, low, high)
+    _draw_points(ax, result)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(low, high)
+    achieved = [p.achieved_gflops for p in result.points if p.achieved_gflops > 0]
+    ax.set_ylim(min([*achieved, peak.gflops]) / 3, max([*achieved, peak.gflops]) * 3)
+    ax.set_xlabel("arithmetic intensity (FLOP per byte of memory access)")
+    ax.set_ylabel("achieved throughput (GFLOP/s)")
+    batch, *image = result.input_shape
+    ax.set_title(
+        f"{result.model}, {'x'.join(map(str, image))} input, batch {batch}, float32: each conv/FC "
+        f"layer timed alone\n{peak.device}, {peak.threads} thread"
+        f"{'s' if peak.threads != 1 else ''} (roofs and layers alike)",
+        fontsize=10,
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(
+        loc="lower right", fontsize=9, title="layer kind (marker area ∝ time)", title_fontsize=9
+    )
+    _label_bandwidth(ax, peak)
+    _roofline_notes(ax, result)
+    return fig
+
+
+def _draw_roofs(ax, peak: MachinePeak, low: float, high: float) -> None:
+    """The roof min(peak, intensity x bandwidth), the ridge point and the peak's label."""
+    import numpy as np
+
     x = np.geomspace(low, high, 200)
     ax.plot(
         x,
@@ -107,13 +136,17 @@ def plot_roofline(result: Roofline) -> Figure:
         color="dimgrey",
     )
     ax.annotate(
-        f"peak {peak.gflops:.0f} GFLOP/s (3x3 conv)",
+        f"peak {peak.gflops:.0f} GFLOP/s (fastest large conv)",
         (peak.ridge_point, peak.gflops),
         xytext=(8, 4),
         textcoords="offset points",
         va="bottom",
         fontsize=9,
     )
+
+
+def _draw_points(ax, result: Roofline) -> None:
+    """Every timed layer at (intensity, achieved GFLOP/s), one marker style per kind."""
     total = result.total_ms or 1.0
     for kind, (label, colour, marker) in _KIND_STYLE.items():
         points = [p for p in result.points if p.kind == kind]
@@ -130,31 +163,16 @@ def plot_roofline(result: Roofline) -> Figure:
             linewidths=0.5,
             label=f"{label} ({len(points)})",
         )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(low, high)
-    achieved = [p.achieved_gflops for p in result.points if p.achieved_gflops > 0]
-    ax.set_ylim(min([*achieved, peak.gflops]) / 3, max([*achieved, peak.gflops]) * 3)
-    ax.set_xlabel("arithmetic intensity (FLOP per byte of memory access)")
-    ax.set_ylabel("achieved throughput (GFLOP/s)")
-    batch, *image = result.input_shape
-    ax.set_title(
-        f"{result.model}, {'x'.join(map(str, image))} input, batch {batch}, float32: each conv/FC "
-        f"layer timed alone\n{peak.device}, {peak.threads} thread"
-        f"{'s' if peak.threads != 1 else ''}",
-        fontsize=10,
-    )
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(
-        loc="lower right", fontsize=9, title="layer kind (marker area ∝ time)", title_fontsize=9
-    )
-    # The bandwidth label follows the slanted roof, a decade left of the ridge.
+
+
+def _label_bandwidth(ax, peak: MachinePeak) -> None:
+    """The bandwidth label follows the sloped roof, a decade left of the ridge."""
     at = peak.ridge_point / 10
     (x0, y0), (x1, y1) = ax.transData.transform(
         [(at, at * peak.bandwidth_gb_s), (at * 2, 2 * at * peak.bandwidth_gb_s)]
     )
     ax.annotate(
-        f"{peak.bandwidth_gb_s:.1f} GB/s (memory bandwidth: copy of 128 MiB)",
+        f"{peak.bandwidth_gb_s:.1f} GB/s (DRAM bandwidth: copy/add of 128 MiB)",
         (at, at * peak.bandwidth_gb_s),
         xytext=(-4, 6),
         textcoords="offset points",
@@ -162,18 +180,55 @@ def plot_roofline(result: Roofline) -> Figure:
         rotation_mode="anchor",
         fontsize=9,
     )
-    if any(p.fraction > 1 for p in result.points):
+
+
+def _roofline_notes(ax, result: Roofline) -> None:
+    """Say why points sit above the roof, and that the measurement was unstable, if it was.
+
+    Cache explains a point above the sloped roof (drawn with DRAM bandwidth); nothing explains
+    one above the flat compute roof: that is a measurement error, circled in red.
+    """
+    from lightnets.analysis.roofline import ABOVE_MEMORY_ROOF, ABOVE_PEAK
+
+    lines = []
+    if any(p.flag == ABOVE_MEMORY_ROOF for p in result.points):
+        lines.append(
+            "Points above the sloped roof: their working set stays in cache,\n"
+            "faster than the DRAM bandwidth the sloped roof is drawn with."
+        )
+    errors = [p for p in result.points if p.flag == ABOVE_PEAK]
+    if errors:
+        ax.scatter(
+            [p.intensity for p in errors],
+            [p.achieved_gflops for p in errors],
+            s=160,
+            facecolors="none",
+            edgecolors="red",
+            linewidths=1.5,
+        )
+        lines.append(
+            f"Circled in red: {len(errors)} point(s) above the compute peak, a measurement\n"
+            "error (the peak was underestimated, e.g. on a busy machine)."
+        )
+    if not result.stable:
+        first = result.note.split("; ")[0]  # the whole note is in the JSON and the terminal
+        lines.append("Measurement NOT STABLE: " + _wrap(first))
+    if lines:
         ax.text(
             0.01,
             0.99,
-            "Points above the roof: their working set stays in cache,\n"
-            "faster than the memory bandwidth the roof is drawn with.",
+            "\n".join(lines),
             transform=ax.transAxes,
             va="top",
             fontsize=8,
             color="dimgrey",
         )
-    return fig
+
+
+def _wrap(text: str, width: int = 90) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
 
 
 def _log_axis(axis, values: list[float]) -> None:
@@ -241,6 +296,48 @@ def _place_labels(fig: Figure, ax, points: list[tuple[float, float, str, str]]) 
         labels.append(box)
 
 
+def _scatter_families(ax, points: list[tuple[float, float, str, str]]) -> None:
+    """(MACs, y, label, family) points, one marker and colour per family, on a log MACs axis."""
+    if not points:
+        ax.text(0.5, 0.5, "nothing to show", ha="center", transform=ax.transAxes)
+        return
+    for family, colour in _FAMILY_COLOURS.items():
+        mine = [p for p in points if p[3] == family]
+        if mine:
+            ax.scatter(
+                [p[0] for p in mine],
+                [p[1] for p in mine],
+                s=55,
+                color=colour,
+                marker=_FAMILY_MARKERS[family],
+                edgecolors="black",
+                linewidths=0.5,
+                zorder=3,
+                label=family,
+            )
+    ax.set_xscale("log")
+    xs = [p[0] for p in points]
+    ax.set_xlim(min(xs) / 1.5, max(xs) * 2.2)
+    _log_axis(ax.xaxis, xs)
+    ax.set_xlabel("MACs (millions of multiply-accumulates, log scale)")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _spread_bars(ax, comparison: Comparison) -> None:
+    """A vertical bar from p10 to p90 through every measured median."""
+    timed = [row for row in comparison.rows if row.latency is not None]
+    if timed:
+        ax.vlines(
+            [row.macs / 1e6 for row in timed],
+            [row.latency.p10_ms for row in timed],
+            [row.latency.p90_ms for row in timed],
+            colors="grey",
+            lw=1,
+            zorder=2,
+            label="p10-p90",
+        )
+
+
 def plot_comparison(comparison: Comparison) -> Figure:
     """Two panels: MACs against measured latency, and MACs against the papers' top-1."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -257,38 +354,22 @@ def plot_comparison(comparison: Comparison) -> Figure:
         if row.paper is not None and row.paper.top1 is not None:
             panels[ax_acc].append((row.macs / 1e6, row.paper.top1, row.label, family))
     for ax, points in panels.items():
-        if not points:
-            ax.text(0.5, 0.5, "nothing to show", ha="center", transform=ax.transAxes)
-            continue
-        for family, colour in _FAMILY_COLOURS.items():
-            mine = [p for p in points if p[3] == family]
-            if mine:
-                ax.scatter(
-                    [p[0] for p in mine],
-                    [p[1] for p in mine],
-                    s=55,
-                    color=colour,
-                    marker=_FAMILY_MARKERS[family],
-                    edgecolors="black",
-                    linewidths=0.5,
-                    zorder=3,
-                    label=family,
-                )
-        ax.set_xscale("log")
-        xs = [p[0] for p in points]
-        ax.set_xlim(min(xs) / 1.5, max(xs) * 2.2)
-        _log_axis(ax.xaxis, xs)
-        ax.set_xlabel("MACs (millions of multiply-accumulates, log scale)")
-        ax.grid(True, which="major", alpha=0.3)
+        _scatter_families(ax, points)
+    _spread_bars(ax_speed, comparison)
     if panels[ax_speed]:
-        ys = [p[1] for p in panels[ax_speed]]
+        ys = [
+            y
+            for row in comparison.rows
+            if row.latency
+            for y in (row.latency.p10_ms, row.latency.p90_ms)
+        ]
         ax_speed.set_yscale("log")
         ax_speed.set_ylim(min(ys) / 1.4, max(ys) * 1.4)
         _log_axis(ax_speed.yaxis, ys)
     if panels[ax_acc]:
         ys = [p[1] for p in panels[ax_acc]]
         ax_acc.set_ylim(min(ys) - 2, max(ys) + 2)
-    ax_speed.set_ylabel("measured latency, batch 1 (ms, median; log scale)")
+    ax_speed.set_ylabel("measured latency, batch 1 (ms, median and p10-p90; log scale)")
     ax_speed.set_title(
         f"Same MACs, different speed: measured on {comparison.device}, "
         f"{comparison.threads} thread{'s' if comparison.threads != 1 else ''}",
@@ -298,7 +379,10 @@ def plot_comparison(comparison: Comparison) -> Figure:
     ax_acc.set_title("MACs against the papers' ImageNet top-1", fontsize=10)
     ax_speed.legend(loc="upper left", fontsize=8)
     size = comparison.input_size
-    fig.suptitle(f"lightnets zoo at {size}x{size}, float32", fontsize=11)
+    title = f"lightnets zoo at {size}x{size}, float32"
+    if comparison.stable is False:
+        title += "\nlatencies NOT STABLE: " + _wrap(comparison.note, 140)
+    fig.suptitle(title, fontsize=11)
     fig.draw_without_rendering()
     fig.set_layout_engine("none")  # freeze the layout the labels are placed in
     for ax, points in panels.items():

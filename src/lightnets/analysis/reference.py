@@ -13,7 +13,9 @@ __all__ = [
     "MOBILENET_V1_TABLE2",
     "PAPER_FIGURES",
     "PaperFigure",
+    "model_paper_figure",
     "paper_figure",
+    "table2_for",
 ]
 
 MOBILENETS = "MobileNets (Howard et al. 2017, arXiv:1704.04861)"
@@ -176,3 +178,27 @@ def _default(name: str, key: str) -> Any:
 
     spec = get_model_entry(name).hparams.get(key)
     return spec.default if spec is not None else None
+
+
+def model_paper_figure(model: Any, resolution: int) -> PaperFigure | None:
+    """:func:`paper_figure` for a built lightnets model (its ``hparams``); ``None`` for others."""
+    hparams = dict(getattr(model, "hparams", {}) or {})
+    return paper_figure(
+        hparams.get("name", ""),
+        hparams,
+        resolution,
+        num_classes=hparams.get("num_classes", 0),
+        variant=hparams.get("variant", ""),
+    )
+
+
+def table2_for(figure: PaperFigure | None) -> dict[str, tuple[float, float]] | None:
+    """MobileNets' Table 2 when ``figure`` is 1.0 MobileNet-224, the one network it describes."""
+    if (
+        figure is not None
+        and figure.name == "mobilenet_v1"
+        and figure.resolution == 224
+        and dict(figure.hparams).get("width_mult") == 1.0
+    ):
+        return MOBILENET_V1_TABLE2
+    return None

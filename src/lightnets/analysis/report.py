@@ -1,12 +1,15 @@
-"""What :func:`lightnets.profile` returns: per-operation rows, totals, and their renderings."""
+"""What :func:`lightnets.profile` returns: per-operation rows and totals.
+
+Counting only: the tables, CSV, Markdown and JSON text made from them are in
+:mod:`lightnets.analysis.render`.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from lightnets.analysis.kinds import MAC_KINDS, OpKind
 
 __all__ = [
     "CONVENTIONS",
@@ -62,16 +65,6 @@ LAYER_TYPES: dict[str, str] = {
     "other": "other convolutions and matrix products",
 }
 
-_MAC_KINDS = {
-    "conv",
-    "pointwise_conv",
-    "depthwise_conv",
-    "group_conv",
-    "conv_transpose",
-    "linear",
-    "matmul",
-}
-
 
 def format_count(value: float) -> str:
     """569032000 -> '569.03M'."""
@@ -89,10 +82,6 @@ def format_bytes(value: float) -> str:
     return f"{value:g} B"
 
 
-def _shape(shape: tuple[int, ...] | None) -> str:
-    return "x".join(map(str, shape)) if shape else ""
-
-
 @dataclass
 class LayerRecord:
     """One executed ATen operation.
@@ -107,7 +96,7 @@ class LayerRecord:
     module: str
     module_type: str
     op: str
-    kind: str
+    kind: OpKind
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
     params: int = 0
@@ -139,18 +128,18 @@ class LayerRecord:
     @property
     def layer_type(self) -> str | None:
         """The :data:`LAYER_TYPES` bucket of a convolution or matrix product, else ``None``."""
-        if self.kind not in _MAC_KINDS:
+        if self.kind not in MAC_KINDS:
             return None
         k = self.kernel
-        if self.kind == "conv" and k == (3, 3):
+        if self.kind == OpKind.CONV and k == (3, 3):
             return "conv3x3"
-        if self.kind == "depthwise_conv" and k == (3, 3):
+        if self.kind == OpKind.DEPTHWISE_CONV and k == (3, 3):
             return "dw3x3"
-        if self.kind == "pointwise_conv":
+        if self.kind == OpKind.POINTWISE_CONV:
             return "conv1x1"
-        if self.kind == "group_conv" and k is not None and all(s == 1 for s in k):
+        if self.kind == OpKind.GROUP_CONV and k is not None and all(s == 1 for s in k):
             return "gconv1x1"
-        if self.kind == "linear":
+        if self.kind == OpKind.LINEAR:
             return "fc"
         return "other"
 
@@ -225,7 +214,7 @@ class Profile:
 
     @property
     def unknown_ops(self) -> list[str]:
-        return sorted({row.op for row in self.rows if row.kind == "unknown"})
+        return sorted({row.op for row in self.rows if row.kind == OpKind.UNKNOWN})
 
     def totals(self) -> dict[str, int]:
         return {
@@ -278,7 +267,6 @@ class Profile:
             entry["params"] += row.params
         return summary
 
-    # -- machine formats ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
@@ -291,153 +279,3 @@ class Profile:
             "by_kind": self.by_kind(),
             "rows": [row.to_dict() for row in self.rows],
         }
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    def to_csv(self) -> str:
-        """One line per operation; shapes written as ``1x3x224x224``."""
-        names = [f.name for f in fields(LayerRecord)] + ["flops", "intensity", "layer_type"]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=names, lineterminator="\n")
-        writer.writeheader()
-        for row in self.rows:
-            data = row.to_dict()
-            for key, value in data.items():
-                if isinstance(value, tuple):
-                    data[key] = _shape(value)
-                elif value is None:
-                    data[key] = ""
-            writer.writerow(data)
-        return buffer.getvalue()
-
-    def to_markdown(self, *, all_rows: bool = False) -> str:
-        """Totals, the by-type table and the operations (zero-cost views left out by default)."""
-        lines = [
-            f"**{self.model}**, input {_shape(self.input_shape)} ({self.dtype}, {self.device})",
-            "",
-            "| total | value | counts |",
-            "|---|---:|---|",
-        ]
-        for key, value in self.totals().items():
-            shown = format_bytes(value) if key.endswith(("access", "bytes")) else f"{value:,}"
-            lines.append(f"| {key} | {shown} | {self.conventions[key]} |")
-        lines += [
-            "",
-            "| layer type | layers | MACs | MACs % | weights | weights % |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
-        for share in self.by_type():
-            lines.append(
-                f"| {share.type} | {share.layers} | {share.macs:,} | {share.macs_percent:.2f} "
-                f"| {share.params:,} | {share.params_percent:.2f} |"
-            )
-        lines += [
-            "",
-            "| # | module | kind | kernel | groups | input | output | params | MACs "
-            "| memory access | FLOP/byte |",
-            "|---:|---|---|---|---:|---|---|---:|---:|---:|---:|",
-        ]
-        for row in self.rows:
-            if row.free and not all_rows:
-                continue
-            lines.append(
-                f"| {row.index} | {row.module or '(root)'} | {row.kind} | {_shape(row.kernel)} "
-                f"| {row.groups or ''} | {_shape(row.input_shape)} | {_shape(row.output_shape)} "
-                f"| {row.params:,} | {row.macs:,} | {row.memory_access:,} "
-                f"| {row.intensity:.2f} |"
-            )
-        return "\n".join(lines) + "\n"
-
-    # -- terminal -----------------------------------------------------------------------------
-    def rich_table(self, *, all_rows: bool = False):
-        """A :class:`rich.table.Table` of the operations (zero-cost views hidden by default)."""
-        from rich import box
-        from rich.table import Table
-
-        table = Table(
-            title=f"{self.model} — input {_shape(self.input_shape)} ({self.dtype})",
-            header_style="bold",
-            box=box.SIMPLE_HEAD,
-            padding=(0, 1),
-        )
-        for name, justify in (
-            ("#", "right"),
-            ("module", "left"),
-            ("kind", "left"),
-            ("kernel", "left"),
-            ("output", "left"),
-            ("params", "right"),
-            ("MACs", "right"),
-            ("elem. ops", "right"),
-            ("mem. access", "right"),
-            ("FLOP/B", "right"),
-        ):
-            table.add_column(name, justify=justify, no_wrap=name != "module")
-        hidden = 0
-        for row in self.rows:
-            if row.free and not all_rows:
-                hidden += 1
-                continue
-            geometry = ""
-            if row.kernel is not None:
-                geometry = _shape(row.kernel)
-                if row.stride and any(s != 1 for s in row.stride):
-                    geometry += f" /{_shape(row.stride)}"
-                if row.groups and row.groups > 1:
-                    geometry += f" g{row.groups}"
-            table.add_row(
-                str(row.index),
-                row.module or "(root)",
-                row.kind,
-                geometry,
-                _shape(row.output_shape),
-                format_count(row.params) if row.params else "",
-                format_count(row.macs) if row.macs else "",
-                format_count(row.elementwise_ops) if row.elementwise_ops else "",
-                format_bytes(row.memory_access) if row.memory_access else "",
-                f"{row.intensity:.1f}" if row.macs else "",
-            )
-        if hidden:
-            table.caption = f"{hidden} zero-cost views not shown"
-        return table
-
-    def rich_totals(self):
-        from rich.table import Table
-
-        table = Table(title="totals", header_style="bold")
-        table.add_column("total")
-        table.add_column("value", justify="right")
-        table.add_column("what it counts")
-        for key, value in self.totals().items():
-            shown = (
-                format_bytes(value)
-                if key.endswith(("access", "bytes"))
-                else (f"{value:,} ({format_count(value)})")
-            )
-            table.add_row(key, shown, SHORT_CONVENTIONS.get(key, ""))
-        table.caption = "full definitions: Profile.conventions (in --json output)"
-        return table
-
-    def rich_by_type(self):
-        from rich.table import Table
-
-        table = Table(title="by layer type", header_style="bold")
-        for name in ("type", "layers", "MACs", "MACs %", "weights", "weights %"):
-            table.add_column(name, justify="left" if name == "type" else "right")
-        for share in self.by_type():
-            table.add_row(
-                share.type,
-                str(share.layers),
-                format_count(share.macs),
-                f"{share.macs_percent:.2f}",
-                format_count(share.params),
-                f"{share.params_percent:.2f}",
-            )
-        table.caption = "weights: conv and FC weight tensors only (biases, BN left out), as Table 2"
-        return table
-
-    def __rich__(self):
-        from rich.console import Group
-
-        return Group(self.rich_table(), self.rich_totals())

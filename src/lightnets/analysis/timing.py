@@ -1,41 +1,334 @@
-"""Wall-clock latency of a callable, measured the way benchmarks should be.
+"""Wall-clock latency that knows when it is wrong.
 
-Warm-up calls first (allocator, oneDNN/cuDNN kernel selection), then timed calls until both a
-minimum count and a minimum duration are reached; the median is the figure to report, the
-90th percentile shows the jitter. On CUDA (and other asynchronous devices) the device is
-synchronised before reading the clock, so the time covers the work and not only its launch.
+Measured the way pyperf, pytest-benchmark and timm's benchmark script measure:
+
+1. **Warm-up** calls first (allocator, oneDNN/cuDNN kernel selection), untimed.
+2. **Interleaved rounds**: when several things are compared, each round times every one of them
+   in turn (the order rotating from round to round), so a slow minute of the machine hits all of
+   them alike instead of whichever happened to run then.
+3. **Enough calls**: rounds continue until every candidate has ``min_iters`` calls over
+   ``min_seconds`` *and* the 95% confidence interval of its median is within ``target_ci``
+   (relative), or until the time budget (``max_seconds`` per candidate) is spent.
+4. **The machine is watched**: before and after every round, ``/proc/stat`` tells how much CPU
+   time other processes used, and how much the hypervisor stole. A round during which other
+   processes competed for the cores we use is set aside and measured again, within the budget.
+5. **The spread is reported** beside the median (p10/p90 and the interquartile range), and the
+   result says in one line whether it can be trusted: :attr:`LatencyStats.stable` and
+   :attr:`LatencyStats.note`.
+
+On CUDA (and other asynchronous devices) the device is synchronised before reading the clock,
+so the time covers the work and not only its launch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, astuple, dataclass, replace
 from typing import Any
 
 import torch
 
-from lightnets.errors import InvalidArgumentError
+from lightnets.errors import InvalidArgumentError, check_float, check_int
 
-__all__ = ["LatencyStats", "cpu_name", "measure_latency", "torch_threads"]
+__all__ = [
+    "CpuTimes",
+    "LatencyStats",
+    "MachineLoad",
+    "Measurement",
+    "assess",
+    "cpu_name",
+    "machine_load",
+    "measure_interleaved",
+    "measure_latency",
+    "read_cpu_times",
+    "summarize",
+    "torch_threads",
+    "validate_threads",
+]
+
+#: Default relative half-width of the 95% confidence interval of the median to reach.
+TARGET_CI = 0.03
+#: p90 / p10 above this is a spread too wide to trust the median alone.
+WIDE_SPREAD = 1.5
+#: Other processes may use this many cores beyond those our threads leave free.
+BUSY_SLACK_CORES = 0.25
+#: Fraction of CPU time stolen by the hypervisor above which the machine counts as busy.
+BUSY_STEAL = 0.05
+
+
+# -- statistics on a list of samples --------------------------------------------------------------
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default method)."""
+    position = (len(sorted_values) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def median_ci(sorted_values: list[float], z: float = 1.96) -> tuple[float, float]:
+    """Distribution-free 95% confidence interval of the median: the order statistics at ranks
+    ``n/2 -+ z sqrt(n)/2`` (the normal approximation of the binomial). Needs no assumption about
+    the shape of the latency distribution, which is skewed. ``(-inf, inf)`` below 6 samples."""
+    n = len(sorted_values)
+    if n < 6:
+        return -math.inf, math.inf
+    half = z * math.sqrt(n) / 2
+    low = max(0, math.floor(n / 2 - half))
+    high = min(n - 1, math.ceil(n / 2 + half) - 1)
+    return sorted_values[low], sorted_values[high]
+
+
+def summarize(samples_ms: list[float]) -> dict[str, float]:
+    """Median, spread and the relative confidence interval of the median of ``samples_ms``."""
+    if not samples_ms:
+        raise InvalidArgumentError("no samples to summarize")
+    ordered = sorted(samples_ms)
+    median = statistics.median(ordered)
+    low, high = median_ci(ordered)
+    return {
+        "median_ms": median,
+        "p10_ms": _percentile(ordered, 0.1),
+        "p25_ms": _percentile(ordered, 0.25),
+        "p75_ms": _percentile(ordered, 0.75),
+        "p90_ms": _percentile(ordered, 0.9),
+        "mean_ms": statistics.fmean(ordered),
+        "min_ms": ordered[0],
+        "ci_rel": (high - low) / 2 / median if median > 0 else math.inf,
+    }
+
+
+# -- the machine: /proc/stat, /proc/self/stat, /proc/loadavg -------------------------------------
+def read_proc(path: str) -> str | None:
+    """The text of a /proc file, or ``None`` where there is none (not Linux). Tests patch it."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
+class CpuTimes:
+    """CPU time counters (clock ticks, all cores): busy, stolen, ours, and the total elapsed."""
+
+    busy: float = 0.0
+    steal: float = 0.0
+    own: float = 0.0
+    total: float = 0.0
+
+    def __sub__(self, other: CpuTimes) -> CpuTimes:
+        return CpuTimes(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    def __add__(self, other: CpuTimes) -> CpuTimes:
+        return CpuTimes(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+def read_cpu_times() -> CpuTimes | None:
+    """This instant's counters from /proc/stat (the ``cpu`` line) and /proc/self/stat."""
+    stat, own = read_proc("/proc/stat"), read_proc("/proc/self/stat")
+    if not stat or not own:
+        return None
+    try:
+        # user nice system idle iowait irq softirq steal (guest time is already in user).
+        ticks = [float(v) for v in stat.splitlines()[0].split()[1:9]]
+        ticks += [0.0] * (8 - len(ticks))
+        # After the ")" that ends the command name: state is field 3; utime, stime 14 and 15.
+        fields = own.rsplit(")", 1)[1].split()
+        mine = float(fields[11]) + float(fields[12])
+    except (IndexError, ValueError):
+        return None
+    total = sum(ticks)
+    return CpuTimes(busy=total - ticks[3] - ticks[4], steal=ticks[7], own=mine, total=total)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def load_average() -> float | None:
+    """The one-minute load average (runnable and waiting tasks, ours included)."""
+    text = read_proc("/proc/loadavg")
+    try:
+        return float(text.split()[0]) if text else os.getloadavg()[0]
+    except (OSError, AttributeError, ValueError, IndexError):
+        return None
+
+
+def running_processes(limit: int = 3) -> list[str]:
+    """Names of other processes running right now (state R), most frequent first."""
+    counts: dict[str, int] = {}
+    mine = os.getpid()
+    for pid in filter(str.isdigit, _listdir("/proc")):
+        text = read_proc(f"/proc/{pid}/stat")
+        if not text or int(pid) == mine or ")" not in text:
+            continue
+        name, rest = text.split("(", 1)[1].rsplit(")", 1)
+        if rest.split()[:1] == ["R"]:
+            counts[name] = counts.get(name, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: -item[1])[:limit]
+    return [f"{name} x{n}" if n > 1 else name for name, n in ranked]
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+@dataclass(frozen=True)
+class MachineLoad:
+    """How busy the machine was while we measured.
+
+    ``others_cores``: cores' worth of CPU time used by other processes (``None`` when unknown);
+    ``steal``: fraction of CPU time the hypervisor gave to other machines.
+    """
+
+    cores: int
+    threads: int
+    others_cores: float | None = None
+    steal: float | None = None
+    load_average: float | None = None
+    processes: tuple[str, ...] = ()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.reasons())
+
+    @property
+    def crowded(self) -> bool:
+        """Other processes used more than the cores our threads leave free (plus a margin)."""
+        free = max(0.0, self.cores - self.threads)
+        return self.others_cores is not None and self.others_cores > free + BUSY_SLACK_CORES
+
+    @property
+    def stolen(self) -> bool:
+        return self.steal is not None and self.steal > BUSY_STEAL
+
+    def others_busy(self) -> bool:
+        """Busy by the CPU counters alone (other processes on our cores, or steal)."""
+        return self.crowded or self.stolen
+
+    def reasons(self) -> list[str]:
+        """Why the machine counts as busy (empty when it does not). The load average, which
+        lags by a minute, decides only where the CPU counters are unknown."""
+        reasons = []
+        average = f", load average {self.load_average:.1f}" if self.load_average else ""
+        who = f" ({', '.join(self.processes)})" if self.processes else ""
+        if self.crowded:
+            reasons.append(
+                f"other processes{who} used {self.others_cores:.1f} of {self.cores} cores "
+                f"while we ran {self.threads} thread{'s' if self.threads != 1 else ''}{average}"
+            )
+        elif self.others_cores is None and (self.load_average or 0) > self.cores + 0.5:
+            reasons.append(f"load average {self.load_average:.1f} on {self.cores} cores{who}")
+        if self.stolen:
+            reasons.append(f"the hypervisor stole {100 * self.steal:.0f}% of CPU time")
+        return reasons
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "processes": list(self.processes), "busy": self.busy}
+
+
+def machine_load(
+    delta: CpuTimes | None, threads: int, *, load_avg: float | None = None
+) -> MachineLoad:
+    """The load over an interval whose counters changed by ``delta`` (``None``: unknown)."""
+    cores = usable_cores()
+    if delta is None or delta.total <= 0:
+        return MachineLoad(cores, threads, load_average=load_avg)
+    others = max(0.0, delta.busy - delta.steal - delta.own) / delta.total * cores
+    return MachineLoad(
+        cores, threads, others_cores=others, steal=delta.steal / delta.total, load_average=load_avg
+    )
+
+
+# -- the result ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
 class LatencyStats:
-    """Latency of one call, in milliseconds, over ``iters`` timed calls."""
+    """Latency of one call, in milliseconds, over ``iters`` timed calls in ``rounds`` rounds.
+
+    ``ci_rel`` is the relative half-width of the 95% confidence interval of the median;
+    ``stable`` says whether the median can be trusted, and ``note`` says why in one line.
+    """
 
     median_ms: float
     p90_ms: float
     mean_ms: float
     iters: int
     min_ms: float = 0.0
+    p10_ms: float = 0.0
+    p25_ms: float = 0.0
+    p75_ms: float = 0.0
+    ci_rel: float = math.inf
+    rounds: int = 1
+    stable: bool = True
+    note: str = ""
+
+    @property
+    def iqr_ms(self) -> float:
+        return self.p75_ms - self.p25_ms
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "iqr_ms": self.iqr_ms}
 
 
+def assess(
+    summary: Mapping[str, float], load: MachineLoad, target_ci: float | None
+) -> tuple[bool, str]:
+    """``(stable, note)`` for a summary (:func:`summarize`) measured under ``load``."""
+    problems = [f"machine busy: {reason}" for reason in load.reasons()]
+    ci = summary["ci_rel"]
+    if target_ci is not None and not ci <= target_ci:
+        shown = f"±{100 * ci:.1f}%" if math.isfinite(ci) else "unknown (too few calls)"
+        problems.append(f"median known only to {shown} (target ±{100 * target_ci:.1f}%)")
+    spread = summary["p90_ms"] / summary["p10_ms"] if summary["p10_ms"] > 0 else math.inf
+    if spread > WIDE_SPREAD:
+        problems.append(f"wide spread: p90 is {spread:.1f}x p10")
+    if problems:
+        return False, "; ".join(problems)
+    shown = f"±{100 * ci:.1f}%" if math.isfinite(ci) else "n/a"
+    return True, f"stable: median ±{shown.lstrip('±')} (95% CI), p90/p10 {spread:.2f}"
+
+
+@dataclass
+class Measurement:
+    """The result of :func:`measure_interleaved`: one :class:`LatencyStats` per candidate."""
+
+    stats: dict[str, LatencyStats]
+    load: MachineLoad
+    busy_rounds_set_aside: int = 0
+    seconds: float = 0.0
+
+    @property
+    def stable(self) -> bool:
+        return all(s.stable for s in self.stats.values())
+
+    @property
+    def note(self) -> str:
+        """One line for the whole measurement: the first problem, or that all is stable."""
+        if self.stable:
+            worst = max((s.ci_rel for s in self.stats.values()), default=0.0)
+            return (
+                f"stable: every median within ±{100 * worst:.1f}% (95% CI), "
+                f"{self.busy_rounds_set_aside} busy round(s) set aside and re-measured"
+            )
+        unstable = [s for s in self.stats.values() if not s.stable]
+        if len(self.stats) == 1:
+            return unstable[0].note
+        return f"{unstable[0].note} ({len(unstable)} of {len(self.stats)} unstable)"
+
+
+# -- the measurement ----------------------------------------------------------------------------
 def _synchronizer(device: torch.device | str | None) -> Callable[[], None]:
     if device is None:
         return lambda: None
@@ -49,77 +342,197 @@ def _synchronizer(device: torch.device | str | None) -> Callable[[], None]:
     return sync if callable(sync) else (lambda: None)
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default method)."""
-    position = (len(sorted_values) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+@dataclass(frozen=True)
+class _Plan:
+    warmup: int
+    min_iters: int
+    min_seconds: float
+    max_iters: int
+    rounds: int
+    target_ci: float | None
+    max_seconds: float
+
+    @property
+    def round_seconds(self) -> float:
+        return self.min_seconds / self.rounds
 
 
-def measure_latency(
-    fn: Callable[[], Any],
+def _plan(**kwargs: Any) -> _Plan:
+    check_int("warmup", kwargs["warmup"], minimum=0)
+    check_int("min_iters", kwargs["min_iters"], minimum=1)
+    check_int("max_iters", kwargs["max_iters"], minimum=kwargs["min_iters"])
+    check_int("rounds", kwargs["rounds"], minimum=1)
+    check_float("min_seconds", kwargs["min_seconds"], minimum=0.0)
+    if kwargs["target_ci"] is not None:
+        check_float("target_ci", kwargs["target_ci"], minimum=0.0, exclusive_minimum=True)
+    if kwargs["max_seconds"] is None:
+        kwargs["max_seconds"] = 3 * kwargs["min_seconds"] + 1.0
+    check_float("max_seconds", kwargs["max_seconds"], minimum=0.0)
+    return _Plan(**kwargs)
+
+
+def _time_round(fn: Callable[[], Any], sync: Callable[[], None], seconds: float, cap: int) -> list:
+    """Per-call latencies (ms) of ``fn`` for at least one call and ``seconds`` (at most ``cap``)."""
+    times: list[float] = []
+    started = time.perf_counter()
+    while not times or (time.perf_counter() - started < seconds and len(times) < cap):
+        begin = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - begin) * 1e3)
+    return times
+
+
+class _Rounds:
+    """Samples per candidate, kept apart by whether the machine was quiet during the round."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.quiet = {name: [] for name in names}
+        self.every = {name: [] for name in names}
+        self.quiet_rounds = self.all_rounds = 0
+        self.quiet_delta = self.every_delta = CpuTimes()
+        self.unknown_load = False
+
+    def add(self, times: dict[str, list[float]], delta: CpuTimes | None, threads: int) -> None:
+        self.all_rounds += 1
+        if delta is None:
+            self.unknown_load = True
+            delta = CpuTimes()
+        self.every_delta = self.every_delta + delta
+        for name, values in times.items():
+            self.every[name] += values
+        if delta.total > 0 and machine_load(delta, threads).others_busy():
+            return
+        self.quiet_rounds += 1
+        self.quiet_delta = self.quiet_delta + delta
+        for name, values in times.items():
+            self.quiet[name] += values
+
+    def enough(self, plan: _Plan, samples: dict[str, list[float]], rounds: int) -> bool:
+        """At least ``plan.rounds`` rounds (so ``min_seconds`` per candidate) and ``min_iters``."""
+        return rounds >= plan.rounds and all(len(v) >= plan.min_iters for v in samples.values())
+
+    def precise(self, plan: _Plan) -> bool:
+        if plan.target_ci is None:
+            return True
+        return all(summarize(v)["ci_rel"] <= plan.target_ci for v in self.quiet.values())
+
+    def finished(self, plan: _Plan, elapsed: float) -> bool:
+        if any(len(v) >= plan.max_iters for v in self.every.values()):
+            return True
+        if self.enough(plan, self.quiet, self.quiet_rounds) and self.precise(plan):
+            return True
+        budget = plan.max_seconds * len(self.every)
+        return elapsed >= budget and self.enough(plan, self.every, self.all_rounds)
+
+    def result(self, plan: _Plan, threads: int, elapsed: float) -> Measurement:
+        """Statistics of the quiet rounds when there are enough of them, else of every round."""
+        use_quiet = self.enough(plan, self.quiet, self.quiet_rounds)
+        samples = self.quiet if use_quiet else self.every
+        delta = None if self.unknown_load else (self.quiet_delta if use_quiet else self.every_delta)
+        rounds = self.quiet_rounds if use_quiet else self.all_rounds
+        load = machine_load(delta, threads, load_avg=load_average())
+        if load.busy:
+            load = replace(load, processes=tuple(running_processes()))
+        stats = {}
+        for name, values in samples.items():
+            summary = summarize(values)
+            stable, note = assess(summary, load, plan.target_ci)
+            stats[name] = LatencyStats(
+                **summary, iters=len(values), rounds=rounds, stable=stable, note=note
+            )
+        return Measurement(
+            stats=stats,
+            load=load,
+            busy_rounds_set_aside=self.all_rounds - self.quiet_rounds if use_quiet else 0,
+            seconds=elapsed,
+        )
+
+
+def measure_interleaved(
+    fns: Mapping[str, Callable[[], Any]],
     *,
     warmup: int = 3,
     min_iters: int = 10,
     min_seconds: float = 1.0,
     max_iters: int = 100_000,
+    rounds: int = 5,
+    target_ci: float | None = TARGET_CI,
+    max_seconds: float | None = None,
     device: torch.device | str | None = None,
-) -> LatencyStats:
-    """Time ``fn()``: ``warmup`` untimed calls, then at least ``min_iters`` timed calls lasting
-    ``min_seconds`` in total (capped at ``max_iters``).
+) -> Measurement:
+    """Time several callables in interleaved rounds until their medians are known (see the
+    module's docstring).
 
     Args:
-        fn: the work to time, called with no arguments.
-        device: where ``fn`` runs; on CUDA the device is synchronised around every call.
+        fns: name -> the work to time, called with no arguments.
+        warmup: untimed calls of each before the first round.
+        min_iters, min_seconds: at least this many calls and this long for each candidate,
+            spread over at least ``rounds`` rounds.
+        target_ci: relative half-width of the 95% confidence interval of every median to reach
+            (``None``: stop as soon as the minimums are met on a quiet machine).
+        max_seconds: the budget per candidate: rounds that found the machine busy, or medians
+            still too imprecise, are measured again until it is spent (default
+            ``3 x min_seconds + 1``).
+        device: where the work runs; on CUDA the device is synchronised around every call.
+    """
+    plan = _plan(
+        warmup=warmup,
+        min_iters=min_iters,
+        min_seconds=min_seconds,
+        max_iters=max_iters,
+        rounds=rounds,
+        target_ci=target_ci,
+        max_seconds=max_seconds,
+    )
+    names = list(fns)
+    if not names:
+        raise InvalidArgumentError("nothing to time")
+    sync = _synchronizer(device)
+    threads = torch.get_num_threads()
+    for name in names:
+        for _ in range(plan.warmup):
+            fns[name]()
+    sync()
+    record = _Rounds(names)
+    started = time.perf_counter()
+    while not record.finished(plan, time.perf_counter() - started):
+        shift = record.all_rounds % len(names)
+        before, times = read_cpu_times(), {}
+        for name in names[shift:] + names[:shift]:
+            if len(names) > 1:  # the others ran since: refill the caches, untimed
+                fns[name]()
+                sync()
+            times[name] = _time_round(fns[name], sync, plan.round_seconds, plan.max_iters)
+        after = read_cpu_times()
+        record.add(times, after - before if before and after else None, threads)
+    return record.result(plan, threads, time.perf_counter() - started)
+
+
+def measure_latency(fn: Callable[[], Any], **options: Any) -> LatencyStats:
+    """Time ``fn()`` alone: :func:`measure_interleaved` with one candidate and the same keyword
+    options (``warmup``, ``min_iters``, ``min_seconds``, ``max_iters``, ``rounds``,
+    ``target_ci``, ``max_seconds``, ``device``).
 
     Returns:
-        :class:`LatencyStats` with the median, 90th percentile, mean and minimum in ms.
+        :class:`LatencyStats`: the median, its confidence interval, p10/p25/p75/p90, mean and
+        minimum in ms, and whether the measurement is ``stable`` (with a one-line ``note``).
     """
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise InvalidArgumentError(f"warmup must be an integer >= 0, got {warmup!r}")
-    if isinstance(min_iters, bool) or not isinstance(min_iters, int) or min_iters < 1:
-        raise InvalidArgumentError(f"min_iters must be an integer >= 1, got {min_iters!r}")
-    if not isinstance(max_iters, int) or max_iters < min_iters:
-        raise InvalidArgumentError(f"max_iters must be an integer >= min_iters, got {max_iters!r}")
-    if not min_seconds >= 0:
-        raise InvalidArgumentError(f"min_seconds must be >= 0, got {min_seconds!r}")
-    sync = _synchronizer(device)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times: list[float] = []
-    started = time.perf_counter()
-    while len(times) < max_iters and (
-        len(times) < min_iters or time.perf_counter() - started < min_seconds
-    ):
-        begin = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - begin) * 1e3)
-    ordered = sorted(times)
-    return LatencyStats(
-        median_ms=statistics.median(ordered),
-        p90_ms=_percentile(ordered, 0.9),
-        mean_ms=statistics.fmean(ordered),
-        iters=len(ordered),
-        min_ms=ordered[0],
-    )
+    return measure_interleaved({"fn": fn}, **options).stats["fn"]
 
 
 def validate_threads(threads: int | None) -> None:
-    if threads is not None and (
-        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-    ):
-        raise InvalidArgumentError(f"threads must be an integer >= 1, got {threads!r}")
+    if threads is not None:
+        check_int("threads", threads, minimum=1)
 
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[int]:
     """Run the block with ``torch.set_num_threads(threads)`` (``None``: leave it), then restore.
 
-    On a machine shared with other jobs, one thread per measurement avoids the long stalls of
-    OpenMP worker threads waiting for a core, which multiply batch-1 latencies.
+    The one place lightnets sets PyTorch's intra-op thread count for a measurement. On a machine
+    shared with other jobs, one thread per measurement avoids the long stalls of OpenMP worker
+    threads waiting for a core, which multiply batch-1 latencies.
     """
     before = torch.get_num_threads()
     if threads is None:
@@ -135,14 +548,10 @@ def torch_threads(threads: int | None) -> Iterator[int]:
 
 def cpu_name() -> str:
     """The processor's model name (from /proc/cpuinfo on Linux), for labelling measurements."""
-    import os
     import platform
 
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
+    text = read_proc("/proc/cpuinfo") or ""
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
     return f"{platform.processor() or platform.machine() or 'cpu'}, {os.cpu_count()} cores"

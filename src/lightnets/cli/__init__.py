@@ -16,6 +16,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from lightnets import __version__
 from lightnets.errors import LightnetsError
 
 #: Sub-command modules, in the order ``lightnets --help`` lists them.
@@ -24,7 +25,9 @@ COMMANDS = (
     "profile",
     "compare",
     "roofline",
+    "guidelines",
     "train",
+    "sweep",
     "eval",
     "bench",
     "export",
@@ -45,8 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lightnets",
         description="Build, measure, train and deploy lightweight CNNs.",
     )
-    from lightnets import __version__
-
     parser.add_argument("--version", action="version", version=f"lightnets {__version__}")
     parser.add_argument(
         "--debug",

@@ -8,6 +8,7 @@ import sys
 from lightnets.cli.common import (
     add_model_arguments,
     input_size_from_args,
+    looks_like_checkpoint,
     model_or_checkpoint_from_args,
 )
 
@@ -22,7 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "90th-percentile latency, images/s, achieved GFLOP/s and its fraction of the machine's "
         "measured peak. A backend whose outputs disagree is reported as wrong, not timed. "
         f"Backends: {', '.join(BACKENDS)}; 'all' runs every one, 'best' the fastest that passes "
-        "the fp32 check (int8 / bf16 only with --allow-int8 / --allow-bf16).",
+        "the fp32 check (int8 / bf16 only with --allow-int8 / --allow-bf16). int8 is judged as "
+        "`lightnets quantize` judges it: by its top-1 change on held-out images of the "
+        "checkpoint's data set, within --max-drop points. NAME may also be an exported file "
+        "(ONNX, OpenVINO .xml, TorchScript), timed in its own runtime.",
     )
     add_model_arguments(parser)
     parser.add_argument(
@@ -43,6 +47,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME[,NAME...]|all|best",
         help="backends to run (default: best)",
     )
+    _add_precision_arguments(parser)
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=2.0,
+        help="minimum timed seconds per backend and batch size (default: 2)",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON list of records")
+    parser.set_defaults(func=run)
+
+
+def _add_precision_arguments(parser: argparse.ArgumentParser) -> None:
+    """--allow-int8, --allow-bf16 and the int8 data and budget."""
+    from lightnets.deploy.accuracy import DEFAULT_MAX_DROP
+
     parser.add_argument(
         "--allow-int8",
         action="store_true",
@@ -62,47 +81,51 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--data-dir", default=None, help="data set folder for --calibration")
     parser.add_argument(
-        "--seconds",
+        "--max-drop",
         type=float,
-        default=2.0,
-        help="minimum timed seconds per backend and batch size (default: 2)",
+        default=DEFAULT_MAX_DROP,
+        metavar="POINTS",
+        help=f"int8 passes its check if top-1 drops by at most POINTS (default: "
+        f"{DEFAULT_MAX_DROP:g})",
     )
-    parser.add_argument("--json", action="store_true", help="print a JSON list of records")
-    parser.set_defaults(func=run)
 
 
-def _calibration(args: argparse.Namespace, state, input_size):
-    from lightnets.deploy.quantization import calibration_data
+def _int8_data(args: argparse.Namespace, state, input_size):
+    """(calibration, evaluation, source name): the checkpoint's data set unless --calibration."""
+    from lightnets.deploy.quantization import calibration_data, calibration_source
 
-    source = args.calibration
-    if source is None:
-        dataset = (state or {}).get("dataset") or {}
-        source = (
-            dataset.get("name")
-            if dataset.get("name") in ("fashion-mnist", "cifar10", "cifar100")
-            else "synthetic"
-        )
+    source, kwargs = calibration_source(state, args.calibration, args.data_dir)
     if source == "synthetic":
-        return None, "synthetic"
-    calib, _, _ = calibration_data(
-        source, input_size=input_size, data_dir=args.data_dir, calibration_images=300, eval_images=0
+        return None, None, "synthetic"
+    calib, evals, _ = calibration_data(
+        source, input_size=input_size, calibration_images=300, eval_images=1000, **kwargs
     )
-    return calib, source
+    return calib, evals, source
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    from lightnets.errors import check_float, check_int
+
+    if args.threads is not None:
+        check_int("--threads", args.threads, minimum=1)
+    check_float("--seconds", args.seconds, minimum=0.0, exclusive_minimum=True)
+    check_float("--max-drop", args.max_drop, minimum=0.0)
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from lightnets.deploy.backends import resolve_backends
-    from lightnets.deploy.bench import benchmark, parse_batch_sizes
-    from lightnets.errors import InvalidArgumentError
+    from lightnets.deploy.bench import benchmark, benchmark_exported, parse_batch_sizes
+    from lightnets.deploy.exported import open_exported
 
     backends = resolve_backends(args.backend)
     batch_sizes = parse_batch_sizes(args.batch_size)
-    if args.threads is not None and args.threads < 1:
-        raise InvalidArgumentError(f"--threads must be >= 1, got {args.threads}")
-    if not args.seconds > 0:
-        raise InvalidArgumentError(f"--seconds must be > 0, got {args.seconds}")
+    _check_arguments(args)
+    exported = open_exported(args.name) if looks_like_checkpoint(args.name) else None
+    if exported is not None:
+        records = benchmark_exported(
+            exported, batch_sizes=batch_sizes, threads=args.threads, min_seconds=args.seconds
+        )
+        return _report(args, records, exported.name, exported.input_size, "", [])
     model, state = model_or_checkpoint_from_args(args)
     size = input_size_from_args(args, model)
     if state is None:
@@ -113,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     wants_int8 = (
         "int8" in backends or backends == ["all"] or (backends == ["best"] and args.allow_int8)
     )
-    calibration, source = _calibration(args, state, size) if wants_int8 else (None, "")
+    calib, evals, source = _int8_data(args, state, size) if wants_int8 else (None, None, "")
     name = str(model.hparams.get("name", args.name))
     notes: list[str] = []
     records = benchmark(
@@ -125,12 +148,20 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         allow_int8=args.allow_int8,
         allow_bf16=args.allow_bf16,
-        calibration=calibration,
+        calibration=calib,
+        evaluation=evals,
+        max_drop=args.max_drop,
         min_seconds=args.seconds,
         on_skip=notes.append,
     )
+    return _report(args, records, name, size, source, notes)
+
+
+def _report(args, records, name, size, source, notes) -> int:
+    from lightnets.jsonio import dumps
+
     if args.json:
-        print(json.dumps([r.as_dict() for r in records], indent=2))
+        print(dumps([r.as_dict() for r in records], indent=2))
         for note in notes:
             print(f"skipped {note}", file=sys.stderr)
         return 0
@@ -148,9 +179,9 @@ def _print_table(records, name, size, calibration_source) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(
-        title=f"{name} at {size[1]}x{size[2]}: inference latency (checked against eager fp32)"
-    )
+    exported = any(r.backend.endswith(" file") for r in records)
+    checked = "exported file, in its own runtime" if exported else "checked against eager fp32"
+    table = Table(title=f"{name} at {size[1]}x{size[2]}: inference latency ({checked})")
     for column in (
         "backend",
         "batch",
@@ -187,12 +218,12 @@ def _print_table(records, name, size, calibration_source) -> None:
         if r.best and r.extra.get("candidates"):
             quick = ", ".join(f"{k} {v:.3f} ms" for k, v in r.extra["candidates"].items())
             console.print(f"best of (quick median, batch {r.batch_size}): {quick}")
-    if any(r.precision == "int8" for r in records):
-        console.print(
-            f"int8 calibrated on {calibration_source} images"
-            + (
-                " (accuracy not measured: see `lightnets quantize`)"
-                if calibration_source == "synthetic"
-                else ""
+    for r in records:
+        if r.precision == "int8" and r.top1_change is not None and calibration_source:
+            top1 = r.extra.get("top1") or {}
+            console.print(
+                f"int8 (batch {r.batch_size}) calibrated on {calibration_source} images; "
+                f"top-1 change {r.top1_change:+.2f} points on {top1.get('images')} held-out "
+                f"{'labelled' if top1.get('metric') == 'accuracy' else 'synthetic'} images "
+                f"(budget -{r.max_drop:g}, --max-drop)"
             )
-        )

@@ -1,12 +1,18 @@
-"""Arguments shared by the sub-commands that build a model."""
+"""Arguments shared by the sub-commands that build a model.
+
+The model flags are generated from the registry: every hyperparameter a family declares with
+``HParam`` becomes ``--flag-name`` here, so a new hyperparameter is one edit, in its family.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from lightnets.errors import InvalidArgumentError
-from lightnets.models import LightweightNet, create_model
+from lightnets.errors import InvalidArgumentError, check_int
+from lightnets.models import HParam, LightweightNet, create_model, get_model_entry, list_models
+from lightnets.models.memory import check_memory
 
 SQUEEZENET_VERSIONS = {
     "1.0": "squeezenet1_0",
@@ -16,29 +22,60 @@ SQUEEZENET_VERSIONS = {
 }
 
 
+def declared_hparams() -> dict[str, dict[str, HParam]]:
+    """Every hyperparameter of the registry: key -> {model name: its declaration}, in the order
+    the (sorted) models declare them."""
+    found: dict[str, dict[str, HParam]] = {}
+    for name in list_models():
+        for key, spec in get_model_entry(name).hparams.items():
+            found.setdefault(key, {})[name] = spec
+    return found
+
+
+def _flag_help(specs: dict[str, HParam]) -> str:
+    # One help text per distinct declaration, naming the models it applies to.
+    by_help: dict[str, list[str]] = {}
+    for model, spec in specs.items():
+        by_help.setdefault(spec.help, []).append(model)
+    return "; ".join(f"{', '.join(models)}: {text}" for text, models in by_help.items())
+
+
+def _add_hparam_flag(group: argparse._ArgumentGroup, key: str, specs: dict[str, HParam]) -> None:
+    flag = "--" + key.replace("_", "-")
+    first = next(iter(specs.values()))
+    help_text = _flag_help(specs).replace("%", "%%")
+    if first.kind is bool:
+        off_by_default = all(spec.default is False for spec in specs.values())
+        action = "store_true" if off_by_default else argparse.BooleanOptionalAction
+        group.add_argument(flag, dest=key, action=action, default=None, help=help_text)
+        return
+    choices = {spec.choices for spec in specs.values()}
+    shared = choices.pop() if len(choices) == 1 else None
+    group.add_argument(
+        flag,
+        dest=key,
+        type=first.kind,
+        # Shared string choices are checked by argparse; numbers by the registry, which names
+        # the model in its message.
+        choices=shared if first.kind is str else None,
+        default=None,
+        help=help_text,
+    )
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, *, name: bool = True) -> None:
-    """Add NAME and the model flags: --width-mult, --groups, --version, --bypass, ..."""
+    """Add NAME, one flag per registered hyperparameter (--width-mult, --groups, --bypass,
+    ...), --version, --variant, --num-classes and --input-size."""
     if name:
         parser.add_argument("name", metavar="NAME", help="model name (see `lightnets models`)")
     group = parser.add_argument_group("model")
-    group.add_argument("--width-mult", type=float, help="width multiplier (alpha)")
-    group.add_argument("--groups", type=int, help="ShuffleNet V1 group count g")
+    for key, specs in declared_hparams().items():
+        _add_hparam_flag(group, key, specs)
     group.add_argument(
         "--version",
         dest="model_version",
         metavar="V",
         help="SqueezeNet version (1.0 or 1.1) when NAME is 'squeezenet'",
-    )
-    group.add_argument(
-        "--bypass",
-        choices=("none", "simple", "complex"),
-        help="SqueezeNet bypass connections (paper, Section 6)",
-    )
-    group.add_argument(
-        "--batch-norm",
-        action="store_true",
-        default=None,
-        help="SqueezeNet with BatchNorm after every convolution",
     )
     group.add_argument(
         "--variant",
@@ -58,6 +95,15 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, name: bool = True) -
         default=None,
         help="input height and width in pixels (default: 224 imagenet, 32 cifar)",
     )
+
+
+def model_hparams_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The hyperparameter flags given on the command line (unset flags left out)."""
+    return {
+        key: getattr(args, key)
+        for key in declared_hparams()
+        if getattr(args, key, None) is not None
+    }
 
 
 def resolve_model_name(name: str, version: str | None) -> str:
@@ -81,31 +127,50 @@ def model_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if args.num_classes is not None
         else (100 if args.variant == "cifar" else 1000),
     }
-    for flag in ("width_mult", "groups", "bypass", "batch_norm"):
-        value = getattr(args, flag, None)
-        if value is not None:
-            kwargs[flag] = value
+    kwargs.update(model_hparams_from_args(args))
     return kwargs
 
 
+def _largest_batch(args: argparse.Namespace) -> int:
+    """The largest batch the command will run: --batch-size N, or the largest of bench's
+    comma-separated sizes; 1 when absent or unparsable (the command reports that itself)."""
+    value = getattr(args, "batch_size", None)
+    if isinstance(value, int):
+        return max(value, 1)
+    try:
+        return max(1, *(int(b) for b in str(value).split(",")))
+    except ValueError:
+        return 1
+
+
+def _input_size(args: argparse.Namespace, default: tuple[int, int, int]) -> tuple[int, int, int]:
+    channels, height, _ = default
+    size = args.input_size if getattr(args, "input_size", None) is not None else height
+    return (channels, check_int("--input-size", size, minimum=1), size)
+
+
 def model_from_args(args: argparse.Namespace) -> LightweightNet:
+    """The model the flags describe, after checking that it fits in memory at the command's
+    input size and batch (an absurd width, class count, input or batch is refused first)."""
     kwargs = model_kwargs_from_args(args)
+    check_memory(kwargs, _input_size_or_none(args), _largest_batch(args))
     return create_model(kwargs.pop("name"), **kwargs)
+
+
+def _input_size_or_none(args: argparse.Namespace) -> tuple[int, int, int] | None:
+    size = getattr(args, "input_size", None)
+    if size is None:
+        return None
+    return _input_size(args, (3, size, size))
 
 
 def input_size_from_args(args: argparse.Namespace, model: LightweightNet) -> tuple[int, int, int]:
     """(C, H, W) from --input-size, defaulting to the model's ``default_input_size``."""
-    channels, height, _ = model.default_input_size
-    size = args.input_size if args.input_size is not None else height
-    if size < 1:
-        raise InvalidArgumentError(f"--input-size must be >= 1, got {size}")
-    return (channels, size, size)
+    return _input_size(args, model.default_input_size)
 
 
 def looks_like_checkpoint(name: str) -> bool:
     """True when NAME refers to a file (a checkpoint) rather than a registered model name."""
-    from pathlib import Path
-
     return name.endswith((".pt", ".pth")) or "/" in name or Path(name).is_file()
 
 
@@ -120,6 +185,8 @@ def model_or_checkpoint_from_args(
         from lightnets.train.checkpoint import model_from_checkpoint
 
         model, state = model_from_checkpoint(args.name)
+        # The checkpoint's model fits at its own size; check the command's input and batch too.
+        check_memory(model.hparams, input_size_from_args(args, model), _largest_batch(args))
         return model, state
     model = model_from_args(args)
     model.eval()

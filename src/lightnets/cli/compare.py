@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--seconds",
         type=float,
         default=1.0,
-        help="minimum timing duration per model (default: 1.0)",
+        help="minimum timing per model, spread over interleaved rounds; a busy machine or an "
+        "imprecise median extends it up to 3x + 1 s (default: 1.0)",
     )
     parser.add_argument(
         "--threads",
@@ -51,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lightnets.analysis import render
     from lightnets.analysis.compare import compare
     from lightnets.analysis.plots import check_writable, plot_comparison, save_figure
     from lightnets.errors import InvalidArgumentError
@@ -62,32 +64,28 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         check_writable(args.plot)
     interactive = not (args.json or args.markdown) and sys.stderr.isatty()
-
-    def progress(message: str) -> None:
-        if interactive:
-            print(message, file=sys.stderr)
-
     result = compare(
         args.names or None,
         input_size=args.input_size,
         latency=not args.no_latency,
         latency_seconds=args.seconds,
         threads=args.threads,
-        progress=progress,
+        progress=(lambda message: print(message, file=sys.stderr)) if interactive else None,
     )
     if args.plot:
         save_figure(plot_comparison(result), args.plot)
+    line = render.measurement_line(result.stable, result.note)
     if args.json:
-        print(result.to_json())
+        print(render.to_json(result.to_dict()))
+        if result.stable is False:
+            print(line, file=sys.stderr)
     elif args.markdown:
-        sys.stdout.write(result.to_markdown())
+        sys.stdout.write(render.comparison_markdown(result))
     else:
-        from rich.console import Console
-
-        console = Console()
-        if not console.is_terminal:
-            console = Console(width=160)
-        console.print(result.rich_table())
+        console = render.terminal_console()
+        console.print(render.comparison_table(result))
+        if line:
+            console.print(line, markup=False, highlight=False)
         if args.plot:
             console.print(f"figure written to {args.plot}")
     return 0

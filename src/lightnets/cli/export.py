@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from lightnets.cli.common import (
     add_model_arguments,
     input_size_from_args,
+    looks_like_checkpoint,
     model_or_checkpoint_from_args,
 )
 
@@ -17,66 +20,125 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="export to ONNX, TorchScript or OpenVINO IR (verified before success)",
         description="Export NAME (a model name or a checkpoint) with a dynamic batch axis. The "
         "file is loaded back in its own runtime (ONNX Runtime, torch.jit.load, OpenVINO) and "
-        "compared with PyTorch at batch sizes 1 and 3 before it is moved into place.",
+        "compared with PyTorch at batch sizes 1 and 3 before it is moved into place. It "
+        "carries its metadata (class names, input size, preprocessing with its resize filter, "
+        "mean/std, hparams, lightnets version): `lightnets export --print-metadata FILE`.",
     )
     add_model_arguments(parser)
     parser.add_argument(
         "--format",
-        required=True,
         metavar="FORMAT",
         help="onnx, torchscript or openvino (NAME.xml + NAME.bin)",
     )
-    parser.add_argument("-o", "--output", required=True, metavar="PATH", help="file to write")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="file to write; DIR/ (trailing slash) writes DIR/<name>.<ext>",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing output file without asking"
+    )
     parser.add_argument(
         "--fuse",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="fold BatchNorm into the convolutions first (default: --fuse)",
     )
+    parser.add_argument(
+        "--print-metadata",
+        action="store_true",
+        help="print the metadata of the exported file NAME as JSON and exit",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
+def output_stem(name: str) -> str:
+    """The file name (without suffix) for ``-o DIR/``: the checkpoint's stem or the model name."""
+    return Path(name).stem if looks_like_checkpoint(name) else name
 
+
+def confirm_replace(paths: list[Path], force: bool) -> None:
+    """Ask before replacing existing files (``--force``: don't); refuse when no one can answer."""
+    from lightnets.errors import InvalidArgumentError
+
+    if not paths or force:
+        return
+    names = " and ".join(str(p) for p in paths)
+    if not sys.stdin or not sys.stdin.isatty():
+        raise InvalidArgumentError(f"{names} already exists: pass --force to replace it")
+    print(f"{names} already exists. Replace it? [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().strip().lower()  # the prompt on stderr keeps --json clean
+    if answer not in ("y", "yes"):
+        raise InvalidArgumentError(f"{names} kept: not replaced")
+
+
+def print_metadata(path: str) -> int:
+    from lightnets.deploy.metadata import read_metadata
+    from lightnets.errors import InvalidArgumentError
+    from lightnets.jsonio import dumps
+
+    meta = read_metadata(path)
+    if meta is None:
+        raise InvalidArgumentError(f"{path} carries no lightnets metadata (not exported by it)")
+    print(dumps(meta, indent=2))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
     from lightnets.deploy.exporters import FORMATS, export
+    from lightnets.deploy.metadata import metadata_for
+    from lightnets.deploy.outputs import existing, resolve_output
     from lightnets.errors import InvalidArgumentError
     from lightnets.fileio import check_writable
 
+    if args.print_metadata:
+        return print_metadata(args.name)
     if args.format not in FORMATS:
         raise InvalidArgumentError(
             f"unknown export format {args.format!r}; allowed: {', '.join(FORMATS)}"
         )
-    check_writable(args.output)
-    model, _ = model_or_checkpoint_from_args(args)
+    if not args.output:
+        raise InvalidArgumentError("-o/--output is required: the file (or DIR/) to write")
+    source = args.name if looks_like_checkpoint(args.name) else None
+    path = resolve_output(
+        args.output, name=output_stem(args.name), suffix=FORMATS[args.format], source=source
+    )
+    check_writable(path)
+    confirm_replace(existing(path), args.force)
+    model, state = model_or_checkpoint_from_args(args)
     size = input_size_from_args(args, model)
-    result = export(model, args.output, args.format, size, fuse=args.fuse)
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "path": str(result.path),
-                    "format": result.format,
-                    "files": [str(f) for f in result.files],
-                    "size_mb": result.size_mb,
-                    "max_abs_diff": result.max_abs_diff,
-                    "batch_sizes": list(result.batch_sizes),
-                    "fused": result.fused,
-                    "input_size": list(size),
-                },
-                indent=2,
-            )
-        )
-        return 0
+    meta = metadata_for(model, state, size, fused=args.fuse)
+    result = export(model, path, args.format, size, fuse=args.fuse, metadata=meta)
+    _print_result(result, size, args.json)
+    return 0
+
+
+def _print_result(result, size: tuple[int, int, int], as_json: bool) -> None:
+    from lightnets.jsonio import dumps
+
+    if as_json:
+        record = {
+            "path": str(result.path),
+            "format": result.format,
+            "files": [str(f) for f in result.files],
+            "size_mb": result.size_mb,
+            "max_abs_diff": result.max_abs_diff,
+            "batch_sizes": list(result.batch_sizes),
+            "fused": result.fused,
+            "input_size": list(size),
+        }
+        print(dumps(record, indent=2))
+        return
     files = " + ".join(str(f) for f in result.files)
     print(
         f"wrote {files} ({result.size_mb:.2f} MB, {result.format}, input (N, "
         f"{', '.join(map(str, size))}), batch axis dynamic, BatchNorm "
-        f"{'folded' if result.fused else 'kept'})"
+        f"{'folded' if result.fused else 'kept'}; metadata: `lightnets export "
+        f"--print-metadata {result.path}`)"
     )
     print(
         f"verified in its runtime at batch sizes {', '.join(map(str, result.batch_sizes))}: "
         f"max |diff| to PyTorch {result.max_abs_diff:.2e}"
     )
-    return 0

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 import torch
 
+from lightnets.jsonio import dumps
 from lightnets.models import create_model, get_model_entry, list_models
 
 #: The two settings whose parameter counts are listed: (variant, input size, classes).
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     names = args.names or list_models()
     records = [describe_model(name) for name in names]
     if args.json:
-        print(json.dumps(records, indent=2))
+        print(dumps(records, indent=2))
         return 0
 
     from rich.console import Console

@@ -7,6 +7,7 @@ import argparse
 from lightnets.cli.common import (
     add_model_arguments,
     input_size_from_args,
+    looks_like_checkpoint,
     model_or_checkpoint_from_args,
 )
 
@@ -17,8 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="classify image files (class names from the checkpoint's data set)",
         description="Decode each IMAGE with Pillow, preprocess it as the checkpoint's data set "
         "was (grayscale and 28->32 padding for Fashion-MNIST, mean/std normalisation) and print "
-        "the top-k classes. A bare model name uses ImageNet preprocessing and, with no ImageNet "
-        "names bundled, prints class indices.",
+        "the top-k classes. NAME may also be a file written by `lightnets export` or "
+        "`lightnets quantize` (ONNX, OpenVINO .xml, TorchScript): it runs in its own runtime, "
+        "preprocessed as its metadata says. A bare model name uses ImageNet preprocessing and, "
+        "with no ImageNet names bundled, prints class indices.",
     )
     add_model_arguments(parser)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
@@ -27,23 +30,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _model_and_preprocessing(args: argparse.Namespace):
+    """(model, preprocessing) from a checkpoint, a model name, or an exported file."""
+    from lightnets.deploy.exported import open_exported
+    from lightnets.deploy.prediction import Preprocessing, preprocessing_from_checkpoint
+    from lightnets.errors import CheckpointError
+
+    exported = open_exported(args.name) if looks_like_checkpoint(args.name) else None
+    if exported is not None:
+        if exported.metadata is None:
+            raise CheckpointError(
+                f"{args.name}: no lightnets metadata, so its preprocessing is unknown; "
+                "export it with lightnets"
+            )
+        return exported, Preprocessing.from_metadata(exported.metadata)
+    model, state = model_or_checkpoint_from_args(args)
+    return model, preprocessing_from_checkpoint(state, input_size_from_args(args, model))
+
+
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
-    from lightnets.deploy.prediction import predict, preprocessing_from_checkpoint
-    from lightnets.errors import DataError, InvalidArgumentError
+    from lightnets.deploy.prediction import predict
+    from lightnets.errors import DataError, check_int
+    from lightnets.jsonio import dumps
 
-    if args.topk < 1:
-        raise InvalidArgumentError(f"--topk must be >= 1, got {args.topk}")
+    check_int("--topk", args.topk, minimum=1)
     for image in args.images:
         if not Path(image).is_file():
             raise DataError(f"{image}: no such image file")
-    model, state = model_or_checkpoint_from_args(args)
-    pre = preprocessing_from_checkpoint(state, input_size_from_args(args, model))
+    model, pre = _model_and_preprocessing(args)
     results = predict(model, args.images, pre, topk=args.topk)
     if args.json:
-        print(json.dumps([r.as_dict() for r in results], indent=2))
+        print(dumps([r.as_dict() for r in results], indent=2))
         return 0
     if pre.classes is None:
         print("class indices only: no class names are bundled for ImageNet models")

@@ -3,29 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from lightnets.cli.common import (
     add_model_arguments,
     input_size_from_args,
+    looks_like_checkpoint,
     model_or_checkpoint_from_args,
 )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from lightnets.deploy.accuracy import DEFAULT_MAX_DROP
+
     parser = subparsers.add_parser(
         "quantize",
         help="int8 post-training quantization; reports size, speed-up, top-1 change",
         description="Quantize NAME (a model name or a checkpoint) to int8 for CPU, calibrated "
-        "on images of --calibration, then report the file size, the latency against fp32 in "
-        "the same runtime, and the top-1 change on held-out images (test split; for "
-        "--calibration synthetic, top-1 agreement with fp32).",
+        "on training images of the checkpoint's data set (or --calibration), then report the "
+        "file size, the latency against fp32 in the same runtime, and the top-1 change on "
+        "held-out images (test split; for synthetic images, top-1 agreement with fp32). A drop "
+        f"of more than {DEFAULT_MAX_DROP:g} point is warned about; with --max-drop POINTS it "
+        "is an error and nothing is written.",
     )
     add_model_arguments(parser)
     parser.add_argument(
         "--calibration",
-        required=True,
+        default=None,
         metavar="SOURCE",
-        help="fashion-mnist, cifar10, cifar100, folder (with --data-dir) or synthetic",
+        help="fashion-mnist, mnist, cifar10, cifar100, folder (with --data-dir) or synthetic "
+        "(default: the checkpoint's data set, its recorded folder included; synthetic for a "
+        "bare model)",
     )
     parser.add_argument("--data-dir", default=None, help="data set folder")
     parser.add_argument(
@@ -38,7 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--eval-images",
         type=int,
         default=1000,
-        help="test images used to measure the top-1 change (default: 1000)",
+        help="held-out images used to measure the top-1 change (default: 1000)",
+    )
+    parser.add_argument(
+        "--max-drop",
+        type=float,
+        default=None,
+        metavar="POINTS",
+        help=f"fail (write nothing) if top-1 drops by more than POINTS (default: warn beyond "
+        f"{DEFAULT_MAX_DROP:g})",
     )
     parser.add_argument(
         "--method",
@@ -47,54 +63,83 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="openvino (NNCF, writes .xml + .bin; default) or onnxruntime "
         "(quantize_static, writes .onnx)",
     )
-    parser.add_argument("-o", "--output", required=True, metavar="PATH", help="file to write")
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="PATH", help="file to write (or DIR/)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing output file without asking"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
-
-    from lightnets.deploy.quantization import (
-        CALIBRATION_SOURCES,
-        METHODS,
-        calibration_data,
-        quantize,
-    )
-    from lightnets.errors import InvalidArgumentError
+def _output(args: argparse.Namespace, suffix: str):
+    from lightnets.cli.export import confirm_replace, output_stem
+    from lightnets.deploy.outputs import existing, resolve_output
     from lightnets.fileio import check_writable
 
-    if args.method not in METHODS:
-        raise InvalidArgumentError(
-            f"unknown quantization method {args.method!r}; allowed: {', '.join(METHODS)}"
-        )
-    if args.calibration not in CALIBRATION_SOURCES:
-        raise InvalidArgumentError(
-            f"unknown calibration source {args.calibration!r}; allowed: "
-            f"{', '.join(CALIBRATION_SOURCES)}"
-        )
-    check_writable(args.output)
-    model, _ = model_or_checkpoint_from_args(args)
+    source = args.name if looks_like_checkpoint(args.name) else None
+    name = f"{output_stem(args.name)}_int8"
+    path = resolve_output(args.output, name=name, suffix=suffix, source=source)
+    check_writable(path)
+    confirm_replace(existing(path), args.force)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    from lightnets.deploy.accuracy import DEFAULT_MAX_DROP
+    from lightnets.deploy.metadata import metadata_for
+    from lightnets.deploy.quantization import calibration_data, calibration_source, get_method
+    from lightnets.deploy.quantization import quantize as quantize_model
+    from lightnets.errors import check_float, check_int
+
+    method = get_method(args.method)
+    check_int("--calibration-images", args.calibration_images, minimum=1)
+    check_int("--eval-images", args.eval_images, minimum=0)
+    if args.max_drop is not None:
+        check_float("--max-drop", args.max_drop, minimum=0.0)
+    path = _output(args, method.suffix)
+    model, state = model_or_checkpoint_from_args(args)
+    source, data_kwargs = calibration_source(state, args.calibration, args.data_dir)
     size = input_size_from_args(args, model)
     calib, evals, _ = calibration_data(
-        args.calibration,
+        source,
         input_size=size,
-        data_dir=args.data_dir,
         calibration_images=args.calibration_images,
         eval_images=args.eval_images,
+        **data_kwargs,
     )
-    report = quantize(
+    report = quantize_model(
         model,
-        args.output,
+        path,
         calib,
         evals,
         size,
         method=args.method,
-        calibration_name=args.calibration,
+        calibration_name=source,
+        max_drop=DEFAULT_MAX_DROP if args.max_drop is None else args.max_drop,
+        strict=args.max_drop is not None,
+        metadata=metadata_for(model, state, size),
     )
-    if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
-        return 0
+    _print_report(report, args.json)
+    return 0
+
+
+def _print_report(report, as_json: bool) -> None:
+    from lightnets.jsonio import dumps
+
+    if not report.within_budget:
+        measured = report.eval_images > 0
+        print(
+            f"warning: int8 top-1 changed by {report.top1_change:+.2f} points, beyond the "
+            f"{report.max_drop:g}-point budget (--max-drop to make this an error)"
+            if measured
+            else "warning: top-1 change not measured (--eval-images 0)",
+            file=sys.stderr,
+        )
+    if as_json:
+        print(dumps(report.as_dict(), indent=2))
+        return
     what = (
         "top-1 accuracy"
         if report.eval_metric == "accuracy"
@@ -113,8 +158,7 @@ def run(args: argparse.Namespace) -> int:
         f" at batch 1 ({report.speedup:.2f}x)"
     )
     print(
-        f"{what} on {report.eval_images} test images: fp32 {report.fp32_top1:.2f}% -> "
-        f"int8 {report.int8_top1:.2f}% ({report.top1_change:+.2f} points); "
-        f"max |logit diff| {report.max_abs_diff:.3g}"
+        f"{what} on {report.eval_images} held-out images: fp32 {report.fp32_top1:.2f}% -> "
+        f"int8 {report.int8_top1:.2f}% ({report.top1_change:+.2f} points, budget "
+        f"-{report.max_drop:g}); max |logit diff| {report.max_abs_diff:.3g}"
     )
-    return 0

@@ -38,18 +38,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=None,
-        help="torch threads for all measurements (default: torch's default)",
+        default=1,
+        help="torch threads for the roofs and the layers alike (default: 1, one core's "
+        "roofline, steady on a shared machine)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lightnets.analysis import profile
+    from lightnets.analysis import profile, render
     from lightnets.analysis.plots import check_writable, plot_roofline, save_figure
-    from lightnets.analysis.roofline import measure_machine_peak, roofline
-    from lightnets.analysis.timing import torch_threads
+    from lightnets.analysis.roofline import roofline
     from lightnets.errors import InvalidArgumentError
 
     for flag in ("peak_seconds", "layer_seconds"):
@@ -62,21 +62,25 @@ def run(args: argparse.Namespace) -> int:
     profile(model, size)  # refuse impossible sizes before the measurement starts
     if not args.json and sys.stderr.isatty():
         print("measuring this machine's peak compute and bandwidth...", file=sys.stderr)
-    with torch_threads(args.threads):
-        peak = measure_machine_peak("cpu", seconds=args.peak_seconds)
-        result = roofline(model, size, peak=peak, seconds_per_layer=args.layer_seconds)
+    result = roofline(
+        model,
+        size,
+        seconds_per_layer=args.layer_seconds,
+        threads=args.threads,
+        peak_seconds=args.peak_seconds,
+    )
     if args.plot:
         save_figure(plot_roofline(result), args.plot)
+    line = render.measurement_line(result.stable, result.note)
     if args.json:
-        print(result.to_json())
+        print(render.to_json(result.to_dict()))
+        if not result.stable:
+            print(line, file=sys.stderr)
         return 0
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
-    console.print(result.rich_table())
-    console.print(f"roofs: {result.peak.method}")
+    console = render.terminal_console()
+    console.print(render.roofline_table(result))
+    console.print(f"roofs: {result.peak.method}", markup=False, highlight=False)
+    console.print(line, markup=False, highlight=False)
     if args.plot:
         console.print(f"figure written to {args.plot}")
     return 0

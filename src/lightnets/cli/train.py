@@ -12,7 +12,7 @@ import types
 import typing
 from typing import Any
 
-from lightnets.cli.common import add_model_arguments, resolve_model_name
+from lightnets.cli.common import add_model_arguments, model_hparams_from_args, resolve_model_name
 from lightnets.errors import InvalidArgumentError
 
 EPILOG = """\
@@ -28,7 +28,6 @@ Examples:
 NOT_FLAGS = frozenset({"model", "model_hparams", "variant", "recipe", "image_size"})
 #: Recipe fields land in ``args.recipe_<field>`` (``name`` would clash with --model's).
 RECIPE_PREFIX = "recipe_"
-MODEL_FLAGS = ("width_mult", "groups", "bypass", "batch_norm", "drop_rate")
 #: Help for the recipe's fields (a field's ``metadata["help"]``, when it has one, wins).
 RECIPE_HELP = {
     "name": "cifar (default): SGD 0.1, x0.2 at 30/60/80%%, 200 epochs; "
@@ -130,12 +129,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser, name=False)
     # None = not given: the data set decides (cifar up to 64 px, imagenet above).
     parser.set_defaults(variant=None)
-    parser.add_argument(
-        "--drop-rate",
-        type=float,
-        default=None,
-        help="dropout before the classifier, for models that have one",
-    )
     groups = {
         "data": parser.add_argument_group("data"),
         "run": parser.add_argument_group("run"),
@@ -164,7 +157,7 @@ def config_from_args(args: argparse.Namespace):
     from lightnets.train.config import TrainConfig, resume_config
     from lightnets.train.recipes import get_recipe
 
-    model_hparams = _given(args, MODEL_FLAGS)
+    model_hparams = model_hparams_from_args(args)
     recipe_overrides = _given(args, args.recipe_flags, RECIPE_PREFIX)
     recipe_name = recipe_overrides.pop("name", None)
     settings = _given(args, args.config_flags)

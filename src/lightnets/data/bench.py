@@ -10,7 +10,6 @@ tool for the documentation, not a test.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
@@ -18,6 +17,8 @@ import torch
 from lightnets.data.dataset import TensorImageDataset
 from lightnets.data.loader import make_loader
 from lightnets.data.splits import DataSplits
+from lightnets.jsonio import dumps
+from lightnets.models import create_model
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -39,8 +40,6 @@ def measure(
     random_erasing: float = 0.0,
 ) -> dict:
     """Median seconds of one augmented batch and of one training step, and their ratio."""
-    from lightnets import create_model
-
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (50_000, 3, 32, 32), dtype=torch.uint8, generator=gen)
     data = TensorImageDataset(images, torch.randint(0, 10, (50_000,), generator=gen))
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         cutout=args.cutout,
         random_erasing=args.random_erasing,
     )
-    print(json.dumps(result, indent=2))
+    print(dumps(result, indent=2))
     return 0
 
 

@@ -15,6 +15,7 @@ channel-first 32x32 RGB; ``labels`` or ``fine_labels``: list of N ints; ``filena
 
 from __future__ import annotations
 
+import importlib
 import io
 import pickle
 import tarfile
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from lightnets.data.dataset import TensorImageDataset
+from lightnets.data.download import download_cifar
 from lightnets.errors import DataError
 
 
@@ -74,8 +76,6 @@ class RefusedGlobalError(pickle.UnpicklingError):
 
 
 def _numpy_core(module: str) -> Any:
-    import importlib
-
     # numpy >= 2 moved numpy.core to numpy._core; old pickles still name numpy.core.
     try:
         return importlib.import_module(f"numpy._core.{module}")
@@ -132,6 +132,13 @@ def restricted_loads(data: bytes) -> Any:
     return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
 
 
+def _one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (tarfile's errors list one line per method tried)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0].rstrip(":") if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def _as_text(value: Any) -> Any:
     return value.decode("latin1") if isinstance(value, bytes) else value
 
@@ -143,9 +150,7 @@ def read_batch(data: bytes, where: str) -> dict[str, Any]:
     except RefusedGlobalError as exc:
         raise DataError(f"{where}: unsafe pickle, not a CIFAR python-version file ({exc})") from exc
     except Exception as exc:  # truncated or garbage streams raise many types
-        raise DataError(
-            f"{where}: unreadable or truncated pickle ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise DataError(f"{where}: unreadable or truncated pickle ({_one_line(exc)})") from exc
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a pickled dict, found {type(obj).__name__}")
     return {_as_text(k): v for k, v in obj.items()}
@@ -172,8 +177,11 @@ def parse_batch(
         )
     try:
         labels = np.asarray(batch[spec.label_key], dtype=np.int64)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{where}: {spec.label_key!r} is not a list of integers") from exc
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise DataError(
+            f"{where}: {spec.label_key!r} is not a list of integers in "
+            f"0..{spec.num_classes - 1} ({_one_line(exc)})"
+        ) from exc
     if labels.shape != (data.shape[0],):
         raise DataError(f"{where}: {labels.size} labels for {data.shape[0]} images")
     if labels.size and (labels.min() < 0 or labels.max() >= spec.num_classes):
@@ -233,7 +241,7 @@ class _Source:
                             members[name] = handle.read() if handle else b""
             except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
                 raise DataError(
-                    f"{self.path}: not a readable .tar.gz archive ({type(exc).__name__}: {exc})"
+                    f"{self.path}: not a readable .tar.gz archive ({_one_line(exc)})"
                 ) from exc
             self._members = members
         return self._members
@@ -262,8 +270,6 @@ def load_cifar(
     root = None if data_dir is None else Path(data_dir)
     path = find_cifar(spec, root)
     if path is None and download:
-        from lightnets.data.download import download_cifar
-
         target = DEFAULT_DIR if root is None else root
         if target.suffix in (".gz", ".tgz"):
             target = target.parent

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from lightnets.data.dataset import ImageDataset
+from lightnets.data.images import open_image
 from lightnets.errors import DataError
 
 IMAGE_EXTENSIONS = (
@@ -43,30 +44,25 @@ def load_size(image_size: int, train: bool) -> int:
 
 
 def decode_image(path: Path, image_size: int, train: bool) -> np.ndarray:
-    """Pillow decode -> RGB -> resize shorter side to round(1.14 S) -> centre crop; uint8 HWC."""
-    from PIL import Image, UnidentifiedImageError
+    """Pillow decode -> RGB -> resize shorter side to round(1.14 S) -> centre crop; uint8 HWC.
+
+    Opened with :func:`~lightnets.data.images.open_image` (its size limit; DataError if the
+    file is not a readable image).
+    """
+    from PIL import Image
 
     short = round(RESIZE_RATIO * image_size)
     crop = load_size(image_size, train)
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (short, short))  # JPEG: decode at reduced scale when possible
-            image = image.convert("RGB")
-            w, h = image.size
-            scale = short / min(w, h)
-            new_w, new_h = max(crop, round(w * scale)), max(crop, round(h * scale))
-            image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-            left, top = (new_w - crop) // 2, (new_h - crop) // 2
-            image = image.crop((left, top, left + crop, top + crop))
-            return np.asarray(image, dtype=np.uint8)
-    except (
-        UnidentifiedImageError,
-        Image.DecompressionBombError,
-        OSError,
-        ValueError,
-        SyntaxError,
-    ) as exc:
-        raise DataError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
+    with open_image(path) as image:
+        image.draft("RGB", (short, short))  # JPEG: decode at reduced scale when possible
+        image = image.convert("RGB")
+        w, h = image.size
+        scale = short / min(w, h)
+        new_w, new_h = max(crop, round(w * scale)), max(crop, round(h * scale))
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+        left, top = (new_w - crop) // 2, (new_h - crop) // 2
+        image = image.crop((left, top, left + crop, top + crop))
+        return np.asarray(image, dtype=np.uint8)
 
 
 class ImageFolderDataset(ImageDataset):
@@ -103,10 +99,15 @@ class ImageFolderDataset(ImageDataset):
 def scan_split(
     directory: Path, classes: list[str] | None = None
 ) -> tuple[list[Path], list[int], list[str]]:
-    """Files and labels under ``directory/<class>/``; ``classes`` fixes the label order."""
+    """Files and labels under ``directory/<class>/``; ``classes`` fixes the label order.
+
+    Without ``classes`` (the training split, which defines them) every class folder must hold
+    an image; with them (val/, test/) a class may be absent.
+    """
     if not directory.is_dir():
         raise DataError(f"{directory}: not a directory (expected <root>/train/<class>/<image>)")
     found = sorted(p.name for p in directory.iterdir() if p.is_dir())
+    defines_classes = classes is None
     if classes is None:
         classes = found
     else:
@@ -118,14 +119,26 @@ def scan_split(
             )
     files: list[Path] = []
     labels: list[int] = []
+    empty: list[str] = []
     for label, name in enumerate(classes):
         class_dir = directory / name
         if not class_dir.is_dir():
             continue
-        for file in sorted(class_dir.rglob("*")):
-            if file.suffix.lower() in IMAGE_EXTENSIONS and file.is_file():
-                files.append(file)
-                labels.append(label)
+        found_files = [
+            f
+            for f in sorted(class_dir.rglob("*"))
+            if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
+        ]
+        if not found_files:
+            empty.append(name)
+        files += found_files
+        labels += [label] * len(found_files)
+    if files and empty and defines_classes:
+        # A class without training images is a class the model could never learn.
+        raise DataError(
+            f"{directory}: class folder(s) {empty} hold no images (extensions: "
+            f"{', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder(s)"
+        )
     if not files:
         raise DataError(
             f"{directory}: no images found (extensions: "

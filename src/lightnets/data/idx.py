@@ -13,19 +13,24 @@ memory and are expanded to 3 channels per batch, on the device, by the loader.
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lightnets.data.dataset import TensorImageDataset
+from lightnets.data.download import download_idx
 from lightnets.errors import DataError
 
 IMAGE_MAGIC = 0x00000803
 LABEL_MAGIC = 0x00000801
 PADDED_SIZE = 32
+#: Largest IDX file accepted once inflated: 2 GiB, 40x Fashion-MNIST's training images.
+MAX_IDX_BYTES = 1 << 31
 
 DEFAULT_DIRS = {
     "mnist": Path("/usr/share/datasets/mnist"),
@@ -55,35 +60,74 @@ FILES = {
 }
 
 
-def read_idx(path: str | Path, magic: int) -> np.ndarray:
-    """Read one IDX file of unsigned bytes, checking magic number, dims and exact length."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise DataError(f"{path}: truncated or corrupt gzip file ({exc})") from exc
-    if len(raw) < 4:
-        raise DataError(f"{path}: {len(raw)} bytes, too short for an IDX header")
-    found = int.from_bytes(raw[:4], "big")
+def _open_stream(path: Path) -> BinaryIO:
+    """The file's bytes, inflated on the fly when it is gzip-compressed."""
+    with path.open("rb") as probe:
+        compressed = probe.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if compressed else path.open("rb")
+
+
+def _read_header(stream: BinaryIO, path: Path, magic: int) -> tuple[int, tuple[int, ...]]:
+    """(header bytes, dims) of an IDX stream whose magic number must be ``magic``."""
+    head = stream.read(4)
+    if len(head) < 4:
+        raise DataError(f"{path}: {len(head)} bytes, too short for an IDX header")
+    found = int.from_bytes(head, "big")
     if found != magic:
         raise DataError(
             f"{path}: IDX magic number 0x{found:08x}, expected 0x{magic:08x} "
             f"({'images' if magic == IMAGE_MAGIC else 'labels'})"
         )
     ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(raw) < header:
+    raw = stream.read(4 * ndim)
+    if len(raw) < 4 * ndim:
         raise DataError(f"{path}: truncated IDX header")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(dims, dtype=np.int64))
-    if len(raw) != expected:
+    return 4 + 4 * ndim, tuple(int.from_bytes(raw[4 * i : 4 * i + 4], "big") for i in range(ndim))
+
+
+def read_idx(
+    path: str | Path,
+    magic: int,
+    *,
+    item_shape: tuple[int, ...] | None = None,
+    max_bytes: int = MAX_IDX_BYTES,
+) -> np.ndarray:
+    """Read one IDX file of unsigned bytes, checking magic number, dims and exact length.
+
+    The header is checked before the data are read: ``item_shape`` (e.g. (28, 28)) must match
+    the dims after the first, and the size the dims describe must not exceed ``max_bytes``.
+    The file (or its gzip stream) is then read up to one byte past that size, so a file that
+    inflates far beyond what its header says is refused without inflating it.
+    """
+    path = Path(path)
+    try:
+        with _open_stream(path) as stream:
+            header, dims = _read_header(stream, path, magic)
+            if item_shape is not None and dims[1:] != item_shape:
+                found = "x".join(map(str, dims[1:]))
+                raise DataError(
+                    f"{path}: items are {found}, expected {'x'.join(map(str, item_shape))}"
+                )
+            expected = math.prod(dims)  # Python integers: no overflow
+            if expected > max_bytes:
+                raise DataError(
+                    f"{path}: IDX dims {dims} describe {expected:,} bytes, more than the "
+                    f"{max_bytes:,}-byte limit (a corrupt header?)"
+                )
+            data = stream.read(expected + 1)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"{path}: truncated or corrupt gzip file ({exc})") from exc
+    if len(data) < expected:
         raise DataError(
-            f"{path}: {len(raw)} bytes for IDX dims {dims}, expected {expected} "
-            f"({'truncated' if len(raw) < expected else 'trailing data'})"
+            f"{path}: {header + len(data)} bytes for IDX dims {dims}, expected "
+            f"{header + expected} (truncated)"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    if len(data) > expected:
+        raise DataError(
+            f"{path}: more than the {header + expected} bytes IDX dims {dims} describe "
+            "(trailing data)"
+        )
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def find_idx_file(root: Path, split: str, kind: str) -> Path | None:
@@ -101,12 +145,8 @@ def _read_split(root: Path, split: str, num_classes: int) -> TensorImageDataset:
     for path, kind in ((image_path, "images"), (label_path, "labels")):
         if path is None:
             raise DataError(f"{root}: missing {FILES[(split, kind)]}[.gz]")
-    images = read_idx(image_path, IMAGE_MAGIC)
+    images = read_idx(image_path, IMAGE_MAGIC, item_shape=(28, 28))
     labels = read_idx(label_path, LABEL_MAGIC)
-    if images.shape[1:] != (28, 28):
-        raise DataError(
-            f"{image_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28"
-        )
     if labels.shape[0] != images.shape[0]:
         raise DataError(
             f"{label_path}: {labels.shape[0]} labels for {images.shape[0]} images "
@@ -126,8 +166,6 @@ def load_idx(
     root = DEFAULT_DIRS[name] if data_dir is None else Path(data_dir)
     missing = any(find_idx_file(root, s, k) is None for s, k in FILES)
     if missing and download:
-        from lightnets.data.download import download_idx
-
         target = Path("data") / name if data_dir is None else root
         download_idx(name, target)
         root = target

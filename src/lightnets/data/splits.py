@@ -14,14 +14,21 @@ from typing import Any
 
 import torch
 
+from lightnets.data.cifar import load_cifar
 from lightnets.data.dataset import ImageDataset, TensorImageDataset, channel_stats
-from lightnets.errors import InvalidArgumentError
+from lightnets.data.folder import DEFAULT_IMAGE_SIZE, load_folder
+from lightnets.data.idx import load_idx
+from lightnets.data.synthetic import load_synthetic
+from lightnets.errors import InvalidArgumentError, check_int
 
 DATASET_NAMES = ("cifar10", "cifar100", "mnist", "fashion-mnist", "folder", "synthetic")
 DEFAULT_VAL_SIZE = {"cifar10": 5000, "cifar100": 5000, "mnist": 5000, "fashion-mnist": 5000}
 DEFAULT_VAL_FRACTION = 0.1  # folder and synthetic
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Whether a horizontal flip is a valid augmentation: mirrored digits are other symbols, and a
+#: flip turns one synthetic class's grating into another's.
+HFLIP = {"mnist": False, "synthetic": False}
 # Seed of the test split carved from a folder that has neither val/ nor test/: fixed, so every
 # run and every `lightnets eval` sees the same test images whatever its training seed.
 FOLDER_TEST_SEED = 0
@@ -74,12 +81,6 @@ def carve_validation(
     return perm[val_size:].sort().values, perm[:val_size].sort().values
 
 
-def _check_int(name: str, value: Any, minimum: int, allowed: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgumentError(f"{name}={value!r} is not allowed; {allowed}")
-    return value
-
-
 def _split(
     name: str, full_train: ImageDataset, val_size: int, train_subset: int | None, seed: int
 ) -> tuple[ImageDataset, ImageDataset, torch.Tensor, torch.Tensor]:
@@ -107,6 +108,49 @@ def _stats(dataset: TensorImageDataset) -> tuple[tuple[float, ...], tuple[float,
     return tuple(mean), tuple(std)
 
 
+def _check_arguments(
+    name: str,
+    val_size: int | None,
+    train_subset: int | None,
+    seed: int,
+    image_size: int | None,
+    num_classes: int | None,
+) -> None:
+    if name not in DATASET_NAMES:
+        raise InvalidArgumentError(
+            f"unknown dataset {name!r}; choose from {', '.join(DATASET_NAMES)}"
+        )
+    if val_size is not None:
+        check_int("val_size", val_size, minimum=0)
+    if train_subset is not None:
+        check_int("train_subset", train_subset, minimum=1)
+    if image_size is not None:
+        check_int("image_size", image_size, minimum=8)
+    check_int("seed", seed, minimum=0)
+    if num_classes is not None:
+        if name != "synthetic":
+            raise InvalidArgumentError(
+                f"num_classes applies to the synthetic dataset only, not "
+                f"{name!r} (its classes come from its files)"
+            )
+        check_int("num_classes", num_classes, minimum=2)
+
+
+def _read_tensor_set(
+    name: str,
+    data_dir: str | Path | None,
+    download: bool,
+    num_classes: int | None,
+    image_size: int | None,
+) -> tuple[TensorImageDataset, TensorImageDataset, list[str]]:
+    """(train, test, classes) of an in-memory data set (every one but ``folder``)."""
+    if name in ("cifar10", "cifar100"):
+        return load_cifar(name, data_dir, download=download)
+    if name in ("mnist", "fashion-mnist"):
+        return load_idx(name, data_dir, download=download)
+    return load_synthetic(num_classes or 10, image_size or 32)
+
+
 def load_splits(
     name: str,
     data_dir: str | Path | None = None,
@@ -129,46 +173,10 @@ def load_splits(
     to ``synthetic`` only (default 10). Normalisation statistics are measured on the whole
     official training set (ImageNet's for folders). Bad paths or files -> DataError.
     """
-    if name not in DATASET_NAMES:
-        raise InvalidArgumentError(
-            f"unknown dataset {name!r}; choose from {', '.join(DATASET_NAMES)}"
-        )
-    if val_size is not None:
-        _check_int("val_size", val_size, 0, "use an integer >= 0")
-    if train_subset is not None:
-        _check_int("train_subset", train_subset, 1, "use an integer >= 1")
-    if image_size is not None:
-        _check_int("image_size", image_size, 8, "use an integer >= 8")
-    _check_int("seed", seed, 0, "use an integer >= 0")
-    if num_classes is not None and name != "synthetic":
-        raise InvalidArgumentError(
-            f"num_classes applies to the synthetic dataset only, not "
-            f"{name!r} (its classes come from its files)"
-        )
-
+    _check_arguments(name, val_size, train_subset, seed, image_size, num_classes)
     if name == "folder":
         return _load_folder_splits(data_dir, val_size, train_subset, seed, image_size)
-
-    hflip = True
-    if name in ("cifar10", "cifar100"):
-        from lightnets.data.cifar import load_cifar
-
-        train, test, classes = load_cifar(name, data_dir, download=download)
-    elif name in ("mnist", "fashion-mnist"):
-        from lightnets.data.idx import load_idx
-
-        train, test, classes = load_idx(name, data_dir, download=download)
-        hflip = name == "fashion-mnist"  # mirrored digits are other symbols
-    else:
-        from lightnets.data.synthetic import load_synthetic
-
-        classes_n = (
-            10
-            if num_classes is None
-            else _check_int("num_classes", num_classes, 2, "use an integer >= 2")
-        )
-        train, test, classes = load_synthetic(classes_n, image_size or 32)
-        hflip = False  # a flip turns one class's grating into another's
+    train, test, classes = _read_tensor_set(name, data_dir, download, num_classes, image_size)
     if val_size is None:
         val_size = DEFAULT_VAL_SIZE.get(name, round(DEFAULT_VAL_FRACTION * len(train)))
     mean, std = _stats(train)
@@ -185,7 +193,7 @@ def load_splits(
         input_size=(3, size, size),
         augmentation="crop",
         crop_padding=max(1, size // 8) if name == "synthetic" else 4,
-        hflip=hflip,
+        hflip=HFLIP.get(name, True),
         train_indices=train_idx,
         val_indices=val_idx,
     )
@@ -201,8 +209,6 @@ def _load_folder_splits(
     """Folder policy: val/ and test/ both present -> used as they are. Only one of them ->
     it is the test set, and the validation split is carved from train/. Neither -> a test split
     (10% of train/, fixed seed) and then the validation split are carved from train/."""
-    from lightnets.data.folder import DEFAULT_IMAGE_SIZE, load_folder
-
     if data_dir is None:
         raise InvalidArgumentError(
             "the folder dataset needs a data directory (--data-dir ROOT "

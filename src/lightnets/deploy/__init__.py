@@ -1,14 +1,19 @@
 """Fast inference: BN folding, export, quantization, benchmarking, prediction.
 
 ``fuse`` folds BatchNorm into convolutions; ``export`` writes verified ONNX, TorchScript or
-OpenVINO files; ``quantize`` makes a calibrated int8 model; ``benchmark`` checks and times the
-inference backends (``BACKENDS``); ``predict`` classifies image files.
+OpenVINO files carrying their metadata (``read_metadata``); ``quantize`` makes a calibrated int8
+model; ``benchmark`` checks and times the inference backends (``BACKENDS``, extended with
+``register_backend``); ``predict`` classifies image files; ``open_exported`` runs an exported
+file in its runtime. Imports go one way: openvino_runtime <- exporters <- quantization <-
+backends <- bench; accuracy, metadata and outputs depend on none of them.
 """
 
-from lightnets.deploy.backends import BACKENDS, Backend, get_backend
+from lightnets.deploy.backends import BACKENDS, Backend, get_backend, register_backend
 from lightnets.deploy.bench import BenchRecord, benchmark
+from lightnets.deploy.exported import ExportedModel, open_exported
 from lightnets.deploy.exporters import FORMATS, ExportResult, export
 from lightnets.deploy.fusion import count_batchnorm, fuse
+from lightnets.deploy.metadata import read_metadata
 from lightnets.deploy.prediction import Prediction, predict
 from lightnets.deploy.quantization import QuantizationReport, quantize
 
@@ -18,6 +23,7 @@ __all__ = [
     "Backend",
     "BenchRecord",
     "ExportResult",
+    "ExportedModel",
     "Prediction",
     "QuantizationReport",
     "benchmark",
@@ -25,6 +31,9 @@ __all__ = [
     "export",
     "fuse",
     "get_backend",
+    "open_exported",
     "predict",
     "quantize",
+    "read_metadata",
+    "register_backend",
 ]

@@ -13,17 +13,23 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import warnings
-from collections.abc import Callable, Iterable
-from functools import cache
+from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
+from lightnets.deploy.accuracy import DEFAULT_MAX_DROP, Top1Change, top1_change
 from lightnets.deploy.exporters import INPUT_NAME, onnx_bytes, openvino_model
 from lightnets.deploy.fusion import fuse
-from lightnets.deploy.openvino_runtime import compile_model
+from lightnets.deploy.openvino_runtime import (
+    compile_model,
+    latency_config,
+    physical_cores,
+    request_runner,
+)
+from lightnets.deploy.quantization import quantize_openvino, synthetic_batches
 from lightnets.errors import InvalidArgumentError, require
 
 __all__ = [
@@ -31,27 +37,11 @@ __all__ = [
     "Backend",
     "get_backend",
     "physical_cores",
+    "register_backend",
     "resolve_backends",
 ]
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
-
-
-@cache
-def physical_cores() -> int:
-    """Physical cores this process may run on (logical CPUs / SMT siblings per core)."""
-    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    siblings = 1
-    try:
-        with open("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list") as handle:
-            text = handle.read().strip()
-        for part in text.split(","):
-            low, _, high = part.partition("-")
-            siblings += int(high) - int(low) if high else 0
-        siblings = max(siblings, text.count(",") + 1)
-    except (OSError, ValueError):
-        pass
-    return max(1, (logical or 1) // siblings)
 
 
 class Backend:
@@ -134,8 +124,6 @@ class CompileBackend(Backend):
     slow_to_prepare = True
 
     def available(self) -> bool:
-        import shutil
-
         return shutil.which(os.environ.get("CXX", "g++")) is not None
 
     def require(self) -> None:
@@ -225,18 +213,8 @@ class OpenVinoOptBackend(OpenVinoBackend):
     description = "OpenVINO: BN folded, static shape, latency hint, 1 stream, fp32, shared input"
     inference_precision = "f32"
 
-    def config(self) -> dict[str, object]:
-        return {
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": 1,
-            "INFERENCE_NUM_THREADS": self.threads or physical_cores(),
-            "ENABLE_HYPER_THREADING": False,
-            # OpenVINO runs in bf16 by default on CPUs with bf16 instructions; keep fp32 exact.
-            "INFERENCE_PRECISION_HINT": self.inference_precision,
-        }
-
     def compile(self, ov_model):
-        return compile_model(ov_model, self.config())
+        return compile_model(ov_model, latency_config(self.threads, self.inference_precision))
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
         compiled = self.compile(openvino_model(fuse(model), example, static_shape=True))
@@ -251,13 +229,8 @@ class OpenVinoBf16Backend(OpenVinoOptBackend):
 
 
 def _request_runner(compiled) -> Runner:
-    request = compiled.create_infer_request()
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        request.infer([np.ascontiguousarray(x.numpy())], share_inputs=True, share_outputs=True)
-        return torch.from_numpy(request.get_output_tensor(0).data.copy())
-
-    return run
+    run = request_runner(compiled)
+    return lambda x: torch.from_numpy(run(x.numpy()))
 
 
 class Int8Backend(Backend):
@@ -270,41 +243,71 @@ class Int8Backend(Backend):
     def __init__(
         self,
         threads: int | None = None,
-        calibration: Iterable[torch.Tensor] | None = None,
-        calibration_source: str = "synthetic",
+        calibration: Sequence[torch.Tensor] | None = None,
+        evaluation: Sequence[tuple[torch.Tensor, torch.Tensor | None]] | None = None,
+        max_drop: float = DEFAULT_MAX_DROP,
     ) -> None:
         super().__init__(threads)
         self.calibration = calibration
-        self.calibration_source = calibration_source
+        self.evaluation = evaluation
+        self.max_drop = max_drop
+        self._dynamic: Runner | None = None
+        self._size: tuple[int, ...] = ()
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
-        from lightnets.deploy.quantization import quantize_openvino, synthetic_batches
-
+        size = tuple(example.shape[1:])
         batches = self.calibration
         if batches is None:
-            batches = synthetic_batches(tuple(example.shape[1:]), count=64, batch_size=8)
-        quantized = quantize_openvino(model, batches, tuple(example.shape[1:]))
+            batches = synthetic_batches(size, count=64, batch_size=8)
+        quantized = quantize_openvino(model, batches, size)
+        compile = OpenVinoOptBackend(self.threads).compile
+        self._dynamic, self._size = _request_runner(compile(quantized)), size  # for top1_change
         quantized.reshape(list(example.shape))
-        compiled = OpenVinoOptBackend(self.threads).compile(quantized)
-        return _request_runner(compiled)
+        return _request_runner(compile(quantized))
+
+    def top1_change(self, model: nn.Module) -> Top1Change:
+        """The int8 rule (:mod:`lightnets.deploy.accuracy`) on the held-out images.
+
+        Without held-out images: top-1 agreement with fp32 on 256 synthetic images.
+        """
+        if self._dynamic is None:
+            raise RuntimeError("prepare() first")
+        evaluation = self.evaluation
+        if not evaluation:
+            evaluation = [(x, None) for x in synthetic_batches(self._size, count=256, seed=1)]
+        run = self._dynamic
+
+        def fp32(x: torch.Tensor):
+            with torch.inference_mode():
+                return model(x).numpy()
+
+        return top1_change(fp32, lambda x: run(x).numpy(), evaluation, max_drop=self.max_drop)
 
 
-BACKENDS: dict[str, type[Backend]] = {
-    cls.name: cls
-    for cls in (
-        EagerBackend,
-        ChannelsLastBackend,
-        FusedBackend,
-        CompileBackend,
-        TorchScriptBackend,
-        OnnxRuntimeBackend,
-        OnnxRuntimeOptBackend,
-        OpenVinoBackend,
-        OpenVinoOptBackend,
-        OpenVinoBf16Backend,
-        Int8Backend,
-    )
-}
+#: The registry: name -> backend class. A new runtime is one line, ``register_backend(Cls)``.
+BACKENDS: dict[str, type[Backend]] = {}
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    """Add ``cls`` to :data:`BACKENDS` under ``cls.name`` (usable as a class decorator)."""
+    BACKENDS[cls.name] = cls
+    return cls
+
+
+for _cls in (
+    EagerBackend,
+    ChannelsLastBackend,
+    FusedBackend,
+    CompileBackend,
+    TorchScriptBackend,
+    OnnxRuntimeBackend,
+    OnnxRuntimeOptBackend,
+    OpenVinoBackend,
+    OpenVinoOptBackend,
+    OpenVinoBf16Backend,
+    Int8Backend,
+):
+    register_backend(_cls)
 
 
 def get_backend(name: str, threads: int | None = None, **kwargs) -> Backend:

@@ -1,26 +1,29 @@
 """Check, then time, inference backends side by side.
 
-Every backend's output on a fixed batch is compared with eager fp32 before it is timed; a
-backend whose outputs differ beyond its precision's tolerance is reported as ``wrong`` and gets
-no speed. Timing is :func:`lightnets.analysis.timing.measure_latency` (warm-up, then the median
-and 90th percentile of per-call latencies); achieved GFLOP/s is the model's FLOPs (2 x MACs, from
-:func:`lightnets.profile`) per second, also given as a fraction of the machine's measured peak
-(:func:`lightnets.analysis.roofline.measure_machine_peak`, the figure ``lightnets roofline``
-uses).
+Every backend's output is checked before it is timed (:mod:`lightnets.deploy.accuracy`):
+fp32 and bf16 backends by their largest logit difference to eager fp32 on a fixed batch, int8 by
+its top-1 change on held-out images against the ``max_drop`` budget, the rule ``lightnets
+quantize`` applies. A backend that fails its check is reported as ``wrong`` and gets no
+speed. Timing is :func:`lightnets.analysis.timing.measure_latency` (warm-up, rounds until the
+median is known, busy rounds re-measured; the median, p10 and p90, and ``stable`` with a one-line
+note); achieved GFLOP/s is the model's FLOPs (2 x MACs, from :func:`lightnets.profile`) per
+second, also given for float32 rows as a fraction of the machine's measured float32 peak
+(:func:`lightnets.analysis.roofline.measure_machine_peak`, measured with the same threads),
+capped at 100% and flagged as a measurement error above it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from lightnets.analysis.timing import torch_threads
+from lightnets.deploy.accuracy import DEFAULT_MAX_DROP, TOLERANCE, max_abs_diff, tolerance
 from lightnets.deploy.backends import BACKENDS, Backend, get_backend
 from lightnets.errors import InvalidArgumentError, LightnetsError
 
@@ -28,14 +31,12 @@ __all__ = [
     "TOLERANCE",
     "BenchRecord",
     "benchmark",
+    "benchmark_exported",
     "best_candidates",
     "calibrate_batchnorm",
     "check_outputs",
     "parse_batch_sizes",
 ]
-
-#: Allowed max |diff| to eager fp32, as a fraction of the largest |logit| (at least 1).
-TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "int8": 0.25}
 
 
 def calibrate_batchnorm(
@@ -86,6 +87,8 @@ class BenchRecord:
     images_per_sec: float | None = None
     max_abs_diff: float | None = None
     tolerance: float | None = None
+    top1_change: float | None = None  # int8: points of top-1 on held-out images
+    max_drop: float | None = None  # int8: the budget top1_change is held to
     gflops_per_sec: float | None = None
     peak_fraction: float | None = None
     iters: int | None = None
@@ -116,12 +119,8 @@ def parse_batch_sizes(text: str) -> list[int]:
 def check_outputs(
     reference: torch.Tensor, output: torch.Tensor, precision: str
 ) -> tuple[float, float]:
-    """(max |diff|, tolerance) of ``output`` against eager fp32 ``reference``."""
-    scale = max(1.0, float(reference.abs().max()))
-    diff = float((output.detach().float() - reference).abs().max())
-    if output.shape != reference.shape:
-        diff = math.inf
-    return diff, TOLERANCE[precision] * scale
+    """(max |diff|, tolerance) of ``output`` against eager fp32 ``reference`` (fp32, bf16)."""
+    return max_abs_diff(reference, output.detach().float()), tolerance(reference, precision)
 
 
 def best_candidates(*, allow_int8: bool = False, allow_bf16: bool = False) -> list[str]:
@@ -132,20 +131,6 @@ def best_candidates(*, allow_int8: bool = False, allow_bf16: bool = False) -> li
         for name, cls in BACKENDS.items()
         if cls.precision in allowed and not cls.slow_to_prepare and cls().available()
     ]
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Set PyTorch's intra-op threads for the block (``None``: leave as is)."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        if threads < 1:
-            raise InvalidArgumentError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _time(run: Callable, x: torch.Tensor, min_seconds: float):
@@ -193,24 +178,57 @@ def _run_backend(
         record.note = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         return None
     record.precision = backend.precision  # the runtime's default may be reduced precision
-    record.max_abs_diff, record.tolerance = check_outputs(reference, output, backend.precision)
-    if not record.max_abs_diff <= record.tolerance:
+    if backend.precision == "int8":
+        _check_top1(backend, model, record)
+    else:
+        record.max_abs_diff, record.tolerance = check_outputs(reference, output, backend.precision)
+        if not record.max_abs_diff <= record.tolerance:
+            record.status = "wrong"
+            record.note = f"outputs differ from eager fp32 by {record.max_abs_diff:.3g}"
+    return run if record.status == "ok" else None
+
+
+def _check_top1(backend: Backend, model: nn.Module, record: BenchRecord) -> None:
+    """The int8 rule: top-1 change on held-out images within the budget."""
+    change = backend.top1_change(model)
+    record.top1_change, record.max_drop = change.change, change.max_drop
+    record.max_abs_diff = change.max_abs_diff
+    record.extra["top1"] = change.as_dict()
+    if not change.within_budget:
         record.status = "wrong"
-        record.note = f"outputs differ from eager fp32 by {record.max_abs_diff:.3g}"
-        return None
-    record.status = "ok"
-    return run
+        record.note = f"{change.describe()}: beyond the budget"
+    elif change.metric == "agreement":
+        record.note = f"top-1 agreement {change.int8_top1:.1f}% on synthetic images"
 
 
 def _fill_timing(record: BenchRecord, stats, flops: float | None, peak: float | None) -> None:
+    from lightnets.analysis.roofline import of_peak
+
     record.latency_ms_median = stats.median_ms
     record.latency_ms_p90 = stats.p90_ms
     record.iters = stats.iters
     record.images_per_sec = record.batch_size * 1e3 / stats.median_ms
+    record.extra.update(latency_ms_p10=stats.p10_ms, stable=stats.stable, timing_note=stats.note)
+    notes = [record.note] if record.note else []
+    if not stats.stable:
+        notes.append(f"NOT STABLE: {stats.note}")
     if flops is not None:
         record.gflops_per_sec = flops * record.images_per_sec / 1e9
-        if peak:
-            record.peak_fraction = record.gflops_per_sec / peak
+        # The peak is float32's: a bf16 or int8 row's share of it would mean nothing.
+        fp32_peak = peak if record.precision == "fp32" else None
+        record.peak_fraction, flag = of_peak(record.gflops_per_sec, fp32_peak)
+        notes += [flag] if flag else []
+    record.note = "; ".join(notes)
+
+
+def _names(backends: Sequence[str], allow_int8: bool, allow_bf16: bool) -> tuple[list[str], bool]:
+    if list(backends) == ["best"]:
+        return best_candidates(allow_int8=allow_int8, allow_bf16=allow_bf16), True
+    if list(backends) == ["all"]:
+        return list(BACKENDS), False
+    for name in backends:
+        get_backend(name).require()
+    return list(backends), False
 
 
 def benchmark(
@@ -224,6 +242,8 @@ def benchmark(
     allow_int8: bool = False,
     allow_bf16: bool = False,
     calibration: Sequence[torch.Tensor] | None = None,
+    evaluation: Sequence[tuple[torch.Tensor, torch.Tensor | None]] | None = None,
+    max_drop: float = DEFAULT_MAX_DROP,
     min_seconds: float = 2.0,
     on_skip: Callable[[str], None] | None = None,
 ) -> list[BenchRecord]:
@@ -233,38 +253,29 @@ def benchmark(
     the fastest one that passed in full and returns its record (``best=True``, the others'
     quick timings in ``extra["candidates"]``). ``all`` runs every backend, noting through
     ``on_skip`` those whose runtime is not installed. ``calibration`` images feed the int8
-    backend (random images when ``None``: its speed is then real, its accuracy not measured).
+    backend (random images when ``None``) and ``evaluation`` batches (images, labels or None)
+    judge it: its top-1 change must stay within ``max_drop`` points (synthetic images, when
+    ``None``: top-1 agreement with fp32), else it is ``wrong`` and ``best`` never picks it.
     """
     model = model.eval()
+    names, select_best = _names(backends, allow_int8, allow_bf16)
     allowed = {"fp32"} | ({"int8"} if allow_int8 else set()) | ({"bf16"} if allow_bf16 else set())
-    if list(backends) == ["best"]:
-        names, select_best = best_candidates(allow_int8=allow_int8, allow_bf16=allow_bf16), True
-    elif list(backends) == ["all"]:
-        names, select_best = list(BACKENDS), False
-    else:
-        names, select_best = list(backends), False
-        for name in names:
-            get_backend(name).require()
     flops = _flops_per_image(model, input_size)
-    peak = _peak_gflops() if flops is not None else None
+    int8 = {"calibration": calibration, "evaluation": evaluation, "max_drop": max_drop}
     records: list[BenchRecord] = []
     generator = torch.Generator().manual_seed(0)
     with torch_threads(threads):
+        peak = _peak_gflops() if flops is not None else None  # with the threads timed below
         for batch_size in batch_sizes:
             x = torch.randn(batch_size, *input_size, generator=generator)
             with torch.inference_mode():
                 reference = model(x)
             passed: list[tuple[BenchRecord, Callable]] = []
             for name in names:
-                kwargs = {"calibration": calibration} if name == "int8" and calibration else {}
-                backend = get_backend(name, threads, **kwargs)
+                backend = get_backend(name, threads, **(int8 if name == "int8" else {}))
+                used = threads or torch.get_num_threads()
                 record = BenchRecord(
-                    model_name,
-                    name,
-                    batch_size,
-                    backend.precision,
-                    "ok",
-                    threads=threads or torch.get_num_threads(),
+                    model_name, name, batch_size, backend.precision, "ok", threads=used
                 )
                 run = _run_backend(backend, model, x, reference, record, min_seconds)
                 if run is None:
@@ -272,23 +283,54 @@ def benchmark(
                         on_skip(f"{name}: {record.note}")
                     if not select_best or record.status in ("wrong", "failed"):
                         records.append(record)
-                    continue
-                if select_best and record.precision not in allowed:
-                    continue  # e.g. OpenVINO's default, which is bf16 on this CPU
-                if select_best:
-                    record.extra["quick"] = _time(run, x, min(0.5, min_seconds)).median_ms
-                else:
+                elif not select_best:
                     _fill_timing(record, _time(run, x, min_seconds), flops, peak)
                     records.append(record)
-                passed.append((record, run))
+                elif record.precision in allowed:  # not e.g. OpenVINO's default, bf16 here
+                    record.extra["quick"] = _time(run, x, min(0.5, min_seconds)).median_ms
+                    passed.append((record, run))
             if select_best:
-                if not passed:
-                    raise InvalidArgumentError("no backend passed the accuracy check")
-                record, run = min(passed, key=lambda item: item[0].extra["quick"])
-                _fill_timing(record, _time(run, x, min_seconds), flops, peak)
-                record.best = True
-                record.extra = {
-                    "candidates": {r.backend: round(r.extra["quick"], 4) for r, _ in passed}
-                }
-                records.append(record)
+                records.append(_pick_best(passed, x, min_seconds, flops, peak))
+    return records
+
+
+def _pick_best(passed, x: torch.Tensor, min_seconds: float, flops, peak) -> BenchRecord:
+    """The fastest passing candidate (by its quick timing), timed in full."""
+    if not passed:
+        raise InvalidArgumentError("no backend passed the accuracy check")
+    record, run = min(passed, key=lambda item: item[0].extra["quick"])
+    _fill_timing(record, _time(run, x, min_seconds), flops, peak)
+    record.best = True
+    record.extra = {
+        **{k: v for k, v in record.extra.items() if k != "quick"},
+        "candidates": {r.backend: round(r.extra["quick"], 4) for r, _ in passed},
+    }
+    return record
+
+
+def benchmark_exported(
+    exported: Any,
+    *,
+    batch_sizes: Sequence[int] = (1,),
+    threads: int | None = None,
+    min_seconds: float = 2.0,
+) -> list[BenchRecord]:
+    """Time an exported file (:class:`lightnets.deploy.exported.ExportedModel`) in its runtime.
+
+    There is no PyTorch model to check it against here: ``lightnets export`` checked it when it
+    was written, and ``quantize`` measured an int8 file's top-1 change (kept in its metadata).
+    """
+    size = exported.input_size
+    flops = _flops_per_image(exported.reference_model(), size) if exported.hparams else None
+    records = []
+    generator = torch.Generator().manual_seed(0)
+    with torch_threads(threads):
+        peak = _peak_gflops() if flops is not None else None  # with the threads timed below
+        for batch_size in batch_sizes:
+            x = torch.randn(batch_size, *size, generator=generator)
+            record = BenchRecord(exported.name, f"{exported.format} file", batch_size, "", "ok")
+            record.precision, record.note = exported.precision, "checked when exported, not here"
+            record.threads = threads or torch.get_num_threads()
+            _fill_timing(record, _time(exported.run, x, min_seconds), flops, peak)
+            records.append(record)
     return records

@@ -1,9 +1,12 @@
 """Export to ONNX, TorchScript and OpenVINO IR, each verified in its own runtime before success.
 
-Every exported file has a dynamic batch axis. After writing, the file is loaded back with the
-runtime that will serve it (ONNX Runtime, ``torch.jit.load``, OpenVINO) and its outputs at batch
-sizes 1 and 3 are compared with PyTorch's; only then is it moved into place (temp file + rename,
-so an existing file at the destination is never half-overwritten).
+Every exported file has a dynamic batch axis and carries its metadata (class names,
+preprocessing, hparams: :mod:`lightnets.deploy.metadata`). After writing, the file is loaded
+back with the runtime that will serve it (ONNX Runtime, ``torch.jit.load``, OpenVINO) and its
+outputs at batch sizes 1 and 3 are compared with PyTorch's (:mod:`lightnets.deploy.accuracy`'s
+fp32 rule); only then is it moved into place (temp file + rename, so an existing file at the
+destination is never half-overwritten). A failed write (full disk) removes the temporary files
+and is a one-line :class:`~lightnets.deploy.openvino_runtime.SaveError`.
 """
 
 from __future__ import annotations
@@ -14,15 +17,18 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from lightnets.deploy import metadata as md
+from lightnets.deploy.accuracy import max_abs_diff, tolerance
 from lightnets.deploy.fusion import fuse as fuse_batchnorm
-from lightnets.deploy.openvino_runtime import compile_model
+from lightnets.deploy.openvino_runtime import SaveError, compile_model, save_ir
 from lightnets.errors import InvalidArgumentError, LightnetsError, require
-from lightnets.fileio import atomic_path, check_writable, commit
+from lightnets.fileio import atomic_path, check_writable
 
 __all__ = [
     "FORMATS",
@@ -31,10 +37,9 @@ __all__ = [
     "export",
     "onnx_bytes",
     "openvino_model",
+    "write_bytes",
 ]
 
-#: Export formats and the suffix of the file each writes.
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "openvino": ".xml"}
 ONNX_OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -56,11 +61,7 @@ class ExportResult:
     max_abs_diff: float
     batch_sizes: tuple[int, ...]
     fused: bool
-
-
-def tolerance(reference: torch.Tensor) -> float:
-    """fp32 agreement threshold: 1e-4 of the output's scale (at least 1e-4 absolute)."""
-    return 1e-4 * max(1.0, float(reference.abs().max()))
+    metadata: dict[str, Any] | None = None
 
 
 def onnx_bytes(model: nn.Module, example: torch.Tensor, *, dynamic_batch: bool = True) -> bytes:
@@ -133,8 +134,8 @@ def _compare(
                 f"exported model returns shape {got.shape} at batch {batch}, "
                 f"PyTorch {tuple(reference.shape)}"
             )
-        diff = float(np.abs(got - reference.numpy()).max())
-        if not diff <= tolerance(reference):
+        diff = max_abs_diff(reference, got)
+        if not diff <= tolerance(reference, "fp32"):
             raise ExportVerificationError(
                 f"exported model disagrees with PyTorch at batch {batch}: max |diff| {diff:.3g}"
             )
@@ -142,27 +143,63 @@ def _compare(
     return worst
 
 
-def _export_onnx(model: nn.Module, example: torch.Tensor, temp: Path) -> Callable:
+def write_bytes(temp: Path, data: bytes, final: Path) -> None:
+    """Write ``data`` to ``temp``; a failed write (full disk) is a one-line SaveError."""
+    try:
+        temp.write_bytes(data)
+    except OSError as exc:
+        raise SaveError(f"cannot write {final}: {(exc.strerror or str(exc)).lower()}") from exc
+
+
+Verify = Callable[[Callable[[np.ndarray], np.ndarray]], float]
+
+
+def _save_onnx(model: nn.Module, example: torch.Tensor, path: Path, meta, verify: Verify):
     require("onnx", "onnx")
     ort = require("onnxruntime", "onnx")
-    temp.write_bytes(onnx_bytes(model, example, dynamic_batch=True))
-    session = ort.InferenceSession(str(temp), providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {INPUT_NAME: x})[0]
+    data = md.attach_onnx(onnx_bytes(model, example, dynamic_batch=True), meta)
+    with atomic_path(path, ".onnx") as temp:
+        write_bytes(temp, data, path)
+        session = ort.InferenceSession(str(temp), providers=["CPUExecutionProvider"])
+        diff = verify(lambda x: session.run(None, {INPUT_NAME: x})[0])
+    return (path,), diff
 
 
-def _export_torchscript(model: nn.Module, example: torch.Tensor, temp: Path) -> Callable:
+def _save_torchscript(model: nn.Module, example: torch.Tensor, path: Path, meta, verify: Verify):
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(model, example, check_trace=False)
-        frozen = torch.jit.freeze(traced)
-    frozen.save(str(temp))
-    loaded = torch.jit.load(str(temp), map_location="cpu")
+        frozen = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False))
+    buffer = io.BytesIO()  # serialise in memory: PyTorch's own writer aborts on a full disk
+    torch.jit.save(frozen, buffer, _extra_files=md.torchscript_extra_files(meta))
+    with atomic_path(path, ".pt") as temp:
+        write_bytes(temp, buffer.getvalue(), path)
+        loaded = torch.jit.load(str(temp), map_location="cpu")
 
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return loaded(torch.from_numpy(x)).numpy()
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return loaded(torch.from_numpy(x)).numpy()
 
-    return run
+        diff = verify(run)
+    return (path,), diff
+
+
+def _save_openvino(model: nn.Module, example: torch.Tensor, path: Path, meta, verify: Verify):
+    if path.suffix != ".xml":
+        raise InvalidArgumentError(f"OpenVINO IR is written as NAME.xml + NAME.bin; got {path}")
+    check_writable(path.with_suffix(".bin"))
+    ov_model = md.attach_openvino(openvino_model(model, example), meta)
+    diffs: list[float] = []
+
+    def check(temp_xml: Path) -> None:
+        compiled = compile_model(str(temp_xml), {"INFERENCE_PRECISION_HINT": "f32"})
+        diffs.append(verify(lambda x: compiled(x)[0]))
+
+    return save_ir(ov_model, path, check=check), diffs[0]
+
+
+#: Export formats: the suffix of the file each writes, and its writer.
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "openvino": ".xml"}
+_WRITERS = {"onnx": _save_onnx, "torchscript": _save_torchscript, "openvino": _save_openvino}
 
 
 def export(
@@ -172,47 +209,28 @@ def export(
     input_size: tuple[int, int, int],
     *,
     fuse: bool = True,
+    metadata: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Export ``model`` to ``path`` in ``format`` (onnx, torchscript, openvino), verified.
 
     ``fuse`` folds BatchNorm into the convolutions first (:func:`lightnets.deploy.fuse`). For
     OpenVINO, ``path`` is the ``.xml`` file and its weights go to the ``.bin`` beside it; the
     weights stay float32 (OpenVINO's ``save_model`` would halve them to fp16 by default).
+    ``metadata`` (:func:`lightnets.deploy.metadata.build_metadata`; by default that of a bare
+    model, :func:`~lightnets.deploy.metadata.metadata_for`) is stored in the file.
     """
     if format not in FORMATS:
         raise InvalidArgumentError(
             f"unknown export format {format!r}; allowed: {', '.join(FORMATS)}"
         )
     path = check_writable(path)
-    if format == "openvino" and path.suffix != ".xml":
-        raise InvalidArgumentError(f"OpenVINO IR is written as NAME.xml + NAME.bin; got {path}")
     model = model.eval()
-    reference = model
+    if metadata is None:
+        metadata = md.metadata_for(model, None, input_size, fused=fuse)
     exported = fuse_batchnorm(model) if fuse else model
     example = torch.zeros(1, *input_size)
-    if format == "openvino":
-        ov = require("openvino", "openvino")
-        bin_path = path.with_suffix(".bin")
-        check_writable(bin_path)
-        # The .bin is renamed into place first, the .xml last, when the block succeeds.
-        with atomic_path(path, ".xml") as temp_xml:
-            temp_bin = temp_xml.with_suffix(".bin")
-            try:
-                ov.save_model(
-                    openvino_model(exported, example), str(temp_xml), compress_to_fp16=False
-                )
-                compiled = compile_model(str(temp_xml), {"INFERENCE_PRECISION_HINT": "f32"})
-                diff = _compare(lambda x: compiled(x)[0], reference, input_size)
-                del compiled
-                commit(temp_bin, bin_path)
-            finally:
-                temp_bin.unlink(missing_ok=True)
-        files: tuple[Path, ...] = (path, bin_path)
-    else:
-        writer = _export_onnx if format == "onnx" else _export_torchscript
-        with atomic_path(path, FORMATS[format]) as temp:
-            run = writer(exported, example, temp)
-            diff = _compare(run, reference, input_size)
-        files = (path,)
+    files, diff = _WRITERS[format](
+        exported, example, path, metadata, lambda run: _compare(run, model, input_size)
+    )
     size = sum(f.stat().st_size for f in files) / 1e6
-    return ExportResult(path, format, files, size, diff, VERIFY_BATCH_SIZES, fuse)
+    return ExportResult(path, format, tuple(files), size, diff, VERIFY_BATCH_SIZES, fuse, metadata)

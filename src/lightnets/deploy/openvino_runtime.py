@@ -1,4 +1,9 @@
-"""Compiling for OpenVINO without leaving the process fragile.
+"""OpenVINO in one place: compiling safely, the tuned CPU settings, running, saving IR.
+
+Every module that runs or writes an OpenVINO model goes through here (the backends, export,
+quantization, exported-file loading), so the settings measured to win are written once.
+
+Compiling without leaving the process fragile:
 
 OpenVINO's CPU plugin, when it compiles a model, installs an alternate signal stack of about
 11 KiB on the calling thread. CPython runs its signal handlers with ``SA_ONSTACK``, so every later
@@ -12,10 +17,17 @@ inside the handler overflows it and the process dies with SIGSEGV when a child p
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
 from typing import Any
 
-from lightnets.errors import require
+import numpy as np
+
+from lightnets.errors import LightnetsError, require
+from lightnets.fileio import atomic_path, commit
 
 #: Size of the alternate signal stack kept after OpenVINO compiles (glibc's SIGSTKSZ is 8 KiB;
 #: the x86-64 XSAVE area alone can take 11 KiB with AMX).
@@ -62,3 +74,89 @@ def compile_model(model: Any, config: dict[str, Any] | None = None) -> Any:
     compiled = ov.Core().compile_model(model, "CPU", config or {})
     ensure_signal_stack()
     return compiled
+
+
+@cache
+def physical_cores() -> int:
+    """Physical cores this process may run on (logical CPUs / SMT siblings per core)."""
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    siblings = 1
+    try:
+        with open("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list") as handle:
+            text = handle.read().strip()
+        for part in text.split(","):
+            low, _, high = part.partition("-")
+            siblings += int(high) - int(low) if high else 0
+        siblings = max(siblings, text.count(",") + 1)
+    except (OSError, ValueError):
+        pass
+    return max(1, (logical or 1) // siblings)
+
+
+def latency_config(threads: int | None = None, precision: str = "f32") -> dict[str, Any]:
+    """lightnets' tuned CPU settings for batch-1 latency (measured in docs/deploy.md).
+
+    One stream with as many threads as physical cores and the LATENCY hint; ``precision`` is
+    OpenVINO's ``INFERENCE_PRECISION_HINT`` (``f32`` keeps fp32 exact: OpenVINO computes in
+    bf16 by default on CPUs with bf16 instructions).
+    """
+    return {
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+        "INFERENCE_NUM_THREADS": threads or physical_cores(),
+        "ENABLE_HYPER_THREADING": False,
+        "INFERENCE_PRECISION_HINT": precision,
+    }
+
+
+def request_runner(compiled: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """``run(x) -> logits`` through one reused infer request with shared input memory."""
+    request = compiled.create_infer_request()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        request.infer([np.ascontiguousarray(x)], share_inputs=True, share_outputs=True)
+        return request.get_output_tensor(0).data.copy()
+
+    return run
+
+
+def read_model(path: str | Path) -> Any:
+    """``openvino.Core().read_model(path)`` (the ``.bin`` beside the ``.xml``)."""
+    ov = require("openvino", "openvino")
+    return ov.Core().read_model(str(path))
+
+
+class SaveError(LightnetsError):
+    """A model file could not be written (full disk, quota, I/O error); nothing was left."""
+
+
+def save_ir(ov_model: Any, path: str | Path, *, check: Callable[[Path], None] | None = None):
+    """Write ``ov_model`` as ``path`` (.xml) + .bin atomically, weights kept in fp32.
+
+    Both files are written to temporary names beside ``path``; ``check(temp_xml)`` (when given)
+    may verify them before they are renamed into place, the .bin first and the .xml last. On
+    any failure the temporary files are removed and ``path`` is left as it was; a failed write
+    (OpenVINO reports a full disk as a generic iostream error) is a one-line :class:`SaveError`.
+    """
+    ov = require("openvino", "openvino")
+    path = Path(path)
+    with atomic_path(path, ".xml") as temp_xml:
+        temp_bin = temp_xml.with_suffix(".bin")
+        try:
+            try:
+                ov.save_model(ov_model, str(temp_xml), compress_to_fp16=False)
+            except (RuntimeError, OSError) as exc:
+                raise SaveError(f"cannot write {path}: {_reason(exc)}") from exc
+            if check is not None:
+                check(temp_xml)
+            commit(temp_bin, path.with_suffix(".bin"))
+        finally:
+            temp_bin.unlink(missing_ok=True)
+    return (path, path.with_suffix(".bin"))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+    return f"{text[:120]} (is the disk full?)"

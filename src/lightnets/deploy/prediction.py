@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightnets.data.folder import RESIZE_RATIO
+from lightnets.data.idx import PADDED_SIZE
 from lightnets.errors import DataError, InvalidArgumentError
 
 __all__ = ["Prediction", "load_image", "predict", "preprocessing_from_checkpoint"]
@@ -41,6 +43,54 @@ class Preprocessing:
     std: tuple[float, ...]
     input_size: tuple[int, int, int]
     classes: list[str] | None
+
+    def rule(self) -> dict[str, Any]:
+        """The preprocessing as plain data, complete enough to redo it without lightnets.
+
+        Steps, in order: open with Pillow; if ``draft``, ``image.draft(mode, (resize, resize))``
+        (JPEG: decode at reduced scale); ``convert(mode)``; resize so that the shorter side is
+        ``resize`` (new sides ``max(crop, round(side * resize / shorter))``, Pillow filter
+        ``filter``; an image already of that size is left as it is); centre crop
+        ``crop`` (offsets ``(new - crop) // 2``); zero-pad ``pad`` pixels on every side;
+        ``(x / 255 - mean[c]) / std[c]`` in float32; if ``final_resize``, a bilinear
+        (antialiased when shrinking) resize to ``input_size``; a grayscale image is repeated
+        to 3 channels; layout NCHW.
+        """
+        native = NATIVE_SIZES.get(self.dataset or "")
+        side = self.input_size[1]
+        if native is None:
+            resize, crop, pad, mode = round(RESIZE_RATIO * side), side, 0, "RGB"
+        else:
+            resize, crop, mode = native, native, "L" if native == IDX_SIZE else "RGB"
+            pad = (PADDED_SIZE - IDX_SIZE) // 2 if native == IDX_SIZE else 0
+        return {
+            "mode": mode,
+            "draft": native is None,
+            "resize": resize,
+            "filter": "bilinear",
+            "crop": crop,
+            "pad": pad,
+            "scale": "1/255",
+            "mean": list(self.mean[: 1 if mode == "L" else 3]),
+            "std": list(self.std[: 1 if mode == "L" else 3]),
+            "final_resize": None if crop + 2 * pad == side else "bilinear-antialias",
+            "channels": "gray repeated to 3" if mode == "L" else "RGB",
+            "layout": "NCHW",
+            "input_size": list(self.input_size),
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> Preprocessing:
+        """The preprocessing recorded in an exported file's metadata (see :meth:`rule`)."""
+        rule, data = meta["preprocessing"], meta.get("dataset") or {}
+        channels = 1 if rule["mode"] == "L" else 3
+        return cls(
+            dataset=data.get("name"),
+            mean=tuple(float(v) for v in rule["mean"]) * (3 // channels),
+            std=tuple(float(v) for v in rule["std"]) * (3 // channels),
+            input_size=tuple(int(v) for v in rule["input_size"]),
+            classes=[str(c) for c in meta["classes"]] if meta.get("classes") else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -100,7 +150,6 @@ def load_image(path: str | Path, pre: Preprocessing) -> torch.Tensor:
 
     from lightnets.data import augment
     from lightnets.data.folder import decode_image
-    from lightnets.data.idx import PADDED_SIZE
 
     path = Path(path)
     if not path.is_file():

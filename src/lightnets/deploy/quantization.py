@@ -12,7 +12,10 @@ images through the network. Two maintained implementations are offered:
   uint8 activations, min-max calibration), saved as ONNX.
 
 On the 2-core Zen 4 development machine the OpenVINO path was both faster and closer to fp32
-(docs/deploy.md has the measurements), hence the default.
+(docs/deploy.md has the measurements), hence the default. Each method is a :class:`Method` in
+:data:`METHODS`; the fp32 model is exported once and serves calibration, the fp32 timing and the
+fp32 size. Accuracy is judged by :mod:`lightnets.deploy.accuracy`'s int8 rule (top-1 change on
+held-out images within a budget), the same rule ``lightnets bench`` applies.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import io
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,25 +34,40 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightnets.deploy.exporters import INPUT_NAME, onnx_bytes, openvino_model
+from lightnets.deploy import metadata as md
+from lightnets.deploy.accuracy import DEFAULT_MAX_DROP, Top1Change, top1_change
+from lightnets.deploy.exporters import INPUT_NAME, onnx_bytes, openvino_model, write_bytes
 from lightnets.deploy.fusion import fuse
-from lightnets.deploy.openvino_runtime import ensure_signal_stack
-from lightnets.errors import InvalidArgumentError, require
-from lightnets.fileio import atomic_path, check_writable, commit
+from lightnets.deploy.openvino_runtime import (
+    compile_model,
+    ensure_signal_stack,
+    latency_config,
+    physical_cores,
+    request_runner,
+    save_ir,
+)
+from lightnets.errors import InvalidArgumentError, LightnetsError, require
+from lightnets.fileio import atomic_path, check_writable
 
 __all__ = [
     "CALIBRATION_SOURCES",
     "METHODS",
+    "Method",
+    "QuantizationAccuracyError",
     "QuantizationReport",
     "calibration_data",
+    "calibration_source",
     "quantize",
     "quantize_onnxruntime",
     "quantize_openvino",
     "synthetic_batches",
 ]
 
-METHODS = ("openvino", "onnxruntime")
-CALIBRATION_SOURCES = ("fashion-mnist", "cifar10", "cifar100", "folder", "synthetic")
+CALIBRATION_SOURCES = ("fashion-mnist", "mnist", "cifar10", "cifar100", "folder", "synthetic")
+
+
+class QuantizationAccuracyError(LightnetsError):
+    """int8 lost more top-1 than the budget allows (``--max-drop``); nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,8 @@ class QuantizationReport:
     int8_top1: float
     top1_change: float
     max_abs_diff: float
+    max_drop: float
+    within_budget: bool
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,13 +116,17 @@ def calibration_data(
     calibration_images: int = 300,
     eval_images: int = 1000,
     batch_size: int = 32,
+    val_size: int | None = None,
+    seed: int = 0,
 ) -> tuple[list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor | None]], list[str] | None]:
     """Calibration batches (from the training split) and evaluation batches (test split).
 
     ``source`` is a data set name understood by :func:`lightnets.data.load_splits`
     (``fashion-mnist``, ``cifar10``, ``cifar100``, ``folder`` with ``data_dir``) or
     ``synthetic`` (random images, no labels: the evaluation then measures top-1 agreement with
-    fp32). Returns (calibration images, [(images, labels or None)], class names or None).
+    fp32). ``val_size`` and ``seed`` reproduce a training run's split (held-out images are the
+    test split, else the validation split). Returns (calibration images, [(images, labels or
+    None)], class names or None).
     """
     if source not in CALIBRATION_SOURCES:
         raise InvalidArgumentError(
@@ -116,7 +140,9 @@ def calibration_data(
         return calib, [(x, None) for x in evals], None
     from lightnets.data import load_splits, make_loader
 
-    splits = load_splits(source, data_dir=data_dir, image_size=input_size[1])
+    splits = load_splits(
+        source, data_dir=data_dir, image_size=input_size[1], val_size=val_size, seed=seed
+    )
     calib = [
         x
         for x, _ in _take(
@@ -127,6 +153,32 @@ def calibration_data(
     held_out = splits.test if splits.test is not None else splits.val
     evals = _take(make_loader(held_out, splits, batch_size=batch_size, train=False), eval_images)
     return calib, evals, list(splits.classes)
+
+
+def calibration_source(
+    state: dict[str, Any] | None, source: str | None, data_dir: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The calibration data set and its :func:`calibration_data` keyword arguments.
+
+    ``source`` None -> the data set recorded in the checkpoint ``state`` (synthetic images for a
+    bare model); the folder, validation size and seed of the run come with it unless
+    ``source`` names another data set or ``data_dir`` is given.
+    """
+    stored = (state or {}).get("dataset") or {}
+    config = (state or {}).get("config") or {}
+    name = source or stored.get("name") or "synthetic"
+    if name not in CALIBRATION_SOURCES:
+        raise InvalidArgumentError(
+            f"unknown calibration source {name!r}; allowed: {', '.join(CALIBRATION_SOURCES)}"
+        )
+    same = name == stored.get("name")
+    kwargs: dict[str, Any] = {"data_dir": data_dir or (config.get("data_dir") if same else None)}
+    if same and name != "synthetic":
+        kwargs["val_size"] = config.get("val_size")
+        kwargs["seed"] = int(config.get("seed", 0))
+    if name == "folder" and kwargs["data_dir"] is None:
+        raise InvalidArgumentError("--calibration folder needs --data-dir (none is recorded)")
+    return name, kwargs
 
 
 def _take(loader: Iterable, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -140,144 +192,185 @@ def _take(loader: Iterable, count: int) -> list[tuple[torch.Tensor, torch.Tensor
     return taken
 
 
+class Method:
+    """One int8 quantization method: export fp32 once, quantize, run, save."""
+
+    name: str = ""
+    suffix: str = ""
+
+    def fp32(self, folded: nn.Module, input_size: tuple[int, int, int]) -> Any:
+        """The fp32 model in this method's format, exported once."""
+        raise NotImplementedError
+
+    def quantize(self, fp32: Any, batches: Sequence[np.ndarray]) -> Any:
+        raise NotImplementedError
+
+    def runner(self, model: Any) -> Callable[[torch.Tensor], np.ndarray]:
+        raise NotImplementedError
+
+    def size_mb(self, model: Any) -> float:
+        raise NotImplementedError
+
+    def save(self, quantized: Any, path: Path, meta: dict[str, Any]) -> tuple[Path, ...]:
+        raise NotImplementedError
+
+
+class OpenVinoMethod(Method):
+    """NNCF post-training quantization of the OpenVINO model; run by OpenVINO's int8 kernels."""
+
+    name, suffix = "openvino", ".xml"
+
+    def fp32(self, folded, input_size):
+        return openvino_model(folded, torch.zeros(1, *input_size))
+
+    def quantize(self, fp32, batches):
+        nncf = require("nncf", "openvino")
+        # NNCF draws rich progress bars on stdout, which must stay clean for --json.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            nncf.set_log_level(logging.ERROR)
+            quantized = nncf.quantize(
+                fp32,
+                nncf.Dataset(list(batches)),
+                preset=nncf.QuantizationPreset.PERFORMANCE,
+                subset_size=sum(len(b) for b in batches),
+            )
+        ensure_signal_stack()  # NNCF compiles with OpenVINO while calibrating
+        return quantized
+
+    def runner(self, model):
+        run = request_runner(compile_model(model, latency_config()))
+        return lambda x: run(x.numpy())
+
+    def size_mb(self, model):
+        with tempfile.TemporaryDirectory() as folder:
+            xml, bin_ = save_ir(model, Path(folder, "m.xml"))
+            return (xml.stat().st_size + bin_.stat().st_size) / 1e6
+
+    def save(self, quantized, path, meta):
+        return save_ir(md.attach_openvino(quantized, meta), path)
+
+
+class OnnxRuntimeMethod(Method):
+    """ONNX Runtime's ``quantize_static``: QDQ, per-channel int8 weights, uint8 activations."""
+
+    name, suffix = "onnxruntime", ".onnx"
+
+    def fp32(self, folded, input_size):
+        require("onnx", "onnx")
+        return onnx_bytes(folded, torch.zeros(1, *input_size))
+
+    def quantize(self, fp32, batches):
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        with tempfile.TemporaryDirectory() as folder:
+            source, target = Path(folder, "fp32.onnx"), Path(folder, "int8.onnx")
+            source.write_bytes(fp32)
+            require("onnxruntime", "onnx").set_default_logger_severity(3)  # no per-tensor warnings
+            with _quiet_root_logger():  # the quantizer logs a generic pre-processing hint
+                quantize_static(
+                    str(source),
+                    str(target),
+                    _reader(batches),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                )
+            return target.read_bytes()
+
+    def runner(self, model):
+        ort = require("onnxruntime", "onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = physical_cores()
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        return lambda x: session.run(None, {INPUT_NAME: np.ascontiguousarray(x.numpy())})[0]
+
+    def size_mb(self, model):
+        return len(model) / 1e6
+
+    def save(self, quantized, path, meta):
+        with atomic_path(path, ".onnx") as temp:
+            write_bytes(temp, md.attach_onnx(quantized, meta), path)
+        return (path,)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _reader(batches: Sequence[np.ndarray]):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._items: Iterator[np.ndarray] = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            item = next(self._items, None)
+            return None if item is None else {INPUT_NAME: item}
+
+    return Reader()
+
+
+#: Quantization methods by name; the first is the default.
+METHODS: dict[str, Method] = {m.name: m for m in (OpenVinoMethod(), OnnxRuntimeMethod())}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise InvalidArgumentError(
+            f"unknown quantization method {name!r}; allowed: {', '.join(METHODS)}"
+        )
+    method = METHODS[name]
+    for module in ("openvino", "nncf") if name == "openvino" else ("onnx", "onnxruntime"):
+        require(module, "openvino" if name == "openvino" else "onnx")
+    return method
+
+
+def _arrays(batches: Iterable[torch.Tensor]) -> list[np.ndarray]:
+    items = [np.ascontiguousarray(b.numpy(), dtype=np.float32) for b in batches]
+    if not items:
+        raise InvalidArgumentError("quantization needs at least one calibration image")
+    return items
+
+
 def quantize_openvino(
     model: nn.Module, batches: Iterable[torch.Tensor], input_size: tuple[int, int, int]
 ):  # -> openvino.Model
     """NNCF post-training int8 quantization of the BN-folded model, as an ``openvino.Model``."""
-    require("openvino", "openvino")
-    nncf = require("nncf", "openvino")
-    items = [np.ascontiguousarray(b.numpy(), dtype=np.float32) for b in batches]
-    if not items:
-        raise InvalidArgumentError("quantization needs at least one calibration image")
-    ov_model = openvino_model(fuse(model), torch.zeros(1, *input_size))
-    subset = sum(len(b) for b in items)
-    # NNCF draws rich progress bars on stdout, which must stay clean for --json.
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        nncf.set_log_level(logging.ERROR)
-        quantized = nncf.quantize(
-            ov_model,
-            nncf.Dataset(items),
-            preset=nncf.QuantizationPreset.PERFORMANCE,
-            subset_size=subset,
-        )
-    ensure_signal_stack()  # NNCF compiles with OpenVINO while calibrating
-    return quantized
+    method = get_method("openvino")
+    return method.quantize(method.fp32(fuse(model), input_size), _arrays(batches))
 
 
 def quantize_onnxruntime(
     model: nn.Module, batches: Iterable[torch.Tensor], input_size: tuple[int, int, int]
 ) -> bytes:
     """ONNX Runtime static quantization (QDQ, per-channel int8 weights) of the folded model."""
-    require("onnx", "onnx")
-    require("onnxruntime", "onnx")
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    items = [np.ascontiguousarray(b.numpy(), dtype=np.float32) for b in batches]
-    if not items:
-        raise InvalidArgumentError("quantization needs at least one calibration image")
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._items: Iterator[np.ndarray] = iter(items)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            item = next(self._items, None)
-            return None if item is None else {INPUT_NAME: item}
-
-    data = onnx_bytes(fuse(model), torch.zeros(1, *input_size))
-    with tempfile.TemporaryDirectory() as folder:
-        source, target = Path(folder, "fp32.onnx"), Path(folder, "int8.onnx")
-        source.write_bytes(data)
-        ort = require("onnxruntime", "onnx")
-        ort.set_default_logger_severity(3)  # no per-initializer warnings
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # the quantizer logs a generic pre-processing hint
-        try:
-            quantize_static(
-                str(source),
-                str(target),
-                Reader(),
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-            )
-        finally:
-            root.setLevel(level)
-        return target.read_bytes()
+    method = get_method("onnxruntime")
+    return method.quantize(method.fp32(fuse(model), input_size), _arrays(batches))
 
 
-class _Runner:
-    """An int8 or fp32 model in its runtime, for evaluation and timing."""
-
-    def __init__(self, method: str, model: Any) -> None:
-        if method == "openvino":
-            from lightnets.deploy.backends import OpenVinoOptBackend
-
-            ov = require("openvino", "openvino")
-            if isinstance(model, (str, Path)):
-                model = ov.Core().read_model(str(model))
-            self._compiled = OpenVinoOptBackend().compile(model)
-            self._fn = lambda x: self._compiled(x)[0]
-        else:
-            ort = require("onnxruntime", "onnx")
-            from lightnets.deploy.backends import physical_cores
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = physical_cores()
-            session = ort.InferenceSession(
-                model if isinstance(model, bytes) else str(model),
-                options,
-                providers=["CPUExecutionProvider"],
-            )
-            self._fn = lambda x: session.run(None, {INPUT_NAME: x})[0]
-
-    def __call__(self, x: torch.Tensor) -> np.ndarray:
-        return np.asarray(self._fn(np.ascontiguousarray(x.numpy())))
-
-
-def _save(method: str, quantized: Any, path: Path) -> list[Path]:
-    """Write atomically: temp files beside ``path``, then rename (.bin before .xml)."""
-    with atomic_path(path, path.suffix) as temp:
-        if method != "openvino":
-            temp.write_bytes(quantized)
-            return [path]
-        ov = require("openvino", "openvino")
-        temp_bin = temp.with_suffix(".bin")
-        try:
-            ov.save_model(quantized, str(temp), compress_to_fp16=False)
-            commit(temp_bin, path.with_suffix(".bin"))
-        finally:
-            temp_bin.unlink(missing_ok=True)
-    return [path, path.with_suffix(".bin")]
-
-
-def _fp32_size_mb(method: str, model: nn.Module, input_size: tuple[int, int, int]) -> float:
-    if method == "onnxruntime":
-        return len(onnx_bytes(fuse(model), torch.zeros(1, *input_size))) / 1e6
-    ov = require("openvino", "openvino")
-    with tempfile.TemporaryDirectory() as folder:
-        xml = Path(folder, "fp32.xml")
-        ov.save_model(
-            openvino_model(fuse(model), torch.zeros(1, *input_size)),
-            str(xml),
-            compress_to_fp16=False,
-        )
-        return (xml.stat().st_size + xml.with_suffix(".bin").stat().st_size) / 1e6
-
-
-def _latency_ms(run: _Runner, input_size: tuple[int, int, int]) -> float:
+def _latency_ms(run: Callable[[torch.Tensor], Any], input_size: tuple[int, int, int]) -> float:
     from lightnets.analysis.timing import measure_latency
 
     x = torch.randn(1, *input_size)
     return measure_latency(lambda: run(x), warmup=5, min_iters=20, min_seconds=1.0).median_ms
+
+
+def _eager(model: nn.Module) -> Callable[[torch.Tensor], np.ndarray]:
+    def run(x: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return model(x).numpy()
+
+    return run
 
 
 def quantize(
@@ -289,68 +382,70 @@ def quantize(
     *,
     method: str = "openvino",
     calibration_name: str = "synthetic",
+    max_drop: float = DEFAULT_MAX_DROP,
+    strict: bool = False,
+    metadata: dict[str, Any] | None = None,
 ) -> QuantizationReport:
-    """Quantize ``model`` to int8, write it to ``path`` and measure what changed.
+    """Quantize ``model`` to int8, measure what changed, and write it to ``path``.
 
     ``path`` ends in ``.xml`` (OpenVINO IR, with ``.bin`` beside it) for ``openvino`` and in
     ``.onnx`` for ``onnxruntime``. ``evaluation`` batches with labels give top-1 accuracy of
-    fp32 and int8; without labels, the share of images whose int8 top-1 equals fp32's.
+    fp32 and int8; without labels, the share of images whose int8 top-1 equals fp32's. A drop
+    beyond ``max_drop`` points is reported (``within_budget`` False); with ``strict`` it raises
+    :class:`QuantizationAccuracyError` and nothing is written. ``metadata`` (the fp32 export's,
+    :func:`lightnets.deploy.metadata.build_metadata`) is stored in the file with the int8 result.
     """
-    if method not in METHODS:
-        raise InvalidArgumentError(
-            f"unknown quantization method {method!r}; allowed: {', '.join(METHODS)}"
-        )
+    quant = get_method(method)
     path = check_writable(path)
-    suffix = ".xml" if method == "openvino" else ".onnx"
-    if path.suffix != suffix:
-        raise InvalidArgumentError(f"--method {method} writes a {suffix} file; got {path}")
+    if path.suffix != quant.suffix:
+        raise InvalidArgumentError(f"--method {method} writes a {quant.suffix} file; got {path}")
     model = model.eval()
-    if method == "openvino":
-        quantized: Any = quantize_openvino(model, calibration, input_size)
-    else:
-        quantized = quantize_onnxruntime(model, calibration, input_size)
-    files = _save(method, quantized, path)
-    int8_run = _Runner(method, path)
-    if method == "openvino":
-        fp32_run = _Runner(method, openvino_model(fuse(model), torch.zeros(1, *input_size)))
-    else:
-        fp32_run = _Runner(method, onnx_bytes(fuse(model), torch.zeros(1, *input_size)))
-
-    correct_fp32 = correct_int8 = total = 0
-    worst = 0.0
-    labelled = bool(evaluation) and all(labels is not None for _, labels in evaluation)
-    for images, labels in evaluation:
-        with torch.inference_mode():
-            reference = model(images).numpy()
-        got = int8_run(images)
-        worst = max(worst, float(np.abs(got - reference).max()))
-        top_fp32, top_int8 = reference.argmax(1), got.argmax(1)
-        if labelled:
-            truth = labels.numpy()
-            correct_fp32 += int((top_fp32 == truth).sum())
-            correct_int8 += int((top_int8 == truth).sum())
-        else:
-            correct_fp32 += len(images)
-            correct_int8 += int((top_fp32 == top_int8).sum())
-        total += len(images)
-    top1_fp32 = 100.0 * correct_fp32 / total if total else float("nan")
-    top1_int8 = 100.0 * correct_int8 / total if total else float("nan")
-
+    fp32 = quant.fp32(fuse(model), input_size)  # the one fp32 export
+    fp32_run, fp32_size = quant.runner(fp32), quant.size_mb(fp32)
+    quantized = quant.quantize(fp32, _arrays(calibration))
+    int8_run = quant.runner(quantized)
+    change = top1_change(_eager(model), int8_run, evaluation, max_drop=max_drop)
+    if strict and not change.within_budget:
+        raise QuantizationAccuracyError(
+            f"int8 not written: {change.describe()} is beyond --max-drop {max_drop:g}"
+        )
+    if metadata is None:
+        metadata = md.metadata_for(model, None, input_size)
+    metadata = {**metadata, "precision": "int8", "int8": {"method": method, **change.as_dict()}}
+    files = quant.save(quantized, path, metadata)
     fp32_ms, int8_ms = _latency_ms(fp32_run, input_size), _latency_ms(int8_run, input_size)
+    return _report(
+        path, method, calibration_name, calibration, change, files, fp32_size, fp32_ms, int8_ms
+    )
+
+
+def _report(
+    path,
+    method,
+    calibration_name,
+    calibration,
+    change: Top1Change,
+    files,
+    fp32_size,
+    fp32_ms,
+    int8_ms,
+):
     return QuantizationReport(
         path=str(path),
         method=method,
         calibration=calibration_name,
         calibration_images=sum(len(b) for b in calibration),
-        fp32_size_mb=_fp32_size_mb(method, model, input_size),
+        fp32_size_mb=fp32_size,
         int8_size_mb=sum(f.stat().st_size for f in files) / 1e6,
         fp32_latency_ms=fp32_ms,
         int8_latency_ms=int8_ms,
         speedup=fp32_ms / int8_ms,
-        eval_images=total,
-        eval_metric="accuracy" if labelled else "agreement",
-        fp32_top1=top1_fp32,
-        int8_top1=top1_int8,
-        top1_change=top1_int8 - top1_fp32,
-        max_abs_diff=worst,
+        eval_images=change.images,
+        eval_metric=change.metric,
+        fp32_top1=change.fp32_top1,
+        int8_top1=change.int8_top1,
+        top1_change=change.change,
+        max_abs_diff=change.max_abs_diff,
+        max_drop=change.max_drop,
+        within_budget=change.within_budget,
     )

@@ -5,14 +5,29 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightnets.errors import InvalidArgumentError, check_int
+
+#: ``variant`` values every family accepts (see :class:`LightweightNet`).
+VARIANTS = ("imagenet", "cifar")
+
+
+def validate_variant(variant: Any) -> str:
+    """``variant`` if it is one of :data:`VARIANTS`, else InvalidArgumentError."""
+    if variant not in VARIANTS:
+        raise InvalidArgumentError(f"unknown variant {variant!r}; allowed: {', '.join(VARIANTS)}")
+    return variant
+
 
 class LightweightNet(nn.Module):
     """Base class of the zoo.
 
     Subclasses implement :meth:`forward_features` (the convolutional trunk, returning a feature
     map), :meth:`forward_head` (pooling and classifier, returning logits) and
-    :meth:`reset_classifier`. The builder in the registry sets :attr:`hparams`, a dict of plain
-    values from which ``create_model(**model.hparams)`` rebuilds the same network.
+    :meth:`reset_classifier`. Every family's constructor takes ``(num_classes, variant,
+    **hparams)`` and raises InvalidArgumentError for values it cannot build. ``variant`` is
+    ``"imagenet"`` (the paper's network for 224x224 inputs) or ``"cifar"`` (a stem that keeps
+    32x32 inputs at full resolution). The registry sets :attr:`hparams`, a dict of plain values
+    from which ``create_model(**model.hparams)`` rebuilds the same network.
     """
 
     #: (channels, height, width) the network was designed for.
@@ -36,9 +51,7 @@ class LightweightNet(nn.Module):
 
         Keeps :attr:`num_classes` and :attr:`hparams` in step, so the model still rebuilds.
         """
-        from lightnets.models.registry import validate_num_classes
-
-        validate_num_classes(num_classes)
+        check_int("num_classes", num_classes, minimum=1)
         self._reset_classifier(num_classes)
         self.num_classes = num_classes
         self.hparams["num_classes"] = num_classes

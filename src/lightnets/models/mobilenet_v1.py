@@ -16,8 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lightnets.errors import InvalidArgumentError
-from lightnets.models.base import PooledLinearHeadNet
+from lightnets.models.base import PooledLinearHeadNet, validate_variant
 from lightnets.models.layers import ConvBNAct, init_conv_bn_, make_divisible
 from lightnets.models.registry import HParam, register_model
 
@@ -80,13 +79,14 @@ class MobileNetV1(PooledLinearHeadNet):
     def __init__(
         self,
         num_classes: int = 1000,
-        width_mult: float = 1.0,
         variant: str = "imagenet",
+        *,
+        width_mult: float = 1.0,
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
         self.drop_rate = drop_rate
-        stem_stride = 1 if variant == "cifar" else 2
+        stem_stride = 1 if validate_variant(variant) == "cifar" else 2
         in_channels = scaled_width(STEM_CHANNELS, width_mult)
         layers: list[nn.Module] = [ConvBNAct(3, in_channels, 3, stride=stem_stride)]
         for channels, stride in DEPTHWISE_SEPARABLE_SETTING:
@@ -101,7 +101,7 @@ class MobileNetV1(PooledLinearHeadNet):
         init_conv_bn_(self.features, nn.init.kaiming_normal_, mode="fan_out")
 
 
-@register_model(
+register_model(
     "mobilenet_v1",
     paper="Howard et al., MobileNets, arXiv:1704.04861 (2017), Table 1",
     hparams={
@@ -110,16 +110,16 @@ class MobileNetV1(PooledLinearHeadNet):
             float,
             "width multiplier alpha (paper: 1, 0.75, 0.5, 0.25); channels rounded to multiples "
             "of 8",
-            positive=True,
+            minimum=0.0,
+            exclusive_minimum=True,
         ),
-        "drop_rate": HParam(0.0, float, "dropout before the classifier, in [0, 1)"),
+        "drop_rate": HParam(
+            0.0,
+            float,
+            "dropout before the classifier, in [0, 1)",
+            minimum=0.0,
+            maximum=1.0,
+            exclusive_maximum=True,
+        ),
     },
-)
-def mobilenet_v1(
-    *, num_classes: int, variant: str, width_mult: float, drop_rate: float
-) -> MobileNetV1:
-    if not 0.0 <= drop_rate < 1.0:
-        raise InvalidArgumentError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
-    return MobileNetV1(
-        num_classes=num_classes, width_mult=width_mult, variant=variant, drop_rate=drop_rate
-    )
+)(MobileNetV1)

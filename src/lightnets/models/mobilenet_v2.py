@@ -15,8 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lightnets.errors import InvalidArgumentError
-from lightnets.models.base import PooledLinearHeadNet
+from lightnets.models.base import PooledLinearHeadNet, validate_variant
 from lightnets.models.layers import ConvBNAct, init_conv_bn_, make_divisible
 from lightnets.models.registry import HParam, register_model
 
@@ -82,13 +81,14 @@ class MobileNetV2(PooledLinearHeadNet):
     def __init__(
         self,
         num_classes: int = 1000,
-        width_mult: float = 1.0,
         variant: str = "imagenet",
+        *,
+        width_mult: float = 1.0,
         drop_rate: float = 0.2,
     ) -> None:
         super().__init__()
         self.drop_rate = drop_rate
-        stem_stride = 1 if variant == "cifar" else 2
+        stem_stride = 1 if validate_variant(variant) == "cifar" else 2
         in_channels = make_divisible(STEM_CHANNELS * width_mult, ROUND_NEAREST)
         layers: list[nn.Module] = [
             ConvBNAct(3, in_channels, 3, stride=stem_stride, activation=nn.ReLU6)
@@ -108,21 +108,24 @@ class MobileNetV2(PooledLinearHeadNet):
         init_conv_bn_(self.features, nn.init.kaiming_normal_, mode="fan_out")
 
 
-@register_model(
+register_model(
     "mobilenet_v2",
     paper="Sandler et al., MobileNetV2, CVPR 2018 (arXiv:1801.04381), Table 2",
     hparams={
         "width_mult": HParam(
-            1.0, float, "width multiplier alpha; channels rounded to multiples of 8", positive=True
+            1.0,
+            float,
+            "width multiplier alpha; channels rounded to multiples of 8",
+            minimum=0.0,
+            exclusive_minimum=True,
         ),
-        "drop_rate": HParam(0.2, float, "dropout before the classifier, in [0, 1)"),
+        "drop_rate": HParam(
+            0.2,
+            float,
+            "dropout before the classifier, in [0, 1)",
+            minimum=0.0,
+            maximum=1.0,
+            exclusive_maximum=True,
+        ),
     },
-)
-def mobilenet_v2(
-    *, num_classes: int, variant: str, width_mult: float, drop_rate: float
-) -> MobileNetV2:
-    if not 0.0 <= drop_rate < 1.0:
-        raise InvalidArgumentError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
-    return MobileNetV2(
-        num_classes=num_classes, width_mult=width_mult, variant=variant, drop_rate=drop_rate
-    )
+)(MobileNetV2)

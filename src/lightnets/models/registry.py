@@ -1,22 +1,23 @@
 """One registry: model name -> builder, with every hyperparameter declared and validated.
 
-``create_model`` is the only way users build networks; the builders register themselves with
-:func:`register_model`, declaring each hyperparameter (default, allowed values) so that bad
-input is refused here with a message that says what is allowed.
+``create_model`` is the only way users build networks. Each family module registers its
+builder with :func:`register_model` when it is imported (``lightnets.models`` imports them all,
+as torchvision and timm do), declaring each hyperparameter (default, allowed values or range) so
+that bad input is refused here with a message that says what is allowed. This module imports no
+family.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightnets.errors import InvalidArgumentError
-from lightnets.models.base import LightweightNet
+from lightnets.errors import InvalidArgumentError, check_float, check_int
+from lightnets.models.base import VARIANTS, LightweightNet, validate_variant
 
-VARIANTS = ("imagenet", "cifar")
+__all__ = ["VARIANTS", "HParam", "ModelEntry", "create_model", "list_models", "register_model"]
 
 
 @dataclass(frozen=True)
@@ -24,47 +25,72 @@ class HParam:
     """Declaration of one hyperparameter of a family.
 
     ``kind`` is the Python type (``int``, ``float``, ``bool``, ``str``); ``choices`` lists the
-    allowed values when the paper defines a finite set; ``positive`` requires a value > 0.
+    allowed values when the paper defines a finite set; ``minimum`` / ``maximum`` bound numbers
+    (strictly when ``exclusive_minimum`` / ``exclusive_maximum``).
     """
 
     default: Any
     kind: type
     help: str
     choices: tuple[Any, ...] | None = None
-    positive: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    exclusive_maximum: bool = False
+
+    @property
+    def positive(self) -> bool:
+        """True when the range is "> 0" (reported by ``lightnets models``)."""
+        return self.minimum == 0 and self.exclusive_minimum and self.maximum is None
 
     def validate(self, model: str, name: str, value: Any) -> Any:
-        value = self._coerce(model, name, value)
+        """``value`` checked against the kind, range and choices; else InvalidArgumentError."""
+        label = f"{model}: {name}"
+        value = _COERCE[self.kind](self, label, value)
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(str(c) for c in self.choices)
-            raise InvalidArgumentError(
-                f"{model}: {name}={value!r} is not supported; allowed: {allowed}"
-            )
-        if self.positive and not value > 0:
-            raise InvalidArgumentError(f"{model}: {name} must be > 0, got {value!r}")
+            raise InvalidArgumentError(f"{label}={value!r} is not supported; allowed: {allowed}")
         return value
 
-    def _coerce(self, model: str, name: str, value: Any) -> Any:
-        bad = InvalidArgumentError(f"{model}: {name} must be a {self.kind.__name__}, got {value!r}")
-        if self.kind is bool:
-            if not isinstance(value, bool):
-                raise bad
-            return value
-        if isinstance(value, bool):
-            raise bad
-        if self.kind is float:
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise bad
-            return float(value)
-        if self.kind is int:
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if not isinstance(value, int):
-                raise bad
-            return value
-        if not isinstance(value, self.kind):
-            raise bad
+
+def _coerce_float(spec: HParam, label: str, value: Any) -> float:
+    return check_float(
+        label,
+        value,
+        minimum=spec.minimum,
+        maximum=spec.maximum,
+        exclusive_minimum=spec.exclusive_minimum,
+        exclusive_maximum=spec.exclusive_maximum,
+    )
+
+
+def _coerce_int(spec: HParam, label: str, value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 3.0 from a JSON file or a YAML config is the integer 3
+    minimum, maximum = spec.minimum, spec.maximum
+    if minimum is not None and spec.exclusive_minimum:
+        minimum += 1
+    if maximum is not None and spec.exclusive_maximum:
+        maximum -= 1
+    return check_int(label, value, minimum=minimum, maximum=maximum)
+
+
+def _coerce_exact(kind: type, what: str) -> Callable[[HParam, str, Any], Any]:
+    def coerce(spec: HParam, label: str, value: Any) -> Any:
+        if not isinstance(value, kind):
+            raise InvalidArgumentError(f"{label}={value!r} is not allowed; use {what}")
         return value
+
+    return coerce
+
+
+#: How each kind of hyperparameter is checked (``bool`` is not an ``int`` here).
+_COERCE: dict[type, Callable[[HParam, str, Any], Any]] = {
+    float: _coerce_float,
+    int: _coerce_int,
+    bool: _coerce_exact(bool, "a bool (True or False)"),
+    str: _coerce_exact(str, "a string"),
+}
 
 
 @dataclass(frozen=True)
@@ -87,7 +113,11 @@ _REGISTRY: dict[str, ModelEntry] = {}
 def register_model(
     name: str, *, paper: str, hparams: dict[str, HParam] | None = None
 ) -> Callable[[Callable[..., LightweightNet]], Callable[..., LightweightNet]]:
-    """Decorator: register ``builder(num_classes=, variant=, **hparams)`` under ``name``."""
+    """Decorator: register ``builder(num_classes, variant, **hparams)`` under ``name``.
+
+    ``builder`` is a family's class (or a function returning one) called with the validated
+    hyperparameters; the decorator returns it unchanged.
+    """
 
     def decorator(builder: Callable[..., LightweightNet]) -> Callable[..., LightweightNet]:
         if name in _REGISTRY:
@@ -98,26 +128,13 @@ def register_model(
     return decorator
 
 
-def _ensure_loaded() -> None:
-    # Importing the family modules runs their @register_model decorators.
-    from lightnets.models import (  # noqa: F401
-        mobilenet_v1,
-        mobilenet_v2,
-        shufflenet_v1,
-        shufflenet_v2,
-        squeezenet,
-    )
-
-
 def list_models() -> list[str]:
     """Names of every registered model, sorted."""
-    _ensure_loaded()
     return sorted(_REGISTRY)
 
 
 def get_model_entry(name: str) -> ModelEntry:
     """The registry entry of ``name``; unknown names raise with the closest suggestions."""
-    _ensure_loaded()
     if not isinstance(name, str) or name not in _REGISTRY:
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3, cutoff=0.4)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -125,18 +142,6 @@ def get_model_entry(name: str) -> ModelEntry:
             f"unknown model {name!r}{hint} (available: {', '.join(sorted(_REGISTRY))})"
         )
     return _REGISTRY[name]
-
-
-def validate_num_classes(num_classes: Any) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise InvalidArgumentError(f"num_classes must be an integer >= 1, got {num_classes!r}")
-    return num_classes
-
-
-def validate_variant(variant: Any) -> str:
-    if variant not in VARIANTS:
-        raise InvalidArgumentError(f"unknown variant {variant!r}; allowed: {', '.join(VARIANTS)}")
-    return variant
 
 
 def resolve_hparams(name: str, **hparams: Any) -> dict[str, Any]:
@@ -171,7 +176,7 @@ def create_model(
         The model, with ``model.hparams`` set so that ``create_model(**model.hparams)`` rebuilds it.
     """
     entry = get_model_entry(name)
-    validate_num_classes(num_classes)
+    check_int("num_classes", num_classes, minimum=1)
     validate_variant(variant)
     resolved = resolve_hparams(name, **hparams)
     model = entry.builder(num_classes=num_classes, variant=variant, **resolved)

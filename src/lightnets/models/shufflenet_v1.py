@@ -40,7 +40,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lightnets.models.base import LightweightNet
+from lightnets.errors import InvalidArgumentError
+from lightnets.models.base import LightweightNet, validate_variant
 from lightnets.models.layers import ChannelShuffle, ConvBNAct, GlobalAvgPool, make_divisible
 from lightnets.models.registry import HParam, register_model
 
@@ -91,14 +92,14 @@ class ShuffleUnit(nn.Module):
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
-            raise ValueError(f"stride must be 1 or 2, got {stride}")
+            raise InvalidArgumentError(f"stride must be 1 or 2, got {stride}")
         self.stride = stride
         self.concat = stride == 2
         mid = bottleneck_width(out_channels, groups)
         # Concatenation keeps the shortcut's `in_channels`; the branch supplies the rest.
         branch_out = out_channels - in_channels if self.concat else out_channels
         if not self.concat and in_channels != out_channels:
-            raise ValueError("a stride-1 unit needs in_channels == out_channels")
+            raise InvalidArgumentError("a stride-1 unit needs in_channels == out_channels")
         self.conv1 = ConvBNAct(in_channels, mid, 1, groups=first_groups)
         self.shuffle = ChannelShuffle(groups) if groups > 1 else nn.Identity()
         self.dwconv = ConvBNAct(mid, mid, 3, stride=stride, groups=mid, activation=None)
@@ -117,24 +118,31 @@ class ShuffleNetV1(LightweightNet):
     """ShuffleNet with ``groups`` groups at width ``width_mult`` (Table 1, Table 2).
 
     Args:
+        num_classes: classifier outputs.
+        variant: ``"imagenet"`` (Table 1) or ``"cifar"`` (stride-1 stem with BN and ReLU, no
+            max-pool).
         groups: g of Table 1, one of 1, 2, 3, 4, 8.
         width_mult: s of "ShuffleNet sx", one of 0.25, 0.5, 1, 1.5, 2.
-        num_classes: classifier outputs.
-        cifar: ``True`` for the CIFAR stem (stride 1, BN and ReLU, no max-pool).
     """
 
     def __init__(
         self,
+        num_classes: int = 1000,
+        variant: str = "imagenet",
+        *,
         groups: int = 3,
         width_mult: float = 1.0,
-        num_classes: int = 1000,
-        cifar: bool = False,
     ) -> None:
         super().__init__()
+        cifar = validate_variant(variant) == "cifar"
         if groups not in STAGE_OUT_CHANNELS:
-            raise ValueError(f"groups must be one of {sorted(STAGE_OUT_CHANNELS)}, got {groups}")
+            raise InvalidArgumentError(
+                f"groups={groups!r} is not supported; allowed: {sorted(STAGE_OUT_CHANNELS)}"
+            )
         if width_mult not in STEM_CHANNELS:
-            raise ValueError(f"width_mult must be one of {WIDTH_MULTS}, got {width_mult}")
+            raise InvalidArgumentError(
+                f"width_mult={width_mult!r} is not supported; allowed: {WIDTH_MULTS}"
+            )
         self.groups = groups
         self.width_mult = width_mult
         self.num_classes = num_classes
@@ -171,7 +179,7 @@ class ShuffleNetV1(LightweightNet):
         self.fc = nn.Linear(self.num_features, num_classes)
 
 
-@register_model(
+register_model(
     "shufflenet_v1",
     paper="Zhang et al., ShuffleNet, CVPR 2018 (arXiv:1707.01083), Table 1",
     hparams={
@@ -185,9 +193,4 @@ class ShuffleNetV1(LightweightNet):
             1.0, float, "width multiplier s of 'ShuffleNet sx' (Table 2)", choices=WIDTH_MULTS
         ),
     },
-)
-def shufflenet_v1(
-    *, num_classes: int, variant: str, groups: int, width_mult: float
-) -> ShuffleNetV1:
-    """ShuffleNet V1 (``variant`` "imagenet": Table 1; "cifar": stride-1 stem, no max-pool)."""
-    return ShuffleNetV1(groups, width_mult, num_classes, cifar=variant == "cifar")
+)(ShuffleNetV1)

@@ -32,7 +32,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lightnets.models.base import LightweightNet
+from lightnets.errors import InvalidArgumentError
+from lightnets.models.base import LightweightNet, validate_variant
 from lightnets.models.layers import ConvBNAct, GlobalAvgPool, channel_shuffle
 from lightnets.models.registry import HParam, register_model
 
@@ -61,10 +62,12 @@ class InvertedResidual(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
         if stride not in (1, 2):
-            raise ValueError(f"stride must be 1 or 2, got {stride}")
+            raise InvalidArgumentError(f"stride must be 1 or 2, got {stride}")
         branch_channels = out_channels // 2
         if stride == 1 and in_channels != 2 * branch_channels:
-            raise ValueError("a stride-1 unit needs in_channels == out_channels (an even number)")
+            raise InvalidArgumentError(
+                "a stride-1 unit needs in_channels == out_channels (an even number)"
+            )
         self.stride = stride
         if stride == 2:
             self.branch1 = _flat(
@@ -94,18 +97,21 @@ class ShuffleNetV2(LightweightNet):
     """ShuffleNet V2 at width ``width_mult`` (Table 5).
 
     Args:
-        width_mult: one of 0.5, 1, 1.5, 2 (the widths of Table 5).
         num_classes: classifier outputs.
-        cifar: ``True`` for the CIFAR stem (stride 1, BN and ReLU, no max-pool).
+        variant: ``"imagenet"`` (Table 5) or ``"cifar"`` (stride-1 stem with BN and ReLU, no
+            max-pool).
+        width_mult: one of 0.5, 1, 1.5, 2 (the widths of Table 5).
     """
 
     def __init__(
-        self, width_mult: float = 1.0, num_classes: int = 1000, cifar: bool = False
+        self, num_classes: int = 1000, variant: str = "imagenet", *, width_mult: float = 1.0
     ) -> None:
         super().__init__()
+        cifar = validate_variant(variant) == "cifar"
         if width_mult not in STAGE_OUT_CHANNELS:
-            raise ValueError(
-                f"width_mult must be one of {tuple(STAGE_OUT_CHANNELS)}, got {width_mult}"
+            raise InvalidArgumentError(
+                f"width_mult={width_mult!r} is not supported; "
+                f"allowed: {', '.join(map(str, STAGE_OUT_CHANNELS))}"
             )
         self.width_mult = width_mult
         self.num_classes = num_classes
@@ -140,7 +146,7 @@ class ShuffleNetV2(LightweightNet):
         self.fc = nn.Linear(self.num_features, num_classes)
 
 
-@register_model(
+register_model(
     "shufflenet_v2",
     paper="Ma et al., ShuffleNet V2, ECCV 2018 (arXiv:1807.11164), Table 5",
     hparams={
@@ -151,7 +157,4 @@ class ShuffleNetV2(LightweightNet):
             choices=tuple(STAGE_OUT_CHANNELS),
         ),
     },
-)
-def shufflenet_v2(*, num_classes: int, variant: str, width_mult: float) -> ShuffleNetV2:
-    """ShuffleNet V2 (``variant`` "imagenet": Table 5; "cifar": stride-1 stem, no max-pool)."""
-    return ShuffleNetV2(width_mult, num_classes, cifar=variant == "cifar")
+)(ShuffleNetV2)

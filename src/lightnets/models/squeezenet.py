@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lightnets.errors import InvalidArgumentError
-from lightnets.models.base import LightweightNet
+from lightnets.models.base import LightweightNet, validate_variant
 from lightnets.models.layers import init_conv_bn_
 from lightnets.models.registry import HParam, register_model
 
@@ -118,14 +118,14 @@ class Fire(nn.Module):
             self.bypass = None
         elif bypass == "simple":
             if in_channels != out_channels:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"simple bypass needs equal widths, got {in_channels}->{out_channels}"
                 )
             self.bypass = nn.Identity()
         elif bypass == "complex":
             self.bypass = _conv(in_channels, out_channels, 1, batch_norm=batch_norm)
         else:
-            raise ValueError(f"unknown bypass {bypass!r}")
+            raise InvalidArgumentError(f"unknown bypass {bypass!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.squeeze_activation(self.squeeze(x))
@@ -139,6 +139,48 @@ class Fire(nn.Module):
         if self.bypass is not None:
             out = out + self.bypass(x)
         return out
+
+
+def _fire_bypass(fire_index: int, bypass: str) -> str | None:
+    """The shortcut around fire ``fire_index`` for the network's ``bypass`` setting (Section 6)."""
+    if bypass in ("simple", "complex") and fire_index in SIMPLE_BYPASS_FIRES:
+        return "simple"
+    if bypass == "complex" and fire_index in COMPLEX_BYPASS_FIRES:
+        return "complex"
+    return None
+
+
+def _build_features(
+    cfg: list[tuple], cifar: bool, bypass: str, batch_norm: bool
+) -> tuple[nn.Sequential, int]:
+    """``features`` from one of :data:`SQUEEZENET_CFGS`, and its output channels."""
+    layers: list[nn.Module] = []
+    channels = 3
+    fire_index = 2
+    for row in cfg:
+        if row[0] == "conv":
+            _, out_channels, kernel, stride = row
+            if cifar:
+                kernel, stride = CIFAR_STEM_KERNEL, 1
+            padding = (kernel - 1) // 2 if cifar else 0
+            layers.append(
+                _conv(channels, out_channels, kernel, stride, padding, batch_norm=batch_norm)
+            )
+            layers.append(nn.ReLU(inplace=True))
+            channels = out_channels
+        elif row[0] == "pool":
+            # CIFAR: the pool after the stem (before any fire) keeps its index as an identity.
+            before_fires = fire_index == 2
+            pool = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+            layers.append(nn.Identity() if cifar and before_fires else pool)
+        else:
+            _, squeeze, e1, e3 = row
+            bypass_kind = _fire_bypass(fire_index, bypass)
+            fire = Fire(channels, squeeze, e1, e3, batch_norm=batch_norm, bypass=bypass_kind)
+            layers.append(fire)
+            channels = fire.out_channels
+            fire_index += 1
+    return nn.Sequential(*layers), channels
 
 
 class SqueezeNet(LightweightNet):
@@ -161,53 +203,24 @@ class SqueezeNet(LightweightNet):
 
     def __init__(
         self,
-        version: str = "1_0",
         num_classes: int = 1000,
         variant: str = "imagenet",
+        *,
+        version: str = "1_0",
         bypass: str = "none",
         batch_norm: bool = False,
         drop_rate: float = 0.5,
     ) -> None:
         super().__init__()
+        cifar = validate_variant(variant) == "cifar"
+        if version not in SQUEEZENET_CFGS:
+            raise InvalidArgumentError(
+                f"version={version!r} is not supported; allowed: {', '.join(SQUEEZENET_CFGS)}"
+            )
         cfg = SQUEEZENET_CFGS[version]
         self.version = version
         self.drop_rate = drop_rate
-        cifar = variant == "cifar"
-        layers: list[nn.Module] = []
-        channels = 3
-        fire_index = 2
-        seen_fire = False
-        for row in cfg:
-            kind = row[0]
-            if kind == "conv":
-                _, out_channels, kernel, stride = row
-                if cifar:
-                    kernel, stride = CIFAR_STEM_KERNEL, 1
-                padding = (kernel - 1) // 2 if cifar else 0
-                layers.append(
-                    _conv(channels, out_channels, kernel, stride, padding, batch_norm=batch_norm)
-                )
-                layers.append(nn.ReLU(inplace=True))
-                channels = out_channels
-            elif kind == "pool":
-                if cifar and not seen_fire:
-                    layers.append(nn.Identity())
-                else:
-                    layers.append(nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True))
-            else:
-                _, squeeze, e1, e3 = row
-                block_bypass = None
-                if bypass in ("simple", "complex") and fire_index in SIMPLE_BYPASS_FIRES:
-                    block_bypass = "simple"
-                elif bypass == "complex" and fire_index in COMPLEX_BYPASS_FIRES:
-                    block_bypass = "complex"
-                fire = Fire(channels, squeeze, e1, e3, batch_norm=batch_norm, bypass=block_bypass)
-                layers.append(fire)
-                channels = fire.out_channels
-                fire_index += 1
-                seen_fire = True
-        self.features = nn.Sequential(*layers)
-        self.num_features = channels
+        self.features, self.num_features = _build_features(cfg, cifar, bypass, batch_norm)
         self.classifier = self._make_classifier(num_classes)
         self.default_input_size = (3, 32, 32) if cifar else (3, 224, 224)
         # torchvision's initialisation: Kaiming-uniform convolutions, zero biases; the final
@@ -248,24 +261,24 @@ HPARAMS = {
         choices=BYPASS_CHOICES,
     ),
     "batch_norm": HParam(False, bool, "BatchNorm after every convolution of the trunk"),
-    "drop_rate": HParam(0.5, float, "dropout before the conv10 classifier, in [0, 1)"),
+    "drop_rate": HParam(
+        0.5,
+        float,
+        "dropout before the conv10 classifier, in [0, 1)",
+        minimum=0.0,
+        maximum=1.0,
+        exclusive_maximum=True,
+    ),
 }
 
 
-def _build(version: str, num_classes: int, variant: str, **hparams) -> SqueezeNet:
-    drop_rate = hparams["drop_rate"]
-    if not 0.0 <= drop_rate < 1.0:
-        raise InvalidArgumentError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
-    return SqueezeNet(version, num_classes=num_classes, variant=variant, **hparams)
-
-
 @register_model("squeezenet1_0", paper=PAPER + ", Table 1", hparams=HPARAMS)
-def squeezenet1_0(*, num_classes: int, variant: str, **hparams) -> SqueezeNet:
+def squeezenet1_0(num_classes: int = 1000, variant: str = "imagenet", **hparams) -> SqueezeNet:
     """SqueezeNet v1.0: 7x7/2 stem with 96 filters, max-pools after conv1, fire4 and fire8."""
-    return _build("1_0", num_classes, variant, **hparams)
+    return SqueezeNet(num_classes, variant, version="1_0", **hparams)
 
 
 @register_model("squeezenet1_1", paper=PAPER + ", v1.1 (reference implementation)", hparams=HPARAMS)
-def squeezenet1_1(*, num_classes: int, variant: str, **hparams) -> SqueezeNet:
+def squeezenet1_1(num_classes: int = 1000, variant: str = "imagenet", **hparams) -> SqueezeNet:
     """SqueezeNet v1.1: 3x3/2 stem with 64 filters, max-pools after conv1, fire3 and fire5."""
-    return _build("1_1", num_classes, variant, **hparams)
+    return SqueezeNet(num_classes, variant, version="1_1", **hparams)

@@ -1,0 +1,454 @@
+"""Accuracy against cost: train every combination of a few hyperparameters, then compare.
+
+MobileNets (Howard et al. 2017, Section 3.3-3.4, Tables 6-7) trade accuracy for cost with a
+width multiplier alpha and a resolution multiplier rho; ShuffleNet (V1) with its group count g,
+ShuffleNet V2 with its width. :func:`run_sweep` trains each cell of the grid with the project's
+trainer (:func:`lightnets.train.train`), one run directory per cell under the sweep's folder, and
+is resumable: a finished cell is read back, an interrupted one resumes from its ``last.pt``.
+It then writes ``sweep.json``, ``sweep.md`` and ``sweep.png``: test top-1 against MACs,
+parameters and latency measured on this machine, the Pareto front marked, beside the paper's
+ImageNet rows (:data:`lightnets.analysis.reference.PAPER_FIGURES`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lightnets import jsonio
+from lightnets.errors import InvalidArgumentError
+from lightnets.fileio import write_text_atomic
+from lightnets.train.config import BEST_CHECKPOINT, LAST_CHECKPOINT, TrainConfig
+
+__all__ = ["AXES", "Cell", "SweepResult", "plan_cells", "run_sweep"]
+
+SUMMARY = "summary.json"
+TABLE_JSON = "sweep.json"
+TABLE_MD = "sweep.md"
+FIGURE = "sweep.png"
+#: Cost axes of the table and figure: record key, label.
+COSTS = (("macs", "MACs"), ("params", "params"), ("latency_ms", "latency"))
+
+
+def _set_hparam(name: str) -> Callable[[TrainConfig, Any], dict[str, Any]]:
+    def apply(config: TrainConfig, value: Any) -> dict[str, Any]:
+        return {"model_hparams": {**config.model_hparams, name: value}}
+
+    return apply
+
+
+def _set_image_size(config: TrainConfig, value: Any) -> dict[str, Any]:
+    return {"image_size": value}
+
+
+#: Sweepable hyperparameter -> how a value changes the run's TrainConfig.
+AXES: dict[str, Callable[[TrainConfig, Any], dict[str, Any]]] = {
+    "width_mult": _set_hparam("width_mult"),
+    "groups": _set_hparam("groups"),
+    "input_size": _set_image_size,
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One combination: ``(axis, value)`` pairs in the order the axes were given."""
+
+    values: tuple[tuple[str, Any], ...]
+
+    @property
+    def name(self) -> str:
+        """Run directory name, e.g. ``width_mult-0.5_input_size-28``."""
+        return "_".join(f"{axis}-{value:g}" for axis, value in self.values)
+
+    def config(self, base: TrainConfig, output: Path) -> TrainConfig:
+        config = dataclasses.replace(base, output=str(output / self.name))
+        for axis, value in self.values:
+            config = dataclasses.replace(config, **AXES[axis](config, value))
+        return config
+
+
+def plan_cells(axes: dict[str, Sequence[Any]]) -> list[Cell]:
+    """Every combination of the given axis values (the first axis varies slowest)."""
+    if not axes:
+        raise InvalidArgumentError(
+            "a sweep needs at least one axis: --width-mult, --input-size or --groups"
+        )
+    for axis, values in axes.items():
+        if axis not in AXES:
+            raise InvalidArgumentError(f"cannot sweep {axis!r}; allowed: {', '.join(AXES)}")
+        if not values:
+            raise InvalidArgumentError(f"--{axis.replace('_', '-')} needs at least one value")
+        if len(set(values)) != len(values):
+            raise InvalidArgumentError(f"--{axis.replace('_', '-')} lists a value twice")
+    names = list(axes)
+    return [
+        Cell(tuple(zip(names, combo, strict=True))) for combo in itertools.product(*axes.values())
+    ]
+
+
+def _check_cells(configs: Sequence[TrainConfig]) -> None:
+    """Refuse a bad setting or hyperparameter in any cell before the first cell trains
+    (each model is built on the meta device: nothing is allocated or computed)."""
+    import torch
+
+    from lightnets.models import create_model
+
+    for config in configs:
+        config.validate()
+        with torch.device("meta"):
+            create_model(
+                config.model,
+                num_classes=10,
+                variant=config.variant or "cifar",
+                **config.model_hparams,
+            )
+
+
+def _is_main() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads((run_dir / SUMMARY).read_text(encoding="utf-8"))
+
+
+def _finished(run_dir: Path, epochs: int) -> bool:
+    if not (run_dir / SUMMARY).exists():
+        return False
+    return int(_read_summary(run_dir).get("epochs", 0)) >= epochs
+
+
+def _resume_overrides(config: TrainConfig) -> dict[str, Any]:
+    """The cell's settings in the form :func:`resume_config` checks against a stored run."""
+
+    def fields(obj: Any) -> dict[str, Any]:
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+    return {**fields(config), "recipe": fields(config.recipe)}
+
+
+def train_cell(config: TrainConfig) -> tuple[str, dict[str, Any]]:
+    """Train one cell, or resume it, or read it back; returns (what happened, summary).
+
+    A run directory holding a checkpoint must have been made with the same settings (checked by
+    :func:`~lightnets.train.config.resume_config`: a different model, hyperparameter or recipe
+    is an error, never a silent retrain).
+    """
+    from lightnets.train.config import resume_config
+
+    run_dir = Path(config.output)
+    if not (run_dir / LAST_CHECKPOINT).exists():
+        return "trained", _fit(config, resume=False)
+    stored = resume_config(run_dir, _resume_overrides(config))
+    if _finished(run_dir, config.recipe.epochs):
+        return "done", _read_summary(run_dir)
+    return "resumed", _fit(stored, resume=True)
+
+
+def _fit(config: TrainConfig, *, resume: bool) -> dict[str, Any]:
+    """:meth:`Trainer.fit`, as :func:`lightnets.train.train` runs it, but leaving the process
+    group of a torchrun launch up for the next cell (a re-created group hangs in DDP's first
+    collective); :func:`run_sweep` shuts it down once, after the last cell."""
+    from lightnets.train.trainer import Trainer
+
+    trainer = Trainer(config, resume=resume)
+    try:
+        return trainer.fit()
+    finally:
+        # Trainer.close() without its shutdown of the process group.
+        if trainer.tb_writer is not None:
+            trainer.tb_writer.close()
+        trainer._unlock()
+
+
+@dataclass
+class SweepResult:
+    """The sweep's records (one per cell), the paper's rows and the measuring conditions."""
+
+    model: str
+    dataset: str
+    records: list[dict[str, Any]]
+    paper: list[dict[str, Any]]
+    conditions: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_markdown(self) -> str:
+        axes = [axis for axis, _ in self.records[0]["cell"]] if self.records else []
+        head = [*axes, "test top-1", "MACs", "params", "latency ms", "Pareto front"]
+        lines = [
+            f"{self.model} on {self.dataset}; latency: {self.conditions.get('latency')}",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+        ]
+        for r in self.records:
+            front = ", ".join(label for key, label in COSTS if key in r["pareto"]) or "-"
+            cells = [f"{v:g}" for _, v in r["cell"]]
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        *cells,
+                        f"{100 * r['test_top1']:.2f}%",
+                        f"{r['macs'] / 1e6:.2f}M",
+                        f"{r['params'] / 1e6:.3f}M",
+                        f"{r['latency_ms']:.2f}",
+                        front,
+                    ]
+                )
+                + " |"
+            )
+        if self.paper:
+            lines += [
+                "",
+                "Paper (ImageNet, 1000 classes):",
+                "",
+                "| hyperparameters | input | MACs | params | top-1 | source |",
+                "|---|---|---|---|---|---|",
+            ]
+            for p in self.paper:
+                lines.append(
+                    f"| {p['hparams']} | {p['resolution']} | {_m(p['macs'])} | "
+                    f"{_m(p['params'])} | {p['top1'] if p['top1'] is not None else '-'} | "
+                    f"{p['source']} |"
+                )
+        return "\n".join(lines)
+
+
+def _m(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1e6:.1f}M"
+
+
+def pareto(records: Sequence[dict[str, Any]], cost: str) -> set[int]:
+    """Indices of the records no other record beats: lower-or-equal cost and higher-or-equal
+    top-1, one of them strictly."""
+    front = set()
+    for i, a in enumerate(records):
+        dominated = any(
+            b[cost] <= a[cost]
+            and b["test_top1"] >= a["test_top1"]
+            and (b[cost] < a[cost] or b["test_top1"] > a["test_top1"])
+            for j, b in enumerate(records)
+            if j != i
+        )
+        if not dominated:
+            front.add(i)
+    return front
+
+
+def _paper_rows(model: str) -> list[dict[str, Any]]:
+    from lightnets.analysis.reference import PAPER_FIGURES
+
+    return [
+        {
+            "hparams": ", ".join(f"{k}={v}" for k, v in f.hparams) or "-",
+            "resolution": f.resolution,
+            "macs": f.macs,
+            "params": f.params,
+            "top1": f.top1,
+            "source": f.source,
+        }
+        for f in PAPER_FIGURES
+        if f.name == model and f.top1 is not None
+    ]
+
+
+def _measure(cells: Sequence[Cell], run_dirs: Sequence[Path], device: str | None):
+    """MACs, params (lightnets' counter) and batch-1 latency of every cell's best weights,
+    timed in interleaved rounds (one thread on the CPU, as `lightnets guidelines`)."""
+    import torch
+
+    from lightnets.analysis.counter import profile
+    from lightnets.analysis.guidelines import time_calls
+    from lightnets.analysis.timing import torch_threads
+    from lightnets.train.checkpoint import model_from_checkpoint
+    from lightnets.train.distributed import resolve_device
+
+    kind = resolve_device(device)
+    costs, calls = [], []
+    for run_dir in run_dirs:
+        model, state = model_from_checkpoint(run_dir / BEST_CHECKPOINT)
+        shape = tuple(state["dataset"]["input_size"])
+        prof = profile(model, shape, device="cpu")
+        costs.append({"macs": prof.macs, "params": prof.params, "input_size": list(shape)})
+        model = model.to(kind)
+        x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0)).to(kind)
+        calls.append(_inference(model, x))
+    with torch_threads(1 if kind == "cpu" else None):
+        timings = time_calls(calls, kind, rounds=5, min_seconds=0.5)
+    for cost, timing in zip(costs, timings, strict=True):
+        cost.update(latency_ms=timing.ms, latency_spread=timing.spread, stable=timing.stable)
+    return costs, kind
+
+
+def _inference(model, x):
+    import torch
+
+    def call():
+        with torch.inference_mode():
+            return model(x)
+
+    return call
+
+
+def run_sweep(
+    base: TrainConfig,
+    axes: dict[str, Sequence[Any]],
+    output: str | Path,
+    *,
+    max_cells: int | None = None,
+    log: Callable[[str], None] = print,
+) -> SweepResult | None:
+    """Train every cell of ``axes`` (resumably) and write the table and figure.
+
+    Args:
+        base: the settings shared by every cell (its ``output`` is ignored).
+        axes: axis name (:data:`AXES`) -> values, e.g. ``{"width_mult": [1, 0.5]}``.
+        output: the sweep's folder; each cell trains in ``output/<cell name>``.
+        max_cells: train at most this many cells that are not finished yet, then stop
+            (``None``: all); a later call continues with the rest.
+
+    Returns:
+        The result when every cell is finished (on the main process), else ``None``.
+    """
+    from lightnets.analysis.timing import cpu_name
+    from lightnets.train.distributed import init_distributed, shutdown_distributed
+
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise InvalidArgumentError(f"--output {output} exists and is not a directory")
+    cells = plan_cells(axes)
+    configs = [cell.config(base, output) for cell in cells]
+    _check_cells(configs)
+    ctx = init_distributed(base.device)
+    try:
+        summaries = _train_cells(cells, configs, max_cells, log)
+    finally:
+        shutdown_distributed(ctx)
+    if summaries is None or not _is_main():
+        return None
+    costs, kind = _measure(cells, [Path(c.output) for c in configs], base.device)
+    records = [
+        {
+            "cell": [list(pair) for pair in cell.values],
+            "run_dir": str(Path(config.output)),
+            "test_top1": summary["test_top1"],
+            "epochs": summary["epochs"],
+            **cost,
+        }
+        for cell, config, summary, cost in zip(cells, configs, summaries, costs, strict=True)
+    ]
+    for key, _ in COSTS:
+        for i in pareto(records, key):
+            records[i].setdefault("pareto", []).append(key)
+    for r in records:
+        r.setdefault("pareto", [])
+    import torch
+
+    conditions = {
+        "latency": f"batch 1, median of 5 interleaved rounds on {kind} "
+        f"({cpu_name() if kind == 'cpu' else torch.cuda.get_device_name(0)}), "
+        f"{'1 thread' if kind == 'cpu' else 'CUDA'}",
+        "train_subset": base.train_subset,
+        "epochs": base.recipe.epochs,
+        "recipe": base.recipe.name,
+    }
+    result = SweepResult(base.model, base.dataset, records, _paper_rows(base.model), conditions)
+    write_text_atomic(output / TABLE_JSON, jsonio.dumps(result.to_dict(), indent=2) + "\n")
+    write_text_atomic(output / TABLE_MD, result.to_markdown() + "\n")
+    plot_sweep(result, output / FIGURE)
+    return result
+
+
+def _train_cells(
+    cells: Sequence[Cell],
+    configs: Sequence[TrainConfig],
+    max_cells: int | None,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]] | None:
+    """Train (or read back) every cell in order; ``None`` when ``max_cells`` stops it early."""
+    summaries, trained = [], 0
+    for cell, config in zip(cells, configs, strict=True):
+        if (
+            max_cells is not None
+            and trained >= max_cells
+            and not _finished(Path(config.output), config.recipe.epochs)
+        ):
+            if _is_main():
+                log(f"stopping after {trained} cell(s) (--max-cells); rerun to continue")
+            return None
+        what, summary = train_cell(config)
+        trained += what != "done"
+        if _is_main():
+            log(f"cell {cell.name}: {what}, test top-1 {100 * summary['test_top1']:.2f}%")
+        summaries.append(summary)
+    return summaries
+
+
+def plot_sweep(result: SweepResult, path: str | Path) -> Path:
+    """Test top-1 against MACs, parameters and latency (Pareto front joined), and the paper's
+    ImageNet top-1 against MACs in a last panel."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
+
+    from lightnets.analysis.plots import save_figure
+
+    panels = len(COSTS) + (1 if result.paper else 0)
+    fig = Figure(figsize=(4.2 * panels, 4.0), layout="constrained")
+    records = result.records
+    for i, (key, label) in enumerate(COSTS):
+        ax = fig.add_subplot(1, panels, i + 1)
+        xs = [r[key] for r in records]
+        ys = [100 * r["test_top1"] for r in records]
+        ax.scatter(xs, ys, color="tab:blue", zorder=3)
+        for r, x, y in zip(records, xs, ys, strict=True):
+            ax.annotate(
+                ",".join(f"{v:g}" for _, v in r["cell"]),
+                (x, y),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+        front = sorted((r[key], 100 * r["test_top1"]) for r in records if key in r["pareto"])
+        ax.plot(
+            [x for x, _ in front],
+            [y for _, y in front],
+            color="tab:red",
+            lw=1.2,
+            label="Pareto front",
+            zorder=2,
+        )
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(label + (" (ms, batch 1, this machine)" if key == "latency_ms" else ""))
+        ax.set_ylabel(f"test top-1 (%), {result.dataset}")
+        if i == 0:
+            ax.legend(fontsize=8)
+    if result.paper:
+        ax = fig.add_subplot(1, panels, panels)
+        rows = [p for p in result.paper if p["macs"] is not None]
+        ax.scatter([p["macs"] for p in rows], [p["top1"] for p in rows], color="tab:green")
+        for p in rows:
+            ax.annotate(
+                f"{p['hparams']} @{p['resolution']}",
+                (p["macs"], p["top1"]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("MACs (paper)")
+        ax.set_ylabel("ImageNet top-1 (%), paper")
+        ax.set_title(f"{result.model}: the paper's rows", fontsize=9)
+    fig.suptitle(f"{result.model} on {result.dataset}: accuracy against cost", fontsize=10)
+    return save_figure(fig, path)

@@ -67,11 +67,6 @@ def _holds_run_config(path: Path) -> bool:
     return isinstance(data, dict) and {"model", "recipe", "output"} <= set(data)
 
 
-def read_summary(run_dir: str | Path) -> dict[str, Any]:
-    """The ``summary.json`` of a finished run."""
-    return json.loads((Path(run_dir) / SUMMARY).read_text(encoding="utf-8"))
-
-
 def check_new_run_dir(run_dir: Path) -> None:
     """Refuse an ``--output`` that is a file, holds a run, or holds anything not lightnets'.
 

@@ -162,10 +162,7 @@ def _fit(config: TrainConfig, *, resume: bool) -> dict[str, Any]:
     try:
         return trainer.fit()
     finally:
-        # Trainer.close() without its shutdown of the process group.
-        if trainer.tb_writer is not None:
-            trainer.tb_writer.close()
-        trainer._unlock()
+        trainer.close(keep_process_group=True)
 
 
 @dataclass

@@ -465,12 +465,17 @@ class Trainer:
             summary = self._finish()
         return summary
 
-    def close(self) -> None:
-        """Release the run directory, the TensorBoard writer and the process group."""
+    def close(self, *, keep_process_group: bool = False) -> None:
+        """Release the run directory, the TensorBoard writer and the process group.
+
+        ``keep_process_group=True`` leaves a torchrun process group up for another run in the
+        same processes (a sweep's next cell: a re-created group hangs in DDP's first collective).
+        """
         if self.tb_writer is not None:
             self.tb_writer.close()
         self._unlock()
-        shutdown_distributed(self.ctx)
+        if not keep_process_group:
+            shutdown_distributed(self.ctx)
 
     def _announce(self) -> None:
         s = self.splits

@@ -2,7 +2,7 @@
 
 ``profile(model, input_size)`` runs one forward pass and returns a :class:`Profile` with one
 :class:`LayerRecord` per executed operation; :mod:`lightnets.analysis.formulas` holds the
-closed-form costs of DESIGN.md; :mod:`~lightnets.analysis.timing`,
+closed-form cost of each layer type; :mod:`~lightnets.analysis.timing`,
 :mod:`~lightnets.analysis.roofline` and :mod:`~lightnets.analysis.compare` relate them to speed.
 """
 

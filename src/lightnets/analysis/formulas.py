@@ -1,6 +1,6 @@
 """Closed-form costs of the layers these networks are built from (one table, one place).
 
-Conventions (see ``DESIGN.md``, "Closed-form costs"):
+Conventions (docs/analysis.md states them for users):
 
 * **MACs** are multiply-accumulates, the number the papers call "FLOPs" or "mult-adds". A bias
   add is not a MAC, and BatchNorm, activations and pooling have none.

@@ -1,7 +1,7 @@
 """Reference weight layouts: how torchvision's and timm's state dicts name our tensors.
 
-One table per source layout (transcribed from the reference code, DESIGN.md "Reference
-implementations' weight layouts"):
+One table per source layout, transcribed from the reference code (torchvision's and timm's
+model files; docs/pretrained.md lists the files each layout reads):
 
 - ``lightnets``: our own names (every family).
 - ``torchvision``: ``mobilenet_v2``, ``shufflenet_v2_x0_5`` ... ``x2_0``, ``squeezenet1_0`` /

@@ -25,7 +25,7 @@ F32 = 4
 
 
 def _closed_form(e) -> tuple[int, int]:
-    """(MACs, memory bytes) of one image through 10 blocks, from the closed-form formulas (params and MACs per layer)."""
+    """(MACs, memory bytes) of one image through 10 blocks, from closed-form formulas."""
     row, hw = e.row, HW * HW
     if e.guideline == "G1":
         c1, c2 = e.channels

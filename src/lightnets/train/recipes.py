@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,88 +86,12 @@ class Recipe:
         return dataclasses.replace(self, **changes).validate()
 
     def validate(self) -> Recipe:
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                raise InvalidArgumentError(message)
-
-        def finite(value: Any) -> bool:
-            return (
-                isinstance(value, (int, float))
-                and not isinstance(value, bool)
-                and math.isfinite(value)
-            )
-
-        check(
-            isinstance(self.epochs, int) and self.epochs >= 1,
-            f"epochs must be an integer >= 1, got {self.epochs!r}",
-        )
-        check(
-            isinstance(self.batch_size, int) and self.batch_size >= 1,
-            f"batch size must be an integer >= 1, got {self.batch_size!r}",
-        )
-        check(finite(self.lr) and self.lr > 0, f"lr must be > 0, got {self.lr!r}")
-        check(
-            self.optimizer in OPTIMIZERS,
-            f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}",
-        )
-        check(
-            self.schedule in SCHEDULES,
-            f"unknown schedule {self.schedule!r}; allowed: {', '.join(SCHEDULES)}",
-        )
-        check(
-            finite(self.momentum) and 0 <= self.momentum < 1,
-            f"momentum must be in [0, 1), got {self.momentum!r}",
-        )
-        check(not self.nesterov or self.momentum > 0, "nesterov needs a momentum > 0")
-        check(
-            finite(self.weight_decay) and self.weight_decay >= 0,
-            f"weight decay must be >= 0, got {self.weight_decay!r}",
-        )
-        check(
-            finite(self.warmup_epochs) and self.warmup_epochs >= 0,
-            f"warm-up epochs must be >= 0, got {self.warmup_epochs!r}",
-        )
-        check(
-            finite(self.warmup_cap) and 0 <= self.warmup_cap <= 1,
-            f"warm-up cap must be a fraction of the run in [0, 1], got {self.warmup_cap!r}",
-        )
-        check(
-            all(finite(m) and 0 < m < 1 for m in self.milestones)
-            and list(self.milestones) == sorted(self.milestones),
-            f"milestones must be increasing fractions in (0, 1), got {list(self.milestones)}",
-        )
-        check(
-            finite(self.gamma) and 0 < self.gamma <= 1,
-            f"gamma must be in (0, 1], got {self.gamma!r}",
-        )
-        check(
-            finite(self.min_lr) and 0 <= self.min_lr < self.lr,
-            f"min lr must be in [0, lr), got {self.min_lr!r}",
-        )
-        check(
-            finite(self.pct_start) and 0 < self.pct_start < 1,
-            f"pct_start must be in (0, 1), got {self.pct_start!r}",
-        )
-        check(
-            finite(self.div_factor) and self.div_factor >= 1,
-            f"div_factor must be >= 1, got {self.div_factor!r}",
-        )
-        check(
-            finite(self.final_div_factor) and self.final_div_factor >= 1,
-            f"final_div_factor must be >= 1, got {self.final_div_factor!r}",
-        )
-        check(
-            finite(self.label_smoothing) and 0 <= self.label_smoothing < 1,
-            f"label smoothing must be in [0, 1), got {self.label_smoothing!r}",
-        )
-        check(
-            self.clip_grad is None or (finite(self.clip_grad) and self.clip_grad > 0),
-            f"gradient clipping norm must be > 0, got {self.clip_grad!r}",
-        )
-        check(
-            self.ema_decay is None or (finite(self.ema_decay) and 0 < self.ema_decay < 1),
-            f"EMA decay must be in (0, 1), got {self.ema_decay!r}",
-        )
+        """This recipe, after checking every field against :data:`_CHECKS` (in table order)."""
+        for field, test, template in _CHECKS:
+            value = getattr(self, field)
+            if not test(value, self):
+                shown = list(value) if isinstance(value, (list, tuple)) else value
+                raise InvalidArgumentError(template.format(value=value, shown=shown))
         return self
 
     @property
@@ -197,6 +122,91 @@ class Recipe:
         kwargs["milestones"] = tuple(kwargs.get("milestones", ()))
         kwargs.setdefault("warmup_cap", 1.0)  # saved before the cap existed: uncapped
         return cls(**kwargs).validate()
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_int(value: Any, _: Recipe) -> bool:
+    return isinstance(value, int) and value >= 1
+
+
+#: :meth:`Recipe.validate`'s checks, in order: (field, test of (value, recipe), message; the
+#: message gets ``value`` and ``shown``, the value with a sequence shown as a list).
+_CHECKS: tuple[tuple[str, Callable[[Any, Recipe], bool], str], ...] = (
+    ("epochs", _positive_int, "epochs must be an integer >= 1, got {value!r}"),
+    ("batch_size", _positive_int, "batch size must be an integer >= 1, got {value!r}"),
+    ("lr", lambda v, r: _finite(v) and v > 0, "lr must be > 0, got {value!r}"),
+    (
+        "optimizer",
+        lambda v, r: v in OPTIMIZERS,
+        "unknown optimizer {value!r}; allowed: " + ", ".join(OPTIMIZERS),
+    ),
+    (
+        "schedule",
+        lambda v, r: v in SCHEDULES,
+        "unknown schedule {value!r}; allowed: " + ", ".join(SCHEDULES),
+    ),
+    (
+        "momentum",
+        lambda v, r: _finite(v) and 0 <= v < 1,
+        "momentum must be in [0, 1), got {value!r}",
+    ),
+    ("nesterov", lambda v, r: not v or r.momentum > 0, "nesterov needs a momentum > 0"),
+    (
+        "weight_decay",
+        lambda v, r: _finite(v) and v >= 0,
+        "weight decay must be >= 0, got {value!r}",
+    ),
+    (
+        "warmup_epochs",
+        lambda v, r: _finite(v) and v >= 0,
+        "warm-up epochs must be >= 0, got {value!r}",
+    ),
+    (
+        "warmup_cap",
+        lambda v, r: _finite(v) and 0 <= v <= 1,
+        "warm-up cap must be a fraction of the run in [0, 1], got {value!r}",
+    ),
+    (
+        "milestones",
+        lambda v, r: all(_finite(m) and 0 < m < 1 for m in v) and list(v) == sorted(v),
+        "milestones must be increasing fractions in (0, 1), got {shown}",
+    ),
+    ("gamma", lambda v, r: _finite(v) and 0 < v <= 1, "gamma must be in (0, 1], got {value!r}"),
+    (
+        "min_lr",
+        lambda v, r: _finite(v) and 0 <= v < r.lr,
+        "min lr must be in [0, lr), got {value!r}",
+    ),
+    (
+        "pct_start",
+        lambda v, r: _finite(v) and 0 < v < 1,
+        "pct_start must be in (0, 1), got {value!r}",
+    ),
+    ("div_factor", lambda v, r: _finite(v) and v >= 1, "div_factor must be >= 1, got {value!r}"),
+    (
+        "final_div_factor",
+        lambda v, r: _finite(v) and v >= 1,
+        "final_div_factor must be >= 1, got {value!r}",
+    ),
+    (
+        "label_smoothing",
+        lambda v, r: _finite(v) and 0 <= v < 1,
+        "label smoothing must be in [0, 1), got {value!r}",
+    ),
+    (
+        "clip_grad",
+        lambda v, r: v is None or (_finite(v) and v > 0),
+        "gradient clipping norm must be > 0, got {value!r}",
+    ),
+    (
+        "ema_decay",
+        lambda v, r: v is None or (_finite(v) and 0 < v < 1),
+        "EMA decay must be in (0, 1), got {value!r}",
+    ),
+)
 
 
 RECIPES: dict[str, Recipe] = {

@@ -96,9 +96,35 @@ def load_weights(
     asked = model_text(name, _shape_hparams(model.hparams))
     if source.family != name:
         raise CheckpointError(f"{file.path}: this is {source.description}; you asked for {name}")
+    where = f"this is {source.description}; you asked for {asked}"
     mapping = key_map(model, source.layout)
     classifier = CLASSIFIER[name] + "."
     state = model.state_dict()
+    loaded, skipped_classifier = _match_tensors(file, mapping, state, classifier, where)
+    unexpected = [key for key in file.tensors if key not in set(mapping.values())]
+    if unexpected:
+        raise CheckpointError(
+            f"{file.path}: tensor {unexpected[0]} (and {len(unexpected) - 1} more) has no place "
+            f"in the model; {where}"
+        )
+    report = LoadReport(source, len(loaded))
+    if skipped_classifier:
+        _keep_fresh_classifier(model, file, loaded, classifier, new_classifier, report)
+    _activation_note(model, source, report)
+    with torch.no_grad():
+        for key, tensor in loaded.items():
+            state[key].copy_(tensor)
+    return report
+
+
+def _match_tensors(
+    file: WeightsFile,
+    mapping: dict[str, str],
+    state: dict[str, torch.Tensor],
+    classifier: str,
+    where: str,
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """The file's tensors by model key, and whether a classifier of another shape was skipped."""
     loaded: dict[str, torch.Tensor] = {}
     skipped_classifier = False
     for ours, theirs in mapping.items():
@@ -106,45 +132,49 @@ def load_weights(
         if tensor is None:
             if ours.endswith("num_batches_tracked"):
                 continue
-            raise CheckpointError(
-                f"{file.path}: tensor {theirs} is missing; this is {source.description}; "
-                f"you asked for {asked}"
-            )
+            raise CheckpointError(f"{file.path}: tensor {theirs} is missing; {where}")
         if tensor.shape != state[ours].shape:
             if ours.startswith(classifier):
                 skipped_classifier = True
                 continue
             raise CheckpointError(
                 f"{file.path}: tensor {theirs} is {tuple(tensor.shape)} in the file but "
-                f"{tuple(state[ours].shape)} in the model; this is {source.description}; you "
-                f"asked for {asked}"
+                f"{tuple(state[ours].shape)} in the model; {where}"
             )
         loaded[ours] = tensor
-    unexpected = [key for key in file.tensors if key not in set(mapping.values())]
-    if unexpected:
+    return loaded, skipped_classifier
+
+
+def _keep_fresh_classifier(
+    model: nn.Module,
+    file: WeightsFile,
+    loaded: dict[str, torch.Tensor],
+    classifier: str,
+    new_classifier: bool,
+    report: LoadReport,
+) -> None:
+    """Drop the file's classifier from ``loaded`` with a note; refuse without ``new_classifier``."""
+    file_classes = report.source.num_classes
+    if not new_classifier:
         raise CheckpointError(
-            f"{file.path}: tensor {unexpected[0]} (and {len(unexpected) - 1} more) has no place "
-            f"in the model; this is {source.description}; you asked for {asked}"
+            f"{file.path}: the file's classifier has {file_classes} classes, the model "
+            f"{model.hparams['num_classes']}; give the number of classes explicitly "
+            f"(--num-classes {model.hparams['num_classes']}) to start a fresh classifier"
         )
-    report = LoadReport(source, len(loaded))
-    if skipped_classifier:
-        file_classes = source.num_classes
-        if not new_classifier:
-            raise CheckpointError(
-                f"{file.path}: the file's classifier has {file_classes} classes, the model "
-                f"{model.hparams['num_classes']}; give the number of classes explicitly "
-                f"(--num-classes {model.hparams['num_classes']}) to start a fresh classifier"
-            )
-        for key in [k for k in loaded if k.startswith(classifier)]:
-            del loaded[key]
-        _note(
-            report.notes,
-            f"classifier freshly initialised for {model.hparams['num_classes']} "
-            f"classes (the file's has {file_classes}); the rest loaded from {file.path}",
-        )
+    for key in [k for k in loaded if k.startswith(classifier)]:
+        del loaded[key]
+    _note(
+        report.notes,
+        f"classifier freshly initialised for {model.hparams['num_classes']} "
+        f"classes (the file's has {file_classes}); the rest loaded from {file.path}",
+    )
+
+
+def _activation_note(model: nn.Module, source: Source, report: LoadReport) -> None:
+    """A note when timm's MobileNet V1 weights (trained with ReLU6) meet another activation."""
     if (
         source.layout == "timm"
-        and name == "mobilenet_v1"
+        and model.hparams["name"] == "mobilenet_v1"
         and model.hparams.get("activation") != TIMM_MOBILENET_V1_ACTIVATION
     ):
         _note(
@@ -152,10 +182,6 @@ def load_weights(
             "timm trained these MobileNet V1 weights with ReLU6; this model uses "
             f"{model.hparams.get('activation')}, so its outputs differ from timm's",
         )
-    with torch.no_grad():
-        for key, tensor in loaded.items():
-            state[key].copy_(tensor)
-    return report
 
 
 def _shape_hparams(hparams: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -15,6 +15,9 @@ from lightnets.errors import InvalidArgumentError, check_int
 from lightnets.train.distributed import DistContext, all_reduce_sum
 from lightnets.train.metrics import EvalResult, topk_correct
 from lightnets.train.precision import AMP_MODES, autocast_context
+
+if TYPE_CHECKING:
+    from lightnets.data.splits import DataSplits
 
 SPLITS = ("test", "val", "train")
 
@@ -94,7 +97,7 @@ def evaluate_checkpoint(
     and the class names. ``model_and_state``: an already loaded (model, checkpoint-like dict),
     e.g. from another weights file, evaluated instead of ``checkpoint``'s.
     """
-    from lightnets.data import load_splits
+    from lightnets.data import make_loader
     from lightnets.train.checkpoint import model_from_checkpoint
     from lightnets.train.distributed import resolve_device
 
@@ -105,6 +108,33 @@ def evaluate_checkpoint(
         raise InvalidArgumentError(f"unknown amp mode {amp!r}; allowed: {', '.join(AMP_MODES)}")
     kind = resolve_device(device)
     model, state = model_and_state or model_from_checkpoint(checkpoint)
+    splits = _checkpoint_splits(checkpoint, state, dataset, data_dir, model.num_classes)
+    torch_device = torch.device(kind)
+    model.to(torch_device)
+    data = getattr(splits, split)
+    loader = make_loader(data, splits, batch_size=batch_size, train=False, device=torch_device)
+    result = evaluate(
+        model,
+        loader,
+        num_classes=model.num_classes,
+        device=torch_device,
+        amp=amp,
+        per_class=per_class,
+    )
+    return result, list(splits.classes)
+
+
+def _checkpoint_splits(
+    checkpoint: str | Path,
+    state: dict[str, Any],
+    dataset: str | None,
+    data_dir: str | Path | None,
+    num_classes: int,
+) -> DataSplits:
+    """The data splits to evaluate on: ``dataset`` (default: the checkpoint's) and, when that
+    is the checkpoint's own, its data folder, image size and validation carve-out."""
+    from lightnets.data import load_splits
+
     stored = state.get("dataset") or {}
     config = state.get("config") or {}
     name = dataset or stored.get("name")
@@ -123,23 +153,9 @@ def evaluate_checkpoint(
         seed=int(config.get("seed", 0)) if same_data else 0,
         image_size=image_size,
     )
-    if len(splits.classes) != model.num_classes:
+    if len(splits.classes) != num_classes:
         raise InvalidArgumentError(
             f"{name} has {len(splits.classes)} classes but the checkpoint's model has "
-            f"{model.num_classes} outputs"
+            f"{num_classes} outputs"
         )
-    from lightnets.data import make_loader
-
-    torch_device = torch.device(kind)
-    model.to(torch_device)
-    data = getattr(splits, split)
-    loader = make_loader(data, splits, batch_size=batch_size, train=False, device=torch_device)
-    result = evaluate(
-        model,
-        loader,
-        num_classes=model.num_classes,
-        device=torch_device,
-        amp=amp,
-        per_class=per_class,
-    )
-    return result, list(splits.classes)
+    return splits

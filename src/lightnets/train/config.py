@@ -178,9 +178,22 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> TrainConfig
     fields go in ``overrides["recipe"]``. A different model is a :class:`CheckpointError`; any
     other differing setting that would change training is an :class:`InvalidArgumentError`.
     """
+    run_dir = Path(run_dir)
+    path, state, stored = _stored_run(run_dir)
+    _check_same_model(path, state, stored, overrides)
+    changes = _resume_changes(run_dir, stored, overrides)
+    recipe_changes = _recipe_changes(stored.recipe, overrides.get("recipe") or {})
+    config = dataclasses.replace(stored, **changes)
+    config.output = str(run_dir)
+    if recipe_changes:
+        config.recipe = config.recipe.replace(**recipe_changes)
+    return config.validate()
+
+
+def _stored_run(run_dir: Path) -> tuple[Path, dict[str, Any], TrainConfig]:
+    """The last checkpoint of ``run_dir``: its path, its contents and its run configuration."""
     from lightnets.train.checkpoint import load_checkpoint
 
-    run_dir = Path(run_dir)
     path = run_dir / LAST_CHECKPOINT
     if not run_dir.is_dir():
         raise CheckpointError(f"cannot resume: {run_dir} is not a directory")
@@ -196,7 +209,13 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> TrainConfig
         stored = TrainConfig.from_dict(state["config"])
     except (TypeError, KeyError, InvalidArgumentError) as exc:
         raise CheckpointError(f"{path}: unreadable run configuration: {exc}") from exc
+    return path, state, stored
 
+
+def _check_same_model(
+    path: Path, state: dict[str, Any], stored: TrainConfig, overrides: dict[str, Any]
+) -> None:
+    """A :class:`CheckpointError` when ``overrides`` name another model or hyperparameters."""
     model = overrides.get("model")
     if model is not None and model != stored.model:
         raise CheckpointError(f"{path} is a checkpoint of {stored.model}, not {model}")
@@ -208,6 +227,12 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> TrainConfig
                 f"{state['hparams'].get(key)!r}, not {value!r}"
             )
 
+
+def _resume_changes(
+    run_dir: Path, stored: TrainConfig, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """The run settings ``overrides`` may change (:data:`RESUME_MUTABLE`); any other that
+    differs from ``stored`` is an error."""
     changes: dict[str, Any] = {}
     for key, value in overrides.items():
         if key in ("model", "model_hparams", "recipe") or value is None:
@@ -222,19 +247,21 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> TrainConfig
             changes[key] = value
         elif getattr(stored, key) != value:
             raise InvalidArgumentError(_fixed_message(key, value, getattr(stored, key)))
-    recipe_changes: dict[str, Any] = {}
-    for key, value in (overrides.get("recipe") or {}).items():
+    return changes
+
+
+def _recipe_changes(stored: Recipe, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The recipe fields a resumed run may change (only ``epochs``); any other that differs
+    from ``stored`` is an error."""
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
         if value is None:
             continue
         if key == "epochs":
-            recipe_changes[key] = value
-        elif getattr(stored.recipe, key) != value:
-            raise InvalidArgumentError(_fixed_message(key, value, getattr(stored.recipe, key)))
-    config = dataclasses.replace(stored, **changes)
-    config.output = str(run_dir)
-    if recipe_changes:
-        config.recipe = config.recipe.replace(**recipe_changes)
-    return config.validate()
+            changes[key] = value
+        elif getattr(stored, key) != value:
+            raise InvalidArgumentError(_fixed_message(key, value, getattr(stored, key)))
+    return changes
 
 
 def _check_choice(name: str, value: Any, allowed: tuple) -> None:

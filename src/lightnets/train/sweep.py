@@ -317,7 +317,6 @@ def run_sweep(
     Returns:
         The result when every cell is finished (on the main process), else ``None``.
     """
-    from lightnets.analysis.timing import cpu_name
     from lightnets.train.distributed import init_distributed, shutdown_distributed
 
     output = Path(output)
@@ -334,6 +333,23 @@ def run_sweep(
     if summaries is None or not _is_main():
         return None
     costs, kind = _measure(cells, [Path(c.output) for c in configs], base.device)
+    records = _records(cells, configs, summaries, costs)
+    conditions = _conditions(base, kind)
+    result = SweepResult(base.model, base.dataset, records, _paper_rows(base.model), conditions)
+    write_text_atomic(output / TABLE_JSON, jsonio.dumps(result.to_dict(), indent=2) + "\n")
+    write_text_atomic(output / TABLE_MD, result.to_markdown() + "\n")
+    plot_sweep(result, output / FIGURE)
+    return result
+
+
+def _records(
+    cells: Sequence[Cell],
+    configs: Sequence[TrainConfig],
+    summaries: Sequence[dict[str, Any]],
+    costs: Sequence[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """One table row per cell: its values, run folder, test top-1, epochs, costs, and the
+    costs (:data:`COSTS`) on whose Pareto front it lies."""
     records = [
         {
             "cell": [list(pair) for pair in cell.values],
@@ -349,9 +365,16 @@ def run_sweep(
             records[i].setdefault("pareto", []).append(key)
     for r in records:
         r.setdefault("pareto", [])
+    return records
+
+
+def _conditions(base: TrainConfig, kind: str) -> dict[str, Any]:
+    """The measurement conditions printed with the table."""
     import torch
 
-    conditions = {
+    from lightnets.analysis.timing import cpu_name
+
+    return {
         "latency": f"batch 1, median of 5 interleaved rounds on {kind} "
         f"({cpu_name() if kind == 'cpu' else torch.cuda.get_device_name(0)}), "
         f"{'1 thread' if kind == 'cpu' else 'CUDA'}",
@@ -359,11 +382,6 @@ def run_sweep(
         "epochs": base.recipe.epochs,
         "recipe": base.recipe.name,
     }
-    result = SweepResult(base.model, base.dataset, records, _paper_rows(base.model), conditions)
-    write_text_atomic(output / TABLE_JSON, jsonio.dumps(result.to_dict(), indent=2) + "\n")
-    write_text_atomic(output / TABLE_MD, result.to_markdown() + "\n")
-    plot_sweep(result, output / FIGURE)
-    return result
 
 
 def _train_cells(

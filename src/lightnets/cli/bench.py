@@ -124,20 +124,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lightnets.deploy.backends import resolve_backends
-    from lightnets.deploy.bench import benchmark, benchmark_exported, parse_batch_sizes
+    from lightnets.deploy.bench import benchmark_exported
     from lightnets.deploy.exported import open_exported
 
     cuda = args.device == "cuda"
-    if cuda:
-        from lightnets.deploy.cuda import DEFAULT_BATCH_SIZES, require_cuda, resolve_cuda_backends
-
-        require_cuda()
-        backends = resolve_cuda_backends(args.backend)
-    else:
-        backends = resolve_backends(args.backend)
-    default_sizes = ",".join(map(str, DEFAULT_BATCH_SIZES)) if cuda else "1"
-    batch_sizes = parse_batch_sizes(args.batch_size or default_sizes)
+    backends, batch_sizes = _backends_and_sizes(args, cuda)
     _check_arguments(args)
     exported = open_exported(args.name) if looks_like_checkpoint(args.name) else None
     if exported is not None:
@@ -152,43 +143,69 @@ def run(args: argparse.Namespace) -> int:
         from lightnets.deploy.bench import calibrate_batchnorm
 
         model = calibrate_batchnorm(model, size)
-    wants_int8 = not cuda and (
-        "int8" in backends or backends == ["all"] or (backends == ["best"] and args.allow_int8)
-    )
-    calib, evals, source = _int8_data(args, state, size) if wants_int8 else (None, None, "")
     name = str(model.hparams.get("name", args.name))
     notes: list[str] = []
+    common = {"model_name": name, "batch_sizes": batch_sizes, "input_size": size}
     if cuda:
-        from lightnets.deploy.cuda import benchmark_cuda
-
-        records = benchmark_cuda(
-            model,
-            backends,
-            model_name=name,
-            batch_sizes=batch_sizes,
-            input_size=size,
-            allow_fp16=args.allow_fp16,
-            allow_bf16=args.allow_bf16,
-            min_seconds=args.seconds,
-            on_skip=notes.append,
-        )
+        records, source = _run_cuda(args, model, backends, common, notes), ""
     else:
-        records = benchmark(
-            model,
-            backends,
-            model_name=name,
-            batch_sizes=batch_sizes,
-            input_size=size,
-            threads=args.threads,
-            allow_int8=args.allow_int8,
-            allow_bf16=args.allow_bf16,
-            calibration=calib,
-            evaluation=evals,
-            max_drop=args.max_drop,
-            min_seconds=args.seconds,
-            on_skip=notes.append,
-        )
+        records, source = _run_cpu(args, model, state, backends, common, notes)
     return _report(args, records, name, size, source, notes)
+
+
+def _backends_and_sizes(args: argparse.Namespace, cuda: bool) -> tuple[list[str], list[int]]:
+    """--backend resolved for the device, and --batch-size (the device's default when unset)."""
+    from lightnets.deploy.backends import resolve_backends
+    from lightnets.deploy.bench import parse_batch_sizes
+
+    if cuda:
+        from lightnets.deploy.cuda import DEFAULT_BATCH_SIZES, require_cuda, resolve_cuda_backends
+
+        require_cuda()
+        backends = resolve_cuda_backends(args.backend)
+    else:
+        backends = resolve_backends(args.backend)
+    default_sizes = ",".join(map(str, DEFAULT_BATCH_SIZES)) if cuda else "1"
+    return backends, parse_batch_sizes(args.batch_size or default_sizes)
+
+
+def _run_cuda(args: argparse.Namespace, model, backends, common: dict, notes: list) -> list:
+    from lightnets.deploy.cuda import benchmark_cuda
+
+    return benchmark_cuda(
+        model,
+        backends,
+        **common,
+        allow_fp16=args.allow_fp16,
+        allow_bf16=args.allow_bf16,
+        min_seconds=args.seconds,
+        on_skip=notes.append,
+    )
+
+
+def _run_cpu(args: argparse.Namespace, model, state, backends, common: dict, notes: list):
+    """(records, int8 calibration source): int8 data is loaded only when int8 may run."""
+    from lightnets.deploy.bench import benchmark
+
+    wants_int8 = (
+        "int8" in backends or backends == ["all"] or (backends == ["best"] and args.allow_int8)
+    )
+    size = common["input_size"]
+    calib, evals, source = _int8_data(args, state, size) if wants_int8 else (None, None, "")
+    records = benchmark(
+        model,
+        backends,
+        **common,
+        threads=args.threads,
+        allow_int8=args.allow_int8,
+        allow_bf16=args.allow_bf16,
+        calibration=calib,
+        evaluation=evals,
+        max_drop=args.max_drop,
+        min_seconds=args.seconds,
+        on_skip=notes.append,
+    )
+    return records, source
 
 
 def _report(args, records, name, size, source, notes) -> int:

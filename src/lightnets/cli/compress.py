@@ -8,8 +8,6 @@ from lightnets.cli.common import add_model_arguments, model_or_checkpoint_from_a
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lightnets.data import DATASET_NAMES
-
     parser = subparsers.add_parser(
         "compress",
         help="Deep Compression: prune, share weights, Huffman-code; SqueezeNet's < 0.5 MB",
@@ -42,7 +40,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="prune the same fraction of every layer (default, as the papers) or one global "
         "magnitude threshold",
     )
-    data = parser.add_argument_group("data (optional: fine-tune and top-1 before/after)")
+    _add_data_arguments(parser.add_argument_group(DATA_GROUP))
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(func=run)
+
+
+DATA_GROUP = "data (optional: fine-tune and top-1 before/after)"
+
+
+def _add_data_arguments(data: argparse._ArgumentGroup) -> None:
+    """The fine-tune and evaluation data sets (all optional)."""
+    from lightnets.data import DATASET_NAMES
+
     data.add_argument("--finetune-dataset", choices=DATASET_NAMES, default=None)
     data.add_argument(
         "--finetune-epochs",
@@ -66,8 +75,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     data.add_argument("--data-dir", default=None, help="where the data set lives")
     data.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -125,12 +126,38 @@ def check_outputs(
 
 def best_candidates(*, allow_int8: bool = False, allow_bf16: bool = False) -> list[str]:
     """Backends ``--backend best`` chooses among: available, quick to prepare, precise enough."""
-    allowed = {"fp32"} | ({"int8"} if allow_int8 else set()) | ({"bf16"} if allow_bf16 else set())
+    return quick_candidates(BACKENDS, precisions(int8=allow_int8, bf16=allow_bf16))
+
+
+def precisions(**allowed: bool) -> set[str]:
+    """fp32 and every precision flagged True (``int8=``, ``bf16=``, ``fp16=``)."""
+    return {"fp32"} | {name for name, allow in allowed.items() if allow}
+
+
+def quick_candidates(registry: dict[str, type[Backend]], allowed: set[str]) -> list[str]:
+    """Backends of ``registry`` that are available, quick to prepare and of an allowed precision."""
     return [
         name
-        for name, cls in BACKENDS.items()
+        for name, cls in registry.items()
         if cls.precision in allowed and not cls.slow_to_prepare and cls().available()
     ]
+
+
+def select_names(
+    backends: Sequence[str],
+    registry: dict[str, type[Backend]],
+    candidates: Callable[[], list[str]],
+    make: Callable[[str], Backend],
+) -> tuple[list[str], bool]:
+    """(names to run, whether choosing the best): ``best`` -> ``candidates()``, ``all`` -> the
+    whole ``registry``, else the names given, each ``make(name)`` required to be installed."""
+    if list(backends) == ["best"]:
+        return candidates(), True
+    if list(backends) == ["all"]:
+        return list(registry), False
+    for name in backends:
+        make(name).require()
+    return list(backends), False
 
 
 def _time(run: Callable, x: torch.Tensor, min_seconds: float):
@@ -166,17 +193,10 @@ def _run_backend(
     min_seconds: float,
 ) -> Callable | None:
     """Prepare and check one backend; fills ``record`` and returns its runner when it passes."""
-    if not backend.available():
-        extra = f"pip install 'lightnets[{backend.extra}]'" if backend.extra else ""
-        record.status, record.note = "unavailable", f"not installed: {extra}".strip()
+    prepared = prepare_once(backend, model, x, record)
+    if prepared is None:
         return None
-    try:
-        run = backend.prepare(model, x)
-        output = run(x)
-    except (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError) as exc:
-        record.status = "failed"
-        record.note = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        return None
+    run, output = prepared
     record.precision = backend.precision  # the runtime's default may be reduced precision
     if backend.precision == "int8":
         _check_top1(backend, model, record)
@@ -186,6 +206,57 @@ def _run_backend(
             record.status = "wrong"
             record.note = f"outputs differ from eager fp32 by {record.max_abs_diff:.3g}"
     return run if record.status == "ok" else None
+
+
+def prepare_once(
+    backend: Backend, model: nn.Module, x: torch.Tensor, record: BenchRecord, missing: str = ""
+) -> tuple[Callable, torch.Tensor] | None:
+    """(runner, its output on ``x``), or None with ``record`` marked unavailable or failed.
+
+    ``missing`` is the note's reason when the backend has no extra to install.
+    """
+    if not backend.available():
+        extra = f"pip install 'lightnets[{backend.extra}]'" if backend.extra else missing
+        record.status, record.note = "unavailable", f"not installed: {extra}".strip()
+        return None
+    try:
+        run = backend.prepare(model, x)
+        return run, run(x)
+    except (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError) as exc:
+        record.status = "failed"
+        record.note = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        return None
+
+
+def keep_unrun(
+    record: BenchRecord,
+    select_best: bool,
+    on_skip: Callable[[str], None] | None,
+    records: list[BenchRecord],
+) -> None:
+    """A backend that did not pass: noted through ``on_skip`` when not installed, and listed
+    unless ``best`` is choosing and it is merely unavailable."""
+    if record.status == "unavailable" and on_skip is not None:
+        on_skip(f"{record.backend}: {record.note}")
+    if not select_best or record.status in ("wrong", "failed"):
+        records.append(record)
+
+
+def choose_best(passed: list, label: str = "backend") -> tuple[BenchRecord, Callable]:
+    """The (record, runner) with the fastest quick timing; an error when none passed."""
+    if not passed:
+        raise InvalidArgumentError(f"no {label} passed the accuracy check")
+    return min(passed, key=lambda item: item[0].extra["quick"])
+
+
+def mark_best(record: BenchRecord, passed: list) -> BenchRecord:
+    """Flag ``record`` as the best, its quick timing replaced by every candidate's."""
+    record.best = True
+    record.extra = {
+        **{k: v for k, v in record.extra.items() if k != "quick"},
+        "candidates": {r.backend: round(r.extra["quick"], 4) for r, _ in passed},
+    }
+    return record
 
 
 def _check_top1(backend: Backend, model: nn.Module, record: BenchRecord) -> None:
@@ -221,16 +292,6 @@ def _fill_timing(record: BenchRecord, stats, flops: float | None, peak: float | 
     record.note = "; ".join(notes)
 
 
-def _names(backends: Sequence[str], allow_int8: bool, allow_bf16: bool) -> tuple[list[str], bool]:
-    if list(backends) == ["best"]:
-        return best_candidates(allow_int8=allow_int8, allow_bf16=allow_bf16), True
-    if list(backends) == ["all"]:
-        return list(BACKENDS), False
-    for name in backends:
-        get_backend(name).require()
-    return list(backends), False
-
-
 def benchmark(
     model: nn.Module,
     backends: Sequence[str],
@@ -258,54 +319,84 @@ def benchmark(
     ``None``: top-1 agreement with fp32), else it is ``wrong`` and ``best`` never picks it.
     """
     model = model.eval()
-    names, select_best = _names(backends, allow_int8, allow_bf16)
-    allowed = {"fp32"} | ({"int8"} if allow_int8 else set()) | ({"bf16"} if allow_bf16 else set())
+    names, select_best = select_names(
+        backends,
+        BACKENDS,
+        partial(best_candidates, allow_int8=allow_int8, allow_bf16=allow_bf16),
+        get_backend,
+    )
     flops = _flops_per_image(model, input_size)
     int8 = {"calibration": calibration, "evaluation": evaluation, "max_drop": max_drop}
     records: list[BenchRecord] = []
     generator = torch.Generator().manual_seed(0)
     with torch_threads(threads):
         peak = _peak_gflops() if flops is not None else None  # with the threads timed below
+        batch = _Batch(
+            model_name=model_name,
+            names=names,
+            select_best=select_best,
+            allowed=precisions(int8=allow_int8, bf16=allow_bf16),
+            threads=threads,
+            int8=int8,
+            min_seconds=min_seconds,
+            flops=flops,
+            peak=peak,
+            on_skip=on_skip,
+        )
         for batch_size in batch_sizes:
             x = torch.randn(batch_size, *input_size, generator=generator)
             with torch.inference_mode():
                 reference = model(x)
-            passed: list[tuple[BenchRecord, Callable]] = []
-            for name in names:
-                backend = get_backend(name, threads, **(int8 if name == "int8" else {}))
-                used = threads or torch.get_num_threads()
-                record = BenchRecord(
-                    model_name, name, batch_size, backend.precision, "ok", threads=used
-                )
-                run = _run_backend(backend, model, x, reference, record, min_seconds)
-                if run is None:
-                    if record.status == "unavailable" and on_skip is not None:
-                        on_skip(f"{name}: {record.note}")
-                    if not select_best or record.status in ("wrong", "failed"):
-                        records.append(record)
-                elif not select_best:
-                    _fill_timing(record, _time(run, x, min_seconds), flops, peak)
-                    records.append(record)
-                elif record.precision in allowed:  # not e.g. OpenVINO's default, bf16 here
-                    record.extra["quick"] = _time(run, x, min(0.5, min_seconds)).median_ms
-                    passed.append((record, run))
+            passed = batch.run(model, x, reference, records)
             if select_best:
                 records.append(_pick_best(passed, x, min_seconds, flops, peak))
     return records
 
 
+@dataclass
+class _Batch:
+    """What :func:`benchmark` runs on each batch: the backends, how to time them, where to note."""
+
+    model_name: str
+    names: list[str]
+    select_best: bool
+    allowed: set[str]
+    threads: int | None
+    int8: dict[str, Any]
+    min_seconds: float
+    flops: float | None
+    peak: float | None
+    on_skip: Callable[[str], None] | None
+
+    def run(
+        self, model: nn.Module, x: torch.Tensor, reference: torch.Tensor, records: list
+    ) -> list[tuple[BenchRecord, Callable]]:
+        """Check every backend on ``x``; time it in full (appended to ``records``) or, when
+        choosing the best, briefly (returned among the passed (record, runner) pairs)."""
+        passed: list[tuple[BenchRecord, Callable]] = []
+        for name in self.names:
+            backend = get_backend(name, self.threads, **(self.int8 if name == "int8" else {}))
+            used = self.threads or torch.get_num_threads()
+            record = BenchRecord(
+                self.model_name, name, x.shape[0], backend.precision, "ok", threads=used
+            )
+            run = _run_backend(backend, model, x, reference, record, self.min_seconds)
+            if run is None:
+                keep_unrun(record, self.select_best, self.on_skip, records)
+            elif not self.select_best:
+                _fill_timing(record, _time(run, x, self.min_seconds), self.flops, self.peak)
+                records.append(record)
+            elif record.precision in self.allowed:  # not e.g. OpenVINO's default, bf16 here
+                record.extra["quick"] = _time(run, x, min(0.5, self.min_seconds)).median_ms
+                passed.append((record, run))
+        return passed
+
+
 def _pick_best(passed, x: torch.Tensor, min_seconds: float, flops, peak) -> BenchRecord:
     """The fastest passing candidate (by its quick timing), timed in full."""
-    if not passed:
-        raise InvalidArgumentError("no backend passed the accuracy check")
-    record, run = min(passed, key=lambda item: item[0].extra["quick"])
+    record, run = choose_best(passed)
     _fill_timing(record, _time(run, x, min_seconds), flops, peak)
-    record.best = True
-    record.extra = {
-        **{k: v for k, v in record.extra.items() if k != "quick"},
-        "candidates": {r.backend: round(r.extra["quick"], 4) for r, _ in passed},
-    }
-    return record
+    return mark_best(record, passed)
 
 
 def benchmark_exported(

@@ -249,11 +249,9 @@ def resolve_cuda_backends(spec: str) -> list[str]:
 
 def best_cuda_candidates(allowed: set[str]) -> list[str]:
     """Backends ``best`` chooses among: available, quick to prepare, of an allowed precision."""
-    return [
-        name
-        for name, cls in CUDA_BACKENDS.items()
-        if cls.precision in allowed and not cls.slow_to_prepare and cls().available()
-    ]
+    from lightnets.deploy.bench import quick_candidates
+
+    return quick_candidates(CUDA_BACKENDS, allowed)
 
 
 def check_cuda_output(
@@ -316,17 +314,12 @@ def _prepare_and_check(
     backend: CudaBackend, model: nn.Module, x: torch.Tensor, reference: torch.Tensor, record
 ) -> Runner | None:
     """Prepare ``backend`` and check its output; fills ``record``; the runner if it passes."""
-    if not backend.available():
-        extra = f"pip install 'lightnets[{backend.extra}]'" if backend.extra else "no CUDA"
-        record.status, record.note = "unavailable", f"not installed: {extra}"
+    from lightnets.deploy.bench import prepare_once
+
+    prepared = prepare_once(backend, model, x, record, missing="no CUDA")
+    if prepared is None:
         return None
-    try:
-        run = backend.prepare(model, x)
-        output = run(x)
-    except (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError) as exc:
-        record.status = "failed"
-        record.note = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        return None
+    run, output = prepared
     record.max_abs_diff, record.tolerance = check_cuda_output(reference, output, backend.precision)
     if not record.max_abs_diff <= record.tolerance:
         record.status = "wrong"
@@ -362,58 +355,85 @@ def benchmark_cuda(
     tolerance reported as ``wrong`` and not timed; ``best`` times every candidate briefly and
     the fastest in full. Returns :class:`lightnets.deploy.bench.BenchRecord` objects.
     """
-    from lightnets.deploy.bench import BenchRecord, _flops_per_image
+    from lightnets.deploy.bench import _flops_per_image, precisions, select_names
 
     device = require_cuda()
     model = model.eval()
-    allowed = {"fp32"} | ({"fp16"} if allow_fp16 else set()) | ({"bf16"} if allow_bf16 else set())
-    select_best = list(backends) == ["best"]
-    if select_best:
-        names = best_cuda_candidates(allowed)
-    elif list(backends) == ["all"]:
-        names = list(CUDA_BACKENDS)
-    else:
-        names = list(backends)
-        for name in names:
-            CUDA_BACKENDS[name]().require()
+    allowed = precisions(fp16=allow_fp16, bf16=allow_bf16)
+    names, select_best = select_names(
+        backends, CUDA_BACKENDS, partial(best_cuda_candidates, allowed), _make_cuda_backend
+    )
     flops = _flops_per_image(model, input_size)
     generator = torch.Generator().manual_seed(0)
-    records = []
+    records: list = []
     with strict_fp32():
         for batch_size in batch_sizes:
             x_cpu = torch.randn(batch_size, *input_size, generator=generator)
             with torch.inference_mode():
                 reference = model(x_cpu)
             x = x_cpu.to(device)
-            passed = []
-            for name in names:
-                backend = CUDA_BACKENDS[name]()
-                record = BenchRecord(model_name, name, batch_size, backend.precision, "ok")
-                record.extra["device"] = torch.cuda.get_device_name(device)
-                run = _prepare_and_check(backend, model, x, reference, record)
-                if run is None:
-                    if record.status == "unavailable" and on_skip is not None:
-                        on_skip(f"{name}: {record.note}")
-                    if not select_best or record.status in ("wrong", "failed"):
-                        records.append(record)
-                    continue
-                seconds = min(0.5, min_seconds) if select_best else min_seconds
-                stats = cuda_latency(partial(run, x), min_seconds=seconds)
-                if select_best:
-                    record.extra["quick"] = stats.median_ms
-                else:
-                    _fill(record, stats, flops)
-                    records.append(record)
-                passed.append((record, run))
+            passed = _run_batch(
+                model,
+                names,
+                x,
+                reference,
+                model_name=model_name,
+                select_best=select_best,
+                min_seconds=min_seconds,
+                flops=flops,
+                on_skip=on_skip,
+                records=records,
+            )
             if select_best:
-                if not passed:
-                    raise InvalidArgumentError("no CUDA backend passed the accuracy check")
-                record, run = min(passed, key=lambda item: item[0].extra["quick"])
-                _fill(record, cuda_latency(partial(run, x), min_seconds=min_seconds), flops)
-                record.best = True
-                record.extra["candidates"] = {
-                    r.backend: round(r.extra["quick"], 4) for r, _ in passed
-                }
-                record.extra.pop("quick")
-                records.append(record)
+                records.append(_pick_best(passed, x, min_seconds, flops))
     return records
+
+
+def _make_cuda_backend(name: str) -> CudaBackend:
+    return CUDA_BACKENDS[name]()
+
+
+def _run_batch(
+    model: nn.Module,
+    names: Sequence[str],
+    x: torch.Tensor,
+    reference: torch.Tensor,
+    *,
+    model_name: str,
+    select_best: bool,
+    min_seconds: float,
+    flops: float | None,
+    on_skip: Callable[[str], None] | None,
+    records: list,
+) -> list:
+    """Check every backend on ``x``; time it in full (appended to ``records``) or, when
+    choosing the best, briefly (returned among the passed (record, runner) pairs)."""
+    from lightnets.deploy.bench import BenchRecord, keep_unrun
+
+    passed = []
+    for name in names:
+        backend = CUDA_BACKENDS[name]()
+        record = BenchRecord(model_name, name, x.shape[0], backend.precision, "ok")
+        record.extra["device"] = torch.cuda.get_device_name(x.device)
+        run = _prepare_and_check(backend, model, x, reference, record)
+        if run is None:
+            keep_unrun(record, select_best, on_skip, records)
+            continue
+        seconds = min(0.5, min_seconds) if select_best else min_seconds
+        stats = cuda_latency(partial(run, x), min_seconds=seconds)
+        if select_best:
+            record.extra["quick"] = stats.median_ms
+        else:
+            _fill(record, stats, flops)
+            records.append(record)
+        passed.append((record, run))
+    return passed
+
+
+def _pick_best(passed: list, x: torch.Tensor, min_seconds: float, flops: float | None):
+    """The fastest passing candidate (by its quick timing), timed in full."""
+    from lightnets.deploy.bench import choose_best, mark_best
+
+    record, run = choose_best(passed, label="CUDA backend")
+    _fill(record, cuda_latency(partial(run, x), min_seconds=min_seconds), flops)
+    return mark_best(record, passed)

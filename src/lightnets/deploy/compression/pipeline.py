@@ -211,27 +211,7 @@ def compress(
     layers = compressible_layers(model)
     settings.check_names(layers)
     tuning = data is not None and data.finetune is not None and data.finetune_epochs > 0
-    accuracy = {"dense": top1(model, data)}
-
-    apply_pruning(layers, settings.density, settings.scope)
-    adapt(model, data)
-    remove_pruning(layers)
-    accuracy["pruned"] = top1(model, data)
-    for layer in layers:
-        attach_shared(layer.module, settings.bits_for(layer))
-    adapt(model, data)
-    shared = [
-        SharedLayer(
-            layer.key,
-            layer.kind,
-            settings.bits_for(layer),
-            settings.index_bits[layer.kind],
-            *detach_shared(layer.module),
-        )
-        for layer in layers
-    ]
-    accuracy["compressed"] = top1(model, data)
-
+    shared, accuracy = _prune_and_share(model, layers, settings, data)
     keys = {layer.key for layer in shared}
     dense = {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in keys}
     meta = {
@@ -255,3 +235,33 @@ def compress(
         dataset=data.name if data is not None else None,
     )
     return report, model
+
+
+def _prune_and_share(
+    model: nn.Module,
+    layers: list[Layer],
+    settings: CompressionSettings,
+    data: CompressionData | None,
+) -> tuple[list[SharedLayer], dict[str, float | None]]:
+    """Deep Compression's first two stages on ``model`` in place (Figure 1): prune and adapt,
+    then share weights and adapt; the shared layers and top-1 before, pruned and shared."""
+    accuracy = {"dense": top1(model, data)}
+    apply_pruning(layers, settings.density, settings.scope)
+    adapt(model, data)
+    remove_pruning(layers)
+    accuracy["pruned"] = top1(model, data)
+    for layer in layers:
+        attach_shared(layer.module, settings.bits_for(layer))
+    adapt(model, data)
+    shared = [
+        SharedLayer(
+            layer.key,
+            layer.kind,
+            settings.bits_for(layer),
+            settings.index_bits[layer.kind],
+            *detach_shared(layer.module),
+        )
+        for layer in layers
+    ]
+    accuracy["compressed"] = top1(model, data)
+    return shared, accuracy

@@ -141,63 +141,68 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
+#: The per-layer table's columns; the first two are text (left-aligned), the rest numbers.
+LAYER_COLUMNS = (
+    "layer",
+    "kind",
+    "fp32 B",
+    "kept",
+    "bits",
+    "index B",
+    "codebook B",
+    "coded B",
+    "coders",
+    "ratio",
+)
+
+
 def print_report(report: CompressionReport, *, layers: bool = True) -> None:
     """The per-layer table and the summary lines, with rich."""
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)
     if layers:
-        table = Table(title=f"{report.path}: per layer")
-        for column in (
-            "layer",
-            "kind",
-            "fp32 B",
-            "kept",
-            "bits",
-            "index B",
-            "codebook B",
-            "coded B",
-            "coders",
-            "ratio",
-        ):
-            table.add_column(column, justify="left" if column in ("layer", "kind") else "right")
-        for r in report.layers:
-            table.add_row(
-                r.name,
-                r.kind,
-                f"{r.dense_bytes:,}",
-                f"{r.kept:,} ({100 * r.density:.0f}%)",
-                str(r.bits),
-                f"{r.index_bytes:,}",
-                f"{r.codebook_bytes:,}",
-                f"{r.coded_bytes:,}",
-                f"{r.codes_coder}/{r.gaps_coder}",
-                f"{r.ratio:.1f}x",
-            )
+        console.print(_layer_table(report))
+    for line in _summary_lines(report):
+        console.print(line, highlight=False)
+
+
+def _layer_table(report: CompressionReport):
+    """One row per compressed layer, then the exactly stored other tensors."""
+    from rich.table import Table
+
+    table = Table(title=f"{report.path}: per layer")
+    for column in LAYER_COLUMNS:
+        table.add_column(column, justify="left" if column in ("layer", "kind") else "right")
+    for r in report.layers:
         table.add_row(
-            "other tensors",
-            "exact",
-            f"{report.other_dense_bytes:,}",
-            "-",
-            "-",
-            "-",
-            "-",
-            f"{report.other_stored_bytes:,}",
-            "",
-            "",
+            r.name,
+            r.kind,
+            f"{r.dense_bytes:,}",
+            f"{r.kept:,} ({100 * r.density:.0f}%)",
+            str(r.bits),
+            f"{r.index_bytes:,}",
+            f"{r.codebook_bytes:,}",
+            f"{r.coded_bytes:,}",
+            f"{r.codes_coder}/{r.gaps_coder}",
+            f"{r.ratio:.1f}x",
         )
-        console.print(table)
+    other = (f"{report.other_dense_bytes:,}", "-", "-", "-", "-")
+    table.add_row("other tensors", "exact", *other, f"{report.other_stored_bytes:,}", "", "")
+    return table
+
+
+def _summary_lines(report: CompressionReport) -> list[str]:
+    """The file against fp32, each coder's total, and top-1 before and after (with data)."""
     totals = ", ".join(f"{k} {v:,} B" for k, v in report.coder_totals.items())
-    console.print(
+    lines = [
         f"wrote {report.path}: {report.file_bytes:,} bytes ({report.file_bytes / MIB:.3f} MiB) "
         f"from {report.dense_bytes:,} fp32 bytes: {report.ratio:.1f}x smaller; "
         f"{report.kept:,} of {report.weights:,} conv/linear weights kept",
-        highlight=False,
-    )
-    console.print(f"codes + gaps streams by coder: {totals}", highlight=False)
+        f"codes + gaps streams by coder: {totals}",
+    ]
     acc = report.accuracy
     if acc.get("dense") is not None:
         tuned = (
@@ -205,8 +210,8 @@ def print_report(report: CompressionReport, *, layers: bool = True) -> None:
             if report.finetune_epochs
             else ", no fine-tune"
         )
-        console.print(
+        lines.append(
             f"top-1 on {report.dataset} test: dense {_pct(acc.get('dense'))} -> pruned "
-            f"{_pct(acc.get('pruned'))} -> compressed {_pct(acc.get('compressed'))}{tuned}",
-            highlight=False,
+            f"{_pct(acc.get('pruned'))} -> compressed {_pct(acc.get('compressed'))}{tuned}"
         )
+    return lines

@@ -82,3 +82,42 @@ def test_speed_settings_may_change_on_resume_but_precision_may_not(tmp_path):
     assert (config.static_shapes, config.device_data, config.amp) == (False, True, "none")
     with pytest.raises(InvalidArgumentError, match="--amp 'bf16' differs"):
         resume_config(run_dir, {"amp": "bf16"})
+
+
+def _augment(**settings) -> bool:
+    trainer = Trainer.__new__(Trainer)
+    trainer.config = TrainConfig(model="mobilenet_v1", output="unused", **settings)
+    return trainer._resolve_fast_path("cpu").augment
+
+
+def test_crop_and_flip_default_to_long_runs_only():
+    from lightnets.train import get_recipe
+
+    assert _augment(recipe=get_recipe("onecycle", epochs=3)) is False
+    assert _augment(recipe=get_recipe("cifar", epochs=29)) is False
+    assert _augment(recipe=get_recipe("cifar", epochs=30)) is True
+    assert _augment(recipe=get_recipe("onecycle", epochs=3), augment=True) is True
+    assert _augment(recipe=get_recipe("cifar"), augment=False) is False
+    # A configuration stored before the setting existed always augmented.
+    stored = TrainConfig(model="mobilenet_v1", output="unused").to_dict()
+    del stored["augment"]
+    assert TrainConfig.from_dict(stored).augment is True
+
+
+def test_without_augment_a_training_batch_is_the_plain_normalised_image():
+    from lightnets.data import load_splits, make_loader
+
+    splits = load_splits("synthetic", image_size=16, val_size=0, train_subset=8)
+
+    def first_batch(augment: bool) -> torch.Tensor:
+        loader = make_loader(splits.train, splits, batch_size=8, train=True, crop_and_flip=augment)
+        loader.set_epoch(0)
+        return next(iter(loader))
+
+    images, _ = first_batch(False)
+    eval_images, _ = next(iter(make_loader(splits.train, splits, batch_size=8, train=False)))
+    # Same images in another order: every training image equals one evaluation image exactly.
+    for image in images:
+        assert any(torch.equal(image, other) for other in eval_images)
+    augmented, _ = first_batch(True)
+    assert not all(any(torch.equal(a, b) for b in eval_images) for a in augmented)

@@ -106,6 +106,7 @@ class BatchLoader:
         padding_mode: str,
         device_data: bool = True,
         pad_last: bool = False,
+        crop_and_flip: bool = True,
     ) -> None:
         self.dataset = dataset
         self.splits = splits
@@ -123,6 +124,7 @@ class BatchLoader:
         self.padding_mode = padding_mode
         self.device_data = device_data
         self.pad_last = pad_last
+        self.crop_and_flip = train and crop_and_flip
         self.epoch = 0
         self._device_images: torch.Tensor | None = None
         n = len(dataset)
@@ -198,14 +200,14 @@ class BatchLoader:
         """uint8 batch -> float32 network input: augment (train), normalise, 3 channels, size."""
         splits = self.splits
         size = splits.input_size[1]
-        if self.train and splits.augmentation == "resized_crop":
+        if self.crop_and_flip and splits.augmentation == "resized_crop":
             x = augment.random_resized_crop_flip(images, size, generator, flip=splits.hflip)
             c = x.shape[1]
             mean = torch.tensor(splits.mean[:c], device=x.device).view(1, c, 1, 1)
             std = torch.tensor(splits.std[:c], device=x.device).view(1, c, 1, 1)
             x = x.div_(255.0).sub_(mean).div_(std)
         else:
-            if self.train and (splits.crop_padding > 0 or splits.hflip):
+            if self.crop_and_flip and (splits.crop_padding > 0 or splits.hflip):
                 images = augment.random_crop_flip(
                     images,
                     splits.crop_padding,
@@ -257,6 +259,7 @@ def make_loader(
     padding_mode: str = "zeros",
     device_data: bool = True,
     pad_last: bool = False,
+    crop_and_flip: bool = True,
 ) -> BatchLoader:
     """A :class:`BatchLoader` over ``dataset`` (one of ``splits``' train / val / test).
 
@@ -266,7 +269,8 @@ def make_loader(
     crop: ``"zeros"`` (default) or ``"reflect"``. ``num_workers`` decode image folders.
     ``device_data``: an in-memory data set up to ``DEVICE_CACHE_BYTES`` is copied whole to an
     accelerator ``device`` once (else each batch is copied). ``pad_last`` (evaluation only):
-    the last, short batch is padded to ``batch_size`` by :func:`pad_batch`.
+    the last, short batch is padded to ``batch_size`` by :func:`pad_batch`. ``crop_and_flip=False``
+    (training): no random crop or flip (``cutout`` and ``random_erasing`` still apply).
     """
     # Over 60 lines only through its signature, docstring and the keywords passed on to
     # BatchLoader; the body is three stages: check the arguments, build, refuse an empty epoch.
@@ -305,6 +309,7 @@ def make_loader(
         padding_mode=padding_mode,
         device_data=bool(device_data),
         pad_last=bool(pad_last),
+        crop_and_flip=bool(crop_and_flip),
     )
     if train and len(dataset) and len(loader) == 0:
         raise InvalidArgumentError(

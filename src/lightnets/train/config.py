@@ -121,6 +121,14 @@ class TrainConfig:
     download: bool = _setting(
         False, "download CIFAR or MNIST if missing (checksums verified)", "data"
     )
+    #: None: on for runs of SHORT_RUN_EPOCHS or more, off for shorter ones, where the random
+    #: crop and flip cost more accuracy than they give (benchmarks/short_run_accuracy.py).
+    augment: bool | None = _setting(
+        None,
+        "random crop and flip of the training images (default: on for runs of 30 epochs or "
+        "more, off for shorter runs)",
+        "data",
+    )
     #: Fine-tuning (train/finetune.py): start from this weights file (--weights, a model flag);
     #: a classifier size other than the file's needs ``num_classes`` (= the data set's) given.
     weights: str | None = None
@@ -168,6 +176,7 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["recipe"] = Recipe.from_dict(data["recipe"])
+        kwargs.setdefault("augment", True)  # runs stored before the setting always augmented
         return cls(**kwargs)
 
 

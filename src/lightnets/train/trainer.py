@@ -51,7 +51,7 @@ from lightnets.train.metrics import (
 )
 from lightnets.train.precision import autocast_context
 from lightnets.train.progress import format_epoch, make_progress
-from lightnets.train.recipes import build_optimizer, build_scheduler
+from lightnets.train.recipes import SHORT_RUN_EPOCHS, build_optimizer, build_scheduler
 from lightnets.train.rundir import (
     CONFIG,
     CURVES,
@@ -205,7 +205,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
 
     def _resolve_fast_path(self, kind: str) -> TrainConfig:
-        """Fill in the fast CUDA path's settings left at None: on with CUDA, off on the CPU.
+        """Fill in the fast CUDA path's settings left at None: on with CUDA, off on the CPU
+        (and ``augment``: on for runs of SHORT_RUN_EPOCHS or more).
 
         ``amp`` and ``channels_last`` change the arithmetic, so the run's stored configuration
         keeps their resolved values (a resumed run keeps them); the others only change speed
@@ -219,10 +220,12 @@ class Trainer:
         self.device_data = cuda if config.device_data is None else config.device_data
         self.static_shapes = cuda if config.static_shapes is None else config.static_shapes
         self.cuda_graphs = cuda if config.cuda_graphs is None else config.cuda_graphs
+        short_run = config.recipe.epochs < SHORT_RUN_EPOCHS
         return dataclasses.replace(
             config,
             amp=("bf16" if cuda else "none") if config.amp is None else config.amp,
             channels_last=cuda if config.channels_last is None else config.channels_last,
+            augment=not short_run if config.augment is None else config.augment,
         )
 
     def _build_data(self, train_loader: Any) -> None:
@@ -248,7 +251,11 @@ class Trainer:
         from lightnets.data import make_loader
 
         config = self.config
-        extra = {"cutout": config.cutout, "random_erasing": config.random_erasing}
+        extra = {
+            "cutout": config.cutout,
+            "random_erasing": config.random_erasing,
+            "crop_and_flip": config.augment,
+        }
         return make_loader(
             dataset,
             self.splits,

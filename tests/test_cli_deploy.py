@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
 import lightnets
+from conftest import FASHION, train_briefly
 from lightnets.cli import main
 from lightnets.train.checkpoint import save_checkpoint
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Fashion-MNIST not installed")
 
 
@@ -29,19 +28,7 @@ def trained(tmp_path_factory):
     splits = load_splits("fashion-mnist", train_subset=9600)
     torch.manual_seed(0)
     model = lightnets.create_model("mobilenet_v1", variant="cifar", num_classes=10, width_mult=0.25)
-    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small batches: one thread is faster on a shared 2-core box
-    try:
-        model.train()
-        for x, y in make_loader(splits.train, splits, batch_size=32, train=False):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
+    train_briefly(model, make_loader(splits.train, splits, batch_size=32, train=False))
     folder = tmp_path_factory.mktemp("trained")
     path = folder / "fmnist.pt"
     save_checkpoint(

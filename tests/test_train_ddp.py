@@ -32,7 +32,7 @@ from lightnets.train.trainer import train
 ARGS = shlex.split(
     "--model squeezenet1_1 --drop-rate 0 --dataset synthetic --input-size 16 "
     "--train-subset 128 --val-size 48 --batch-size 32 --epochs 1 --lr 0.02 --recipe cosine "
-    "--warmup-epochs 0.25 --deterministic --seed 5 --device cpu"
+    "--warmup-epochs 0.25 --deterministic --seed 5 --device cpu --augment"
 )
 
 

@@ -48,7 +48,12 @@ RECIPE_HELP = {
     "clip_grad": "clip the gradient's global L2 norm",
     "ema_decay": "keep an EMA of the weights (e.g. 0.999) and evaluate with it",
 }
-RECIPE_METAVARS = {"milestones": "FRACTION", "clip_grad": "NORM", "ema_decay": "DECAY"}
+RECIPE_METAVARS = {
+    "milestones": "FRACTION",
+    "warmup_cap": "FRACTION",
+    "clip_grad": "NORM",
+    "ema_decay": "DECAY",
+}
 
 
 def _choices() -> dict[str, tuple[str, ...]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 
 
 class LightnetsError(Exception):
@@ -56,6 +57,29 @@ def check_int(
         raise InvalidArgumentError(
             f"{name}={value!r} is not allowed; use an integer{_range_text(minimum, maximum)}"
         )
+    return value
+
+
+def max_threads() -> int:
+    """The most threads a ``--threads`` option accepts: this machine's logical CPUs.
+
+    More threads than CPUs only wait for one another (a measurement then times the waiting), and
+    tens of thousands exhaust the process: ``libgomp: Thread creation failed``, or a crash.
+    """
+    return os.cpu_count() or 1
+
+
+def threads_allowed() -> str:
+    """What a thread-count option accepts, for messages."""
+    return f"use an integer in 1..{max_threads()} (this machine's logical CPUs)"
+
+
+def check_threads(name: str, value: object) -> int:
+    """``value`` as a thread count in ``1..max_threads()``, else an error naming ``name``.
+
+    The one check of every thread-count option (``--threads``, ``threads=``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= max_threads():
+        raise InvalidArgumentError(f"{name}={value!r} is not allowed; {threads_allowed()}")
     return value
 
 

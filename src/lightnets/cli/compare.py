@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lightnets.cli.common import thread_count
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -40,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=thread_count,
         default=None,
         help="torch threads while timing (default: torch's default; 1 on a busy machine)",
     )

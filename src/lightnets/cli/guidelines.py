@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lightnets.cli.common import thread_count
+
 EPILOG = """\
 Speeds are normalised to the first row of each table (1:1, g=1, 1-fragment, relu+shortcut) so
 that this machine's shape can be compared with the paper's GTX 1080Ti and Snapdragon 810.
@@ -49,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=thread_count,
         default=1,
         help="torch CPU threads while timing (default 1, as the paper's ARM runs)",
     )

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,66 @@ def run_cli(
         cwd=cwd,
         env={**os.environ, **(env or {})},
     )
+
+
+@dataclass(frozen=True)
+class MeasuredRun:
+    """A finished CLI process: exit status, output, and its own peak resident memory."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    peak_bytes: int
+
+
+def run_cli_measured(
+    args: Sequence[str | os.PathLike[str]],
+    *,
+    address_limit: int = 4 << 30,
+    timeout: float = 120,
+    cwd: str | Path | None = None,
+) -> MeasuredRun:
+    """``python -m lightnets ARGS`` in a new process whose peak RSS is measured (``os.wait4``:
+    this child's own ``ru_maxrss``, not the maximum over every child the tests started).
+
+    ``address_limit`` caps its address space (``ulimit -v``), so a regression fails as an error
+    instead of exhausting a shared machine; lightnets' memory check sees that limit too. A
+    process still running after ``timeout`` seconds is killed and fails the test (a hang)."""
+    import resource
+    import tempfile
+    import time
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (address_limit, address_limit))
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lightnets", *map(str, args)],
+            stdout=out,
+            stderr=err,
+            cwd=cwd,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            preexec_fn=limit,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                process.kill()
+                os.wait4(process.pid, 0)
+                pytest.fail(f"lightnets {' '.join(map(str, args))} still ran after {timeout} s")
+            time.sleep(0.05)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return MeasuredRun(
+            process.returncode,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+            usage.ru_maxrss * 1024,  # kilobytes on Linux
+        )
 
 
 @pytest.fixture

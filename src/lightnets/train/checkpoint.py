@@ -23,7 +23,8 @@ import torch
 from lightnets.errors import CheckpointError, LightnetsError, check_float, check_int
 from lightnets.fileio import atomic_path
 from lightnets.models import LightweightNet, create_model
-from lightnets.models.memory import check_memory
+from lightnets.models.memory import check_stored_model
+from lightnets.models.weights.files import check_torch_archive
 from lightnets.train.config import TrainConfig
 
 FORMAT = "lightnets-checkpoint"
@@ -96,6 +97,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
+    check_torch_archive(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
@@ -162,17 +164,16 @@ def model_from_checkpoint(
     Uses the EMA weights when the checkpoint has them and ``use_ema`` is true. Returns the model
     (in eval mode) and the whole checkpoint dict (for its ``dataset`` metadata and so on). The
     stored hyperparameters are checked against this machine's memory before the model is built
-    (:func:`lightnets.models.memory.check_memory`), at the stored input size.
+    (:func:`lightnets.models.memory.check_stored_model`), at the stored input size.
     """
     from lightnets.deploy.compression import is_compressed, load_compressed
 
     if is_compressed(path):  # a `lightnets compress` file: decoded to a dense model
         return load_compressed(path, map_location)
     state = load_checkpoint(path, map_location)
-    hparams = dict(state["hparams"])
     size = (state.get("dataset") or {}).get("input_size")
     try:
-        check_memory(hparams, tuple(size) if size else None)
+        hparams, _ = check_stored_model(state["hparams"], size)
         model = create_model(hparams.pop("name"), **hparams)
     except (LightnetsError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild its model: {exc}") from exc

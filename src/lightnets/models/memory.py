@@ -219,14 +219,15 @@ def state_bytes(specs: Mapping[str, tuple[tuple[int, ...], torch.dtype]]) -> int
 
 
 def check_stored_model(
-    hparams: Any, input_size: Any = None
+    hparams: Any, input_size: Any = None, batch_size: int = 1
 ) -> tuple[dict[str, Any], tuple[int, int, int] | None]:
     """The model a file describes, checked before anything of it is built or decoded.
 
     ``hparams`` (a file's record: a dict naming a registered model, with its keyword arguments)
     and ``input_size`` (its data set's ``[channels, height, width]``, or None) are checked for
-    type, then :func:`check_memory` refuses what this machine cannot hold, at that input size.
-    Returns them as (dict, tuple); InvalidArgumentError names the first thing wrong.
+    type, then :func:`check_memory` refuses what this machine cannot hold, at that input size
+    and ``batch_size``. Returns them as (dict, tuple); InvalidArgumentError names the first
+    thing wrong.
     """
     if not isinstance(hparams, Mapping) or not isinstance(hparams.get("name"), str):
         raise InvalidArgumentError(
@@ -240,22 +241,37 @@ def check_stored_model(
             f"hparams.{unknown[0]} is not a hyperparameter of {hparams['name']}; allowed: "
             f"num_classes, variant, {', '.join(declared)}"
         )
-    size = None
-    if input_size is not None:
-        if (
-            not isinstance(input_size, (list, tuple))
-            or len(input_size) != 3
-            or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in input_size
-            )
-        ):
-            raise InvalidArgumentError(
-                f"input_size={_short(input_size)} is not allowed; use [channels, height, "
-                "width], positive integers"
-            )
-        size = (input_size[0], input_size[1], input_size[2])
-    check_memory(hparams, size)
+    size = None if input_size is None else _checked_size(input_size)
+    check_memory(hparams, size, batch_size)
     return dict(hparams), size
+
+
+def check_input_memory(input_size: Any, batch_size: int = 1) -> tuple[int, int, int]:
+    """A batch of float32 inputs of ``input_size`` must fit in the memory available: the check
+    left when no model is known (a foreign exported file). Returns the size as a tuple."""
+    size = _checked_size(input_size)
+    needed = BYTES_PER_ELEMENT * batch_size * math.prod(size)
+    available, total = available_memory()
+    if needed > available:
+        c, h, w = size
+        raise InvalidArgumentError(
+            f"a batch of {batch_size} {c}x{h}x{w} inputs needs {format_bytes(needed)}; this "
+            f"machine has {format_bytes(total)} of memory, {format_bytes(available)} available"
+        )
+    return size
+
+
+def _checked_size(input_size: Any) -> tuple[int, int, int]:
+    if (
+        not isinstance(input_size, (list, tuple))
+        or len(input_size) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in input_size)
+    ):
+        raise InvalidArgumentError(
+            f"input_size={_short(input_size)} is not allowed; use [channels, height, width], "
+            "positive integers"
+        )
+    return (input_size[0], input_size[1], input_size[2])
 
 
 def _short(value: Any) -> str:

@@ -75,6 +75,10 @@ def sparse_decode(entry_codes: np.ndarray, entry_gaps: np.ndarray, size: int) ->
     return codes
 
 
+#: A stream must hold its symbols and nothing more: extra bytes mean a wrong count or a forgery.
+_LONGER = "corrupted compressed stream: it holds more than its declared {count} symbols"
+
+
 # -- canonical Huffman coding ----------------------------------------------------------------
 
 
@@ -167,6 +171,8 @@ def huffman_decode(data: bytes, count: int) -> np.ndarray:
     there are (every symbol takes at least its shortest code's length), so a forged count
     cannot make the decoder allocate more than the stream's own size allows."""
     if count == 0:
+        if data != struct.pack("<H", 0):
+            raise CheckpointError(_LONGER.format(count=0))
         return np.zeros(0, dtype=np.uint8)
     if len(data) < 2:
         raise CheckpointError("corrupted compressed stream: Huffman table cut short")
@@ -204,9 +210,11 @@ def huffman_decode(data: bytes, count: int) -> np.ndarray:
         starts = np.concatenate([starts, jump[starts]])
         jump = jump[jump]
     starts = starts[:count]
-    overrun = int(starts[-1]) + int(table_len[window[starts[-1]]]) > n
-    if overrun or (count > 1 and not bool((np.diff(starts) > 0).all())):
+    end = int(starts[-1]) + int(table_len[window[starts[-1]]])
+    if end > n or (count > 1 and not bool((np.diff(starts) > 0).all())):
         raise CheckpointError("corrupted compressed stream: Huffman bits run out")
+    if (end + 7) // 8 != n // 8:  # only the last byte's padding may follow the symbols
+        raise CheckpointError(_LONGER.format(count=count))
     return table_sym[window[starts]].astype(np.uint8)
 
 
@@ -220,6 +228,8 @@ def pack_fixed(symbols: np.ndarray, bits: int) -> bytes:
 
 
 def unpack_fixed(data: bytes, count: int, bits: int) -> np.ndarray:
+    if len(data) > (count * bits + 7) // 8:
+        raise CheckpointError(_LONGER.format(count=count))
     spread = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[: count * bits]
     if len(spread) < count * bits:
         raise CheckpointError("corrupted compressed stream: fixed-width data run out")
@@ -253,6 +263,8 @@ def _lzma_decode(data: bytes, count: int, bits: int) -> np.ndarray:
         raise CheckpointError(
             f"corrupted compressed stream (lzma): it inflates past its declared {count} bytes"
         )
+    if len(raw) == count and (not decompressor.eof or decompressor.unused_data):
+        raise CheckpointError(_LONGER.format(count=count))
     return np.frombuffer(raw, dtype=np.uint8).copy()
 
 

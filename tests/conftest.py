@@ -96,15 +96,20 @@ class MeasuredRun:
     peak_bytes: int
 
 
-def run_cli_measured(
+def run_cli_measured(args: Sequence[str | os.PathLike[str]], **kwargs) -> MeasuredRun:
+    """``python -m lightnets ARGS`` with its own peak memory measured (:func:`run_measured`)."""
+    return run_measured(["-m", "lightnets", *args], **kwargs)
+
+
+def run_measured(
     args: Sequence[str | os.PathLike[str]],
     *,
     address_limit: int = 4 << 30,
     timeout: float = 120,
     cwd: str | Path | None = None,
 ) -> MeasuredRun:
-    """``python -m lightnets ARGS`` in a new process whose peak RSS is measured (``os.wait4``:
-    this child's own ``ru_maxrss``, not the maximum over every child the tests started).
+    """``python ARGS`` in a new process whose peak RSS is measured (``os.wait4``: this child's
+    own ``ru_maxrss``, not the maximum over every child the tests started).
 
     ``address_limit`` caps its address space (``ulimit -v``), so a regression fails as an error
     instead of exhausting a shared machine; lightnets' memory check sees that limit too. A
@@ -118,7 +123,7 @@ def run_cli_measured(
 
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "lightnets", *map(str, args)],
+            [sys.executable, *map(str, args)],
             stdout=out,
             stderr=err,
             cwd=cwd,
@@ -133,7 +138,11 @@ def run_cli_measured(
             if time.monotonic() > deadline:
                 process.kill()
                 os.wait4(process.pid, 0)
-                pytest.fail(f"lightnets {' '.join(map(str, args))} still ran after {timeout} s")
+                out.seek(0)
+                tail = out.read()[-2000:].decode(errors="replace")
+                pytest.fail(
+                    f"python {' '.join(map(str, args))} still ran after {timeout} s: {tail}"
+                )
             time.sleep(0.05)
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)

@@ -295,7 +295,7 @@ def test_input_size_from_a_compressed_file_is_checked_before_allocating(lnz, ima
     run = run_cli_measured(["predict", evil, image])
     one_line_refusal(run, "3x40000x40000", "needs about")
     header["dataset"]["input_size"] = "32"
-    with pytest.raises(CheckpointError, match=r"dataset\.input_size='32'"):
+    with pytest.raises(CheckpointError, match=r"input_size='32'"):
         load_compressed(forge_lnz(tmp_path / "size2.lnz", header, payload))
 
 

@@ -51,11 +51,11 @@ def check_int(
     """
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgumentError(
-            f"{name}={value!r} is not allowed; use an integer{_range_text(minimum, maximum)}"
+            f"{name}={_shown(value)} is not allowed; use an integer{_range_text(minimum, maximum)}"
         )
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise InvalidArgumentError(
-            f"{name}={value!r} is not allowed; use an integer{_range_text(minimum, maximum)}"
+            f"{name}={_shown(value)} is not allowed; use an integer{_range_text(minimum, maximum)}"
         )
     return value
 
@@ -79,7 +79,7 @@ def check_threads(name: str, value: object) -> int:
 
     The one check of every thread-count option (``--threads``, ``threads=``)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= max_threads():
-        raise InvalidArgumentError(f"{name}={value!r} is not allowed; {threads_allowed()}")
+        raise InvalidArgumentError(f"{name}={_shown(value)} is not allowed; {threads_allowed()}")
     return value
 
 
@@ -97,19 +97,35 @@ def check_float(
     ``exclusive_minimum=True`` makes the lower bound strict (``lr > 0``), ``exclusive_maximum``
     the upper one (``drop_rate < 1``).
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
         raise InvalidArgumentError(
-            f"{name}={value!r} is not allowed; use a finite number"
+            f"{name}={_shown(value)} is not allowed; use a finite number"
             f"{_range_text(minimum, maximum, exclusive_minimum, exclusive_maximum)}"
         )
     too_small = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
     too_large = maximum is not None and (value >= maximum if exclusive_maximum else value > maximum)
     if too_small or too_large:
         raise InvalidArgumentError(
-            f"{name}={value!r} is not allowed; use a number"
+            f"{name}={_shown(value)} is not allowed; use a number"
             f"{_range_text(minimum, maximum, exclusive_minimum, exclusive_maximum)}"
         )
     return float(value)
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float (10**400, read from a file)
+        return False
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, at most 60 characters (a 400-digit number read from a file)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond Python's digit limit for conversion to text
+        return "a number too long to show"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _range_text(

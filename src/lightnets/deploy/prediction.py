@@ -14,7 +14,9 @@ Images are decoded with Pillow and brought to what the network saw in training:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from torch import nn
 
 from lightnets.data.folder import RESIZE_RATIO
 from lightnets.data.idx import PADDED_SIZE
-from lightnets.errors import DataError, InvalidArgumentError
+from lightnets.errors import CheckpointError, DataError, InvalidArgumentError
 
 __all__ = ["Prediction", "load_image", "predict", "preprocessing_from_checkpoint"]
 
@@ -82,15 +84,15 @@ class Preprocessing:
     @classmethod
     def from_metadata(cls, meta: dict[str, Any]) -> Preprocessing:
         """The preprocessing recorded in an exported file's metadata (see :meth:`rule`)."""
-        rule, data = meta["preprocessing"], meta.get("dataset") or {}
-        channels = 1 if rule["mode"] == "L" else 3
-        return cls(
-            dataset=data.get("name"),
-            mean=tuple(float(v) for v in rule["mean"]) * (3 // channels),
-            std=tuple(float(v) for v in rule["std"]) * (3 // channels),
-            input_size=tuple(int(v) for v in rule["input_size"]),
-            classes=[str(c) for c in meta["classes"]] if meta.get("classes") else None,
-        )
+        with _malformed("its preprocessing metadata"):
+            rule, data = meta["preprocessing"], meta.get("dataset") or {}
+            return cls(
+                dataset=data.get("name"),
+                mean=_per_channel(rule["mean"]),
+                std=_per_channel(rule["std"]),
+                input_size=tuple(int(v) for v in rule["input_size"]),
+                classes=[str(c) for c in meta["classes"]] if meta.get("classes") else None,
+            )
 
 
 @dataclass(frozen=True)
@@ -119,15 +121,35 @@ def preprocessing_from_checkpoint(
     info = (state or {}).get("dataset")
     if not isinstance(info, dict):
         return Preprocessing(None, IMAGENET_MEAN, IMAGENET_STD, input_size, None)
-    size = info.get("input_size") or input_size
-    classes = info.get("classes")
-    return Preprocessing(
-        dataset=str(info.get("name")),
-        mean=tuple(float(v) for v in info.get("mean", IMAGENET_MEAN)),
-        std=tuple(float(v) for v in info.get("std", IMAGENET_STD)),
-        input_size=(3, int(size[1]), int(size[2])),
-        classes=[str(c) for c in classes] if classes else None,
-    )
+    with _malformed("its dataset record"):
+        size = info.get("input_size") or input_size
+        classes = info.get("classes")
+        return Preprocessing(
+            dataset=str(info.get("name")),
+            mean=_per_channel(info.get("mean", IMAGENET_MEAN)),
+            std=_per_channel(info.get("std", IMAGENET_STD)),
+            input_size=(3, int(size[1]), int(size[2])),
+            classes=[str(c) for c in classes] if classes else None,
+        )
+
+
+@contextlib.contextmanager
+def _malformed(what: str) -> Iterator[None]:
+    """A record of the wrong shape read from a file (a number where a list belongs, a missing
+    key) is a one-line CheckpointError, not a crash in the middle of a prediction."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise CheckpointError(f"{what} is malformed ({type(exc).__name__}: {first})") from exc
+
+
+def _per_channel(values: Any) -> tuple[float, float, float]:
+    """Per-channel statistics: 3 numbers, or 1 for every channel (a grayscale data set)."""
+    numbers = tuple(float(v) for v in values)
+    if len(numbers) not in (1, 3) or not all(math.isfinite(v) for v in numbers):
+        raise ValueError(f"{list(values)!r} is not 1 or 3 finite numbers")
+    return numbers * (3 // len(numbers))  # type: ignore[return-value]
 
 
 def _check_batch_memory(model: nn.Module, input_size: tuple[int, int, int], batch: int) -> None:

@@ -59,14 +59,8 @@ def load_compressed(
     """
     from lightnets.models import create_model
     from lightnets.models.memory import check_stored_model, tensor_specs
-    from lightnets.train.checkpoint import validate_dataset_metadata
 
     header, payload = read_header(path)
-    if header.dataset is not None:
-        try:
-            validate_dataset_metadata(header.dataset)
-        except LightnetsError as exc:
-            raise CheckpointError(f"{path}: {exc}") from exc
     try:
         hparams, _ = check_stored_model(header.hparams, (header.dataset or {}).get("input_size"))
         expected = tensor_specs(hparams)

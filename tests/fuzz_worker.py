@@ -242,10 +242,12 @@ def run_exported(path: Path) -> None:
     """The ONNX loader (``open_exported``) and one forward pass; a file it does not recognise
     as an exported model is refused by ``predict`` as a checkpoint, which the table covers."""
     from lightnets.deploy.exported import open_exported
+    from lightnets.models.memory import check_input_memory
 
     model = open_exported(path)
     if model is None:
         raise LightnetsError(f"{path}: not recognised as an exported model")
+    check_input_memory(list(model.input_size))  # as bench does before its first batch
     model(torch.zeros(1, *model.input_size))
 
 

@@ -32,6 +32,8 @@ from lightnets.deploy.compression import CompressionSettings, compress, load_com
 from lightnets.deploy.compression.coding import LZMA_FILTERS, MAX_CODE_LENGTH, huffman_decode
 from lightnets.deploy.compression.format import MAGIC, VERSION, Payload, read_file, write_file
 from lightnets.errors import CheckpointError, DataError, InvalidArgumentError, max_threads
+from lightnets.models.weights import read_weights_file
+from lightnets.train.checkpoint import load_checkpoint
 
 #: What a refused command may use at its peak: Python, torch and lightnets loaded (~250 MB
 #: here), a small model, and its file; far below every attack's figure above.
@@ -331,7 +333,7 @@ def test_safetensors_metadata_is_checked_before_building(image, tmp_path):
     size = forge(model.hparams, {"name": "cifar10", "input_size": [3, 40_000, 40_000]})
     for path, fragment in ((wide, "width_mult=3000.0"), (size, "3x40000x40000")):
         for load in (
-            lightnets.models.weights.read_weights_file,
+            read_weights_file,
             lambda p: lightnets.create_model("squeezenet1_1", weights=p),
         ):
             with pytest.raises(CheckpointError, match=fragment) as info:
@@ -398,8 +400,8 @@ def test_pth_with_a_deflated_gigabyte_record_is_refused_before_reading(image, tm
     with zipfile.ZipFile(evil) as archive:  # a valid zip whose record inflates to 1 GiB
         assert max(i.file_size for i in archive.infolist()) == GIB
     for load in (
-        lightnets.models.weights.read_weights_file,
-        lightnets.train.checkpoint.load_checkpoint,
+        read_weights_file,
+        load_checkpoint,
     ):
         with pytest.raises(CheckpointError, match=r"would inflate to 1,073,741,824 bytes"):
             load(evil)
@@ -410,7 +412,7 @@ def test_pth_with_a_deflated_gigabyte_record_is_refused_before_reading(image, tm
     with zipfile.ZipFile(honest) as src, zipfile.ZipFile(redeflated, "w") as out:
         for info in src.infolist():
             out.writestr(info.filename, src.read(info.filename), zipfile.ZIP_DEFLATED)
-    loaded = lightnets.models.weights.read_weights_file(redeflated)
+    loaded = read_weights_file(redeflated)
     assert torch.equal(loaded.tensors["w"], torch.zeros(123_457))
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import gzip
 import json
 import lzma
+import os
 import pickle
+import signal
 import struct
 import tarfile
 import zipfile
@@ -288,6 +290,26 @@ def test_hparams_from_a_compressed_file_pass_the_memory_check_first(lnz, image, 
     wide = forge_lnz(tmp_path / "wide.lnz", header, payload)
     with pytest.raises(CheckpointError, match=r"width_mult=3000.0.*needs about"):
         load_compressed(wide)
+
+
+def test_the_memory_check_never_opens_a_path_a_file_names(lnz, tmp_path):
+    header, payload = lnz_parts(lnz)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # opening it would block forever
+    header["hparams"]["weights"] = str(fifo)
+    evil = forge_lnz(tmp_path / "path.lnz", header, payload)
+
+    def hang(signum, frame):
+        raise AssertionError("the FIFO a file names was opened")
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(60)
+    try:
+        with pytest.raises(CheckpointError, match="never opens a path that a file names"):
+            load_compressed(evil)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_input_size_from_a_compressed_file_is_checked_before_allocating(lnz, image, tmp_path):

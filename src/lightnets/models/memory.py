@@ -233,10 +233,14 @@ def check_stored_model(
         raise InvalidArgumentError(
             f"hparams={_short(hparams)} is not allowed; use a dict naming its model (name=...)"
         )
+    if "weights" in hparams:  # create_model(weights=PATH) would open whatever the file names
+        raise InvalidArgumentError(
+            f"hparams.weights={_short(hparams['weights'])} names a file to load; lightnets never "
+            "opens a path that a file names: pass weights on the command line (--weights FILE)"
+        )
     declared = get_model_entry(hparams["name"]).hparams
     unknown = [k for k in hparams if k not in ("name", "num_classes", "variant", *declared)]
     if unknown:
-        # Not even ``weights``: a file's record names hyperparameters, never a path to open.
         raise InvalidArgumentError(
             f"hparams.{unknown[0]} is not a hyperparameter of {hparams['name']}; allowed: "
             f"num_classes, variant, {', '.join(declared)}"

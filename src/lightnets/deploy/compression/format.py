@@ -220,9 +220,7 @@ class _Fields:
         if key not in self.value:
             if optional:
                 return None
-            raise CheckpointError(
-                f"corrupted compressed file: header field {self._name(key)} is missing"
-            )
+            raise CheckpointError(f"header field {self._name(key)} is missing")
         return self.value[key]
 
     def _name(self, key: str) -> str:
@@ -269,7 +267,7 @@ class _Fields:
         offset, length = self.integer("offset"), self.integer("length")
         if offset + length > payload_size:
             raise CheckpointError(
-                f"corrupted compressed file: header field {self.where} places a stream at "
+                f"header field {self.where} places a stream at "
                 f"{offset}..{offset + length}, past the payload's {payload_size} bytes"
             )
         return StreamRecord(offset, length, self.text("coder") if coded else None)
@@ -282,7 +280,7 @@ def _is_int(value: Any) -> bool:
 def _bad(name: str, rule: str, value: Any) -> CheckpointError:
     shown = repr(value)
     shown = shown if len(shown) <= 40 else shown[:37] + "..."
-    return CheckpointError(f"corrupted compressed file: header field {name} {rule}, found {shown}")
+    return CheckpointError(f"header field {name} {rule}, found {shown}")
 
 
 def parse_header(header: dict[str, Any], payload_size: int) -> Header:
@@ -339,4 +337,4 @@ def read_header(path: str | os.PathLike[str]) -> tuple[Header, memoryview]:
     try:
         return parse_header(header, len(payload)), payload
     except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from exc
+        raise CheckpointError(f"{path} is malformed: {exc}") from exc

@@ -26,7 +26,8 @@ from torch import nn
 
 from lightnets.data.folder import RESIZE_RATIO
 from lightnets.data.idx import PADDED_SIZE
-from lightnets.errors import DataError, InvalidArgumentError
+from lightnets.errors import CheckpointError, DataError, InvalidArgumentError
+from lightnets.stored import channel_stats, check_dataset_metadata
 
 __all__ = ["Prediction", "load_image", "predict", "preprocessing_from_checkpoint"]
 
@@ -82,14 +83,16 @@ class Preprocessing:
     @classmethod
     def from_metadata(cls, meta: dict[str, Any]) -> Preprocessing:
         """The preprocessing recorded in an exported file's metadata (see :meth:`rule`)."""
+        from lightnets.deploy.metadata import validate_metadata
+
+        validate_metadata(meta)  # one-line errors for a missing or malformed field
         rule, data = meta["preprocessing"], meta.get("dataset") or {}
-        channels = 1 if rule["mode"] == "L" else 3
         return cls(
             dataset=data.get("name"),
-            mean=tuple(float(v) for v in rule["mean"]) * (3 // channels),
-            std=tuple(float(v) for v in rule["std"]) * (3 // channels),
+            mean=channel_stats(rule["mean"], "preprocessing.mean"),
+            std=channel_stats(rule["std"], "preprocessing.std", std=True),
             input_size=tuple(int(v) for v in rule["input_size"]),
-            classes=[str(c) for c in meta["classes"]] if meta.get("classes") else None,
+            classes=list(meta["classes"]) if meta.get("classes") else None,
         )
 
 
@@ -119,14 +122,15 @@ def preprocessing_from_checkpoint(
     info = (state or {}).get("dataset")
     if not isinstance(info, dict):
         return Preprocessing(None, IMAGENET_MEAN, IMAGENET_STD, input_size, None)
+    check_dataset_metadata(info)
     size = info.get("input_size") or input_size
     classes = info.get("classes")
     return Preprocessing(
         dataset=str(info.get("name")),
-        mean=tuple(float(v) for v in info.get("mean", IMAGENET_MEAN)),
-        std=tuple(float(v) for v in info.get("std", IMAGENET_STD)),
+        mean=channel_stats(info.get("mean", IMAGENET_MEAN), "dataset.mean"),
+        std=channel_stats(info.get("std", IMAGENET_STD), "dataset.std", std=True),
         input_size=(3, int(size[1]), int(size[2])),
-        classes=[str(c) for c in classes] if classes else None,
+        classes=list(classes) if classes else None,
     )
 
 
@@ -181,7 +185,13 @@ def predict(
         raise InvalidArgumentError("no images given")
     batch = torch.stack([load_image(path, pre) for path in images])
     with torch.inference_mode():
-        probs = model.eval()(batch).softmax(dim=1)
+        logits = model.eval()(batch)
+    if not bool(torch.isfinite(logits).all()):
+        raise CheckpointError(
+            "the model's outputs are NaN or infinite, so it has no answer: its weights are not "
+            "all finite numbers (a diverged or damaged model)"
+        )
+    probs = logits.softmax(dim=1)
     k = min(topk, probs.shape[1])
     values, indices = probs.topk(k, dim=1)
     results = []

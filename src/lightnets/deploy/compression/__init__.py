@@ -31,6 +31,7 @@ from lightnets.deploy.compression.pipeline import (
 )
 from lightnets.deploy.compression.report import CompressionReport, print_report
 from lightnets.errors import CheckpointError, LightnetsError
+from lightnets.stored import check_dataset_metadata, check_finite_weights, check_stored_hparams
 
 __all__ = [
     "CompressionData",
@@ -56,7 +57,13 @@ def load_compressed(
     from lightnets.models import create_model
 
     header, state_dict = read_state_dict(path)
-    hparams = dict(header.get("hparams") or {})
+    try:  # what the header says, checked as user input (no path among the hparams, ...)
+        hparams = check_stored_hparams(header.get("hparams"))
+        if header.get("dataset") is not None:
+            check_dataset_metadata(header["dataset"], hparams.get("num_classes"))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    check_finite_weights(state_dict, str(path))
     try:
         model = create_model(hparams.pop("name"), **hparams)
         model.load_state_dict(state_dict)

@@ -55,12 +55,16 @@ from lightnets.train.recipes import SHORT_RUN_EPOCHS, build_optimizer, build_sch
 from lightnets.train.rundir import (
     CONFIG,
     CURVES,
+    MARKER,
     METRICS,
     SUMMARY,
     RunLock,
+    cannot_resume,
     check_new_run_dir,
+    read_marker,
     remove_stray_temps,
     repair_best,
+    write_marker,
 )
 
 #: Running metrics are read back (a device sync) and the loss checked every this many steps.
@@ -93,11 +97,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 class _SigintFlag:
-    """First Ctrl-C: finish the current step, save, stop. Second Ctrl-C: stop at once."""
+    """First Ctrl-C: finish the current step, save, stop. Second Ctrl-C: stop at once (the
+    position is still saved); any later one is ignored, so that a user pressing it again and
+    again cannot interrupt that save or the shutdown after it."""
 
     def __init__(self) -> None:
         self.requested = False
         self._previous = None
+        self._stopping = False
 
     def __enter__(self) -> _SigintFlag:
         if (
@@ -109,11 +116,13 @@ class _SigintFlag:
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.requested:
+            self._stopping = True
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             raise KeyboardInterrupt
         self.requested = True
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
+        if self._previous is not None and not self._stopping:
             signal.signal(signal.SIGINT, self._previous)
 
 
@@ -366,11 +375,10 @@ class Trainer:
         if self.ctx.is_main:
             self._lock()
         if not last.exists():
-            raise CheckpointError(
-                f"cannot resume: {self.run_dir} holds no {LAST_CHECKPOINT} (the run saved no "
-                "checkpoint: remove the directory, or start a new run with --output)"
-            )
+            raise CheckpointError(cannot_resume(self.run_dir))
         state = load_checkpoint(last, map_location="cpu")
+        if self.ctx.is_main and read_marker(self.run_dir / MARKER, "run") is None:
+            write_marker(self.run_dir / MARKER, "run")  # a run made before the marker existed
         note, lost = repair_best(self.run_dir, state, write=self.ctx.is_main)
         if note is not None:
             self.notes.append(note)
@@ -457,6 +465,7 @@ class Trainer:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 self._lock()
                 check_new_run_dir(self.run_dir)  # again, now that no other run can start here
+                write_marker(self.run_dir / MARKER, "run")  # first: the folder is now a run
             write_json_atomic(self.run_dir / CONFIG, config.to_dict())
             write_metrics_jsonl(self.run_dir / METRICS, self.history)
             if self.tb_module is not None:

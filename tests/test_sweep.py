@@ -106,6 +106,16 @@ def test_sweep_end_to_end_resumes_only_what_is_left(tmp_path, capsys):
         assert f"this sweep's {stored}" in err and err.count("\n") == 1
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
+    # A hand-broken summary of a finished cell: one line naming it and the way out.
+    (first / "summary.json").write_text('{"test_top1": "high"}')
+    assert main([*shlex.split(SWEEP), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{first / 'summary.json'} is damaged" in err and err.count("\n") == 1
+    assert "remove it and rerun" in err
+    (first / "summary.json").unlink()  # the advice works: the cell is measured again
+    assert main([*shlex.split(SWEEP), "--output", str(out)]) == 0
+    assert json.loads((first / "summary.json").read_text())["epochs"] == 1
+
 
 @pytest.mark.parametrize(
     "extra, message",

@@ -18,10 +18,11 @@ opens or computes anything with it:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from lightnets.errors import CheckpointError, check_float, check_int
+from lightnets.errors import CheckpointError, LightnetsError, check_float, check_int
 
 __all__ = [
     "MODEL_ARGUMENTS",
@@ -30,7 +31,12 @@ __all__ = [
     "check_dataset_metadata",
     "check_finite_weights",
     "check_stored_hparams",
+    "reading",
 ]
+
+#: What the readers of a malformed file raise besides our own errors (torch, safetensors, the
+#: decoders of a compressed file): turned into one line naming the file by :func:`reading`.
+MALFORMED = (ValueError, RuntimeError, KeyError, TypeError, IndexError, OverflowError, EOFError)
 
 #: ``create_model`` arguments stored beside a family's hyperparameters in ``hparams``.
 MODEL_ARGUMENTS = ("name", "num_classes", "variant")
@@ -126,3 +132,16 @@ def check_finite_weights(tensors: Mapping[str, Any], what: str = "the file") -> 
                 f"{what}: tensor {key} holds NaN or infinite values; its answers would be "
                 "NaN (a diverged or damaged model)"
             )
+
+
+@contextlib.contextmanager
+def reading(path: Any) -> Iterator[None]:
+    """The boundary around reading a file a user named: a malformed file whose reader raised a
+    bare error (:data:`MALFORMED`) is a one-line :class:`CheckpointError` naming the file."""
+    try:
+        yield
+    except LightnetsError:
+        raise
+    except MALFORMED as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(f"{path} is malformed: {type(exc).__name__}: {reason}") from exc

@@ -60,12 +60,14 @@ def run(args: argparse.Namespace) -> int:
 
     from lightnets.deploy.prediction import predict
     from lightnets.errors import DataError, check_int
+    from lightnets.fileio import check_regular
     from lightnets.jsonio import dumps
 
     check_int("--topk", args.topk, minimum=1)
     for image in args.images:
-        if not Path(image).is_file():
+        if not Path(image).exists():
             raise DataError(f"{image}: no such image file")
+        check_regular(image)  # a FIFO or a device: refused now, not waited on
     model, pre = _model_and_preprocessing(args)
     results = predict(model, args.images, pre, topk=args.topk)
     if args.json:

@@ -27,6 +27,7 @@ from torch import nn
 from lightnets.data.folder import RESIZE_RATIO
 from lightnets.data.idx import PADDED_SIZE
 from lightnets.errors import CheckpointError, DataError, InvalidArgumentError
+from lightnets.fileio import check_regular
 from lightnets.stored import channel_stats, check_dataset_metadata
 
 __all__ = ["Prediction", "load_image", "predict", "preprocessing_from_checkpoint"]
@@ -155,8 +156,9 @@ def load_image(path: str | Path, pre: Preprocessing) -> torch.Tensor:
     from lightnets.data.images import open_image
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: no such image file")
+    check_regular(path)  # a FIFO or a device: refused now, not waited on
     native = NATIVE_SIZES.get(pre.dataset or "")
     if native is None:
         array = decode_image(path, pre.input_size[1], train=False)

@@ -26,7 +26,12 @@ from lightnets.fileio import atomic_path, check_regular, open_regular, saving
 from lightnets.formats import identify, not_weights
 from lightnets.models import LightweightNet, create_model
 from lightnets.models.memory import check_memory
-from lightnets.stored import check_dataset_metadata, check_finite_weights, check_stored_hparams
+from lightnets.stored import (
+    check_dataset_metadata,
+    check_finite_weights,
+    check_stored_hparams,
+    reading,
+)
 from lightnets.train.config import TrainConfig
 
 FORMAT = "lightnets-checkpoint"
@@ -153,7 +158,8 @@ def model_from_checkpoint(
     if Path(path).exists() and not Path(path).is_dir():
         check_regular(path)  # a FIFO or a device: refused at once, never waited on
     if is_compressed(path):  # a `lightnets compress` file: decoded to a dense model
-        return load_compressed(path, map_location)
+        with reading(path):
+            return load_compressed(path, map_location)
     state = load_checkpoint(path, map_location)
     hparams = dict(state["hparams"])
     size = (state.get("dataset") or {}).get("input_size")

@@ -25,10 +25,15 @@ from typing import Any
 
 import torch
 
-from lightnets.errors import CheckpointError, LightnetsError
+from lightnets.errors import CheckpointError
 from lightnets.fileio import check_regular, open_regular, write_bytes_atomic
 from lightnets.formats import identify, not_weights
-from lightnets.stored import check_dataset_metadata, check_finite_weights, check_stored_hparams
+from lightnets.stored import (
+    check_dataset_metadata,
+    check_finite_weights,
+    check_stored_hparams,
+    reading,
+)
 
 #: ``metadata["format"]`` of a safetensors file written by lightnets.
 LIGHTNETS_SAFETENSORS = "lightnets-weights"
@@ -100,12 +105,6 @@ def sniff(path: Path) -> str:
     )
 
 
-#: What the readers of a malformed file may raise besides our own errors (torch, safetensors,
-#: the decoders of a compressed file): caught at :func:`read_weights_file`, the one boundary
-#: every weights file passes, and turned into one line naming the file.
-MALFORMED = (ValueError, RuntimeError, KeyError, TypeError, IndexError, OverflowError, EOFError)
-
-
 def read_weights_file(path: str | Path, *, use_ema: bool = True) -> WeightsFile:
     """Read any recognised weights file (module docstring); errors are one line.
 
@@ -116,13 +115,8 @@ def read_weights_file(path: str | Path, *, use_ema: bool = True) -> WeightsFile:
     path = Path(path)
     if path.exists() and not path.is_dir():
         check_regular(path)  # a FIFO or a device: refused at once, never waited on
-    try:
+    with reading(path):  # the one boundary every weights file passes: bare errors become one line
         weights = _read(path, use_ema)
-    except LightnetsError:
-        raise
-    except MALFORMED as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise CheckpointError(f"{path} is malformed: {type(exc).__name__}: {reason}") from exc
     _check_stored(weights)
     return weights
 

@@ -106,11 +106,16 @@ def _lnz_naming(path, target):
 
 
 @pytest.mark.parametrize(
-    "make, suffix",
-    [(_checkpoint_naming, "pt"), (_safetensors_naming, "safetensors"), (_lnz_naming, "lnz")],
-    ids=["checkpoint", "safetensors", "lnz"],
+    "make, suffix, target",
+    [
+        (_checkpoint_naming, "pt", "fifo"),
+        (_checkpoint_naming, "pt", "itself"),
+        (_checkpoint_naming, "pt", "secret"),
+        (_safetensors_naming, "safetensors", "fifo"),
+        (_lnz_naming, "lnz", "fifo"),
+    ],
+    ids=["checkpoint-fifo", "checkpoint-itself", "checkpoint-secret", "safetensors", "lnz"],
 )
-@pytest.mark.parametrize("target", ["fifo", "itself", "secret"])
 def test_a_path_inside_a_file_is_never_opened(tmp_path, capsys, image, make, suffix, target):
     path = tmp_path / f"m.{suffix}"
     named = {"fifo": tmp_path / "fifo", "itself": path, "secret": tmp_path / "secret.txt"}

@@ -112,9 +112,6 @@ def test_sweep_end_to_end_resumes_only_what_is_left(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{first / 'summary.json'} is damaged" in err and err.count("\n") == 1
     assert "remove it and rerun" in err
-    (first / "summary.json").unlink()  # the advice works: the cell is measured again
-    assert main([*shlex.split(SWEEP), "--output", str(out)]) == 0
-    assert json.loads((first / "summary.json").read_text())["epochs"] == 1
 
 
 @pytest.mark.parametrize(

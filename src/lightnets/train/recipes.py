@@ -125,9 +125,9 @@ class Recipe:
 
 
 #: Largest learning rate accepted: far above any useful rate (the papers' largest is 0.1 per
-#: 256 images; 1e6 diverges in the first step, which the NaN guard reports). Beyond float32's
-#: range (3.4e38) the optimiser could not even cast it: lr 1e308 crashed inside the step.
-MAX_LR = 1e6
+#: 256 images; 1e6 diverges in the first step, which the NaN guard reports), far below
+#: float32's range (3.4e38), which the optimiser casts lr to: lr 1e308 crashed inside the step.
+MAX_LR = 1e9
 
 
 def _finite(value: Any) -> bool:

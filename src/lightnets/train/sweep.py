@@ -282,7 +282,7 @@ def _stored_cell(config: TrainConfig) -> TrainConfig:
     run_dir = Path(config.output)
     stored = resume_config(run_dir, _resume_overrides(config))
     kept = _read_summary(run_dir)["epochs"] if (run_dir / SUMMARY).exists() else None
-    trained_for = load_epochs(run_dir / LAST_CHECKPOINT)
+    trained_for = _stored_epochs(run_dir / LAST_CHECKPOINT)
     for epochs in (trained_for, kept):
         if epochs is not None and epochs != config.recipe.epochs:
             raise InvalidArgumentError(
@@ -293,7 +293,7 @@ def _stored_cell(config: TrainConfig) -> TrainConfig:
     return stored
 
 
-def load_epochs(path: Path) -> int | None:
+def _stored_epochs(path: Path) -> int | None:
     """The epoch count of the run whose checkpoint ``path`` is (its recipe's ``epochs``)."""
     from lightnets.train.checkpoint import load_checkpoint
 

@@ -98,8 +98,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 class _SigintFlag:
     """First Ctrl-C: finish the current step, save, stop. Second Ctrl-C: stop at once (the
-    position is still saved); any later one is ignored, so that a user pressing it again and
-    again cannot interrupt that save or the shutdown after it."""
+    position is still saved); any later one is ignored until :meth:`restore` (called by
+    :meth:`Trainer.close`), so that a user pressing it again and again cannot interrupt that
+    save or the clean-up after it."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -122,8 +123,14 @@ class _SigintFlag:
         self.requested = True
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None and not self._stopping:
+        if not self._stopping:
+            self.restore()
+
+    def restore(self) -> None:
+        """Give Ctrl-C back its previous handler."""
+        if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 class _EpochClock:
@@ -360,6 +367,7 @@ class Trainer:
         self._warming_up = True  # until this process's first WARMUP_STEPS steps are done
         self.progress = make_progress(self.ctx.is_main)
         self.tb_writer = None
+        self.sigint: _SigintFlag | None = None
 
     def _open_run_dir(self) -> dict[str, Any] | None:
         """Check the run directory; to resume, lock it, tidy it and read its ``last.pt``.
@@ -470,7 +478,8 @@ class Trainer:
             write_metrics_jsonl(self.run_dir / METRICS, self.history)
             if self.tb_module is not None:
                 self.tb_writer = self.tb_module.SummaryWriter(str(self.run_dir / "tensorboard"))
-        with self.progress, _SigintFlag() as interrupt:
+        self.sigint = _SigintFlag()
+        with self.progress, self.sigint as interrupt:
             self._announce()
             while self.epoch < self.recipe.epochs:
                 record = self._train_epoch(interrupt)
@@ -492,6 +501,8 @@ class Trainer:
         self._unlock()
         if not keep_process_group:
             shutdown_distributed(self.ctx)
+        if self.sigint is not None:  # last: Ctrl-C could not interrupt the clean-up above
+            self.sigint.restore()
 
     def _announce(self) -> None:
         s = self.splits

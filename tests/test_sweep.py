@@ -10,7 +10,6 @@ import pytest
 
 from lightnets.cli import main
 from lightnets.errors import InvalidArgumentError
-from lightnets.train.checkpoint import load_checkpoint
 from lightnets.train.sweep import pareto, plan_cells
 
 # Two cells of a tiny run: 64 synthetic 16-px images, 2 steps per epoch, 1 epoch.
@@ -94,27 +93,25 @@ def test_sweep_end_to_end_resumes_only_what_is_left(tmp_path, capsys):
     assert (out / "sweep.png").stat().st_size > 10_000
     assert "| width_mult | input_size | test top-1 |" in (out / "sweep.md").read_text()
 
-    # More epochs: both cells continue from their last.pt instead of starting again.
-    assert (
-        main(
-            [
-                *shlex.split(SWEEP.replace("--epochs 1", "--epochs 2")),
-                "--output",
-                str(out),
-                "--max-cells",
-                "1",
-            ]
-        )
-        == 0
-    )
-    state = load_checkpoint(first / "last.pt")
-    assert state["epoch"] == 2 and len(state["history"]) == 2
-    assert "cell width_mult-0.25_input_size-16: resumed" in capsys.readouterr().out
+    # Other settings over an existing sweep (--epochs among them: the cells share one
+    # schedule, so that their accuracies compare): refused in one line naming what differs,
+    # before anything is trained or rewritten.
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for flag, value, stored in [("--epochs", "2", "1"), ("--lr", "0.5", "0.1")]:
+        argv = shlex.split(SWEEP.replace("--epochs 1", "--epochs 1" if flag == "--lr" else ""))
+        argv += [flag, value] if flag == "--lr" else ["--epochs", value]
+        assert main([*argv, "--output", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag} {float(value) if flag == '--lr' else int(value)!r} differs" in err, err
+        assert f"this sweep's {stored}" in err and err.count("\n") == 1
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
-    # Changed settings over an existing sweep: refused in one line, nothing overwritten.
-    assert main([*shlex.split(SWEEP), "--output", str(out), "--lr", "0.5"]) == 2
+    # A hand-broken summary of a finished cell: one line naming it and the way out.
+    (first / "summary.json").write_text('{"test_top1": "high"}')
+    assert main([*shlex.split(SWEEP), "--output", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "--lr 0.5 differs from the resumed run's" in err and err.count("\n") == 1
+    assert f"{first / 'summary.json'} is damaged" in err and err.count("\n") == 1
+    assert "remove it and rerun" in err
 
 
 @pytest.mark.parametrize(

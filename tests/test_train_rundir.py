@@ -12,12 +12,15 @@ import pytest
 
 from lightnets.cli import main
 from lightnets.train import TrainConfig, Trainer
+from lightnets.train.checkpoint import save_checkpoint
 from lightnets.train.rundir import (
     LOCK,
+    MARKER,
     RunDirError,
     RunLock,
     check_new_run_dir,
     remove_stray_temps,
+    write_marker,
 )
 
 TINY = shlex.split(
@@ -54,21 +57,35 @@ def test_non_empty_foreign_directory_is_refused_and_untouched(tmp_path, capsys, 
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == files
 
 
-def test_a_run_is_recognised_by_its_checkpoints_and_config(tmp_path):
-    (tmp_path / "best.pt").write_bytes(b"")
-    with pytest.raises(RunDirError, match=r"already holds a lightnets run \(best.pt\).*--resume"):
-        check_new_run_dir(tmp_path)
+def test_a_run_is_recognised_by_its_marker_or_a_checkpoint_of_ours(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"")  # a file of that name is not a run of ours
+    with pytest.raises(RunDirError, match=r"not a lightnets run \(it holds best.pt\)"):
+        check_new_run_dir(run)
+    # A run made before the marker existed: its checkpoints load as ours.
+    state = {"hparams": {"name": "mobilenet_v1"}, "model": {}}
+    save_checkpoint(run / "best.pt", state)
+    with pytest.raises(RunDirError, match=r"run's best.pt \(its last.pt is gone.*another --output"):
+        check_new_run_dir(run)
+    save_checkpoint(run / "last.pt", state)
+    with pytest.raises(
+        RunDirError, match=r"already holds a lightnets run \(last.pt, best.pt\).*train --resume"
+    ):
+        check_new_run_dir(run)
     with pytest.raises(RunDirError, match="not a directory"):
-        check_new_run_dir(tmp_path / "best.pt")
-    (tmp_path / "best.pt").unlink()
-    # A run stopped before its first checkpoint may be started over; its files are ours.
-    config = {"model": "mobilenet_v1", "output": str(tmp_path), "recipe": {}}
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    (tmp_path / "metrics.jsonl").write_text("")
-    check_new_run_dir(tmp_path)
-    (tmp_path / "summary.json").write_text("{}")  # no run writes one without a checkpoint
+        check_new_run_dir(run / "best.pt")
+    # A run stopped before its first checkpoint may be started over: its marker says its
+    # files are ours.
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    write_marker(stopped / MARKER, "run")
+    (stopped / "config.json").write_text(json.dumps({"model": "mobilenet_v1", "recipe": {}}))
+    (stopped / "metrics.jsonl").write_text("")
+    check_new_run_dir(stopped)
+    (stopped / "summary.json").write_text("{}")  # no run writes one without a checkpoint
     with pytest.raises(RunDirError, match=r"not a lightnets run \(it holds summary.json\)"):
-        check_new_run_dir(tmp_path)
+        check_new_run_dir(stopped)
 
 
 def test_leftovers_of_our_own_are_not_foreign_and_are_removed(tmp_path):

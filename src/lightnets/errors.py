@@ -27,6 +27,16 @@ class MissingDependencyError(LightnetsError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 
 
+class SaveError(LightnetsError):
+    """A file could not be written (full disk, quota, file size limit, I/O error); nothing was
+    left behind."""
+
+
+class UntrustedCodeError(LightnetsError):
+    """A file is a program (loading it runs code it carries) and the user did not say that
+    they trust it."""
+
+
 def require(module: str, extra: str):
     """Import an optional dependency or raise a one-line error naming the pip extra."""
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,13 @@ if TYPE_CHECKING:
     from lightnets.analysis.compare import Comparison
     from lightnets.analysis.roofline import MachinePeak, Roofline
 
-__all__ = ["check_writable", "plot_comparison", "plot_roofline", "save_figure"]
+__all__ = [
+    "check_plot_output",
+    "check_writable",
+    "plot_comparison",
+    "plot_roofline",
+    "save_figure",
+]
 
 FORMATS = (".png", ".svg", ".pdf")
 
@@ -60,6 +67,15 @@ _FAMILY_COLOURS = {
 def check_writable(path: str | os.PathLike[str]) -> Path:
     """Fail now, before a long measurement, if ``path`` cannot be written as a figure."""
     return fileio.check_writable(path, suffixes=FORMATS)
+
+
+def check_plot_output(
+    path: str | os.PathLike[str], *, force: bool, inputs: Sequence[str] = ()
+) -> Path:
+    """``--plot FILE`` checked by the rule every written file follows
+    (:func:`lightnets.fileio.check_output`): a figure format, not an input, and an existing
+    file replaced only with a yes or ``--force``."""
+    return fileio.check_output(path, inputs=inputs, force=force, suffixes=FORMATS)
 
 
 def save_figure(figure: Figure, path: str | os.PathLike[str], dpi: int = 150) -> Path:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 
@@ -76,10 +78,25 @@ def _safe_streams() -> None:
             reconfigure(errors="backslashreplace")
 
 
+def _stop_listening_to_ctrl_c(owns_process: bool) -> None:
+    """The user asked to stop and we are stopping: further Ctrl-Cs (a user pressing it three
+    times) must not interrupt the shutdown itself, where an ``atexit`` callback (PyTorch's
+    among them) would print a traceback and the exit status would be lost. Only when
+    :func:`main` is the program (called without ``argv``: the console script, ``python -m
+    lightnets``); a caller passing ``argv`` keeps its Ctrl-C."""
+    if owns_process and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lightnets`` console script; returns the exit status."""
     _safe_streams()
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports every command: seconds on a busy machine
+    except KeyboardInterrupt:
+        _stop_listening_to_ctrl_c(argv is None)
+        print("lightnets: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
@@ -92,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lightnets {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _stop_listening_to_ctrl_c(argv is None)
         print(f"lightnets {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # the boundary: a bug or an unforeseen input is still one line

@@ -7,6 +7,7 @@ import sys
 
 from lightnets.cli.common import (
     add_model_arguments,
+    add_trust_code_argument,
     input_size_from_args,
     looks_like_checkpoint,
     model_or_checkpoint_from_args,
@@ -27,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the fp32 check (int8 / bf16 only with --allow-int8 / --allow-bf16). int8 is judged as "
         "`lightnets quantize` judges it: by its top-1 change on held-out images of the "
         "checkpoint's data set, within --max-drop points. NAME may also be an exported file "
-        "(ONNX, OpenVINO .xml, TorchScript), timed in its own runtime.",
+        "(ONNX, OpenVINO .xml, TorchScript), timed in its own runtime (TorchScript is a program: "
+        "only with --trust-code).",
     )
     add_model_arguments(parser)
     parser.add_argument(
@@ -67,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="minimum timed seconds per backend and batch size (default: 2)",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list of records")
+    add_trust_code_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -131,7 +134,11 @@ def run(args: argparse.Namespace) -> int:
     cuda = args.device == "cuda"
     backends, batch_sizes = _backends_and_sizes(args, cuda)
     _check_arguments(args)
-    exported = open_exported(args.name) if looks_like_checkpoint(args.name) else None
+    exported = (
+        open_exported(args.name, trust_code=args.trust_code)
+        if looks_like_checkpoint(args.name)
+        else None
+    )
     if exported is not None:
         records = benchmark_exported(
             exported, batch_sizes=batch_sizes, threads=args.threads, min_seconds=args.seconds

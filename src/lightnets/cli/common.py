@@ -204,7 +204,34 @@ def input_size_from_args(args: argparse.Namespace, model: LightweightNet) -> tup
 
 def looks_like_checkpoint(name: str) -> bool:
     """True when NAME refers to a file (a checkpoint) rather than a registered model name."""
-    return name.endswith((".pt", ".pth")) or "/" in name or Path(name).is_file()
+    path = Path(name)
+    return name.endswith((".pt", ".pth")) or "/" in name or (path.exists() and not path.is_dir())
+
+
+def add_force_argument(parser: argparse.ArgumentParser) -> None:
+    """``--force``: replace an existing output file without asking (for scripts)."""
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing output file without asking"
+    )
+
+
+def add_trust_code_argument(parser: argparse.ArgumentParser) -> None:
+    """``--trust-code``: the one way to let lightnets load a file that is a program."""
+    parser.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="load NAME even if it is a program (TorchScript): the file runs with your "
+        "permissions and can read, change or delete your files; only for files you made or "
+        "trust",
+    )
+
+
+def input_files(args: argparse.Namespace) -> list[str]:
+    """The files a model command reads (NAME when it is a file, --weights): never written."""
+    name = getattr(args, "name", None)
+    files = [name] if name and looks_like_checkpoint(name) else []
+    weights = getattr(args, "weights", None)
+    return files + ([weights] if weights else [])
 
 
 def model_or_checkpoint_from_args(

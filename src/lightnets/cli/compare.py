@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lightnets.cli.common import thread_count
+from lightnets.cli.common import add_force_argument, thread_count
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE.png",
         help="write a figure: MACs vs latency, MACs vs the papers' top-1",
     )
+    add_force_argument(parser)
     parser.add_argument(
         "--seconds",
         type=float,
@@ -56,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from lightnets.analysis import render
     from lightnets.analysis.compare import compare
-    from lightnets.analysis.plots import check_writable, plot_comparison, save_figure
+    from lightnets.analysis.plots import check_plot_output, plot_comparison, save_figure
     from lightnets.errors import InvalidArgumentError
 
     if args.input_size is not None and args.input_size < 1:
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.seconds > 0:
         raise InvalidArgumentError(f"--seconds must be > 0, got {args.seconds}")
     if args.plot:
-        check_writable(args.plot)
+        check_plot_output(args.plot, force=args.force)
     interactive = not (args.json or args.markdown) and sys.stderr.isatty()
     result = compare(
         args.names or None,

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from lightnets.cli.common import add_model_arguments, model_or_checkpoint_from_args
+from lightnets.cli.common import (
+    add_force_argument,
+    add_model_arguments,
+    input_files,
+    model_or_checkpoint_from_args,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(parser)
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
+    add_force_argument(parser)
     parser.add_argument(
         "--density", type=float, default=0.33, help="fraction of weights kept (default 0.33)"
     )
@@ -85,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         print_report,
     )
     from lightnets.deploy.compression.data import compression_data
-    from lightnets.fileio import check_writable
+    from lightnets.fileio import check_output
     from lightnets.jsonio import dumps
 
     settings = CompressionSettings(
@@ -94,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         per_layer_bits=parse_per_layer_bits(args.per_layer_bits),
         scope=args.scope,
     ).validate()
-    check_writable(args.output)
+    check_output(args.output, inputs=input_files(args), force=args.force)
     model, state = model_or_checkpoint_from_args(args)
     data = compression_data(
         model,

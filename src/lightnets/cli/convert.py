@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from lightnets.cli.common import add_force_argument
 from lightnets.models.weights.files import WRITE_SUFFIXES
 from lightnets.models.weights.layouts import LAYOUTS
 
@@ -38,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="lightnets",
         help="layout of OUT (default: lightnets, which also records the hyperparameters)",
     )
+    add_force_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from lightnets.errors import CheckpointError
-    from lightnets.fileio import check_writable
+    from lightnets.fileio import check_output
     from lightnets.models.weights import (
         export_state_dict,
         model_from_file,
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from lightnets.models.weights.layouts import check_supported
 
-    check_writable(args.output, suffixes=WRITE_SUFFIXES)
+    check_output(args.output, inputs=[args.file], force=args.force, suffixes=WRITE_SUFFIXES)
     file = read_weights_file(args.file)
     source = source_of(file)
     model, state = model_from_file(args.file)

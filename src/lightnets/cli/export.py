@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from lightnets.cli.common import (
+    add_force_argument,
     add_model_arguments,
+    input_files,
     input_size_from_args,
     looks_like_checkpoint,
     model_or_checkpoint_from_args,
@@ -36,9 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="file to write; DIR/ (trailing slash) writes DIR/<name>.<ext>",
     )
-    parser.add_argument(
-        "--force", action="store_true", help="replace an existing output file without asking"
-    )
+    add_force_argument(parser)
     parser.add_argument(
         "--fuse",
         action=argparse.BooleanOptionalAction,
@@ -59,21 +58,6 @@ def output_stem(name: str) -> str:
     return Path(name).stem if looks_like_checkpoint(name) else name
 
 
-def confirm_replace(paths: list[Path], force: bool) -> None:
-    """Ask before replacing existing files (``--force``: don't); refuse when no one can answer."""
-    from lightnets.errors import InvalidArgumentError
-
-    if not paths or force:
-        return
-    names = " and ".join(str(p) for p in paths)
-    if not sys.stdin or not sys.stdin.isatty():
-        raise InvalidArgumentError(f"{names} already exists: pass --force to replace it")
-    print(f"{names} already exists. Replace it? [y/N] ", end="", file=sys.stderr, flush=True)
-    answer = sys.stdin.readline().strip().lower()  # the prompt on stderr keeps --json clean
-    if answer not in ("y", "yes"):
-        raise InvalidArgumentError(f"{names} kept: not replaced")
-
-
 def print_metadata(path: str) -> int:
     from lightnets.deploy.metadata import read_metadata
     from lightnets.errors import InvalidArgumentError
@@ -89,9 +73,9 @@ def print_metadata(path: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from lightnets.deploy.exporters import FORMATS, export
     from lightnets.deploy.metadata import metadata_for
-    from lightnets.deploy.outputs import existing, resolve_output
+    from lightnets.deploy.outputs import companions, resolve_output
     from lightnets.errors import InvalidArgumentError
-    from lightnets.fileio import check_writable
+    from lightnets.fileio import check_output
 
     if args.print_metadata:
         return print_metadata(args.name)
@@ -101,12 +85,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if not args.output:
         raise InvalidArgumentError("-o/--output is required: the file (or DIR/) to write")
-    source = args.name if looks_like_checkpoint(args.name) else None
-    path = resolve_output(
-        args.output, name=output_stem(args.name), suffix=FORMATS[args.format], source=source
-    )
-    check_writable(path)
-    confirm_replace(existing(path), args.force)
+    path = resolve_output(args.output, name=output_stem(args.name), suffix=FORMATS[args.format])
+    check_output(path, inputs=input_files(args), force=args.force, companions=companions(path))
     model, state = model_or_checkpoint_from_args(args)
     size = input_size_from_args(args, model)
     meta = metadata_for(model, state, size, fused=args.fuse)
@@ -142,3 +122,12 @@ def _print_result(result, size: tuple[int, int, int], as_json: bool) -> None:
         f"verified in its runtime at batch sizes {', '.join(map(str, result.batch_sizes))}: "
         f"max |diff| to PyTorch {result.max_abs_diff:.2e}"
     )
+    from lightnets.formats import FORMATS, TRUST_FLAG
+
+    fmt = FORMATS.get(result.format)
+    if fmt is not None and fmt.runs_code:
+        print(
+            f"note: {fmt.label[fmt.label.index(' ') + 1 :]} is a program (loading it runs the "
+            f"code it carries): `lightnets predict` and `bench` run it only with {TRUST_FLAG}; "
+            "share ONNX or OpenVINO files with others"
+        )

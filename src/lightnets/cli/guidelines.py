@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lightnets.cli.common import thread_count
+from lightnets.cli.common import add_force_argument, thread_count
 
 EPILOG = """\
 Speeds are normalised to the first row of each table (1:1, g=1, 1-fragment, relu+shortcut) so
@@ -57,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--plot", metavar="FILE", default=None, help="write a figure (.png/.svg)")
+    add_force_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -64,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
     from lightnets.analysis.guidelines import GUIDELINES, plot_guidelines, run_guidelines
 
     if args.plot is not None:
-        from lightnets.analysis.plots import check_writable
+        from lightnets.analysis.plots import check_plot_output
 
-        check_writable(args.plot)
+        check_plot_output(args.plot, force=args.force)
     report = run_guidelines(
         args.guidelines or GUIDELINES,
         device=args.device,

@@ -6,6 +6,7 @@ import argparse
 
 from lightnets.cli.common import (
     add_model_arguments,
+    add_trust_code_argument,
     input_size_from_args,
     looks_like_checkpoint,
     model_or_checkpoint_from_args,
@@ -20,13 +21,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "was (grayscale and 28->32 padding for Fashion-MNIST, mean/std normalisation) and print "
         "the top-k classes. NAME may also be a file written by `lightnets export` or "
         "`lightnets quantize` (ONNX, OpenVINO .xml, TorchScript): it runs in its own runtime, "
-        "preprocessed as its metadata says. A bare model name uses ImageNet preprocessing and, "
-        "with no ImageNet names bundled, prints class indices.",
+        "preprocessed as its metadata says (TorchScript is a program: only with "
+        "--trust-code). A bare model name uses ImageNet preprocessing and, with no ImageNet "
+        "names bundled, prints class indices.",
     )
     add_model_arguments(parser)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument("--topk", type=int, default=5, help="classes to show (default: 5)")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    add_trust_code_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -36,7 +39,11 @@ def _model_and_preprocessing(args: argparse.Namespace):
     from lightnets.deploy.prediction import Preprocessing, preprocessing_from_checkpoint
     from lightnets.errors import CheckpointError
 
-    exported = open_exported(args.name) if looks_like_checkpoint(args.name) else None
+    exported = (
+        open_exported(args.name, trust_code=args.trust_code)
+        if looks_like_checkpoint(args.name)
+        else None
+    )
     if exported is not None:
         if exported.metadata is None:
             raise CheckpointError(
@@ -53,12 +60,14 @@ def run(args: argparse.Namespace) -> int:
 
     from lightnets.deploy.prediction import predict
     from lightnets.errors import DataError, check_int
+    from lightnets.fileio import check_regular
     from lightnets.jsonio import dumps
 
     check_int("--topk", args.topk, minimum=1)
     for image in args.images:
-        if not Path(image).is_file():
+        if not Path(image).exists():
             raise DataError(f"{image}: no such image file")
+        check_regular(image)  # a FIFO or a device: refused now, not waited on
     model, pre = _model_and_preprocessing(args)
     results = predict(model, args.images, pre, topk=args.topk)
     if args.json:

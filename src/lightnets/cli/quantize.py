@@ -6,9 +6,10 @@ import argparse
 import sys
 
 from lightnets.cli.common import (
+    add_force_argument,
     add_model_arguments,
+    input_files,
     input_size_from_args,
-    looks_like_checkpoint,
     model_or_checkpoint_from_args,
 )
 
@@ -66,24 +67,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "-o", "--output", required=True, metavar="PATH", help="file to write (or DIR/)"
     )
-    parser.add_argument(
-        "--force", action="store_true", help="replace an existing output file without asking"
-    )
+    add_force_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run)
 
 
 def _output(args: argparse.Namespace, suffix: str):
-    from lightnets.cli.export import confirm_replace, output_stem
-    from lightnets.deploy.outputs import existing, resolve_output
-    from lightnets.fileio import check_writable
+    from lightnets.cli.export import output_stem
+    from lightnets.deploy.outputs import companions, resolve_output
+    from lightnets.fileio import check_output
 
-    source = args.name if looks_like_checkpoint(args.name) else None
     name = f"{output_stem(args.name)}_int8"
-    path = resolve_output(args.output, name=name, suffix=suffix, source=source)
-    check_writable(path)
-    confirm_replace(existing(path), args.force)
-    return path
+    path = resolve_output(args.output, name=name, suffix=suffix)
+    return check_output(
+        path, inputs=input_files(args), force=args.force, companions=companions(path)
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,9 @@ import argparse
 import sys
 
 from lightnets.cli.common import (
+    add_force_argument,
     add_model_arguments,
+    input_files,
     input_size_from_args,
     model_or_checkpoint_from_args,
     thread_count,
@@ -24,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(parser)
     parser.add_argument("--plot", metavar="FILE.png", help="write the roofline figure")
+    add_force_argument(parser)
     parser.add_argument(
         "--peak-seconds",
         type=float,
@@ -49,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lightnets.analysis import profile, render
-    from lightnets.analysis.plots import check_writable, plot_roofline, save_figure
+    from lightnets.analysis.plots import check_plot_output, plot_roofline, save_figure
     from lightnets.analysis.roofline import roofline
     from lightnets.errors import InvalidArgumentError
 
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         if not getattr(args, flag) > 0:
             raise InvalidArgumentError(f"--{flag.replace('_', '-')} must be > 0")
     if args.plot:
-        check_writable(args.plot)
+        check_plot_output(args.plot, force=args.force, inputs=input_files(args))
     model, _ = model_or_checkpoint_from_args(args)
     size = input_size_from_args(args, model)
     profile(model, size)  # refuse impossible sizes before the measurement starts

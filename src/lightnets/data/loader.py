@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from lightnets.data import augment
 from lightnets.data.dataset import ImageDataset, TensorImageDataset
 from lightnets.data.folder import ImageFolderDataset
-from lightnets.data.splits import DataSplits
+from lightnets.data.splits import MAX_SEED, DataSplits
 from lightnets.errors import DataError, InvalidArgumentError, check_float, check_int
 
 # Data sets up to this size are copied whole to an accelerator once, then indexed there.
@@ -277,7 +277,7 @@ def make_loader(
     check_int("batch_size", batch_size, minimum=1)
     check_int("world_size", world_size, minimum=1)
     check_int("rank", rank, minimum=0, maximum=world_size - 1)
-    check_int("seed", seed, minimum=0)
+    check_int("seed", seed, minimum=0, maximum=MAX_SEED)
     check_int("cutout", cutout, minimum=0)
     check_int("num_workers", num_workers, minimum=0)
     check_float("random_erasing", random_erasing, minimum=0.0, maximum=1.0)

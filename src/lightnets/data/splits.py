@@ -32,6 +32,9 @@ HFLIP = {"mnist": False, "synthetic": False}
 # Seed of the test split carved from a folder that has neither val/ nor test/: fixed, so every
 # run and every `lightnets eval` sees the same test images whatever its training seed.
 FOLDER_TEST_SEED = 0
+#: Largest random seed: torch's generators take seeds up to 2**64 - 1, and a run seeds each
+#: process with seed + rank; 2**63 - 1 leaves room for that and stays exact in every file.
+MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -126,7 +129,7 @@ def _check_arguments(
         check_int("train_subset", train_subset, minimum=1)
     if image_size is not None:
         check_int("image_size", image_size, minimum=8)
-    check_int("seed", seed, minimum=0)
+    check_int("seed", seed, minimum=0, maximum=MAX_SEED)
     if num_classes is not None:
         if name != "synthetic":
             raise InvalidArgumentError(

@@ -1,10 +1,13 @@
 """Exported files (ONNX, OpenVINO IR, TorchScript; fp32 or int8) as models, in their runtime.
 
 ``lightnets predict`` and ``lightnets bench`` accept such a file where they accept a
-checkpoint: :func:`open_exported` recognises it by content (:func:`~lightnets.deploy.metadata.
-detect_format`), reads its metadata (preprocessing, class names, hparams) and runs it in the
-runtime it was written for: ONNX Runtime, OpenVINO (fp32 precision hint, so the answer is the
-checkpoint's), ``torch.jit.load``.
+checkpoint: :func:`open_exported` recognises it by content (:mod:`lightnets.formats`), reads its
+metadata (preprocessing, class names, hparams) and runs it in the runtime it was written for:
+ONNX Runtime, OpenVINO (fp32 precision hint, so the answer is the checkpoint's),
+``torch.jit.load``. A format that runs code the file carries (TorchScript) is refused before its
+runtime sees it unless ``trust_code=True`` (:func:`lightnets.formats.check_trusted`); a file the
+runtime itself refuses (a custom operator, external data outside the model's folder) or whose
+weights are not finite is a one-line :class:`~lightnets.errors.CheckpointError`.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightnets.deploy.metadata import detect_format, read_metadata
+from lightnets.deploy.metadata import read_metadata
 from lightnets.deploy.openvino_runtime import compile_model, latency_config, physical_cores
 from lightnets.errors import CheckpointError, LightnetsError, require
+from lightnets.formats import FORMATS, check_trusted, identify
 
 __all__ = ["ExportedModel", "open_exported"]
 
@@ -27,17 +31,62 @@ __all__ = ["ExportedModel", "open_exported"]
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
+def _refused(path: Path, runtime: str, exc: BaseException) -> CheckpointError:
+    """A runtime's own refusal of a file (or failure to run it) as one line naming the file."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return CheckpointError(f"{path}: {runtime} refused it: {first}")
+
+
+def _check_finite(path: Path, arrays: Any) -> None:
+    """Refuse a file whose weights (``(name, array)`` pairs) hold NaN or infinity."""
+    for name, array in arrays:
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise CheckpointError(
+                f"{path}: weight {name} holds NaN or infinite values; its answers would be NaN "
+                "(a diverged or damaged model)"
+            )
+
+
 def _onnx_runner(path: Path) -> tuple[Runner, list]:
+    onnx = require("onnx", "onnx")
     ort = require("onnxruntime", "onnx")
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    _check_finite(
+        path,
+        ((t.name, numpy_helper.to_array(t)) for t in graph.initializer if not t.external_data),
+    )
     options = ort.SessionOptions()
     options.intra_op_num_threads = physical_cores()
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:  # ONNX Runtime's exceptions derive from Exception only: every refusal lands here
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise _refused(path, "ONNX Runtime", exc) from exc
     first = session.get_inputs()[0]
-    return (lambda x: session.run(None, {first.name: x})[0]), list(first.shape)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        try:
+            return session.run(None, {first.name: x})[0]
+        except Exception as exc:
+            raise _refused(path, "ONNX Runtime", exc) from exc
+
+    return run, list(first.shape)
 
 
 def _openvino_runner(path: Path) -> tuple[Runner, list]:
-    compiled = compile_model(str(path), latency_config())
+    from lightnets.deploy.openvino_runtime import read_model
+
+    model = read_model(path)
+    _check_finite(
+        path,
+        (
+            (op.get_friendly_name(), op.get_data())
+            for op in model.get_ops()
+            if op.get_type_name() == "Constant"
+        ),
+    )
+    compiled = compile_model(model, latency_config())
     shape = [d.get_length() if d.is_static else None for d in compiled.input(0).get_partial_shape()]
     return (lambda x: compiled(x)[0]), shape
 
@@ -62,8 +111,16 @@ class ExportedModel(nn.Module):
     file not written by lightnets), ``precision``, ``hparams``, ``name``, ``input_size``.
     """
 
-    def __init__(self, path: Path, format: str, metadata: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        format: str,
+        metadata: dict[str, Any] | None,
+        *,
+        trust_code: bool = False,
+    ) -> None:
         super().__init__()
+        check_trusted(path, FORMATS[format], trust_code)  # before the runtime loads anything
         self.path, self.format, self.metadata = path, format, metadata
         self._run, runtime_shape = _RUNNERS[format](path)
         meta = metadata or {}
@@ -103,22 +160,25 @@ class ExportedModel(nn.Module):
         return create_model(hparams.pop("name"), **hparams)
 
 
-def open_exported(path: str | Path) -> ExportedModel | None:
+def open_exported(path: str | Path, *, trust_code: bool = False) -> ExportedModel | None:
     """The exported model at ``path``, or None when ``path`` is not an exported file.
 
     A file recognised as ONNX / OpenVINO IR / TorchScript is loaded in its runtime; a missing
-    runtime is a one-line error naming the extra to install.
+    runtime is a one-line error naming the extra to install. A format that runs code the file
+    carries (TorchScript) is refused before it is loaded unless ``trust_code=True``: only for
+    files you made or trust (:mod:`lightnets.formats`).
     """
     path = Path(path)
     if not path.is_file():
         return None
-    kind = detect_format(path)
-    if kind is None:
+    fmt = identify(path)
+    if fmt is None:
         return None
+    check_trusted(path, fmt, trust_code)
     try:
-        return ExportedModel(path, kind, read_metadata(path))
+        return ExportedModel(path, fmt.name, read_metadata(path), trust_code=trust_code)
     except LightnetsError:
         raise
     except Exception as exc:  # ONNX Runtime's and OpenVINO's refusals derive from Exception only
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise CheckpointError(f"{path}: cannot load this {kind} file: {first}") from exc
+        raise CheckpointError(f"{path}: cannot load this {fmt.name} file: {first}") from exc

@@ -6,7 +6,7 @@ back with the runtime that will serve it (ONNX Runtime, ``torch.jit.load``, Open
 outputs at batch sizes 1 and 3 are compared with PyTorch's (:mod:`lightnets.deploy.accuracy`'s
 fp32 rule); only then is it moved into place (temp file + rename, so an existing file at the
 destination is never half-overwritten). A failed write (full disk) removes the temporary files
-and is a one-line :class:`~lightnets.deploy.openvino_runtime.SaveError`.
+and is a one-line :class:`~lightnets.errors.SaveError`.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from torch import nn
 from lightnets.deploy import metadata as md
 from lightnets.deploy.accuracy import max_abs_diff, tolerance
 from lightnets.deploy.fusion import fuse as fuse_batchnorm
-from lightnets.deploy.openvino_runtime import SaveError, compile_model, save_ir
+from lightnets.deploy.openvino_runtime import compile_model, save_ir
 from lightnets.errors import InvalidArgumentError, LightnetsError, require
-from lightnets.fileio import atomic_path, check_writable
+from lightnets.fileio import atomic_path, check_writable, saving
 
 __all__ = [
     "FORMATS",
@@ -145,10 +145,8 @@ def _compare(
 
 def write_bytes(temp: Path, data: bytes, final: Path) -> None:
     """Write ``data`` to ``temp``; a failed write (full disk) is a one-line SaveError."""
-    try:
+    with saving(final):
         temp.write_bytes(data)
-    except OSError as exc:
-        raise SaveError(f"cannot write {final}: {(exc.strerror or str(exc)).lower()}") from exc
 
 
 Verify = Callable[[Callable[[np.ndarray], np.ndarray]], float]

@@ -16,8 +16,22 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from lightnets.errors import CheckpointError, InvalidArgumentError, require
+from lightnets.errors import (
+    CheckpointError,
+    InvalidArgumentError,
+    LightnetsError,
+    check_int,
+    require,
+)
+from lightnets.fileio import open_regular
+from lightnets.formats import identify
 from lightnets.jsonio import dumps
+from lightnets.stored import (
+    channel_stats,
+    check_classes,
+    check_dataset_metadata,
+    check_stored_hparams,
+)
 
 __all__ = [
     "KEY",
@@ -28,6 +42,7 @@ __all__ = [
     "metadata_for",
     "read_metadata",
     "torchscript_extra_files",
+    "validate_metadata",
 ]
 
 KEY = "lightnets"
@@ -103,38 +118,11 @@ def torchscript_extra_files(meta: dict[str, Any]) -> dict[str, str]:
 
 
 def detect_format(path: str | Path) -> str | None:
-    """``"onnx"``, ``"openvino"`` or ``"torchscript"`` from the file's content; else None.
-
-    OpenVINO IR is XML with a ``<net`` root; TorchScript is a zip archive holding ``code/``
-    (a ``torch.save`` checkpoint is a zip without it); ONNX is a protobuf that ``onnx`` parses
-    into a model with a graph (tried last, and only when ``onnx`` is installed).
-    """
-    path = Path(path)
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(512)
-    except OSError:
-        return None
-    if head.lstrip().startswith(b"<?xml") or head.lstrip().startswith(b"<net"):
-        return "openvino" if b"<net" in head else None
-    if head.startswith(b"PK\x03\x04"):
-        return "torchscript" if _is_torchscript(path) else None
-    if head[:1] != b"\x08":  # ONNX's first field: ir_version (field 1, varint)
-        return None
-    try:
-        onnx = require("onnx", "onnx")
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # not parseable as ONNX: not an ONNX file
-        return None
-    return "onnx" if len(model.graph.node) else None
-
-
-def _is_torchscript(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any("/code/" in name for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
+    """``"onnx"``, ``"openvino"``, ``"torchscript"`` (any format of
+    :data:`lightnets.formats.FORMATS`) from the file's content; else None. Nothing in the file
+    is run to find out."""
+    fmt = identify(path)
+    return fmt.name if fmt is not None else None
 
 
 def read_metadata(path: str | Path) -> dict[str, Any] | None:
@@ -152,9 +140,47 @@ def read_metadata(path: str | Path) -> dict[str, Any] | None:
         meta = json.loads(text)
     except ValueError as exc:
         raise CheckpointError(f"{path}: its lightnets metadata is not valid JSON") from exc
-    if not isinstance(meta, dict) or "preprocessing" not in meta:
-        raise CheckpointError(f"{path}: its lightnets metadata is incomplete")
+    try:
+        validate_metadata(meta)
+    except LightnetsError as exc:
+        raise CheckpointError(f"{path}: its lightnets metadata is malformed: {exc}") from exc
     return meta
+
+
+#: ``preprocessing.mode`` -> channels of the decoded image.
+MODES = {"L": 1, "RGB": 3}
+
+
+def validate_metadata(meta: Any) -> None:
+    """Check a metadata document field by field (what :meth:`~lightnets.deploy.prediction.
+    Preprocessing.from_metadata` and ``reference_model`` read), as user input is checked:
+    a missing or malformed field is one line naming it, never a crash in the middle of a
+    prediction."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"it is a {type(meta).__name__}, not a JSON object")
+    rule = meta.get("preprocessing")
+    if not isinstance(rule, dict):
+        raise CheckpointError("preprocessing is missing (or not an object)")
+    if rule.get("mode") not in MODES:
+        raise CheckpointError(
+            f"preprocessing.mode={rule.get('mode')!r} is not allowed; use L or RGB"
+        )
+    for key in ("mean", "std"):
+        channel_stats(rule.get(key), f"preprocessing.{key}", std=key == "std")
+    size = rule.get("input_size")
+    if not isinstance(size, list) or len(size) != 3:
+        raise CheckpointError(f"preprocessing.input_size={size!r} must be [3, height, width]")
+    for i, value in enumerate(size):
+        check_int(f"preprocessing.input_size[{i}]", value, minimum=1)
+    model = meta.get("model")
+    num_classes = None
+    if model:
+        hparams = check_stored_hparams(model, "model")
+        num_classes = hparams.get("num_classes")
+    check_classes(meta.get("classes"), num_classes)
+    dataset = meta.get("dataset")
+    if dataset is not None:
+        check_dataset_metadata(dataset, num_classes)
 
 
 def _read_onnx(path: Path) -> str | None:
@@ -173,7 +199,8 @@ def _read_openvino(path: Path) -> str | None:
 
 
 def _read_torchscript(path: Path) -> str | None:
-    with zipfile.ZipFile(path) as archive:
+    # The archive is read as a zip: torch.jit.load (which would run its code) is not called.
+    with open_regular(path) as handle, zipfile.ZipFile(handle) as archive:
         name = next(
             (n for n in archive.namelist() if n.endswith(f"/extra/{TORCHSCRIPT_FILE}")), None
         )

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from lightnets.errors import LightnetsError, require
+from lightnets.errors import SaveError, require
 from lightnets.fileio import atomic_path, commit
 
 #: Size of the alternate signal stack kept after OpenVINO compiles (glibc's SIGSTKSZ is 8 KiB;
@@ -124,10 +124,6 @@ def read_model(path: str | Path) -> Any:
     """``openvino.Core().read_model(path)`` (the ``.bin`` beside the ``.xml``)."""
     ov = require("openvino", "openvino")
     return ov.Core().read_model(str(path))
-
-
-class SaveError(LightnetsError):
-    """A model file could not be written (full disk, quota, I/O error); nothing was left."""
 
 
 def save_ir(ov_model: Any, path: str | Path, *, check: Callable[[Path], None] | None = None):

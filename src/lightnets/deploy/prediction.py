@@ -14,9 +14,7 @@ Images are decoded with Pillow and brought to what the network saw in training:
 
 from __future__ import annotations
 
-import contextlib
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,8 @@ from torch import nn
 from lightnets.data.folder import RESIZE_RATIO
 from lightnets.data.idx import PADDED_SIZE
 from lightnets.errors import CheckpointError, DataError, InvalidArgumentError
+from lightnets.fileio import check_regular
+from lightnets.stored import channel_stats, check_dataset_metadata
 
 __all__ = ["Prediction", "load_image", "predict", "preprocessing_from_checkpoint"]
 
@@ -84,15 +84,17 @@ class Preprocessing:
     @classmethod
     def from_metadata(cls, meta: dict[str, Any]) -> Preprocessing:
         """The preprocessing recorded in an exported file's metadata (see :meth:`rule`)."""
-        with _malformed("its preprocessing metadata"):
-            rule, data = meta["preprocessing"], meta.get("dataset") or {}
-            return cls(
-                dataset=data.get("name"),
-                mean=_per_channel(rule["mean"]),
-                std=_per_channel(rule["std"]),
-                input_size=tuple(int(v) for v in rule["input_size"]),
-                classes=[str(c) for c in meta["classes"]] if meta.get("classes") else None,
-            )
+        from lightnets.deploy.metadata import validate_metadata
+
+        validate_metadata(meta)  # one-line errors for a missing or malformed field
+        rule, data = meta["preprocessing"], meta.get("dataset") or {}
+        return cls(
+            dataset=data.get("name"),
+            mean=channel_stats(rule["mean"], "preprocessing.mean"),
+            std=channel_stats(rule["std"], "preprocessing.std", std=True),
+            input_size=tuple(int(v) for v in rule["input_size"]),
+            classes=list(meta["classes"]) if meta.get("classes") else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -121,35 +123,16 @@ def preprocessing_from_checkpoint(
     info = (state or {}).get("dataset")
     if not isinstance(info, dict):
         return Preprocessing(None, IMAGENET_MEAN, IMAGENET_STD, input_size, None)
-    with _malformed("its dataset record"):
-        size = info.get("input_size") or input_size
-        classes = info.get("classes")
-        return Preprocessing(
-            dataset=str(info.get("name")),
-            mean=_per_channel(info.get("mean", IMAGENET_MEAN)),
-            std=_per_channel(info.get("std", IMAGENET_STD)),
-            input_size=(3, int(size[1]), int(size[2])),
-            classes=[str(c) for c in classes] if classes else None,
-        )
-
-
-@contextlib.contextmanager
-def _malformed(what: str) -> Iterator[None]:
-    """A record of the wrong shape read from a file (a number where a list belongs, a missing
-    key) is a one-line CheckpointError, not a crash in the middle of a prediction."""
-    try:
-        yield
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:120]
-        raise CheckpointError(f"{what} is malformed ({type(exc).__name__}: {first})") from exc
-
-
-def _per_channel(values: Any) -> tuple[float, float, float]:
-    """Per-channel statistics: 3 numbers, or 1 for every channel (a grayscale data set)."""
-    numbers = tuple(float(v) for v in values)
-    if len(numbers) not in (1, 3) or not all(math.isfinite(v) for v in numbers):
-        raise ValueError(f"{list(values)!r} is not 1 or 3 finite numbers")
-    return numbers * (3 // len(numbers))  # type: ignore[return-value]
+    check_dataset_metadata(info)
+    size = info.get("input_size") or input_size
+    classes = info.get("classes")
+    return Preprocessing(
+        dataset=str(info.get("name")),
+        mean=channel_stats(info.get("mean", IMAGENET_MEAN), "dataset.mean"),
+        std=channel_stats(info.get("std", IMAGENET_STD), "dataset.std", std=True),
+        input_size=(3, int(size[1]), int(size[2])),
+        classes=list(classes) if classes else None,
+    )
 
 
 def _check_batch_memory(model: nn.Module, input_size: tuple[int, int, int], batch: int) -> None:
@@ -186,8 +169,9 @@ def load_image(path: str | Path, pre: Preprocessing) -> torch.Tensor:
     from lightnets.data.images import open_image
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: no such image file")
+    check_regular(path)  # a FIFO or a device: refused now, not waited on
     native = NATIVE_SIZES.get(pre.dataset or "")
     if native is None:
         array = decode_image(path, pre.input_size[1], train=False)
@@ -226,7 +210,13 @@ def predict(
     for start in range(0, len(images), batch_size):
         batch = torch.stack([load_image(path, pre) for path in images[start : start + batch_size]])
         with torch.inference_mode():
-            probs = model.eval()(batch).softmax(dim=1)
+            logits = model.eval()(batch)
+        if not bool(torch.isfinite(logits).all()):
+            raise CheckpointError(
+                "the model's outputs are NaN or infinite, so it has no answer: its weights are "
+                "not all finite numbers (a diverged or damaged model)"
+            )
+        probs = logits.softmax(dim=1)
         top = probs.topk(min(topk, probs.shape[1]), dim=1)
         values += top.values.tolist()
         indices += top.indices.tolist()

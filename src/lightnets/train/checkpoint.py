@@ -14,17 +14,25 @@ A lightnets checkpoint is a dict of tensors and plain Python values (loadable wi
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lightnets.errors import CheckpointError, LightnetsError, check_float, check_int
-from lightnets.fileio import atomic_path
+from lightnets.errors import CheckpointError, LightnetsError
+from lightnets.fileio import atomic_path, check_regular, open_regular, saving
+from lightnets.formats import identify, not_weights
 from lightnets.models import LightweightNet, create_model
 from lightnets.models.memory import check_stored_model
 from lightnets.models.weights.files import check_torch_archive
+from lightnets.stored import (
+    check_dataset_metadata,
+    check_finite_weights,
+    check_stored_hparams,
+    reading,
+)
 from lightnets.train.config import TrainConfig
 
 FORMAT = "lightnets-checkpoint"
@@ -44,8 +52,13 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     path = Path(path)
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as temp:
-        torch.save(state, temp)
+    # Serialised in memory first: torch's own file writer reports a full disk as
+    # "inline_container.cc ... unexpected pos"; Python's write names the real cause.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with saving(path), atomic_path(path) as temp:
+        with open(temp, "wb") as handle:
+            handle.write(buffer.getbuffer())
         fault_point(f"write:{path.name}", state.get("epoch"))
     fault_point(f"saved:{path.name}", state.get("epoch"))
 
@@ -98,10 +111,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     check_torch_archive(path)
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise _unreadable(path, exc) from exc
+    exported = identify(path)  # an exported model, a TorchScript program among them: not loaded
+    if exported is not None:
+        raise CheckpointError(not_weights(path, exported, "a lightnets checkpoint"))
+    with open_regular(path) as handle:  # a FIFO or a device: refused, not waited on
+        try:
+            state = torch.load(handle, map_location=map_location, weights_only=True)
+        except Exception as exc:  # torch raises many types for corrupt or foreign files
+            raise _unreadable(path, exc) from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a lightnets checkpoint")
     if not isinstance(state.get("hparams"), dict) or not isinstance(state.get("model"), dict):
@@ -114,46 +131,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def _validate_stored(state: dict[str, Any]) -> None:
-    """Check what a checkpoint stores besides weights, as user input is checked."""
-    if not isinstance(state["hparams"].get("name"), str):
-        raise CheckpointError("its hparams name no model")
+    """Check what a checkpoint stores besides weights, as user input is checked
+    (:mod:`lightnets.stored`: no path among the hparams, finite mean/std, one class name per
+    output)."""
+    hparams = check_stored_hparams(state["hparams"])
     if state.get("dataset") is not None:
-        validate_dataset_metadata(state["dataset"])
+        check_dataset_metadata(state["dataset"], hparams.get("num_classes"))
     if state.get("config") is not None:
         try:
             TrainConfig.from_dict(state["config"]).validate()
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise CheckpointError(f"malformed run configuration ({reason})") from exc
-
-
-def validate_dataset_metadata(info: Any) -> None:
-    """A checkpoint's ``dataset`` entry (see the module docstring), checked field by field:
-    class names are strings, mean and std hold 1 or 3 finite numbers (std > 0), input_size
-    is (channels, height, width) of positive integers."""
-    if not isinstance(info, dict):
-        raise CheckpointError(f"dataset metadata must be a dict, found {type(info).__name__}")
-    if info.get("name") is not None and not isinstance(info["name"], str):
-        raise CheckpointError(f"dataset.name={info['name']!r} is not a string")
-    classes = info.get("classes")
-    if classes is not None and (
-        not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
-    ):
-        raise CheckpointError("dataset.classes must be a list of class names")
-    for key, minimum, exclusive in (("mean", None, False), ("std", 0.0, True)):
-        values = info.get(key)
-        if values is None:
-            continue
-        if not isinstance(values, (list, tuple)) or len(values) not in (1, 3):
-            raise CheckpointError(f"dataset.{key}={values!r} must list 1 or 3 numbers")
-        for i, value in enumerate(values):
-            check_float(f"dataset.{key}[{i}]", value, minimum=minimum, exclusive_minimum=exclusive)
-    size = info.get("input_size")
-    if size is not None:
-        if not isinstance(size, (list, tuple)) or len(size) != 3:
-            raise CheckpointError(f"dataset.input_size={size!r} must be [channels, height, width]")
-        for i, value in enumerate(size):
-            check_int(f"dataset.input_size[{i}]", value, minimum=1)
 
 
 def model_from_checkpoint(
@@ -168,8 +157,11 @@ def model_from_checkpoint(
     """
     from lightnets.deploy.compression import is_compressed, load_compressed
 
+    if Path(path).exists() and not Path(path).is_dir():
+        check_regular(path)  # a FIFO or a device: refused at once, never waited on
     if is_compressed(path):  # a `lightnets compress` file: decoded to a dense model
-        return load_compressed(path, map_location)
+        with reading(path):
+            return load_compressed(path, map_location)
     state = load_checkpoint(path, map_location)
     size = (state.get("dataset") or {}).get("input_size")
     try:
@@ -178,6 +170,7 @@ def model_from_checkpoint(
     except (LightnetsError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild its model: {exc}") from exc
     weights = state["ema"] if use_ema and isinstance(state.get("ema"), dict) else state["model"]
+    check_finite_weights(weights, str(path))
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:

@@ -149,10 +149,12 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         from lightnets.data import DATASET_NAMES
+        from lightnets.data.splits import MAX_SEED
         from lightnets.train.finetune import check_finetune_options
 
         self.recipe.validate()
         check_finetune_options(self)
+        _check_model_hparams(self.model_hparams)
         _check_choice("dataset", self.dataset, DATASET_NAMES)
         _check_choice("amp", self.amp, (None, *AMP_MODES))
         _check_choice("variant", self.variant, (None, "cifar", "imagenet"))
@@ -160,7 +162,8 @@ class TrainConfig:
         for name, minimum in (("val_size", 0), ("train_subset", 1), ("image_size", 8)):
             if getattr(self, name) is not None:
                 check_int(flag_for(name), getattr(self, name), minimum=minimum)
-        for name in ("seed", "num_workers", "cutout"):
+        check_int(flag_for("seed"), self.seed, minimum=0, maximum=MAX_SEED)
+        for name in ("num_workers", "cutout"):
             check_int(flag_for(name), getattr(self, name), minimum=0)
         check_float("--random-erasing", self.random_erasing, minimum=0.0, maximum=1.0)
         return self
@@ -207,10 +210,9 @@ def _stored_run(run_dir: Path) -> tuple[Path, dict[str, Any], TrainConfig]:
     if not run_dir.is_dir():
         raise CheckpointError(f"cannot resume: {run_dir} is not a directory")
     if not path.exists():
-        raise CheckpointError(
-            f"cannot resume: {run_dir} holds no {LAST_CHECKPOINT} (the run saved no checkpoint: "
-            "remove the directory, or start a new run with --output)"
-        )
+        from lightnets.train.rundir import cannot_resume
+
+        raise CheckpointError(cannot_resume(run_dir))
     state = load_checkpoint(path)
     if not isinstance(state.get("config"), dict) or "epoch" not in state:
         raise CheckpointError(f"{path} is not a training checkpoint (no run configuration)")
@@ -271,6 +273,21 @@ def _recipe_changes(stored: Recipe, overrides: dict[str, Any]) -> dict[str, Any]
         elif getattr(stored, key) != value:
             raise InvalidArgumentError(_fixed_message(key, value, getattr(stored, key)))
     return changes
+
+
+def _check_model_hparams(hparams: Any) -> None:
+    """``model_hparams`` holds a family's hyperparameters only: never a create_model argument,
+    ``weights`` least of all (a stored run naming a file would make a resume open it)."""
+    from lightnets.stored import MODEL_ARGUMENTS, PATH_ARGUMENTS
+
+    if not isinstance(hparams, dict):
+        raise InvalidArgumentError(f"model hyperparameters must be a dict, got {hparams!r}")
+    reserved = sorted(set(hparams) & {*MODEL_ARGUMENTS, *PATH_ARGUMENTS})
+    if reserved:
+        raise InvalidArgumentError(
+            f"model hyperparameters may not set {', '.join(reserved)} (create_model arguments; "
+            "weights are given with --weights)"
+        )
 
 
 def _check_choice(name: str, value: Any, allowed: tuple) -> None:

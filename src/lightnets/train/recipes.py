@@ -124,6 +124,12 @@ class Recipe:
         return cls(**kwargs).validate()
 
 
+#: Largest learning rate accepted: far above any useful rate (the papers' largest is 0.1 per
+#: 256 images; 1e6 diverges in the first step, which the NaN guard reports), far below
+#: float32's range (3.4e38), which the optimiser casts lr to: lr 1e308 crashed inside the step.
+MAX_LR = 1e9
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -137,7 +143,11 @@ def _positive_int(value: Any, _: Recipe) -> bool:
 _CHECKS: tuple[tuple[str, Callable[[Any, Recipe], bool], str], ...] = (
     ("epochs", _positive_int, "epochs must be an integer >= 1, got {value!r}"),
     ("batch_size", _positive_int, "batch size must be an integer >= 1, got {value!r}"),
-    ("lr", lambda v, r: _finite(v) and v > 0, "lr must be > 0, got {value!r}"),
+    (
+        "lr",
+        lambda v, r: _finite(v) and 0 < v <= MAX_LR,
+        "lr must be > 0 and at most " + f"{MAX_LR:g}" + ", got {value!r}",
+    ),
     (
         "optimizer",
         lambda v, r: v in OPTIMIZERS,

@@ -23,7 +23,14 @@ from typing import Any
 from lightnets import jsonio
 from lightnets.errors import InvalidArgumentError
 from lightnets.fileio import write_text_atomic
-from lightnets.train.config import BEST_CHECKPOINT, LAST_CHECKPOINT, TrainConfig
+from lightnets.train.config import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    RESUME_MUTABLE,
+    TrainConfig,
+    flag_for,
+)
+from lightnets.train.rundir import check_new_run_dir, is_run_dir, read_marker, write_marker
 
 __all__ = ["AXES", "Cell", "SweepResult", "plan_cells", "run_sweep"]
 
@@ -31,6 +38,13 @@ SUMMARY = "summary.json"
 TABLE_JSON = "sweep.json"
 TABLE_MD = "sweep.md"
 FIGURE = "sweep.png"
+#: Written by lightnets alone into every sweep folder, with the sweep's settings: what tells
+#: our sweeps from a folder that merely holds a ``sweep.md``, and what a rerun must match.
+MARKER = ".lightnets-sweep"
+#: Settings that change where or how fast a cell runs, not what it computes: a rerun may change
+#: them (as a resumed run may, :data:`~lightnets.train.config.RESUME_MUTABLE`, but not
+#: ``epochs``: a sweep's cells share one schedule).
+FREE_SETTINGS = RESUME_MUTABLE - {"epochs"}
 #: Cost axes of the table and figure: record key, label.
 COSTS = (("macs", "MACs"), ("params", "params"), ("latency_ms", "latency"))
 
@@ -86,9 +100,30 @@ def plan_cells(axes: dict[str, Sequence[Any]]) -> list[Cell]:
         if len(set(values)) != len(values):
             raise InvalidArgumentError(f"--{axis.replace('_', '-')} lists a value twice")
     names = list(axes)
-    return [
+    cells = [
         Cell(tuple(zip(names, combo, strict=True))) for combo in itertools.product(*axes.values())
     ]
+    _check_distinct_names(cells)
+    return cells
+
+
+def _check_distinct_names(cells: Sequence[Cell]) -> None:
+    """Two cells must not share a run directory: values that print alike (``0.5`` and
+    ``0.5000001`` both make ``width_mult-0.5``) are refused before anything trains."""
+    seen: dict[str, Cell] = {}
+    for cell in cells:
+        other = seen.setdefault(cell.name, cell)
+        if other is cell:
+            continue
+        axis, a, b = next(
+            (axis, x, y)
+            for (axis, x), (_, y) in zip(other.values, cell.values, strict=True)
+            if x != y
+        )
+        raise InvalidArgumentError(
+            f"--{axis.replace('_', '-')} {a!r} and {b!r} would share the cell directory "
+            f"{cell.name}: give values that differ in their first 6 significant digits"
+        )
 
 
 def _check_cells(configs: Sequence[TrainConfig]) -> None:
@@ -109,20 +144,108 @@ def _check_cells(configs: Sequence[TrainConfig]) -> None:
             )
 
 
+def sweep_settings(base: TrainConfig) -> dict[str, Any]:
+    """The settings every cell shares (the recipe's fields flattened in), as plain data; the
+    axes and the settings of :data:`FREE_SETTINGS` left out."""
+    data = base.to_dict()
+    recipe = data.pop("recipe")
+    settings = {k: v for k, v in data.items() if k not in FREE_SETTINGS}
+    settings.update({f"recipe.{k}": v for k, v in recipe.items()})
+    return jsonio.finite_or_none(settings)
+
+
+def _check_sweep_dir(
+    output: Path, settings: dict[str, Any], configs: Sequence[TrainConfig]
+) -> None:
+    """Refuse, before anything is trained or written, a ``--output`` that is not this sweep's:
+    a folder that is not a lightnets sweep (recognised by :data:`MARKER`; a sweep made before
+    the marker existed, by holding only run folders of ours and the sweep's tables), a sweep
+    made with other settings (named), or a cell folder that cannot be this sweep's cell."""
+    if output.exists():
+        marker = read_marker(output / MARKER, "sweep")
+        if marker is None:
+            _check_unmarked_sweep(output)
+        else:
+            _check_same_settings(output, marker.get("settings") or {}, settings)
+    for config in configs:
+        run_dir = Path(config.output)
+        if (run_dir / LAST_CHECKPOINT).exists():
+            _stored_cell(config)
+        else:
+            check_new_run_dir(run_dir)
+
+
+def _check_unmarked_sweep(output: Path) -> None:
+    entries = sorted(output.iterdir())
+    tables = {TABLE_JSON, TABLE_MD, FIGURE}
+    runs = [p for p in entries if p.is_dir() and is_run_dir(p)]
+    foreign = [p.name for p in entries if p.name not in tables and p not in runs]
+    if foreign or (entries and not runs):
+        shown = ", ".join((foreign or [p.name for p in entries])[:3])
+        raise InvalidArgumentError(
+            f"--output {output} is not empty and is not a lightnets sweep (it holds {shown}): "
+            "choose a new or empty directory"
+        )
+
+
+def _check_same_settings(output: Path, stored: dict[str, Any], settings: dict[str, Any]) -> None:
+    # Only settings both know: one added by a later lightnets is absent from an older marker.
+    for key in sorted(set(stored) & set(settings)):
+        if stored[key] == settings[key]:
+            continue
+        given, was = settings.get(key), stored.get(key)
+        if key == "model_hparams":
+            name = next(
+                k
+                for k in sorted(set(given or {}) | set(was or {}))
+                if (given or {}).get(k) != (was or {}).get(k)
+            )
+            flag, given, was = flag_for(name), (given or {}).get(name), (was or {}).get(name)
+        elif key == "model":
+            flag = "--model"
+        else:
+            flag = flag_for(key.removeprefix("recipe."))
+        raise InvalidArgumentError(
+            f"{flag} {given!r} differs from this sweep's {was!r} ({output / MARKER}): a "
+            "sweep's cells share their settings; rerun with the sweep's, or choose another "
+            "--output"
+        )
+
+
 def _is_main() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
 def _read_summary(run_dir: Path) -> dict[str, Any]:
+    """A finished cell's ``summary.json``, checked for what the sweep reads from it."""
     import json
+    import math
 
-    return json.loads((run_dir / SUMMARY).read_text(encoding="utf-8"))
+    path = run_dir / SUMMARY
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        top1, epochs = data["test_top1"], data["epochs"]
+        if not (
+            isinstance(top1, (int, float))
+            and math.isfinite(top1)
+            and 0 <= top1 <= 1
+            and isinstance(epochs, int)
+            and not isinstance(epochs, bool)
+        ):
+            raise ValueError("test_top1 or epochs is out of range")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise InvalidArgumentError(
+            f"{path} is damaged ({type(exc).__name__}: {reason}): remove it and rerun, and the "
+            "cell's test accuracy is measured again from its checkpoints"
+        ) from exc
+    return data
 
 
 def _finished(run_dir: Path, epochs: int) -> bool:
     if not (run_dir / SUMMARY).exists():
         return False
-    return int(_read_summary(run_dir).get("epochs", 0)) >= epochs
+    return _read_summary(run_dir)["epochs"] >= epochs
 
 
 def _resume_overrides(config: TrainConfig) -> dict[str, Any]:
@@ -141,15 +264,42 @@ def train_cell(config: TrainConfig) -> tuple[str, dict[str, Any]]:
     :func:`~lightnets.train.config.resume_config`: a different model, hyperparameter or recipe
     is an error, never a silent retrain).
     """
-    from lightnets.train.config import resume_config
-
     run_dir = Path(config.output)
     if not (run_dir / LAST_CHECKPOINT).exists():
         return "trained", _fit(config, resume=False)
-    stored = resume_config(run_dir, _resume_overrides(config))
+    stored = _stored_cell(config)
     if _finished(run_dir, config.recipe.epochs):
         return "done", _read_summary(run_dir)
     return "resumed", _fit(stored, resume=True)
+
+
+def _stored_cell(config: TrainConfig) -> TrainConfig:
+    """The stored configuration of a cell that holds a checkpoint, which must be this sweep's:
+    same model, hyperparameters and recipe (:func:`resume_config`), and the same number of
+    epochs: a sweep's cells share one schedule, so that their accuracies compare."""
+    from lightnets.train.config import resume_config
+
+    run_dir = Path(config.output)
+    stored = resume_config(run_dir, _resume_overrides(config))
+    kept = _read_summary(run_dir)["epochs"] if (run_dir / SUMMARY).exists() else None
+    trained_for = _stored_epochs(run_dir / LAST_CHECKPOINT)
+    for epochs in (trained_for, kept):
+        if epochs is not None and epochs != config.recipe.epochs:
+            raise InvalidArgumentError(
+                f"--epochs {config.recipe.epochs} differs from this sweep's {epochs} (cell "
+                f"{run_dir.name}): a sweep's cells share their settings; rerun with --epochs "
+                f"{epochs}, or choose another --output"
+            )
+    return stored
+
+
+def _stored_epochs(path: Path) -> int | None:
+    """The epoch count of the run whose checkpoint ``path`` is (its recipe's ``epochs``)."""
+    from lightnets.train.checkpoint import load_checkpoint
+
+    recipe = (load_checkpoint(path).get("config") or {}).get("recipe") or {}
+    epochs = recipe.get("epochs")
+    return epochs if isinstance(epochs, int) else None
 
 
 def _fit(config: TrainConfig, *, resume: bool) -> dict[str, Any]:
@@ -325,6 +475,12 @@ def run_sweep(
     cells = plan_cells(axes)
     configs = [cell.config(base, output) for cell in cells]
     _check_cells(configs)
+    settings = sweep_settings(base)
+    _check_sweep_dir(output, settings, configs)
+    if _is_main():
+        output.mkdir(parents=True, exist_ok=True)
+        if read_marker(output / MARKER, "sweep") is None:
+            write_marker(output / MARKER, "sweep", settings=settings)
     ctx = init_distributed(base.device)
     try:
         summaries = _train_cells(cells, configs, max_cells, log)

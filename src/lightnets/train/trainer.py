@@ -55,12 +55,16 @@ from lightnets.train.recipes import SHORT_RUN_EPOCHS, build_optimizer, build_sch
 from lightnets.train.rundir import (
     CONFIG,
     CURVES,
+    MARKER,
     METRICS,
     SUMMARY,
     RunLock,
+    cannot_resume,
     check_new_run_dir,
+    read_marker,
     remove_stray_temps,
     repair_best,
+    write_marker,
 )
 
 #: Running metrics are read back (a device sync) and the loss checked every this many steps.
@@ -93,11 +97,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 class _SigintFlag:
-    """First Ctrl-C: finish the current step, save, stop. Second Ctrl-C: stop at once."""
+    """First Ctrl-C: finish the current step, save, stop. Second Ctrl-C: stop at once (the
+    position is still saved); any later one is ignored until :meth:`restore` (called by
+    :meth:`Trainer.close`), so that a user pressing it again and again cannot interrupt that
+    save or the clean-up after it."""
 
     def __init__(self) -> None:
         self.requested = False
         self._previous = None
+        self._stopping = False
 
     def __enter__(self) -> _SigintFlag:
         if (
@@ -109,12 +117,20 @@ class _SigintFlag:
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.requested:
+            self._stopping = True
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             raise KeyboardInterrupt
         self.requested = True
 
     def __exit__(self, *exc: object) -> None:
+        if not self._stopping:
+            self.restore()
+
+    def restore(self) -> None:
+        """Give Ctrl-C back its previous handler."""
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 class _EpochClock:
@@ -373,6 +389,7 @@ class Trainer:
         self._warming_up = True  # until this process's first WARMUP_STEPS steps are done
         self.progress = make_progress(self.ctx.is_main)
         self.tb_writer = None
+        self.sigint: _SigintFlag | None = None
 
     def _open_run_dir(self) -> dict[str, Any] | None:
         """Check the run directory; to resume, lock it, tidy it and read its ``last.pt``.
@@ -388,11 +405,10 @@ class Trainer:
         if self.ctx.is_main:
             self._lock()
         if not last.exists():
-            raise CheckpointError(
-                f"cannot resume: {self.run_dir} holds no {LAST_CHECKPOINT} (the run saved no "
-                "checkpoint: remove the directory, or start a new run with --output)"
-            )
+            raise CheckpointError(cannot_resume(self.run_dir))
         state = load_checkpoint(last, map_location="cpu")
+        if self.ctx.is_main and read_marker(self.run_dir / MARKER, "run") is None:
+            write_marker(self.run_dir / MARKER, "run")  # a run made before the marker existed
         note, lost = repair_best(self.run_dir, state, write=self.ctx.is_main)
         if note is not None:
             self.notes.append(note)
@@ -479,11 +495,13 @@ class Trainer:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 self._lock()
                 check_new_run_dir(self.run_dir)  # again, now that no other run can start here
+                write_marker(self.run_dir / MARKER, "run")  # first: the folder is now a run
             write_json_atomic(self.run_dir / CONFIG, config.to_dict())
             write_metrics_jsonl(self.run_dir / METRICS, self.history)
             if self.tb_module is not None:
                 self.tb_writer = self.tb_module.SummaryWriter(str(self.run_dir / "tensorboard"))
-        with self.progress, _SigintFlag() as interrupt:
+        self.sigint = _SigintFlag()
+        with self.progress, self.sigint as interrupt:
             self._announce()
             while self.epoch < self.recipe.epochs:
                 record = self._train_epoch(interrupt)
@@ -505,6 +523,8 @@ class Trainer:
         self._unlock()
         if not keep_process_group:
             shutdown_distributed(self.ctx)
+        if self.sigint is not None:  # last: Ctrl-C could not interrupt the clean-up above
+            self.sigint.restore()
 
     def _announce(self) -> None:
         s = self.splits

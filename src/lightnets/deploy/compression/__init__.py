@@ -31,6 +31,7 @@ from lightnets.deploy.compression.pipeline import (
 )
 from lightnets.deploy.compression.report import CompressionReport, print_report
 from lightnets.errors import CheckpointError, LightnetsError
+from lightnets.stored import check_dataset_metadata, check_finite_weights, check_stored_hparams
 
 __all__ = [
     "CompressionData",
@@ -61,12 +62,19 @@ def load_compressed(
     from lightnets.models.memory import check_stored_model, tensor_specs
 
     header, payload = read_header(path)
+    try:  # what the header says, checked as user input (no path among the hparams, ...)
+        check_stored_hparams(header.hparams)
+        if header.dataset is not None:
+            check_dataset_metadata(header.dataset, header.hparams.get("num_classes"))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
     try:
         hparams, _ = check_stored_model(header.hparams, (header.dataset or {}).get("input_size"))
         expected = tensor_specs(hparams)
     except LightnetsError as exc:
         raise CheckpointError(f"{path}: cannot rebuild its model: {exc}") from exc
     state_dict = read_state_dict(path, header, payload, expected)
+    check_finite_weights(state_dict, str(path))
     kwargs = dict(hparams)
     try:
         model = create_model(kwargs.pop("name"), **kwargs)

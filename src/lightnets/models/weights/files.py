@@ -14,7 +14,9 @@ Three containers are recognised from their first bytes, whatever the file is cal
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -24,7 +26,14 @@ from typing import Any
 import torch
 
 from lightnets.errors import CheckpointError, LightnetsError
-from lightnets.fileio import atomic_path
+from lightnets.fileio import check_regular, open_regular, write_bytes_atomic
+from lightnets.formats import identify, not_weights
+from lightnets.stored import (
+    check_dataset_metadata,
+    check_finite_weights,
+    check_stored_hparams,
+    reading,
+)
 
 #: ``metadata["format"]`` of a safetensors file written by lightnets.
 LIGHTNETS_SAFETENSORS = "lightnets-weights"
@@ -61,24 +70,32 @@ class WeightsFile:
 
 
 def sniff(path: Path) -> str:
-    """``"zip"``, ``"pickle"`` or ``"safetensors"`` from the first bytes; else a one-line error."""
+    """``"zip"``, ``"pickle"`` or ``"safetensors"`` from the first bytes; else a one-line error.
+
+    Only a regular file is opened (a FIFO or a device is refused at once, not waited on), and
+    an exported model (a TorchScript program among them) is refused as weights before anything
+    loads it.
+    """
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory, not a weights file")
     if not path.exists():
         raise CheckpointError(f"weights file not found: {path}")
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
+        size = os.fstat(handle.fileno()).st_size
         head = handle.read(32)
     if not head:
         raise CheckpointError(f"{path} is empty, not a weights file")
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
     if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
         return "pickle"
     if len(head) >= 9 and head[8:9] == b"{":
         if 8 + int.from_bytes(head[:8], "little") > size:
             raise CheckpointError(f"{path} is a truncated safetensors file (header past its end)")
         return "safetensors"
+    exported = identify(path)  # reads the zip directory or parses the graph; runs nothing
+    if exported is not None:
+        raise CheckpointError(not_weights(path, exported))
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
     what = next((text for magic, text in OTHER_MAGIC.items() if head.startswith(magic)), None)
     if what is None:
         text = all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head)
@@ -89,8 +106,22 @@ def sniff(path: Path) -> str:
 
 
 def read_weights_file(path: str | Path, *, use_ema: bool = True) -> WeightsFile:
-    """Read any recognised weights file (module docstring); errors are one line."""
+    """Read any recognised weights file (module docstring); errors are one line.
+
+    Everything the file says besides its tensors is checked as user input
+    (:mod:`lightnets.stored`): its hparams name no file to open, its preprocessing and class
+    names are well formed, and its weights are finite.
+    """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        check_regular(path)  # a FIFO or a device: refused at once, never waited on
+    with reading(path):  # the one boundary every weights file passes: bare errors become one line
+        weights = _read(path, use_ema)
+    _check_stored(weights)
+    return weights
+
+
+def _read(path: Path, use_ema: bool) -> WeightsFile:
     from lightnets.deploy.compression import is_compressed, load_compressed
 
     if is_compressed(path):  # `lightnets compress` output: decoded to dense tensors
@@ -167,10 +198,25 @@ def check_torch_archive(path: str | Path) -> None:
             )
 
 
+def _check_stored(weights: WeightsFile) -> None:
+    """The file's hparams, preprocessing and weights, checked as user input."""
+    try:
+        num_classes = None
+        if weights.hparams is not None:
+            weights.hparams = check_stored_hparams(weights.hparams)
+            num_classes = weights.hparams.get("num_classes")
+        if weights.dataset is not None:
+            check_dataset_metadata(weights.dataset, num_classes)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{weights.path}: {exc}") from exc
+    check_finite_weights(weights.tensors, str(weights.path))
+
+
 def _torch_load(path: Path) -> Any:
     check_torch_archive(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path) as handle:
+            return torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = f" (it needs {found.group(1)})" if found else ""
@@ -221,8 +267,12 @@ def check_file_model(path: Path, hparams: Any, dataset: Any) -> dict[str, Any]:
     check_stored_model`: types, this machine's memory at that input size)."""
     from lightnets.models.memory import check_stored_model
 
-    if dataset is not None and not isinstance(dataset, dict):
-        raise CheckpointError(f"{path}: its dataset record is not a dict")
+    try:  # first as plain data (lightnets.stored), then against this machine's memory
+        hparams = check_stored_hparams(hparams)
+        if dataset is not None:
+            check_dataset_metadata(dataset, hparams.get("num_classes"))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
     try:
         checked, _ = check_stored_model(hparams, (dataset or {}).get("input_size"))
     except LightnetsError as exc:
@@ -282,11 +332,15 @@ def write_weights_file(
     (``.pth``, ``.pt``, ``.bin``; ``metadata`` is then not stored)."""
     path = Path(path)
     plain = {key: value.detach().cpu().contiguous().clone() for key, value in tensors.items()}
-    with atomic_path(path) as temp:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import save_file
+    # Serialised in memory, then written by Python: a full disk is then ENOSPC (a one-line
+    # SaveError), not safetensors' or torch's own error from the middle of their writers.
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import save
 
-            save_file(plain, str(temp), metadata=metadata)
-        else:
-            torch.save(plain, temp)
+        data: bytes | memoryview = save(plain, metadata=metadata)
+    else:
+        buffer = io.BytesIO()
+        torch.save(plain, buffer)
+        data = buffer.getbuffer()
+    write_bytes_atomic(path, data)
     return path

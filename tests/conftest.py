@@ -88,7 +88,7 @@ def run_cli(
 
 @dataclass(frozen=True)
 class MeasuredRun:
-    """A finished CLI process: exit status, output, and its own peak resident memory."""
+    """A finished process: exit status, output, and its own peak resident memory."""
 
     returncode: int
     stdout: str
@@ -108,50 +108,36 @@ def run_measured(
     timeout: float = 120,
     cwd: str | Path | None = None,
 ) -> MeasuredRun:
-    """``python ARGS`` in a new process whose peak RSS is measured (``os.wait4``: this child's
-    own ``ru_maxrss``, not the maximum over every child the tests started).
+    """``python ARGS`` in a new process, its own peak resident memory measured
+    (``tests/measured_run.py``: VmHWM, since ru_maxrss would include this test process's).
 
     ``address_limit`` caps its address space (``ulimit -v``), so a regression fails as an error
     instead of exhausting a shared machine; lightnets' memory check sees that limit too. A
     process still running after ``timeout`` seconds is killed and fails the test (a hang)."""
-    import resource
     import tempfile
-    import time
 
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (address_limit, address_limit))
-
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(
-            [sys.executable, *map(str, args)],
-            stdout=out,
-            stderr=err,
-            cwd=cwd,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-            preexec_fn=limit,
-        )
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                process.kill()
-                os.wait4(process.pid, 0)
-                out.seek(0)
-                tail = out.read()[-2000:].decode(errors="replace")
-                pytest.fail(
-                    f"python {' '.join(map(str, args))} still ran after {timeout} s: {tail}"
-                )
-            time.sleep(0.05)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
+    with tempfile.TemporaryDirectory() as folder:
+        peak_file = Path(folder) / "peak"
+        launcher = Path(__file__).with_name("measured_run.py")
+        command = [sys.executable, launcher, peak_file, str(address_limit), *args]
+        try:
+            done = subprocess.run(
+                [str(part) for part in command],
+                capture_output=True,
+                timeout=timeout,
+                cwd=cwd,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+        except subprocess.TimeoutExpired as exc:
+            tail = (exc.stdout or b"")[-2000:].decode(errors="replace")
+            command_line = " ".join(map(str, args))
+            pytest.fail(f"python {command_line} still ran after {timeout} s; its output: {tail}")
+        peak = int(peak_file.read_text()) if peak_file.exists() else 0
         return MeasuredRun(
-            process.returncode,
-            out.read().decode(errors="replace"),
-            err.read().decode(errors="replace"),
-            usage.ru_maxrss * 1024,  # kilobytes on Linux
+            done.returncode,
+            done.stdout.decode(errors="replace"),
+            done.stderr.decode(errors="replace"),
+            peak,
         )
 
 

@@ -49,7 +49,7 @@ def one_line_refusal(run, *fragments: str) -> None:
     assert "unexpected error" not in run.stderr, run.stderr
     for fragment in fragments:
         assert fragment in run.stderr, run.stderr
-    assert run.peak_bytes < PEAK_BOUND, run.peak_bytes
+    assert 0 < run.peak_bytes < PEAK_BOUND, run.peak_bytes
 
 
 # -- files made here ---------------------------------------------------------------------------

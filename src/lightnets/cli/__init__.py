@@ -28,6 +28,7 @@ COMMANDS = (
     "guidelines",
     "train",
     "sweep",
+    "reproduce",
     "eval",
     "bench",
     "export",

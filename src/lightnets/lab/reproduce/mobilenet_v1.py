@@ -188,8 +188,8 @@ def accuracy_trend(ctx: Context) -> tuple[Table, list[dict[str, str]]]:
         [
             "network",
             "input (ours / paper)",
-            "paper top-1 (ImageNet)",
-            "ours top-1 (Fashion-MNIST)",
+            "paper (ImageNet)",
+            "ours (Fashion-MNIST)",
             "paper change",
             "ours change",
             "difference",

@@ -142,7 +142,7 @@ def guidelines(ctx: Context) -> tuple[list[Table], dict[str, str], dict[str, Any
         "ShuffleNet V2's guidelines: speed on this CPU against the paper's GPU and ARM, each "
         "normalised to the first configuration of its table",
     )
-    conditions = {f"guidelines {key}": value for key, value in c.items()}
+    conditions = {f"guidelines: {key.replace('_', ' ')}": value for key, value in c.items()}
     return tables, figure, conditions
 
 

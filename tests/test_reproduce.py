@@ -180,6 +180,43 @@ def test_squeezenet_table1_and_compression_are_the_librarys(report, tmp_path):
     )
 
 
+def test_squeezenet_is_compressed_on_the_weights_dir_files(tmp_path):
+    from lightnets.deploy.compression import CompressionSettings, compress
+
+    # torchvision's file name and layout (our state dict is torchvision's, tensor for tensor).
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        model = lightnets.create_model("squeezenet1_0")
+    torch.save(model.state_dict(), weights / "squeezenet1_0-b66bff10.pth")
+    lines: list[str] = []
+    run_reproduce(
+        tmp_path / "out", sections=["squeezenet"], weights_dir=weights, progress=lines.append
+    )
+    document = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    table = section(document, "squeezenet")["tables"][1]
+    assert "random weights" not in table["title"]  # 1.1 is still random, and says so per row
+    row = "squeezenet1_0 8-bit"
+    assert cell(document, "squeezenet.compression", row, "weights") == (
+        "torchvision weights squeezenet1_0-b66bff10.pth"
+    )
+    assert cell(document, "squeezenet.compression", "squeezenet1_1 8-bit", "weights") == (
+        "random weights (size only)"
+    )
+    ours, _ = compress(model, tmp_path / "s.lnz", CompressionSettings(density=0.33, bits=8))
+    assert cell(document, "squeezenet.compression", row, "ours")["value"] == ours.file_bytes / 2**20
+    # A changed weights file makes the stored section stale: it is recomputed.
+    torch.save(
+        lightnets.create_model("squeezenet1_0").state_dict(), weights / "squeezenet1_0-b66bff10.pth"
+    )
+    lines.clear()
+    run_reproduce(
+        tmp_path / "out", sections=["squeezenet"], weights_dir=weights, progress=lines.append
+    )
+    assert any("made with other settings, rerunning" in line for line in lines)
+
+
 def test_guideline_rows_are_the_counters(report):
     document, _, _ = report
     from lightnets.analysis.guidelines import build_experiments

@@ -48,7 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "SqueezeNet is compressed on those (else on random weights, size only)",
     )
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads for every timing (default 1)"
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch threads for every timing (default 1)",
     )
     parser.add_argument(
         "--force", action="store_true", help="recompute the selected sections even if finished"

@@ -99,8 +99,8 @@ FULL = Plan(
     sweep_size=28,
     # The paper's 224/192/160/128 px are 1, 6/7, 5/7 and 4/7 of 224: the same steps from 28 px.
     sweep_resolutions=(28, 24, 20, 16),
-    sweep_train_subset=10000,
-    sweep_epochs=5,
+    sweep_train_subset=3000,
+    sweep_epochs=3,
     sweep_batch_size=64,
     guidelines=("G1", "G2", "G3", "G4"),
     guidelines_quick=False,

@@ -30,6 +30,7 @@ COMMANDS = (
     "guidelines",
     "train",
     "sweep",
+    "reproduce",
     "eval",
     "bench",
     "export",

@@ -20,7 +20,13 @@ from typing import Any
 
 import torch
 
-from lightnets.errors import CheckpointError, LightnetsError, check_float, check_int
+from lightnets.errors import (
+    CheckpointError,
+    LightnetsError,
+    check_float,
+    check_int,
+    first_line,
+)
 from lightnets.fileio import atomic_path
 from lightnets.models import LightweightNet, create_model
 from lightnets.models.memory import check_memory
@@ -78,7 +84,7 @@ def _unreadable(path: Path, exc: Exception) -> CheckpointError:
             "will not unpickle (unpickling can run arbitrary code)"
         )
     if reason is None:
-        reason = (message.strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = first_line(exc, 200)
     return CheckpointError(f"cannot read checkpoint {path}: {reason}")
 
 
@@ -121,7 +127,7 @@ def _validate_stored(state: dict[str, Any]) -> None:
         try:
             TrainConfig.from_dict(state["config"]).validate()
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            reason = first_line(exc)
             raise CheckpointError(f"malformed run configuration ({reason})") from exc
 
 
@@ -180,7 +186,6 @@ def model_from_checkpoint(
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit the model: {first}") from exc
+        raise CheckpointError(f"{path}: weights do not fit the model: {first_line(exc)}") from exc
     model.eval()
     return model, state

@@ -10,6 +10,7 @@ import pytest
 import lightnets.cli.models
 from conftest import run_cli
 from lightnets.cli import main
+from lightnets.errors import first_line
 
 
 def _boom(args):
@@ -30,6 +31,25 @@ def test_unexpected_exception_is_one_line_exit_1(broken_models_command, capsys):
     assert captured.err.splitlines() == [
         "lightnets models: unexpected error: RuntimeError: injected failure "
         "(rerun with --debug for the traceback)"
+    ]
+
+
+def test_first_line_of_any_exception_message():
+    assert first_line(RuntimeError("  injected failure \nsecond line")) == "injected failure"
+    assert first_line(RuntimeError("")) == "RuntimeError"  # an empty message: the type's name
+    assert first_line(KeyError()) == "KeyError" and first_line(ValueError(""), default="") == ""
+    assert first_line(OSError("x" * 300), 200) == "x" * 200
+
+
+def test_empty_unexpected_message_is_still_one_line(monkeypatch, capsys):
+    def silent(args):
+        raise RuntimeError()
+
+    monkeypatch.delenv("LIGHTNETS_DEBUG", raising=False)
+    monkeypatch.setattr(lightnets.cli.models, "run", silent)
+    assert main(["models"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "lightnets models: unexpected error: RuntimeError (rerun with --debug for the traceback)"
     ]
 
 

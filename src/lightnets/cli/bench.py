@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "checkpoint's data set, within --max-drop points. NAME may also be an exported file "
         "(ONNX, OpenVINO .xml, TorchScript), timed in its own runtime.",
     )
-    add_model_arguments(parser)
+    add_model_arguments(parser, exported=True)
     parser.add_argument(
         "--batch-size",
         default=None,

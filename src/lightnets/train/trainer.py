@@ -490,11 +490,11 @@ class Trainer:
     def _announce(self) -> None:
         s = self.splits
         action = f"resuming at epoch {self.epoch + 1}" if self.resume else "training"
-        origin = f" ({s.origin})" if s.origin else ""  # e.g. a folder's val/ used as test split
+        data = f"{s.name} ({s.origin})" if s.origin else s.name  # e.g. a folder's val/ as test
         self.progress.message(
             f"{action} {self.config.model} ({self.variant}, {self.params / 1e6:.2f}M params) on "
-            f"{s.name}: {len(s.train)} train / {len(s.val)} val / {len(s.test)} test images"
-            f"{origin}; {self.recipe.epochs} epochs x {self.steps_per_epoch} steps, global batch "
+            f"{data}: {len(s.train)} train / {len(s.val)} val / {len(s.test)} test images; "
+            f"{self.recipe.epochs} epochs x {self.steps_per_epoch} steps, global batch "
             f"{self.recipe.batch_size}, recipe {self.recipe.name}, device {self.device.type}"
             + (f", {self.ctx.world_size} processes" if self.ctx.distributed else "")
         )

@@ -57,6 +57,9 @@ PAPER_MACS = [
     ("shufflenet_v1", {"groups": 3}, 224, 137),
     ("shufflenet_v1", {"groups": 4}, 224, 133),
     ("shufflenet_v1", {"groups": 8}, 224, 137),
+    # SqueezeNet's paper prints no MACs; these are the reference implementations' count.
+    ("squeezenet1_0", {}, 224, 819),
+    ("squeezenet1_1", {}, 224, 349),
 ]
 
 

@@ -40,6 +40,14 @@ def test_profile_by_type_reproduces_table_2_beside_the_paper(capsys):
     assert "| 24.33 | 24.33 |" in lines["fc"]
     code, out, _ = run_cli(capsys, "profile", "mobilenet_v1", "--by-type")  # rich table
     assert code == 0 and "1.19 (sic)" in out and "94.86" in out
+    # JSON: the shares with the model, its totals and the paper's figures; no per-op rows.
+    code, out, _ = run_cli(
+        capsys, "profile", "mobilenet_v1", "--width-mult", "0.5", "--by-type", "--json"
+    )
+    data = json.loads(out)
+    assert code == 0 and "rows" not in data and data["hparams"]["width_mult"] == 0.5
+    assert data["totals"]["macs"] == sum(share["macs"] for share in data["by_type"])
+    assert data["totals"]["params"] == 1_331_592 and data["paper"]["macs"] == 149_000_000
 
 
 def test_profile_csv_and_model_flags(capsys):
@@ -157,6 +165,8 @@ def test_roofline_json_and_plot(capsys, tmp_path):
     assert len(data["points"]) == 28  # 27 convolutions and the classifier
     assert {p["bound"] for p in data["points"]} <= {"memory", "compute"}
     assert data["peak"]["threads"] == 1  # the default, for the roofs and the layers alike
+    assert data["model"] == "mobilenet_v1" and data["hparams"]["width_mult"] == 0.25
+    assert data["hparams"]["variant"] == "imagenet" and data["input_shape"] == [1, 3, 64, 64]
     assert isinstance(data["stable"], bool) and data["note"]
     assert all(0 <= p["fraction"] <= 1 for p in data["points"])
     assert plot.read_bytes()[:4] == b"\x89PNG"

@@ -9,7 +9,8 @@ import pytest
 
 import lightnets.cli.models
 from conftest import run_cli
-from lightnets.cli import main
+from lightnets.cli import build_parser, main
+from lightnets.errors import first_line
 
 
 def _boom(args):
@@ -30,6 +31,25 @@ def test_unexpected_exception_is_one_line_exit_1(broken_models_command, capsys):
     assert captured.err.splitlines() == [
         "lightnets models: unexpected error: RuntimeError: injected failure "
         "(rerun with --debug for the traceback)"
+    ]
+
+
+def test_first_line_of_any_exception_message():
+    assert first_line(RuntimeError("  injected failure \nsecond line")) == "injected failure"
+    assert first_line(RuntimeError("")) == "RuntimeError"  # an empty message: the type's name
+    assert first_line(KeyError()) == "KeyError" and first_line(ValueError(""), default="") == ""
+    assert first_line(OSError("x" * 300), 200) == "x" * 200
+
+
+def test_empty_unexpected_message_is_still_one_line(monkeypatch, capsys):
+    def silent(args):
+        raise RuntimeError()
+
+    monkeypatch.delenv("LIGHTNETS_DEBUG", raising=False)
+    monkeypatch.setattr(lightnets.cli.models, "run", silent)
+    assert main(["models"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "lightnets models: unexpected error: RuntimeError (rerun with --debug for the traceback)"
     ]
 
 
@@ -71,3 +91,37 @@ def test_non_utf8_name_is_printed_escaped_on_a_strict_utf8_terminal(tmp_path):
     assert "UnicodeEncodeError" not in line and "Traceback" not in line
     assert line.startswith("lightnets profile: error: checkpoint not found:")
     assert "caf\\udce9.pt" in line
+
+
+def _subparsers() -> dict:
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return action.choices
+
+
+def _option(parser, flag: str):
+    return next(a for a in parser._actions if flag in a.option_strings)
+
+
+def test_help_says_what_name_accepts_and_what_defaults_are():
+    commands = _subparsers()
+    for command in ("profile", "roofline", "bench", "export", "quantize", "compress", "predict"):
+        name = next(a for a in commands[command]._actions if a.dest == "name")
+        assert name.help.startswith("model name (see `lightnets models`) or file: "), command
+    assert "exported ONNX" in next(a for a in commands["bench"]._actions if a.dest == "name").help
+    export_format = _option(commands["export"], "--format")
+    assert export_format.metavar == "{onnx,torchscript,openvino}"
+    assert export_format.default == "onnx" and "default: onnx" in export_format.help
+
+    from lightnets.train.recipes import RECIPES
+
+    train = commands["train"]
+    for flag in ("--epochs", "--optimizer", "--momentum", "--gamma", "--label-smoothing"):
+        assert _option(train, flag).help and "default" in _option(train, flag).help, flag
+    for flag in ("--val-size", "--data-dir", "--dataset"):
+        assert "default" in _option(train, flag).help, flag
+    assert _option(train, "--epochs").metavar == "EPOCHS"
+    epochs = ", ".join(f"{name} {recipe.epochs}" for name, recipe in RECIPES.items())
+    assert f"default: the recipe's: {epochs}" in _option(train, "--epochs").help
+    assert f"default {RECIPES['cifar'].momentum:g}" in _option(train, "--momentum").help
+    assert "default: synthetic" in _option(train, "--dataset").help

@@ -106,10 +106,21 @@ def test_compress_then_eval_bench_predict(trained, capsys, tmp_path):
 def test_compress_table_output_and_one_line_errors(trained, capsys, tmp_path):
     ckpt, _ = trained
     code, out, err = run_cli(
-        capsys, "compress", ckpt, "-o", tmp_path / "t.lnz", "--per-layer-bits", "conv=8,fc=5"
+        capsys,
+        "compress",
+        ckpt,
+        "-o",
+        tmp_path / "t.lnz",
+        "--per-layer-bits",
+        "conv=8,fc=5",
+        "--eval-images",
+        "500",
     )
     assert code == 0, err
     assert "per layer" in out and "smaller" in out and "huffman" in out
+    assert f"compressed: the weights of {ckpt}" in out
+    # No --eval-dataset: the checkpoint's own data set measures top-1 before and after.
+    assert "top-1 on fashion-mnist test: dense " in out
     code, out, err = run_cli(
         capsys, "compress", ckpt, "-o", tmp_path / "t.lnz", "--per-layer-bits", "conv:8"
     )

@@ -89,6 +89,8 @@ def test_squeezenet1_0_under_half_a_megabyte(tmp_path):
     report, _ = compress(model, path)
     assert path.stat().st_size == report.file_bytes < 500_000
     assert report.ratio > 9.9
+    # A size only: these are random initial weights, and the report says so.
+    assert report.random_weights and report.as_dict()["weights_from"] == "random initial weights"
 
 
 @pytest.mark.slow

@@ -51,6 +51,7 @@ def test_folder_layouts_and_loader_output(tmp_path):
     assert splits.classes == ["cat", "dog", "eel"]
     # Neither val/ nor test/: test = 10% of train/ (fixed seed), then val = 10% of the rest.
     assert (len(splits.train), len(splits.val), len(splits.test)) == (24, 3, 3)
+    assert splits.origin == "test split = 3 images carved from train/ (no val/ or test/ folder)"
     again = load_splits("folder", tmp_path / "a", image_size=16, seed=5)
     assert again.test.files == splits.test.files and again.val.files != splits.val.files
     assert splits.input_size == (3, 16, 16) and splits.augmentation == "resized_crop"
@@ -73,9 +74,15 @@ def test_folder_layouts_and_loader_output(tmp_path):
     only_val = load_splits("folder", tmp_path / "b", image_size=16, val_size=3)
     assert len(only_val.test) == 6 and len(only_val.val) == 3 and len(only_val.train) == 15
     assert all("val" in f.parts for f in only_val.test.files)
+    # Said in a run's first line: a folder called val/ is not the validation split here.
+    assert only_val.origin == (
+        f"test split = {tmp_path / 'b' / 'val'} (there is no test/ folder); "
+        "validation carved from train/"
+    )
     write_images(tmp_path / "b" / "test", per_class=1)
     both = load_splits("folder", tmp_path / "b", image_size=16, train_subset=5)
     assert (len(both.train), len(both.val), len(both.test)) == (5, 6, 3)
+    assert both.origin is None
 
 
 @pytest.mark.parametrize("workers", [0, 1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -33,7 +35,11 @@ def test_quantize_writes_a_smaller_int8_model(model, tmp_path, method, suffix, m
     )
     assert classes is None and all(labels is None for _, labels in evals)
     path = tmp_path / f"int8{suffix}"
+    loggers = [logging.getLogger(), logging.getLogger("nncf")]
+    before = [(lg.level, [(h, h.level) for h in lg.handlers], list(lg.filters)) for lg in loggers]
     report = quantize(model, path, calib, evals, SIZE, method=method)
+    after = [(lg.level, [(h, h.level) for h in lg.handlers], list(lg.filters)) for lg in loggers]
+    assert after == before  # NNCF's and ONNX Runtime's logging changes are undone
     assert path.exists() and report.path == str(path)
     params = sum(p.numel() for p in model.parameters())
     assert report.fp32_size_mb >= 4 * params / 1e6 * 0.95

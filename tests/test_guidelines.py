@@ -13,9 +13,11 @@ from lightnets.analysis.formulas import conv1x1_memory_access, conv2d_memory_acc
 from lightnets.analysis.guideline_tables import GUIDELINE_TABLES, SCALES
 from lightnets.analysis.guidelines import (
     GuidelineRecord,
+    GuidelineReport,
     _counts,
     build_experiments,
     g1_lower_bound,
+    timing_summary,
     verdict,
 )
 from lightnets.cli import main
@@ -162,6 +164,24 @@ def test_verdict_says_where_this_machine_agrees_and_where_not():
     # G4 predicts the full unit slowest: a faster stripped unit agrees.
     g4 = [_record("relu+shortcut", 1.0, 1, 1), _record("none", 1.2, 1.17, 1.17)]
     assert "agrees: relu+shortcut is the slowest" in verdict("G4", g4)
+
+
+def test_timing_is_one_summary_line_however_many_rows_are_unstable():
+    rows = [_record(f"1:{i}", 1.0, 1, 1) for i in (1, 2, 6, 12)]
+    for row in rows:
+        row.paper_gpu = row.paper_arm = 1.0
+    for i, row in enumerate(rows[1:], start=1):
+        row.stable, row.spread = False, 0.1 * i
+        row.timing_note = f"machine busy: other processes used 1.{i} of 2 cores"
+    report = GuidelineReport(rows, {"G1 x1": "agrees"})
+    lines = [line for line in report.to_markdown().splitlines() if "timing" in line]
+    assert lines == [
+        "- timing: 3 of 4 configurations unstable, marked (unstable) in the tables; first, "
+        "G1 1:2: machine busy: other processes used 1.1 of 2 cores"
+    ]
+    for row in rows:
+        row.stable = True
+    assert timing_summary(rows) == "all 4 configurations stable; widest spread 30% (1:12)"
 
 
 def test_json_schema_and_plot(tmp_path, capsys):

@@ -10,7 +10,8 @@ import pytest
 
 from lightnets.cli import main
 from lightnets.errors import InvalidArgumentError
-from lightnets.train.sweep import pareto, plan_cells
+from lightnets.train.metrics import at_chance
+from lightnets.train.sweep import SweepResult, pareto, plan_cells, plot_sweep
 
 # Two cells of a tiny run: 64 synthetic 16-px images, 2 steps per epoch, 1 epoch.
 SWEEP = (
@@ -54,6 +55,28 @@ def test_pareto_front_keeps_only_undominated_cells():
     assert pareto(records, "macs") == {0, 1, 3}
 
 
+def test_cells_at_chance_are_left_off_the_front_and_said_so(tmp_path):
+    # 10 classes, 2,000 test images: chance is 10% +- 2.01 points (3 standard errors).
+    records = [
+        {"cell": [["width_mult", 1.0]], "macs": 10, "params": 4, "latency_ms": 2.0},
+        {"cell": [["width_mult", 0.5]], "macs": 5, "params": 2, "latency_ms": 1.5},
+        {"cell": [["width_mult", 0.25]], "macs": 1, "params": 1, "latency_ms": 1.0},
+    ]
+    for record, top1 in zip(records, [0.90, 0.1205, 0.12], strict=True):
+        record.update(test_top1=top1, at_chance=at_chance(top1, 10, 2000))
+    assert [r["at_chance"] for r in records] == [False, False, True]
+    # The cheapest cell, at chance, would otherwise be on every front.
+    assert pareto(records, "macs") == {0, 1}
+    assert pareto([{**r, "at_chance": False} for r in records], "macs") == {0, 1, 2}
+    for r in records:
+        r["pareto"] = [] if r["at_chance"] else ["macs", "params", "latency_ms"]
+    result = SweepResult("mobilenet_v1", "synthetic", records, [], {"latency": "test"})
+    table = result.to_markdown()
+    assert "| 0.25 | 12.00% | 0.00M | 0.000M | 1.00 | left off: at chance |" in table
+    assert "1 cell(s) at chance level" in table and "left off the Pareto front" in table
+    assert plot_sweep(result, tmp_path / "s.png").stat().st_size > 10_000
+
+
 def _summary_mtime(path):
     return (path / "summary.json").stat().st_mtime_ns
 
@@ -74,6 +97,8 @@ def test_sweep_end_to_end_resumes_only_what_is_left(tmp_path, capsys):
     log = capsys.readouterr().out
     assert "cell width_mult-0.25_input_size-16: done" in log
     assert "cell width_mult-0.5_input_size-16: trained" in log
+    # Two steps teach nothing: both cells end at 10.00% (chance, 10 classes) and are said to.
+    assert log.count("is at chance level (test top-1 10.00% for 10 classes)") == 2
     assert _summary_mtime(first) == done
 
     data = json.loads((out / "sweep.json").read_text())
@@ -88,7 +113,8 @@ def test_sweep_end_to_end_resumes_only_what_is_left(tmp_path, capsys):
         assert r["input_size"] == [3, 16, 16] and r["latency_ms"] > 0
     # Width 0.25 is the cheaper network by every measure the counter gives.
     assert records[0]["macs"] < records[1]["macs"] and records[0]["params"] < records[1]["params"]
-    assert "macs" in records[0]["pareto"]
+    # At chance, neither cell is on a front (the fronts are tested above, on given records).
+    assert [(r["test_top1"], r["at_chance"], r["pareto"]) for r in records] == [(0.1, True, [])] * 2
     assert {p["source"].split(", ")[-1] for p in data["paper"]} == {"Table 6", "Table 7"}
     assert (out / "sweep.png").stat().st_size > 10_000
     assert "| width_mult | input_size | test top-1 |" in (out / "sweep.md").read_text()

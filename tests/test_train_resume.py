@@ -170,6 +170,22 @@ def test_resume_of_a_finished_run_with_more_epochs_continues(straight, tmp_path,
     assert load_checkpoint(run_dir / "last.pt")["scheduler"]["last_epoch"] == 9
 
 
+def test_resume_of_a_finished_run_says_so_and_changes_nothing(straight, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "finished"
+    shutil.copytree(straight, run_dir)
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.iterdir()}
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert out.count("\n") == 1 and "is finished: 2 epochs" in out and "nothing changed" in out
+    assert f"test top-1 {100 * summary['test_top1']:.2f}%" in out
+    assert "resuming" not in out and "epoch 3" not in out
+    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.iterdir()}
+    assert after == before  # summary.json, last.pt, metrics.jsonl: untouched
+
+
 def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["train", "--resume", str(tmp_path / "empty")]) == 2

@@ -99,6 +99,30 @@ def test_reset_classifier(name):
         model.reset_classifier(0)
 
 
+def _family_classes() -> set[type]:
+    """Every LightweightNet subclass but the shared head's (the families' classes)."""
+    found, todo = set(), [lightnets.models.LightweightNet]
+    while todo:
+        subclasses = todo.pop().__subclasses__()
+        todo += subclasses
+        found.update(subclasses)
+    return found - {lightnets.models.base.PooledLinearHeadNet}
+
+
+def test_a_family_class_built_directly_reports_its_classes():
+    """``MobileNetV2(num_classes=10)`` without the registry: the base class records 10."""
+    classes = _family_classes()
+    registered = {type(lightnets.create_model(n, variant="cifar", num_classes=2)) for n in MODELS}
+    assert registered <= classes and len(classes) == 5
+    for cls in classes:
+        model = cls(num_classes=10, variant="cifar").eval()
+        assert model.num_classes == 10, cls.__name__
+        with torch.no_grad():
+            assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+        with pytest.raises(InvalidArgumentError, match="num_classes"):
+            cls(num_classes=0, variant="cifar")
+
+
 @JIT_DEPRECATED
 @pytest.mark.parametrize("name", MODELS)
 def test_torchscript_matches_eager(name):

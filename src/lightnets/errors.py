@@ -37,6 +37,16 @@ class UntrustedCodeError(LightnetsError):
     they trust it."""
 
 
+def first_line(exc: BaseException, limit: int | None = None, default: str | None = None) -> str:
+    """The first line of ``exc``'s message, at most ``limit`` characters; for an empty message
+    ``default`` (None: the exception's type name). One-line errors quote foreign exceptions
+    (torch, ONNX, OpenVINO) whose messages may span many lines, or be empty."""
+    lines = str(exc).strip().splitlines()
+    empty = type(exc).__name__ if default is None else default
+    text = lines[0].strip() if lines else empty
+    return text if limit is None else text[:limit]
+
+
 def require(module: str, extra: str):
     """Import an optional dependency or raise a one-line error naming the pip extra."""
     try:

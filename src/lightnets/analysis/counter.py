@@ -681,4 +681,5 @@ def profile(
         rows=counter.rows,
         params=sum(p.numel() for p in model.parameters()),
         peak_activation_bytes=counter.peak_activation_bytes(outputs),
+        hparams=dict(getattr(model, "hparams", None) or {}),
     )

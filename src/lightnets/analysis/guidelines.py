@@ -338,9 +338,23 @@ class GuidelineReport:
             lines += [_markdown_row(r) for r in rows]
             lines.append("")
         lines += [f"- {g}: {text}" for g, text in self.verdicts.items()]
-        notes = dict.fromkeys(r.timing_note for r in self.records if r.timing_note)
-        lines += [f"- timing: {note}" for note in notes]
+        lines.append(f"- timing: {timing_summary(self.records)}")
         return "\n".join(lines)
+
+
+def timing_summary(records: Sequence[GuidelineRecord]) -> str:
+    """One line for every configuration's timing: how many are unstable (marked in the
+    tables) and the first one's reason, instead of one near-identical line per configuration."""
+    unstable = [r for r in records if not r.stable]
+    if not unstable:
+        worst = max(records, key=lambda r: r.spread, default=None)
+        spread = f"; widest spread {100 * worst.spread:.0f}% ({worst.config})" if worst else ""
+        return f"all {len(records)} configurations stable{spread}"
+    first = unstable[0]
+    return (
+        f"{len(unstable)} of {len(records)} configurations unstable, marked (unstable) in the "
+        f"tables; first, {first.guideline} {first.config}: {first.timing_note or 'unstable'}"
+    )
 
 
 def _mb(value: int | None) -> str:

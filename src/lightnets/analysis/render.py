@@ -93,10 +93,11 @@ def to_json(data: Any, indent: int | None = 2) -> str:
 
 # -- lightnets profile: machine formats ----------------------------------------------------------
 def profile_json(prof: Profile, *, by_type: bool = False, figure: PaperFigure | None = None) -> str:
-    """Everything :class:`Profile` holds (or only its by-type shares), with the paper's figures."""
-    if by_type:
-        return to_json([asdict(share) for share in prof.by_type()])
+    """Everything :class:`Profile` holds, with the paper's figures; ``by_type``: without the
+    per-operation rows and per-kind sums (the model, its totals and by-type shares stay)."""
     data = prof.to_dict()
+    if by_type:
+        del data["rows"], data["by_kind"]
     if figure is not None:
         data["paper"] = {**asdict(figure), "hparams": dict(figure.hparams)}
     return to_json(data)

@@ -191,6 +191,8 @@ class Profile:
     params: int
     peak_activation_bytes: int
     conventions: dict[str, str] = field(default_factory=lambda: dict(CONVENTIONS))
+    #: The model's hyperparameters (``create_model(**hparams)`` rebuilds it; empty for others).
+    hparams: dict[str, Any] = field(default_factory=dict)
 
     @property
     def batch_size(self) -> int:
@@ -270,6 +272,7 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
+            "hparams": dict(self.hparams),
             "input_shape": list(self.input_shape),
             "dtype": self.dtype,
             "device": self.device,

@@ -289,6 +289,7 @@ class Roofline:
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
+            "hparams": dict(self.profile.hparams),  # width multiplier, groups, variant, ...
             "input_shape": list(self.input_shape),
             "stable": self.stable,
             "note": self.note,

@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Sequence
 
 from lightnets import __version__
-from lightnets.errors import LightnetsError
+from lightnets.errors import LightnetsError, first_line
 
 #: Sub-command modules, in the order ``lightnets --help`` lists them.
 COMMANDS = (
@@ -30,6 +30,7 @@ COMMANDS = (
     "guidelines",
     "train",
     "sweep",
+    "reproduce",
     "eval",
     "bench",
     "export",
@@ -115,9 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the boundary: a bug or an unforeseen input is still one line
         if args.debug:
             traceback.print_exc()
-        first_line = (str(exc).strip().splitlines() or [""])[0]
+        detail = first_line(exc, default="")
         print(
-            f"lightnets {args.command}: unexpected error: {type(exc).__name__}: {first_line}"
+            f"lightnets {args.command}: unexpected error: {type(exc).__name__}"
+            + (f": {detail}" if detail else "")
             + ("" if args.debug else " (rerun with --debug for the traceback)"),
             file=sys.stderr,
         )

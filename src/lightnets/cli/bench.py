@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(ONNX, OpenVINO .xml, TorchScript), timed in its own runtime (TorchScript is a program: "
         "only with --trust-code).",
     )
-    add_model_arguments(parser)
+    add_model_arguments(parser, exported=True)
     parser.add_argument(
         "--batch-size",
         default=None,

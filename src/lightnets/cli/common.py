@@ -72,11 +72,24 @@ def _add_hparam_flag(group: argparse._ArgumentGroup, key: str, specs: dict[str, 
     )
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, name: bool = True) -> None:
+def add_model_arguments(
+    parser: argparse.ArgumentParser, *, name: bool = True, exported: bool = False
+) -> None:
     """Add NAME, one flag per registered hyperparameter (--width-mult, --groups, --bypass,
-    ...), --version, --variant, --num-classes and --input-size."""
+    ...), --version, --variant, --num-classes and --input-size.
+
+    NAME is a model name or a file (:func:`model_or_checkpoint_from_args`); ``exported``: the
+    command also runs exported ONNX, OpenVINO and TorchScript files.
+    """
     if name:
-        parser.add_argument("name", metavar="NAME", help="model name (see `lightnets models`)")
+        files = "a checkpoint such as RUN_DIR/best.pt, or a `lightnets compress` file"
+        if exported:
+            files += ", or an exported ONNX, OpenVINO (.xml) or TorchScript file"
+        parser.add_argument(
+            "name",
+            metavar="NAME",
+            help=f"model name (see `lightnets models`) or file: {files}",
+        )
     group = parser.add_argument_group("model")
     for key, specs in declared_hparams().items():
         _add_hparam_flag(group, key, specs)

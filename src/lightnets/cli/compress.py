@@ -21,7 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "them into 2^--bits shared values (k-means, linear initialisation), store sparse "
         "indices as 8-bit (conv) / 5-bit (fc) gaps and Huffman-code the streams (or LZMA / "
         "Zstandard when smaller). The defaults are SqueezeNet's setting (paper, Table 2). "
-        "eval, bench, export and predict read the file wherever they read a checkpoint.",
+        "A model name alone compresses random initial weights: the file size only, not the "
+        "paper's trained weights; --weights FILE (e.g. torchvision's squeezenet1_0 .pth) or a "
+        "checkpoint compresses trained ones, and top-1 before and after is measured on the "
+        "checkpoint's data set. eval, bench, export and predict read the file wherever they "
+        "read a checkpoint.",
     )
     add_model_arguments(parser)
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
@@ -52,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 DATA_GROUP = "data (optional: fine-tune and top-1 before/after)"
+NO_EVAL = "none"
 
 
 def _add_data_arguments(data: argparse._ArgumentGroup) -> None:
@@ -72,9 +77,10 @@ def _add_data_arguments(data: argparse._ArgumentGroup) -> None:
     data.add_argument("--finetune-lr", type=float, default=0.005, help="(default 0.005)")
     data.add_argument(
         "--eval-dataset",
-        choices=DATASET_NAMES,
+        choices=(*DATASET_NAMES, NO_EVAL),
         default=None,
-        help="measure test top-1 before and after (default: the fine-tune data set)",
+        help="measure test top-1 before and after (default: the fine-tune data set, else the "
+        f"data set a checkpoint records; {NO_EVAL}: only the fine-tune data set, if any)",
     )
     data.add_argument(
         "--eval-images", type=int, default=None, help="test images to use (default: all)"
@@ -102,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     ).validate()
     check_output(args.output, inputs=input_files(args), force=args.force)
     model, state = model_or_checkpoint_from_args(args)
+    eval_dataset = _eval_dataset(args, state)
     data = compression_data(
         model,
         state,
@@ -109,14 +116,46 @@ def run(args: argparse.Namespace) -> int:
         finetune_epochs=args.finetune_epochs,
         finetune_images=args.finetune_images,
         lr=args.finetune_lr,
-        eval_dataset=args.eval_dataset,
+        eval_dataset=eval_dataset,
         eval_images=args.eval_images,
         data_dir=args.data_dir,
         batch_size=args.batch_size,
     )
-    report, _ = compress(model, args.output, settings, data=data, source=state)
+    weights_from = _weights_from(args, model)
+    report, _ = compress(
+        model, args.output, settings, data=data, source=state, weights_from=weights_from
+    )
     if args.json:
         print(dumps(report.as_dict(), indent=2))
     else:
         print_report(report)
+        if data is None and not report.random_weights and args.eval_dataset != NO_EVAL:
+            print(
+                f"no top-1 before and after: {args.weights or args.name} records no data set "
+                "(pass --eval-dataset)"
+            )
     return 0
+
+
+def _eval_dataset(args: argparse.Namespace, state: dict | None) -> str | None:
+    """--eval-dataset; by default the fine-tune data set, else the one a checkpoint records
+    (none for random weights, which have no top-1 worth measuring)."""
+    if args.eval_dataset == NO_EVAL:
+        return None
+    if args.eval_dataset is not None or args.finetune_dataset is not None:
+        return args.eval_dataset
+    return ((state or {}).get("dataset") or {}).get("name")
+
+
+def _weights_from(args: argparse.Namespace, model) -> str:
+    """What NAME and --weights say was compressed, for the report's first line."""
+    from lightnets.cli.common import looks_like_checkpoint
+    from lightnets.deploy.compression.report import RANDOM_WEIGHTS
+
+    if looks_like_checkpoint(args.name):
+        return f"the weights of {args.name}"
+    if args.weights is not None:
+        loaded = getattr(model, "weights_report", None)
+        what = f" ({loaded.source.description})" if loaded is not None else ""
+        return f"the weights of {args.weights}{what}"
+    return RANDOM_WEIGHTS

@@ -39,9 +39,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--json",
         action="store_true",
-        help='print {"top1", "top5", "loss", "images"} (fractions) as JSON',
+        help='print {"top1", "top5", "loss", "images"} (fractions; top5 null for 5 classes '
+        "or fewer) as JSON",
     )
     parser.set_defaults(func=run)
+
+
+def _warn_at_chance(result, num_classes: int, split: str) -> None:
+    """One line on stderr (stdout stays clean for --json) when top-1 is at chance level."""
+    import sys
+
+    from lightnets.train.metrics import chance_warning
+
+    warning = chance_warning(result.top1, num_classes, result.images, f"{split} top-1")
+    if warning is not None:
+        print(warning, file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         per_class=args.per_class,
         amp=args.amp,
     )
+    _warn_at_chance(result, len(classes), args.split)
     if args.json:
         data = result.to_dict()
         if result.per_class is not None:
@@ -80,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("top-1", f"{100 * result.top1:.2f}%")
-    table.add_row("top-5", f"{100 * result.top5:.2f}%")
+    if result.top5 is not None:  # None: 5 classes or fewer, where top-5 is always 100%
+        table.add_row("top-5", f"{100 * result.top5:.2f}%")
     table.add_row("loss", f"{result.loss:.4f}")
     table.add_row("images", f"{result.images}")
     console.print(table)

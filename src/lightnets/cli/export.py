@@ -13,13 +13,17 @@ from lightnets.cli.common import (
     looks_like_checkpoint,
     model_or_checkpoint_from_args,
 )
+from lightnets.deploy.exporters import FORMATS
+
+#: ``--format`` when not given: the format every runtime (and ``predict``/``bench``) reads.
+DEFAULT_FORMAT = "onnx"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
         help="export to ONNX, TorchScript or OpenVINO IR (verified before success)",
-        description="Export NAME (a model name or a checkpoint) with a dynamic batch axis. The "
+        description="Export NAME (a model name or a file) with a dynamic batch axis. The "
         "file is loaded back in its own runtime (ONNX Runtime, torch.jit.load, OpenVINO) and "
         "compared with PyTorch at batch sizes 1 and 3 before it is moved into place. It "
         "carries its metadata (class names, input size, preprocessing with its resize filter, "
@@ -28,8 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     parser.add_argument(
         "--format",
-        metavar="FORMAT",
-        help="onnx, torchscript or openvino (NAME.xml + NAME.bin)",
+        metavar="{" + ",".join(FORMATS) + "}",  # checked in run(): one message for all callers
+        default=DEFAULT_FORMAT,
+        help=f"file format (default: {DEFAULT_FORMAT}); openvino writes NAME.xml + NAME.bin",
     )
     parser.add_argument(
         "-o",

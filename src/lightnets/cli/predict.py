@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--trust-code). A bare model name uses ImageNet preprocessing and, with no ImageNet "
         "names bundled, prints class indices.",
     )
-    add_model_arguments(parser)
+    add_model_arguments(parser, exported=True)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument("--topk", type=int, default=5, help="classes to show (default: 5)")
     parser.add_argument("--json", action="store_true", help="print JSON")

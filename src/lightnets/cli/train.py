@@ -47,6 +47,14 @@ RECIPE_HELP = {
     "final_div_factor": "onecycle: the lr ends at lr / (div_factor * final_div_factor)",
     "clip_grad": "clip the gradient's global L2 norm",
     "ema_decay": "keep an EMA of the weights (e.g. 0.999) and evaluate with it",
+    "epochs": "training epochs",
+    "optimizer": "sgd (with momentum) or adamw",
+    "momentum": "SGD momentum",
+    "nesterov": "Nesterov momentum (SGD)",
+    "weight_decay": "weight decay (AdamW: decoupled)",
+    "schedule": "lr schedule: step (x gamma at the milestones), cosine, onecycle",
+    "gamma": "step schedule: lr factor at each milestone",
+    "label_smoothing": "cross-entropy label smoothing, 0 to 1",
 }
 RECIPE_METAVARS = {
     "milestones": "FRACTION",
@@ -71,6 +79,47 @@ def _choices() -> dict[str, tuple[str, ...]]:
     }
 
 
+def _recipe_defaults() -> dict[str, str]:
+    """Each recipe field's default as help text: one value when every recipe agrees, else
+    each recipe's (read from the recipes themselves, so the help cannot go stale)."""
+    from lightnets.train.recipes import RECIPES
+
+    def shown(value: Any) -> str:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, tuple):
+            return " ".join(f"{v:g}" for v in value)
+        if value is None:
+            return "off"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    texts = {}
+    for f in dataclasses.fields(next(iter(RECIPES.values()))):
+        values = {name: shown(getattr(recipe, f.name)) for name, recipe in RECIPES.items()}
+        if len(set(values.values())) == 1:
+            texts[f.name] = f"default {next(iter(values.values()))}"
+        else:
+            each = ", ".join(f"{name} {value}" for name, value in values.items())
+            texts[f.name] = f"default: the recipe's: {each}"
+    return texts
+
+
+def _data_defaults() -> dict[str, str]:
+    """Defaults of the data settings that depend on the data set, from the data layer."""
+    from lightnets.data.cifar import DEFAULT_DIR
+    from lightnets.data.idx import DEFAULT_DIRS
+    from lightnets.data.splits import DEFAULT_VAL_FRACTION, DEFAULT_VAL_SIZE
+
+    fixed = sorted(set(DEFAULT_VAL_SIZE.values()))
+    dirs = ", ".join(f"{path} ({name})" for name, path in DEFAULT_DIRS.items())
+    return {
+        "val_size": f"default {', '.join(f'{v:,}' for v in fixed)} for "
+        f"{', '.join(DEFAULT_VAL_SIZE)}; {100 * DEFAULT_VAL_FRACTION:g}%% of the training "
+        "images for folder and synthetic; 0: none",
+        "data_dir": f"default: {dirs}, ./{DEFAULT_DIR} (cifar10, cifar100); required for folder",
+    }
+
+
 def _field_kwargs(hint: Any) -> dict[str, Any]:
     """argparse keywords for a field of type ``hint`` (``X | None`` is read as ``X``)."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
@@ -88,12 +137,14 @@ def add_dataclass_flags(
     *,
     skip: frozenset[str] = frozenset(),
     extra_help: dict[str, str] | None = None,
+    defaults: dict[str, str] | None = None,
     prefix: str = "",
 ) -> tuple[str, ...]:
     """One flag per field of ``cls`` (default None: "not given"); returns the field names.
 
     ``groups`` maps a field's ``metadata["group"]`` (default ``"run"``) to an argument group;
-    each value lands in ``args.<prefix><field name>``.
+    each value lands in ``args.<prefix><field name>``. ``defaults[field]`` is appended to a help
+    text that does not state its default already.
     """
     from lightnets.train.config import flag_for
 
@@ -107,7 +158,12 @@ def add_dataclass_flags(
         if f.name in choices:
             kwargs = {"choices": choices[f.name]}
         help_text = f.metadata.get("help") or (extra_help or {}).get(f.name)
+        default = (defaults or {}).get(f.name)
+        if default is not None and "default" not in (help_text or ""):
+            help_text = f"{help_text} ({default})" if help_text else default
         metavar = f.metadata.get("metavar") or RECIPE_METAVARS.get(f.name)
+        if metavar is None and prefix and "type" in kwargs:
+            metavar = f.name.upper()  # --epochs EPOCHS, not the destination RECIPE_EPOCHS
         if metavar is not None:
             kwargs["metavar"] = metavar
         group = groups[f.metadata.get("group", "run")]
@@ -149,10 +205,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="continue the run in RUN_DIR exactly where its last.pt left off",
     )
-    config_flags = add_dataclass_flags(groups, TrainConfig, skip=NOT_FLAGS)
+    config_flags = add_dataclass_flags(
+        groups, TrainConfig, skip=NOT_FLAGS, defaults=_data_defaults()
+    )
     recipe_group = parser.add_argument_group("recipe (every field overrides the recipe's value)")
     recipe_flags = add_dataclass_flags(
-        {"run": recipe_group}, Recipe, extra_help=RECIPE_HELP, prefix=RECIPE_PREFIX
+        {"run": recipe_group},
+        Recipe,
+        extra_help=RECIPE_HELP,
+        defaults=_recipe_defaults(),
+        prefix=RECIPE_PREFIX,
     )
     parser.set_defaults(func=run, config_flags=config_flags, recipe_flags=recipe_flags)
 

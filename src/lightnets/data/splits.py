@@ -60,6 +60,9 @@ class DataSplits:
     hflip: bool = True
     train_indices: torch.Tensor | None = field(default=None, repr=False)
     val_indices: torch.Tensor | None = field(default=None, repr=False)
+    #: Where a split came from when that is not what its name says (a folder's ``val/`` used
+    #: as the test set), for the first line of a run; None otherwise.
+    origin: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -220,6 +223,7 @@ def _load_folder_splits(
     size = image_size or DEFAULT_IMAGE_SIZE
     train, val, test, classes = load_folder(data_dir, size)
     train_idx = val_idx = None
+    origin = None
     if val is not None and test is not None:
         if train_subset is not None:
             if train_subset > len(train):
@@ -229,8 +233,12 @@ def _load_folder_splits(
                 )
             train = train.subset(torch.arange(train_subset))
     else:
-        if test is None:
+        if test is None and val is not None:
             test = val
+            origin = (
+                f"test split = {Path(data_dir) / 'val'} (there is no test/ folder); "
+                "validation carved from train/"
+            )
         if test is None:
             test_size = max(1, round(DEFAULT_VAL_FRACTION * len(train)))
             if test_size >= len(train):
@@ -240,6 +248,7 @@ def _load_folder_splits(
                 )
             rest, test_idx = carve_validation(len(train), test_size, FOLDER_TEST_SEED)
             train, test = train.subset(rest), train.subset(test_idx)
+            origin = f"test split = {test_size} images carved from train/ (no val/ or test/ folder)"
         if val_size is None:
             val_size = round(DEFAULT_VAL_FRACTION * len(train))
         train, val, train_idx, val_idx = _split("folder", train, val_size, train_subset, seed)
@@ -257,4 +266,5 @@ def _load_folder_splits(
         hflip=True,
         train_indices=train_idx,
         val_indices=val_idx,
+        origin=origin,
     )

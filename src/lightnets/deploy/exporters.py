@@ -26,6 +26,7 @@ from torch import nn
 from lightnets.deploy import metadata as md
 from lightnets.deploy.accuracy import max_abs_diff, tolerance
 from lightnets.deploy.fusion import fuse as fuse_batchnorm
+from lightnets.deploy.logging_state import kept_logging
 from lightnets.deploy.openvino_runtime import compile_model, save_ir
 from lightnets.errors import InvalidArgumentError, LightnetsError, require
 from lightnets.fileio import atomic_path, check_writable, saving
@@ -113,7 +114,8 @@ def openvino_model(
     ov = require("openvino", "openvino")
     _, channels, height, width = example.shape
     shape = list(example.shape) if static_shape else [-1, channels, height, width]
-    with warnings.catch_warnings():
+    # convert_model leaves the root logger at ERROR when it fails: kept_logging undoes that.
+    with warnings.catch_warnings(), kept_logging():
         warnings.simplefilter("ignore")
         converted = ov.convert_model(model.eval(), example_input=example, input=[shape])
     return converted

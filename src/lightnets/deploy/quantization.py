@@ -38,6 +38,7 @@ from lightnets.deploy import metadata as md
 from lightnets.deploy.accuracy import DEFAULT_MAX_DROP, Top1Change, top1_change
 from lightnets.deploy.exporters import INPUT_NAME, onnx_bytes, openvino_model, write_bytes
 from lightnets.deploy.fusion import fuse
+from lightnets.deploy.logging_state import kept_logging
 from lightnets.deploy.openvino_runtime import (
     compile_model,
     ensure_signal_stack,
@@ -225,8 +226,13 @@ class OpenVinoMethod(Method):
 
     def quantize(self, fp32, batches):
         nncf = require("nncf", "openvino")
-        # NNCF draws rich progress bars on stdout, which must stay clean for --json.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # NNCF draws rich progress bars on stdout, which must stay clean for --json; its log
+        # level is lowered for the call only.
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            kept_logging("nncf"),
+        ):
             warnings.simplefilter("ignore")
             nncf.set_log_level(logging.ERROR)
             quantized = nncf.quantize(
@@ -267,7 +273,8 @@ class OnnxRuntimeMethod(Method):
             source, target = Path(folder, "fp32.onnx"), Path(folder, "int8.onnx")
             source.write_bytes(fp32)
             require("onnxruntime", "onnx").set_default_logger_severity(3)  # no per-tensor warnings
-            with _quiet_root_logger():  # the quantizer logs a generic pre-processing hint
+            # The quantizer logs a generic pre-processing hint on the root logger itself.
+            with kept_logging(root_level=logging.ERROR):
                 quantize_static(
                     str(source),
                     str(target),
@@ -293,17 +300,6 @@ class OnnxRuntimeMethod(Method):
         with atomic_path(path, ".onnx") as temp:
             write_bytes(temp, md.attach_onnx(quantized, meta), path)
         return (path,)
-
-
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 def _reader(batches: Sequence[np.ndarray]):

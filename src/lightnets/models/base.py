@@ -24,7 +24,9 @@ class LightweightNet(nn.Module):
     Subclasses implement :meth:`forward_features` (the convolutional trunk, returning a feature
     map), :meth:`forward_head` (pooling and classifier, returning logits) and
     :meth:`reset_classifier`. Every family's constructor takes ``(num_classes, variant,
-    **hparams)`` and raises InvalidArgumentError for values it cannot build. ``variant`` is
+    **hparams)``, hands ``num_classes`` and ``variant`` to this constructor (which checks them
+    and records :attr:`num_classes`, so a family built directly reports its own classifier
+    size) and raises InvalidArgumentError for values it cannot build. ``variant`` is
     ``"imagenet"`` (the paper's network for 224x224 inputs) or ``"cifar"`` (a stem that keeps
     32x32 inputs at full resolution). The registry sets :attr:`hparams`, a dict of plain values
     from which ``create_model(**model.hparams)`` rebuilds the same network.
@@ -36,8 +38,10 @@ class LightweightNet(nn.Module):
     num_features: int = 0
     num_classes: int = 1000
 
-    def __init__(self) -> None:
+    def __init__(self, num_classes: int, variant: str) -> None:
         super().__init__()
+        self.num_classes = check_int("num_classes", num_classes, minimum=1)
+        validate_variant(variant)
         self.hparams: dict[str, Any] = {}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -96,7 +96,7 @@ class MobileNetV1(PooledLinearHeadNet):
         drop_rate: float = 0.0,
         activation: str = "relu",
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, variant)
         self.drop_rate = drop_rate
         act = ACTIVATIONS[activation]
         stem_stride = 1 if validate_variant(variant) == "cifar" else 2

@@ -86,7 +86,7 @@ class MobileNetV2(PooledLinearHeadNet):
         width_mult: float = 1.0,
         drop_rate: float = 0.2,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, variant)
         self.drop_rate = drop_rate
         stem_stride = 1 if validate_variant(variant) == "cifar" else 2
         in_channels = make_divisible(STEM_CHANNELS * width_mult, ROUND_NEAREST)

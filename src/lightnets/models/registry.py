@@ -195,6 +195,5 @@ def create_model(
     validate_variant(variant)
     resolved = resolve_hparams(name, **hparams)
     model = entry.builder(num_classes=num_classes, variant=variant, **resolved)
-    model.num_classes = num_classes
     model.hparams = {"name": name, "num_classes": num_classes, "variant": variant, **resolved}
     return model

@@ -133,7 +133,7 @@ class ShuffleNetV1(LightweightNet):
         groups: int = 3,
         width_mult: float = 1.0,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, variant)
         cifar = validate_variant(variant) == "cifar"
         if groups not in STAGE_OUT_CHANNELS:
             raise InvalidArgumentError(
@@ -145,7 +145,6 @@ class ShuffleNetV1(LightweightNet):
             )
         self.groups = groups
         self.width_mult = width_mult
-        self.num_classes = num_classes
         self.default_input_size = (3, 32, 32) if cifar else (3, 224, 224)
 
         in_channels = stem_width(groups, width_mult)

@@ -106,7 +106,7 @@ class ShuffleNetV2(LightweightNet):
     def __init__(
         self, num_classes: int = 1000, variant: str = "imagenet", *, width_mult: float = 1.0
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, variant)
         cifar = validate_variant(variant) == "cifar"
         if width_mult not in STAGE_OUT_CHANNELS:
             raise InvalidArgumentError(
@@ -114,7 +114,6 @@ class ShuffleNetV2(LightweightNet):
                 f"allowed: {', '.join(map(str, STAGE_OUT_CHANNELS))}"
             )
         self.width_mult = width_mult
-        self.num_classes = num_classes
         self.default_input_size = (3, 32, 32) if cifar else (3, 224, 224)
         stem, *stage_widths, last = STAGE_OUT_CHANNELS[width_mult]
 

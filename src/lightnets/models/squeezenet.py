@@ -211,7 +211,7 @@ class SqueezeNet(LightweightNet):
         batch_norm: bool = False,
         drop_rate: float = 0.5,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, variant)
         cifar = validate_variant(variant) == "cifar"
         if version not in SQUEEZENET_CFGS:
             raise InvalidArgumentError(

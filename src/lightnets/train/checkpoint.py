@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from lightnets.errors import CheckpointError, LightnetsError
+from lightnets.errors import CheckpointError, LightnetsError, first_line
 from lightnets.fileio import atomic_path, check_regular, open_regular, saving
 from lightnets.formats import identify, not_weights
 from lightnets.models import LightweightNet, create_model
@@ -92,7 +92,7 @@ def _unreadable(path: Path, exc: Exception) -> CheckpointError:
             "will not unpickle (unpickling can run arbitrary code)"
         )
     if reason is None:
-        reason = (message.strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = first_line(exc, 200)
     return CheckpointError(f"cannot read checkpoint {path}: {reason}")
 
 
@@ -141,7 +141,7 @@ def _validate_stored(state: dict[str, Any]) -> None:
         try:
             TrainConfig.from_dict(state["config"]).validate()
         except (TypeError, KeyError, ValueError, AttributeError) as exc:
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            reason = first_line(exc)
             raise CheckpointError(f"malformed run configuration ({reason})") from exc
 
 
@@ -174,7 +174,6 @@ def model_from_checkpoint(
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit the model: {first}") from exc
+        raise CheckpointError(f"{path}: weights do not fit the model: {first_line(exc)}") from exc
     model.eval()
     return model, state

@@ -14,7 +14,7 @@ from lightnets.data.loader import IGNORE_INDEX
 from lightnets.errors import InvalidArgumentError, check_int
 from lightnets.models.memory import check_memory
 from lightnets.train.distributed import DistContext, all_reduce_sum
-from lightnets.train.metrics import EvalResult, topk_correct
+from lightnets.train.metrics import EvalResult, top5_meaningful, topk_correct
 from lightnets.train.precision import AMP_MODES, autocast_context
 
 if TYPE_CHECKING:
@@ -69,14 +69,17 @@ def evaluate(
         all_reduce_sum(class_total, ctx)
     loss_sum, top1_sum, top5_sum, count = sums.tolist()
     if count == 0:
-        return EvalResult(float("nan"), float("nan"), float("nan"), 0, [] if per_class else None)
+        nan = float("nan")
+        top5 = nan if top5_meaningful(num_classes) else None
+        return EvalResult(nan, nan, top5, 0, [] if per_class else None)
     classes = None
     if per_class:
         classes = [
             (c / t) if t > 0 else float("nan")
             for c, t in zip(class_correct.tolist(), class_total.tolist(), strict=True)
         ]
-    return EvalResult(loss_sum / count, top1_sum / count, top5_sum / count, int(count), classes)
+    top5 = top5_sum / count if top5_meaningful(num_classes) else None
+    return EvalResult(loss_sum / count, top1_sum / count, top5, int(count), classes)
 
 
 def evaluate_checkpoint(

@@ -7,6 +7,7 @@ a distributed run reports exactly the averages of one process that saw all the d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,13 +46,63 @@ def topk_correct(
     return [hits[:, : min(k, kmax)].any(dim=1).sum() for k in ks]
 
 
+#: Top-5 accuracy is reported only with more classes than this: with 5 or fewer every image's
+#: class is among the 5 highest scores, so top-5 would be 100% whatever the model.
+TOP5_MIN_CLASSES = 6
+
+
+def top5_meaningful(num_classes: int) -> bool:
+    """Whether top-5 accuracy says anything for ``num_classes`` classes."""
+    return num_classes >= TOP5_MIN_CLASSES
+
+
+#: A top-1 accuracy is "at chance" when it is not above 1 / classes by more than this many
+#: binomial standard errors of a model that guesses (see :func:`chance_margin`).
+CHANCE_SIGMAS = 3.0
+
+
+def chance_margin(num_classes: int, images: int) -> float:
+    """How far above chance a guessing model's top-1 may land by luck: :data:`CHANCE_SIGMAS`
+    standard errors of a binomial proportion, ``sqrt(p (1 - p) / n)`` with ``p = 1 / classes``
+    and ``n`` test images (10 classes, 10,000 images: 0.009, i.e. 0.9 points)."""
+    p = 1.0 / num_classes
+    return CHANCE_SIGMAS * math.sqrt(p * (1.0 - p) / max(images, 1))
+
+
+def at_chance(top1: float | None, num_classes: int, images: int) -> bool:
+    """Whether ``top1`` on ``images`` test images is indistinguishable from guessing among
+    ``num_classes`` classes (or worse): at most ``1 / num_classes + chance_margin(...)``."""
+    if top1 is None or not math.isfinite(top1) or num_classes < 2 or images < 1:
+        return False
+    return top1 <= 1.0 / num_classes + chance_margin(num_classes, images)
+
+
+def chance_warning(
+    top1: float | None, num_classes: int, images: int, what: str = "test top-1"
+) -> str | None:
+    """One line when :func:`at_chance` holds (else None): the result, chance and the margin."""
+    if not at_chance(top1, num_classes, images):
+        return None
+    assert top1 is not None
+    margin = chance_margin(num_classes, images)
+    return (
+        f"warning: {what} {100 * top1:.2f}% is at chance level: guessing among {num_classes} "
+        f"classes scores {100 / num_classes:.2f}% +- {100 * margin:.2f} points on {images:,} "
+        f"images ({CHANCE_SIGMAS:g} standard errors); the model learned nothing measurable "
+        "(check the learning rate, the labels and the number of epochs)"
+    )
+
+
 @dataclass
 class EvalResult:
-    """Loss (mean cross-entropy without label smoothing), top-1/top-5 fractions, image count."""
+    """Loss (mean cross-entropy without label smoothing), top-1/top-5 fractions, image count.
+
+    ``top5`` is None for fewer than :data:`TOP5_MIN_CLASSES` classes (it would always be 1).
+    """
 
     loss: float
     top1: float
-    top5: float
+    top5: float | None
     images: int
     per_class: list[float] | None = None
 

@@ -41,9 +41,14 @@ def plot_training_curves(
     ax_acc.plot(epochs, series("train_top1", 100), marker=marker, label="train top-1")
     if has_val:
         ax_acc.plot(epochs, series("val_top1", 100), marker=marker, label="validation top-1")
-        ax_acc.plot(
-            epochs, series("val_top5", 100), marker=marker, linestyle="--", label="validation top-5"
-        )
+        if any(r.get("val_top5") is not None for r in history):  # None: 5 classes or fewer
+            ax_acc.plot(
+                epochs,
+                series("val_top5", 100),
+                marker=marker,
+                linestyle="--",
+                label="validation top-5",
+            )
     ax_acc.set_title("accuracy (%)")
     ax_acc.set_xlabel("epoch")
     ax_acc.legend()

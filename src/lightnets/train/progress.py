@@ -14,10 +14,10 @@ def format_epoch(record: dict[str, Any], epochs: int) -> str:
         f"train loss {record['train_loss']:.4f} top-1 {100 * record['train_top1']:.2f}%",
     ]
     if record.get("val_top1") is not None:
-        parts.append(
-            f"val loss {record['val_loss']:.4f} top-1 {100 * record['val_top1']:.2f}% "
-            f"top-5 {100 * record['val_top5']:.2f}%"
-        )
+        val = f"val loss {record['val_loss']:.4f} top-1 {100 * record['val_top1']:.2f}%"
+        if record.get("val_top5") is not None:  # None: 5 classes or fewer
+            val += f" top-5 {100 * record['val_top5']:.2f}%"
+        parts.append(val)
     parts.append(f"{record['images_per_sec']:.0f} img/s")
     parts.append(f"{record['seconds']:.1f} s")
     if record.get("warmup_seconds") is not None:

@@ -7,7 +7,9 @@ trainer (:func:`lightnets.train.train`), one run directory per cell under the sw
 is resumable: a finished cell is read back, an interrupted one resumes from its ``last.pt``.
 It then writes ``sweep.json``, ``sweep.md`` and ``sweep.png``: test top-1 against MACs,
 parameters and latency measured on this machine, the Pareto front marked, beside the paper's
-ImageNet rows (:data:`lightnets.analysis.reference.PAPER_FIGURES`).
+ImageNet rows (:data:`lightnets.analysis.reference.PAPER_FIGURES`). A cell whose test top-1 is
+at chance level (:func:`lightnets.train.metrics.at_chance`) learned nothing measurable: it is
+warned about, marked in the table and the figure, and left off the Pareto front.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from lightnets.train.config import (
     TrainConfig,
     flag_for,
 )
+from lightnets.train.metrics import CHANCE_SIGMAS, at_chance
 from lightnets.train.rundir import check_new_run_dir, is_run_dir, read_marker, write_marker
 
 __all__ = ["AXES", "Cell", "SweepResult", "plan_cells", "run_sweep"]
@@ -47,6 +50,8 @@ MARKER = ".lightnets-sweep"
 FREE_SETTINGS = RESUME_MUTABLE - {"epochs"}
 #: Cost axes of the table and figure: record key, label.
 COSTS = (("macs", "MACs"), ("params", "params"), ("latency_ms", "latency"))
+#: How the figure draws a cell at chance level.
+CHANCE_STYLE = {"color": "tab:gray", "marker": "x", "label": "at chance: off the front"}
 
 
 def _set_hparam(name: str) -> Callable[[TrainConfig, Any], dict[str, Any]]:
@@ -331,6 +336,7 @@ class SweepResult:
     def to_markdown(self) -> str:
         axes = [axis for axis, _ in self.records[0]["cell"]] if self.records else []
         head = [*axes, "test top-1", "MACs", "params", "latency ms", "Pareto front"]
+        chance = [r for r in self.records if r.get("at_chance")]
         lines = [
             f"{self.model} on {self.dataset}; latency: {self.conditions.get('latency')}",
             "",
@@ -339,6 +345,8 @@ class SweepResult:
         ]
         for r in self.records:
             front = ", ".join(label for key, label in COSTS if key in r["pareto"]) or "-"
+            if r.get("at_chance"):
+                front = "left off: at chance"
             cells = [f"{v:g}" for _, v in r["cell"]]
             lines.append(
                 "| "
@@ -354,6 +362,13 @@ class SweepResult:
                 )
                 + " |"
             )
+        if chance:
+            lines += [
+                "",
+                f"{len(chance)} cell(s) at chance level (test top-1 within "
+                f"{CHANCE_SIGMAS:g} binomial standard errors of 1 / classes, or below) learned "
+                "nothing measurable and are left off the Pareto front.",
+            ]
         if self.paper:
             lines += [
                 "",
@@ -377,14 +392,16 @@ def _m(value: int | None) -> str:
 
 def pareto(records: Sequence[dict[str, Any]], cost: str) -> set[int]:
     """Indices of the records no other record beats: lower-or-equal cost and higher-or-equal
-    top-1, one of them strictly."""
+    top-1, one of them strictly. Records at chance level (``at_chance``) are left out: they
+    neither join the front nor push others off it."""
     front = set()
-    for i, a in enumerate(records):
+    candidates = [(i, r) for i, r in enumerate(records) if not r.get("at_chance")]
+    for i, a in candidates:
         dominated = any(
             b[cost] <= a[cost]
             and b["test_top1"] >= a["test_top1"]
             and (b[cost] < a[cost] or b["test_top1"] > a["test_top1"])
-            for j, b in enumerate(records)
+            for j, b in candidates
             if j != i
         )
         if not dominated:
@@ -512,6 +529,7 @@ def _records(
             "run_dir": str(Path(config.output)),
             "test_top1": summary["test_top1"],
             "epochs": summary["epochs"],
+            "at_chance": _at_chance(summary),
             **cost,
         }
         for cell, config, summary, cost in zip(cells, configs, summaries, costs, strict=True)
@@ -522,6 +540,16 @@ def _records(
     for r in records:
         r.setdefault("pareto", [])
     return records
+
+
+def _at_chance(summary: dict[str, Any]) -> bool:
+    """Whether a cell's test top-1 is at chance level (computed from its summary, so cells
+    finished before the summary recorded it are judged the same way)."""
+    classes = (summary.get("hparams") or {}).get("num_classes")
+    images = summary.get("test_images")
+    if not isinstance(classes, int) or not isinstance(images, int):
+        return False
+    return at_chance(summary["test_top1"], classes, images)
 
 
 def _conditions(base: TrainConfig, kind: str) -> dict[str, Any]:
@@ -561,6 +589,12 @@ def _train_cells(
         trained += what != "done"
         if _is_main():
             log(f"cell {cell.name}: {what}, test top-1 {100 * summary['test_top1']:.2f}%")
+            if _at_chance(summary):
+                log(
+                    f"warning: cell {cell.name} is at chance level (test top-1 "
+                    f"{100 * summary['test_top1']:.2f}% for "
+                    f"{summary['hparams']['num_classes']} classes): left off the Pareto front"
+                )
         summaries.append(summary)
     return summaries
 
@@ -580,7 +614,11 @@ def plot_sweep(result: SweepResult, path: str | Path) -> Path:
         ax = fig.add_subplot(1, panels, i + 1)
         xs = [r[key] for r in records]
         ys = [100 * r["test_top1"] for r in records]
-        ax.scatter(xs, ys, color="tab:blue", zorder=3)
+        chance = [bool(r.get("at_chance")) for r in records]
+        for marked, style in ((False, {"color": "tab:blue"}), (True, CHANCE_STYLE)):
+            points = [(x, y) for x, y, c in zip(xs, ys, chance, strict=True) if c == marked]
+            if points:
+                ax.scatter(*zip(*points, strict=True), zorder=3, **style)
         for r, x, y in zip(records, xs, ys, strict=True):
             ax.annotate(
                 ",".join(f"{v:g}" for _, v in r["cell"]),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
 import signal
 import threading
@@ -46,6 +47,8 @@ from lightnets.train.evaluate import evaluate
 from lightnets.train.finetune import create_train_model, scale_backbone_lr
 from lightnets.train.metrics import (
     EvalResult,
+    at_chance,
+    chance_warning,
     write_json_atomic,
     write_metrics_jsonl,
 )
@@ -529,9 +532,10 @@ class Trainer:
     def _announce(self) -> None:
         s = self.splits
         action = f"resuming at epoch {self.epoch + 1}" if self.resume else "training"
+        data = f"{s.name} ({s.origin})" if s.origin else s.name  # e.g. a folder's val/ as test
         self.progress.message(
             f"{action} {self.config.model} ({self.variant}, {self.params / 1e6:.2f}M params) on "
-            f"{s.name}: {len(s.train)} train / {len(s.val)} val / {len(s.test)} test images; "
+            f"{data}: {len(s.train)} train / {len(s.val)} val / {len(s.test)} test images; "
             f"{self.recipe.epochs} epochs x {self.steps_per_epoch} steps, global batch "
             f"{self.recipe.batch_size}, recipe {self.recipe.name}, device {self.device.type}"
             + (f", {self.ctx.world_size} processes" if self.ctx.distributed else "")
@@ -759,6 +763,7 @@ class Trainer:
             self.eval_model.load_state_dict(weights)
         test = self._evaluate(self.test_loader)
         wall = self.wall_time + (time.perf_counter() - self._t_start)
+        num_classes = len(self.splits.classes)
         summary = {
             "model": self.config.model,
             "hparams": dict(self.model.hparams),
@@ -767,6 +772,7 @@ class Trainer:
             "test_top5": test.top5,
             "test_loss": test.loss,
             "test_images": test.images,
+            "at_chance": at_chance(test.top1, num_classes, test.images),
             "test_weights": source if self.ema is None else f"{source} (EMA)",
             "best_epoch": self.best_epoch,
             "best_val_top1": self.best_top1,
@@ -786,18 +792,62 @@ class Trainer:
                 self.run_dir / CURVES,
                 title=f"{self.config.model} on {self.splits.name}",
             )
+            top5 = f"  top-5 {100 * test.top5:.2f}%" if test.top5 is not None else ""
             self.progress.message(
-                f"test top-1 {100 * test.top1:.2f}%  top-5 {100 * test.top5:.2f}%  "
+                f"test top-1 {100 * test.top1:.2f}%{top5}  "
                 f"loss {test.loss:.4f} on {test.images} images (weights of epoch "
                 f"{self.best_epoch if source == 'best' else self.epoch}); {wall:.0f} s; "
                 f"wrote {self.run_dir / SUMMARY}"
             )
+            warning = chance_warning(test.top1, num_classes, test.images)
+            if warning is not None:
+                self.progress.message(warning)
         barrier(self.ctx)
         return summary
 
 
+def finished_summary(config: TrainConfig) -> dict[str, Any] | None:
+    """The summary of the run in ``config.output`` when it has nothing left to do: its
+    ``last.pt`` ends at an epoch boundary at or past ``config``'s epochs and ``summary.json``
+    was written from that very epoch. None when training (or the final test) remains."""
+    import json
+
+    run_dir = Path(config.output)
+    last, summary_path = run_dir / LAST_CHECKPOINT, run_dir / SUMMARY
+    if not (last.is_file() and summary_path.is_file()):
+        return None
+    state = load_checkpoint(last, map_location="cpu")
+    epoch = int(state.get("epoch", 0))
+    if int(state.get("step", 0)) != 0 or epoch < config.recipe.epochs:
+        return None
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # unreadable: the final test runs again and rewrites it
+    if not isinstance(summary, dict) or summary.get("epochs") != epoch:
+        return None
+    return summary
+
+
 def train(config: TrainConfig, *, resume: bool = False, train_loader: Any = None) -> dict[str, Any]:
-    """Run (or, with ``resume``, continue) a training run; returns its summary."""
+    """Run (or, with ``resume``, continue) a training run; returns its summary.
+
+    Resuming a finished run (see :func:`finished_summary`) changes nothing: it says so and
+    returns the stored summary.
+    """
+    if resume:
+        summary = finished_summary(config)
+        if summary is not None:
+            if os.environ.get("RANK", "0") == "0":
+                top1 = summary.get("test_top1")
+                tested = f", test top-1 {100 * top1:.2f}%" if isinstance(top1, float) else ""
+                epochs = summary["epochs"]
+                print(
+                    f"{config.output} is finished: {epochs} epochs{tested} ({SUMMARY}); nothing "
+                    f"changed (--epochs N above {epochs} trains it further)",
+                    flush=True,
+                )
+            return summary
     trainer = Trainer(config, resume=resume, train_loader=train_loader)
     try:
         return trainer.fit()

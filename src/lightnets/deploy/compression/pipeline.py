@@ -27,7 +27,7 @@ from lightnets.deploy.compression.pruning import (
     compressible_layers,
     remove_pruning,
 )
-from lightnets.deploy.compression.report import CompressionReport, build_report
+from lightnets.deploy.compression.report import RANDOM_WEIGHTS, CompressionReport, build_report
 from lightnets.deploy.compression.sharing import attach_shared, detach_shared
 from lightnets.errors import InvalidArgumentError, check_float, check_int
 
@@ -196,12 +196,14 @@ def compress(
     *,
     data: CompressionData | None = None,
     source: dict[str, Any] | None = None,
+    weights_from: str = RANDOM_WEIGHTS,
 ) -> tuple[CompressionReport, nn.Module]:
     """Compress ``model`` (left untouched) into ``path``; returns the report and the decoded
     model (dense, pruned and quantized weights: what loading the file gives).
 
     ``source`` is the checkpoint's record to carry over (``dataset``, ``config``) so that
-    ``eval``/``predict`` preprocess as the original run did.
+    ``eval``/``predict`` preprocess as the original run did. ``weights_from`` says where the
+    weights come from, for the report (default: a never-trained model's random initial weights).
     """
     settings = (settings or CompressionSettings()).validate()
     hparams = getattr(model, "hparams", None)
@@ -233,6 +235,7 @@ def compress(
         params=sum(p.numel() for p in model.parameters()),
         finetune_epochs=data.finetune_epochs if tuning else 0,
         dataset=data.name if data is not None else None,
+        weights_from=weights_from,
     )
     return report, model
 

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 MIB = 1 << 20
+#: :attr:`CompressionReport.weights` of a model that was never trained.
+RANDOM_WEIGHTS = "random initial weights"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,12 @@ class CompressionReport:
     accuracy: dict[str, float | None] = field(default_factory=dict)
     finetune_epochs: int = 0
     dataset: str | None = None
+    #: What was compressed: a weights file, or the random initial weights (size only).
+    weights_from: str = RANDOM_WEIGHTS
+
+    @property
+    def random_weights(self) -> bool:
+        return self.weights_from == RANDOM_WEIGHTS
 
     @property
     def ratio(self) -> float:
@@ -73,6 +81,7 @@ class CompressionReport:
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["ratio"] = self.ratio
+        data["random_weights"] = self.random_weights
         data["weights"] = self.weights
         data["density"] = self.kept / max(self.weights, 1)
         for row, record in zip(self.layers, data["layers"], strict=True):
@@ -93,6 +102,7 @@ def build_report(
     params: int,
     finetune_epochs: int = 0,
     dataset: str | None = None,
+    weights_from: str = RANDOM_WEIGHTS,
 ) -> CompressionReport:
     rows = []
     totals: dict[str, int] = {}
@@ -134,6 +144,7 @@ def build_report(
         accuracy=accuracy,
         finetune_epochs=finetune_epochs,
         dataset=dataset,
+        weights_from=weights_from,
     )
 
 
@@ -197,7 +208,15 @@ def _layer_table(report: CompressionReport):
 def _summary_lines(report: CompressionReport) -> list[str]:
     """The file against fp32, each coder's total, and top-1 before and after (with data)."""
     totals = ", ".join(f"{k} {v:,} B" for k, v in report.coder_totals.items())
+    if report.random_weights:
+        what = (
+            f"compressed: {RANDOM_WEIGHTS} (size only; not the paper's trained weights: pass "
+            "--weights FILE or a checkpoint to compress trained ones)"
+        )
+    else:
+        what = f"compressed: {report.weights_from}"
     lines = [
+        what,
         f"wrote {report.path}: {report.file_bytes:,} bytes ({report.file_bytes / MIB:.3f} MiB) "
         f"from {report.dense_bytes:,} fp32 bytes: {report.ratio:.1f}x smaller; "
         f"{report.kept:,} of {report.weights:,} conv/linear weights kept",

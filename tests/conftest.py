@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,61 @@ def run_cli(
         cwd=cwd,
         env={**os.environ, **(env or {})},
     )
+
+
+@dataclass(frozen=True)
+class MeasuredRun:
+    """A finished process: exit status, output, and its own peak resident memory."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    peak_bytes: int
+
+
+def run_cli_measured(args: Sequence[str | os.PathLike[str]], **kwargs) -> MeasuredRun:
+    """``python -m lightnets ARGS`` with its own peak memory measured (:func:`run_measured`)."""
+    return run_measured(["-m", "lightnets", *args], **kwargs)
+
+
+def run_measured(
+    args: Sequence[str | os.PathLike[str]],
+    *,
+    address_limit: int = 4 << 30,
+    timeout: float = 120,
+    cwd: str | Path | None = None,
+) -> MeasuredRun:
+    """``python ARGS`` in a new process, its own peak resident memory measured
+    (``tests/measured_run.py``: VmHWM, since ru_maxrss would include this test process's).
+
+    ``address_limit`` caps its address space (``ulimit -v``), so a regression fails as an error
+    instead of exhausting a shared machine; lightnets' memory check sees that limit too. A
+    process still running after ``timeout`` seconds is killed and fails the test (a hang)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        peak_file = Path(folder) / "peak"
+        launcher = Path(__file__).with_name("measured_run.py")
+        command = [sys.executable, launcher, peak_file, str(address_limit), *args]
+        try:
+            done = subprocess.run(
+                [str(part) for part in command],
+                capture_output=True,
+                timeout=timeout,
+                cwd=cwd,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+        except subprocess.TimeoutExpired as exc:
+            tail = (exc.stdout or b"")[-2000:].decode(errors="replace")
+            command_line = " ".join(map(str, args))
+            pytest.fail(f"python {command_line} still ran after {timeout} s; its output: {tail}")
+        peak = int(peak_file.read_text()) if peak_file.exists() else 0
+        return MeasuredRun(
+            done.returncode,
+            done.stdout.decode(errors="replace"),
+            done.stderr.decode(errors="replace"),
+            peak,
+        )
 
 
 @pytest.fixture

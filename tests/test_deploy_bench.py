@@ -15,7 +15,7 @@ from lightnets.deploy.backends import (
     resolve_backends,
 )
 from lightnets.deploy.bench import benchmark, best_candidates, parse_batch_sizes
-from lightnets.errors import InvalidArgumentError, MissingDependencyError
+from lightnets.errors import InvalidArgumentError, MissingDependencyError, max_threads
 from test_deploy_fuse import randomize_batchnorm
 
 SIZE = (3, 32, 32)
@@ -161,7 +161,9 @@ def test_backend_and_batch_size_parsing():
     for bad in ("0", "a", "", "1,-2"):
         with pytest.raises(InvalidArgumentError, match="--batch-size"):
             parse_batch_sizes(bad)
-    assert get_backend("fused", threads=3).threads == 3
+    assert get_backend("fused", threads=max_threads()).threads == max_threads()
+    with pytest.raises(InvalidArgumentError, match=r"threads=.* in 1\.\."):
+        get_backend("fused", threads=max_threads() + 1)
     assert 1 <= physical_cores() <= (torch.get_num_threads() + 64)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 
 
 class LightnetsError(Exception):
@@ -70,12 +71,35 @@ def check_int(
     """
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgumentError(
-            f"{name}={value!r} is not allowed; use an integer{_range_text(minimum, maximum)}"
+            f"{name}={_shown(value)} is not allowed; use an integer{_range_text(minimum, maximum)}"
         )
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise InvalidArgumentError(
-            f"{name}={value!r} is not allowed; use an integer{_range_text(minimum, maximum)}"
+            f"{name}={_shown(value)} is not allowed; use an integer{_range_text(minimum, maximum)}"
         )
+    return value
+
+
+def max_threads() -> int:
+    """The most threads a ``--threads`` option accepts: this machine's logical CPUs.
+
+    More threads than CPUs only wait for one another (a measurement then times the waiting), and
+    tens of thousands exhaust the process: ``libgomp: Thread creation failed``, or a crash.
+    """
+    return os.cpu_count() or 1
+
+
+def threads_allowed() -> str:
+    """What a thread-count option accepts, for messages."""
+    return f"use an integer in 1..{max_threads()} (this machine's logical CPUs)"
+
+
+def check_threads(name: str, value: object) -> int:
+    """``value`` as a thread count in ``1..max_threads()``, else an error naming ``name``.
+
+    The one check of every thread-count option (``--threads``, ``threads=``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= max_threads():
+        raise InvalidArgumentError(f"{name}={_shown(value)} is not allowed; {threads_allowed()}")
     return value
 
 
@@ -93,19 +117,35 @@ def check_float(
     ``exclusive_minimum=True`` makes the lower bound strict (``lr > 0``), ``exclusive_maximum``
     the upper one (``drop_rate < 1``).
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
         raise InvalidArgumentError(
-            f"{name}={value!r} is not allowed; use a finite number"
+            f"{name}={_shown(value)} is not allowed; use a finite number"
             f"{_range_text(minimum, maximum, exclusive_minimum, exclusive_maximum)}"
         )
     too_small = minimum is not None and (value <= minimum if exclusive_minimum else value < minimum)
     too_large = maximum is not None and (value >= maximum if exclusive_maximum else value > maximum)
     if too_small or too_large:
         raise InvalidArgumentError(
-            f"{name}={value!r} is not allowed; use a number"
+            f"{name}={_shown(value)} is not allowed; use a number"
             f"{_range_text(minimum, maximum, exclusive_minimum, exclusive_maximum)}"
         )
     return float(value)
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float (10**400, read from a file)
+        return False
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, at most 60 characters (a 400-digit number read from a file)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond Python's digit limit for conversion to text
+        return "a number too long to show"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _range_text(

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from lightnets.errors import InvalidArgumentError, check_float, check_int
+from lightnets.errors import InvalidArgumentError, check_float, check_int, check_threads
 
 __all__ = [
     "CpuTimes",
@@ -521,9 +521,10 @@ def measure_latency(fn: Callable[[], Any], **options: Any) -> LatencyStats:
     return measure_interleaved({"fn": fn}, **options).stats["fn"]
 
 
-def validate_threads(threads: int | None) -> None:
+def validate_threads(threads: int | None, name: str = "threads") -> None:
+    """``None`` (leave torch's count) or a count in 1..logical CPUs (:func:`check_threads`)."""
     if threads is not None:
-        check_int("threads", threads, minimum=1)
+        check_threads(name, threads)
 
 
 @contextlib.contextmanager

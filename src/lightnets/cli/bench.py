@@ -11,6 +11,7 @@ from lightnets.cli.common import (
     input_size_from_args,
     looks_like_checkpoint,
     model_or_checkpoint_from_args,
+    thread_count,
 )
 
 
@@ -50,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=thread_count,
         default=None,
         help="threads for every runtime (default: physical cores)",
     )
@@ -118,10 +119,10 @@ def _int8_data(args: argparse.Namespace, state, input_size):
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    from lightnets.errors import check_float, check_int
+    from lightnets.analysis.timing import validate_threads
+    from lightnets.errors import check_float
 
-    if args.threads is not None:
-        check_int("--threads", args.threads, minimum=1)
+    validate_threads(args.threads, "--threads")
     check_float("--seconds", args.seconds, minimum=0.0, exclusive_minimum=True)
     check_float("--max-drop", args.max_drop, minimum=0.0)
 

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from lightnets.errors import InvalidArgumentError, check_int
+from lightnets.errors import InvalidArgumentError, check_int, check_threads, threads_allowed
 from lightnets.models import HParam, LightweightNet, create_model, get_model_entry, list_models
 from lightnets.models.memory import check_memory
 
@@ -20,6 +20,15 @@ SQUEEZENET_VERSIONS = {
     "1.1": "squeezenet1_1",
     "1_1": "squeezenet1_1",
 }
+
+
+def thread_count(text: str) -> int:
+    """argparse ``type`` of every ``--threads`` option: 1..logical CPUs (``check_threads``), so a
+    count the machine cannot run is a one-line usage error before anything starts."""
+    try:
+        return check_threads("--threads", int(text))
+    except (ValueError, InvalidArgumentError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; {threads_allowed()}") from None
 
 
 def declared_hparams() -> dict[str, dict[str, HParam]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lightnets.cli.common import add_force_argument
+from lightnets.cli.common import add_force_argument, thread_count
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=thread_count,
         default=None,
         help="torch threads while timing (default: torch's default; 1 on a busy machine)",
     )

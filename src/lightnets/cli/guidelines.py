@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lightnets.cli.common import add_force_argument
+from lightnets.cli.common import add_force_argument, thread_count
 
 EPILOG = """\
 Speeds are normalised to the first row of each table (1:1, g=1, 1-fragment, relu+shortcut) so
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=thread_count,
         default=1,
         help="torch CPU threads while timing (default 1, as the paper's ARM runs)",
     )

@@ -11,6 +11,7 @@ from lightnets.cli.common import (
     input_files,
     input_size_from_args,
     model_or_checkpoint_from_args,
+    thread_count,
 )
 
 
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=thread_count,
         default=1,
         help="torch threads for the roofs and the layers alike (default: 1, one core's "
         "roofline, steady on a shared machine)",

@@ -11,6 +11,12 @@ Each file is a Python pickle of a dict (``data``: uint8 ndarray (N, 3072), row-m
 channel-first 32x32 RGB; ``labels`` or ``fine_labels``: list of N ints; ``filenames``;
 ``batch_label``). Pickles can run arbitrary code, so they are read with
 :class:`RestrictedUnpickler`, which resolves only numpy's array reconstructors.
+
+Sizes are bounded by the official format's before anything is read: a file (or archive member,
+by the size its tar header declares) may hold at most its official image count, 10,000 per
+CIFAR-10 batch, 50,000 in CIFAR-100's ``train``, 10,000 in each test file
+(:func:`file_limit`); members are unpickled as they stream out of the archive, never read whole
+first, and a member lying past what the official archive can hold is refused, not inflated.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -43,6 +49,7 @@ class CifarSpec:
     label_key: str
     names_key: str
     num_classes: int
+    train_file_images: int  # images in each official training file
 
 
 CIFAR10 = CifarSpec(
@@ -55,6 +62,7 @@ CIFAR10 = CifarSpec(
     label_key="labels",
     names_key="label_names",
     num_classes=10,
+    train_file_images=10_000,
 )
 CIFAR100 = CifarSpec(
     name="cifar100",
@@ -66,9 +74,26 @@ CIFAR100 = CifarSpec(
     label_key="fine_labels",
     names_key="fine_label_names",
     num_classes=100,
+    train_file_images=50_000,
 )
 SPECS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 DEFAULT_DIR = Path("data")
+#: Images in each official test file.
+TEST_FILE_IMAGES = 10_000
+#: Bytes of one image's row in ``data``.
+IMAGE_BYTES = 3 * 32 * 32
+#: Pickle bytes a file may spend per image besides its pixels (its label(s) and file name: about
+#: 32 bytes in the official files, more when re-pickled by Python 3), and per file.
+PER_IMAGE_SLACK = 512
+PER_FILE_SLACK = 1 << 20
+
+
+def file_limit(spec: CifarSpec, name: str) -> int:
+    """The most bytes the official file ``name`` of ``spec`` can take (see the module docstring)."""
+    if name == spec.meta_file:
+        return PER_FILE_SLACK
+    images = TEST_FILE_IMAGES if name == spec.test_file else spec.train_file_images
+    return images * (IMAGE_BYTES + PER_IMAGE_SLACK) + PER_FILE_SLACK
 
 
 class RefusedGlobalError(pickle.UnpicklingError):
@@ -143,12 +168,18 @@ def _as_text(value: Any) -> Any:
     return value.decode("latin1") if isinstance(value, bytes) else value
 
 
-def read_batch(data: bytes, where: str) -> dict[str, Any]:
-    """Unpickle one CIFAR file (restricted) into a dict with ``str`` keys; DataError otherwise."""
+def read_batch(source: bytes | BinaryIO, where: str) -> dict[str, Any]:
+    """Unpickle one CIFAR file (restricted) into a dict with ``str`` keys; DataError otherwise.
+
+    ``source`` is the file's bytes or a binary stream positioned at its start (read as the
+    unpickler goes, so a file is never held twice)."""
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        obj = restricted_loads(data)
+        obj = RestrictedUnpickler(stream, encoding="latin1").load()
     except RefusedGlobalError as exc:
         raise DataError(f"{where}: unsafe pickle, not a CIFAR python-version file ({exc})") from exc
+    except _ArchiveReadError:
+        raise  # the archive failed, not the pickle: said by its reader
     except Exception as exc:  # truncated or garbage streams raise many types
         raise DataError(f"{where}: unreadable or truncated pickle ({_one_line(exc)})") from exc
     if not isinstance(obj, dict):
@@ -202,15 +233,48 @@ def parse_meta(meta: dict[str, Any], spec: CifarSpec, where: str) -> list[str]:
     return [str(_as_text(n)) for n in names]
 
 
+class _ArchiveReadError(Exception):
+    """Reading an archive member failed (truncated or corrupt archive); ``__cause__`` says how."""
+
+
+class _MemberStream:
+    """An archive member's stream for the unpickler: the archive's own read errors are raised as
+    :class:`_ArchiveReadError`, so they are not taken for a broken pickle."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+
+    def read(self, size: int = -1) -> bytes:
+        return self._guard(self.handle.read, size)
+
+    def readinto(self, buffer: Any) -> int:
+        return self._guard(self.handle.readinto, buffer)
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._guard(self.handle.readline, size)
+
+    @staticmethod
+    def _guard(method: Any, argument: Any) -> Any:
+        try:
+            return method(argument)
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+            raise _ArchiveReadError() from exc
+
+
 class _Source:
-    """Files of one CIFAR copy: an extracted folder or the .tar.gz (read in place)."""
+    """Files of one CIFAR copy: an extracted folder or the .tar.gz (read in place).
+
+    Each wanted file is unpickled straight from its file or archive member, after its size is
+    checked against :func:`file_limit` (a tar member's, from its header, before it is read).
+    """
 
     def __init__(self, path: Path, spec: CifarSpec) -> None:
         self.path = path
         self.spec = spec
-        self._members: dict[str, bytes] | None = None
+        self._members: dict[str, tuple[dict[str, Any], str]] | None = None
 
-    def read(self, name: str) -> tuple[bytes, str]:
+    def read(self, name: str) -> tuple[dict[str, Any], str]:
+        """The unpickled dict of file ``name`` and where it came from (for messages)."""
         if self.path.is_dir():
             file = self.path / name
             if not file.is_file():
@@ -218,30 +282,55 @@ class _Source:
                     f"{file}: missing (a {self.spec.folder} folder holds "
                     f"{', '.join(self._expected())})"
                 )
-            return file.read_bytes(), str(file)
+            self._check_size(file.stat().st_size, name, str(file))
+            with open(file, "rb") as handle:
+                return read_batch(handle, str(file)), str(file)
         members = self._archive_members()
         member = f"{self.spec.folder}/{name}"
         if member not in members:
             raise DataError(f"{self.path}: archive has no member {member}")
-        return members[member], f"{self.path}:{member}"
+        return members[member]
 
     def _expected(self) -> list[str]:
         return [*self.spec.train_files, self.spec.test_file, self.spec.meta_file]
 
-    def _archive_members(self) -> dict[str, bytes]:
+    def _check_size(self, size: int, name: str, where: str) -> None:
+        limit = file_limit(self.spec, name)
+        if size > limit:
+            raise DataError(
+                f"{where}: {size:,} bytes; the official {self.spec.name} file {name} takes at "
+                f"most {limit:,} (refused before reading)"
+            )
+
+    def _archive_members(self) -> dict[str, tuple[dict[str, Any], str]]:
         if self._members is None:
-            wanted = {f"{self.spec.folder}/{n}" for n in self._expected()}
-            members: dict[str, bytes] = {}
+            wanted = {f"{self.spec.folder}/{n}": n for n in self._expected()}
+            # The official archive holds the wanted files and a short readme: nothing lies past
+            # the sum of their limits (a gzip of zeros could otherwise be scanned for hours).
+            extent = sum(file_limit(self.spec, n) for n in wanted.values()) + PER_FILE_SLACK
+            members: dict[str, tuple[dict[str, Any], str]] = {}
             try:
                 with tarfile.open(self.path, "r:*") as archive:
                     for info in archive:
                         name = info.name.removeprefix("./")
+                        where = f"{self.path}:{name}"
                         if name in wanted and info.isfile():
-                            handle = archive.extractfile(info)
-                            members[name] = handle.read() if handle else b""
-            except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+                            self._check_size(info.size, wanted[name], where)
+                        if info.offset_data + info.size > extent:
+                            raise DataError(
+                                f"{self.path}: member {info.name} lies past the "
+                                f"{extent:,} bytes an official {self.spec.name} archive holds"
+                            )
+                        if name not in wanted or not info.isfile() or name in members:
+                            continue
+                        handle = _MemberStream(archive.extractfile(info) or io.BytesIO())
+                        members[name] = (read_batch(handle, where), where)  # type: ignore[arg-type]
+                        if len(members) == len(wanted):
+                            break
+            except (tarfile.TarError, EOFError, OSError, zlib.error, _ArchiveReadError) as exc:
+                cause = exc.__cause__ if isinstance(exc, _ArchiveReadError) else exc
                 raise DataError(
-                    f"{self.path}: not a readable .tar.gz archive ({_one_line(exc)})"
+                    f"{self.path}: not a readable .tar.gz archive ({_one_line(cause)})"
                 ) from exc
             self._members = members
         return self._members
@@ -282,14 +371,14 @@ def load_cifar(
         )
     source = _Source(path, spec)
 
-    meta_bytes, where = source.read(spec.meta_file)
-    classes = parse_meta(read_batch(meta_bytes, where), spec, where)
+    meta, where = source.read(spec.meta_file)
+    classes = parse_meta(meta, spec, where)
 
     def load(files: tuple[str, ...]) -> TensorImageDataset:
         images, labels = [], []
         for file in files:
-            raw, where = source.read(file)
-            x, y = parse_batch(read_batch(raw, where), spec, where)
+            batch, where = source.read(file)
+            x, y = parse_batch(batch, spec, where)
             images.append(x)
             labels.append(y)
         return TensorImageDataset(

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from lightnets.analysis.timing import validate_threads
 from lightnets.deploy.accuracy import DEFAULT_MAX_DROP, Top1Change, top1_change
 from lightnets.deploy.exporters import INPUT_NAME, onnx_bytes, openvino_model
 from lightnets.deploy.fusion import fuse
@@ -68,6 +69,7 @@ class Backend:
     slow_to_prepare: bool = False
 
     def __init__(self, threads: int | None = None) -> None:
+        validate_threads(threads)
         self.threads = threads
 
     def available(self) -> bool:

@@ -411,7 +411,14 @@ def benchmark_exported(
     There is no PyTorch model to check it against here: ``lightnets export`` checked it when it
     was written, and ``quantize`` measured an int8 file's top-1 change (kept in its metadata).
     """
+    from lightnets.models.memory import check_input_memory, check_stored_model
+
     size = exported.input_size
+    # The file's metadata says the model and its input: both checked before anything is built.
+    if exported.hparams:
+        check_stored_model(exported.hparams, list(size), max(batch_sizes))
+    else:
+        check_input_memory(list(size), max(batch_sizes))
     flops = _flops_per_image(exported.reference_model(), size) if exported.hparams else None
     records = []
     generator = torch.Generator().manual_seed(0)

@@ -124,17 +124,30 @@ class ExportedModel(nn.Module):
         self.path, self.format, self.metadata = path, format, metadata
         self._run, runtime_shape = _RUNNERS[format](path)
         meta = metadata or {}
-        self.hparams: dict[str, Any] = dict(meta.get("model") or {})
+        model = meta.get("model")
+        self.hparams: dict[str, Any] = dict(model) if isinstance(model, dict) else {}
         self.precision = str(meta.get("precision", "fp32"))
         self.name = str(self.hparams.get("name", path.name))
-        shape = (meta.get("input") or {}).get("shape") or runtime_shape
-        if len(shape) != 4 or not all(isinstance(v, int) for v in shape[1:]):
+        declared = meta.get("input")
+        shape = (declared.get("shape") if isinstance(declared, dict) else None) or runtime_shape
+        if (
+            not isinstance(shape, list)
+            or len(shape) != 4
+            or not all(type(v) is int and v >= 1 for v in shape[1:])
+        ):
             shape = [None, 3, 224, 224]  # no metadata, dynamic sizes: the ImageNet default
         self.input_size: tuple[int, int, int] = tuple(int(v) for v in shape[1:])  # type: ignore[assignment]
         self.default_input_size = self.input_size
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(self._run(np.ascontiguousarray(x.numpy()))))
+        try:  # the runtime's own refusal of a malformed graph (its exceptions: Exception only)
+            out = self._run(np.ascontiguousarray(x.numpy()))
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise CheckpointError(
+                f"{self.path}: the {self.format} runtime failed: {first}"
+            ) from exc
+        return torch.from_numpy(np.asarray(out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x)
@@ -166,6 +179,6 @@ def open_exported(path: str | Path, *, trust_code: bool = False) -> ExportedMode
         return ExportedModel(path, fmt.name, read_metadata(path), trust_code=trust_code)
     except LightnetsError:
         raise
-    except (RuntimeError, ValueError) as exc:
+    except Exception as exc:  # ONNX Runtime's and OpenVINO's refusals derive from Exception only
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise CheckpointError(f"{path}: cannot load this {fmt.name} file: {first}") from exc

@@ -135,6 +135,19 @@ def preprocessing_from_checkpoint(
     )
 
 
+def _check_batch_memory(model: nn.Module, input_size: tuple[int, int, int], batch: int) -> None:
+    """A batch at the recorded input size must fit in memory (an exported file's size comes from
+    its metadata): checked with the model its hparams describe, before any image is decoded."""
+    from lightnets.models import list_models
+    from lightnets.models.memory import check_input_memory, check_stored_model
+
+    hparams = getattr(model, "hparams", None)
+    if isinstance(hparams, dict) and hparams.get("name") in list_models():
+        check_stored_model(hparams, list(input_size), batch)
+    else:
+        check_input_memory(list(input_size), batch)
+
+
 def _fit(image, side: int):
     """Shorter side to ``side`` (bilinear) and centre crop; unchanged if already that size."""
     from PIL import Image
@@ -177,27 +190,38 @@ def load_image(path: str | Path, pre: Preprocessing) -> torch.Tensor:
     return x.expand(-1, 3, -1, -1)[0].contiguous()
 
 
+#: Images decoded and run at once: memory stays that of one batch however many files are given.
+PREDICT_BATCH = 16
+
+
 def predict(
     model: nn.Module, images: Sequence[str | Path], pre: Preprocessing, *, topk: int = 5
 ) -> list[Prediction]:
-    """Top-``topk`` softmax probabilities of ``model`` for each image file."""
+    """Top-``topk`` softmax probabilities of ``model`` for each image file, :data:`PREDICT_BATCH`
+    images at a time (after checking that such a batch fits in memory at the input size)."""
     if topk < 1:
         raise InvalidArgumentError(f"--topk must be >= 1, got {topk}")
     if not images:
         raise InvalidArgumentError("no images given")
-    batch = torch.stack([load_image(path, pre) for path in images])
-    with torch.inference_mode():
-        logits = model.eval()(batch)
-    if not bool(torch.isfinite(logits).all()):
-        raise CheckpointError(
-            "the model's outputs are NaN or infinite, so it has no answer: its weights are not "
-            "all finite numbers (a diverged or damaged model)"
-        )
-    probs = logits.softmax(dim=1)
-    k = min(topk, probs.shape[1])
-    values, indices = probs.topk(k, dim=1)
+    batch_size = min(PREDICT_BATCH, len(images))
+    _check_batch_memory(model, pre.input_size, batch_size)
+    values: list[list[float]] = []
+    indices: list[list[int]] = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.stack([load_image(path, pre) for path in images[start : start + batch_size]])
+        with torch.inference_mode():
+            logits = model.eval()(batch)
+        if not bool(torch.isfinite(logits).all()):
+            raise CheckpointError(
+                "the model's outputs are NaN or infinite, so it has no answer: its weights are "
+                "not all finite numbers (a diverged or damaged model)"
+            )
+        probs = logits.softmax(dim=1)
+        top = probs.topk(min(topk, probs.shape[1]), dim=1)
+        values += top.values.tolist()
+        indices += top.indices.tolist()
     results = []
-    for path, vals, idxs in zip(images, values.tolist(), indices.tolist(), strict=True):
+    for path, vals, idxs in zip(images, values, indices, strict=True):
         names = pre.classes
         results.append(
             Prediction(

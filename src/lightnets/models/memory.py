@@ -19,7 +19,9 @@ sizes that are wrong by orders of magnitude, which is what it is for.
 
 from __future__ import annotations
 
+import math
 import os
+import resource
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +30,7 @@ import torch
 from torch import nn
 
 from lightnets.errors import InvalidArgumentError
-from lightnets.models.registry import create_model
+from lightnets.models.registry import create_model, get_model_entry
 
 BYTES_PER_ELEMENT = 4  # float32
 #: Copies of the parameters a training step holds: weights, gradients, one optimiser state.
@@ -61,16 +63,50 @@ def format_bytes(n: float) -> str:
 
 
 def available_memory() -> tuple[int, int]:
-    """(available, total) bytes of this machine's memory (``MemAvailable`` where Linux has it)."""
+    """(available, total) bytes of memory this process may still use.
+
+    ``MemAvailable`` of the machine (Linux; the physical memory elsewhere), lowered by what
+    limits this process: its cgroup's memory limit (a container's; v2 and v1) and its
+    address-space limit (``ulimit -v``), each less what is already in use.
+    """
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    available = total
+    meminfo = _read_text("/proc/meminfo")
+    for line in (meminfo or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            available = int(line.split()[1]) * 1024
+    for limit_file, usage_file in _CGROUP_FILES:
+        limit, usage = _read_int(limit_file), _read_int(usage_file)
+        if limit is not None and usage is not None and limit < total:
+            available = min(available, max(0, limit - usage))
+            total = min(total, limit)
+    address_limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    statm = _read_text("/proc/self/statm")
+    if address_limit != resource.RLIM_INFINITY and statm:
+        in_use = int(statm.split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        available = min(available, max(0, address_limit - in_use))
+        total = min(total, address_limit)
+    return available, total
+
+
+#: (limit, usage) files of the process's memory cgroup: v2, then v1.
+_CGROUP_FILES = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+)
+
+
+def _read_text(path: str) -> str | None:
     try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024, total
+        with open(path) as handle:
+            return handle.read()
     except OSError:
-        pass
-    return total, total
+        return None
+
+
+def _read_int(path: str) -> int | None:
+    text = (_read_text(path) or "").strip()
+    return int(text) if text.isdigit() else None  # "max" (no limit) and absent files: None
 
 
 def _activation_bytes(model: nn.Module, x: torch.Tensor, training: bool) -> int:
@@ -165,3 +201,83 @@ def check_memory(
             f"{format_bytes(total)} of memory, {format_bytes(available)} available"
         )
     return estimate
+
+
+def tensor_specs(hparams: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Shape and dtype of every tensor of ``create_model(**hparams).state_dict()``, from the
+    model built on the meta device (nothing allocated). What a file describing this model may
+    hold, before the file's own sizes are believed."""
+    kwargs = dict(hparams)
+    with torch.device("meta"):
+        model = create_model(kwargs.pop("name"), **kwargs)
+    return {key: (tuple(t.shape), t.dtype) for key, t in model.state_dict().items()}
+
+
+def state_bytes(specs: Mapping[str, tuple[tuple[int, ...], torch.dtype]]) -> int:
+    """Bytes of the tensors :func:`tensor_specs` describes."""
+    return sum(math.prod(shape) * dtype.itemsize for shape, dtype in specs.values())
+
+
+def check_stored_model(
+    hparams: Any, input_size: Any = None, batch_size: int = 1
+) -> tuple[dict[str, Any], tuple[int, int, int] | None]:
+    """The model a file describes, checked before anything of it is built or decoded.
+
+    ``hparams`` (a file's record: a dict naming a registered model, with its keyword arguments)
+    and ``input_size`` (its data set's ``[channels, height, width]``, or None) are checked for
+    type, then :func:`check_memory` refuses what this machine cannot hold, at that input size
+    and ``batch_size``. Returns them as (dict, tuple); InvalidArgumentError names the first
+    thing wrong.
+    """
+    if not isinstance(hparams, Mapping) or not isinstance(hparams.get("name"), str):
+        raise InvalidArgumentError(
+            f"hparams={_short(hparams)} is not allowed; use a dict naming its model (name=...)"
+        )
+    if "weights" in hparams:  # create_model(weights=PATH) would open whatever the file names
+        raise InvalidArgumentError(
+            f"hparams.weights={_short(hparams['weights'])} names a file to load; lightnets never "
+            "opens a path that a file names: pass weights on the command line (--weights FILE)"
+        )
+    declared = get_model_entry(hparams["name"]).hparams
+    unknown = [k for k in hparams if k not in ("name", "num_classes", "variant", *declared)]
+    if unknown:
+        raise InvalidArgumentError(
+            f"hparams.{unknown[0]} is not a hyperparameter of {hparams['name']}; allowed: "
+            f"num_classes, variant, {', '.join(declared)}"
+        )
+    size = None if input_size is None else _checked_size(input_size)
+    check_memory(hparams, size, batch_size)
+    return dict(hparams), size
+
+
+def check_input_memory(input_size: Any, batch_size: int = 1) -> tuple[int, int, int]:
+    """A batch of float32 inputs of ``input_size`` must fit in the memory available: the check
+    left when no model is known (a foreign exported file). Returns the size as a tuple."""
+    size = _checked_size(input_size)
+    needed = BYTES_PER_ELEMENT * batch_size * math.prod(size)
+    available, total = available_memory()
+    if needed > available:
+        c, h, w = size
+        raise InvalidArgumentError(
+            f"a batch of {batch_size} {c}x{h}x{w} inputs needs {format_bytes(needed)}; this "
+            f"machine has {format_bytes(total)} of memory, {format_bytes(available)} available"
+        )
+    return size
+
+
+def _checked_size(input_size: Any) -> tuple[int, int, int]:
+    if (
+        not isinstance(input_size, (list, tuple))
+        or len(input_size) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in input_size)
+    ):
+        raise InvalidArgumentError(
+            f"input_size={_short(input_size)} is not allowed; use [channels, height, width], "
+            "positive integers"
+        )
+    return (input_size[0], input_size[1], input_size[2])
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

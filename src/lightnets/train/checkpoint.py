@@ -25,7 +25,8 @@ from lightnets.errors import CheckpointError, LightnetsError, first_line
 from lightnets.fileio import atomic_path, check_regular, open_regular, saving
 from lightnets.formats import identify, not_weights
 from lightnets.models import LightweightNet, create_model
-from lightnets.models.memory import check_memory
+from lightnets.models.memory import check_stored_model
+from lightnets.models.weights.files import check_torch_archive
 from lightnets.stored import (
     check_dataset_metadata,
     check_finite_weights,
@@ -109,6 +110,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
+    check_torch_archive(path)
     exported = identify(path)  # an exported model, a TorchScript program among them: not loaded
     if exported is not None:
         raise CheckpointError(not_weights(path, exported, "a lightnets checkpoint"))
@@ -151,7 +153,7 @@ def model_from_checkpoint(
     Uses the EMA weights when the checkpoint has them and ``use_ema`` is true. Returns the model
     (in eval mode) and the whole checkpoint dict (for its ``dataset`` metadata and so on). The
     stored hyperparameters are checked against this machine's memory before the model is built
-    (:func:`lightnets.models.memory.check_memory`), at the stored input size.
+    (:func:`lightnets.models.memory.check_stored_model`), at the stored input size.
     """
     from lightnets.deploy.compression import is_compressed, load_compressed
 
@@ -161,10 +163,9 @@ def model_from_checkpoint(
         with reading(path):
             return load_compressed(path, map_location)
     state = load_checkpoint(path, map_location)
-    hparams = dict(state["hparams"])
     size = (state.get("dataset") or {}).get("input_size")
     try:
-        check_memory(hparams, tuple(size) if size else None)
+        hparams, _ = check_stored_model(state["hparams"], size)
         model = create_model(hparams.pop("name"), **hparams)
     except (LightnetsError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild its model: {exc}") from exc

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from lightnets.data.loader import IGNORE_INDEX
 from lightnets.errors import InvalidArgumentError, check_int
+from lightnets.models.memory import check_memory
 from lightnets.train.distributed import DistContext, all_reduce_sum
 from lightnets.train.metrics import EvalResult, top5_meaningful, topk_correct
 from lightnets.train.precision import AMP_MODES, autocast_context
@@ -112,6 +113,8 @@ def evaluate_checkpoint(
     kind = resolve_device(device)
     model, state = model_and_state or model_from_checkpoint(checkpoint)
     splits = _checkpoint_splits(checkpoint, state, dataset, data_dir, model.num_classes)
+    # The batches are resized to the input size the file records: checked at this batch size.
+    check_memory(model.hparams, splits.input_size, batch_size)
     torch_device = torch.device(kind)
     model.to(torch_device)
     data = getattr(splits, split)

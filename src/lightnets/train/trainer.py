@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from lightnets.errors import CheckpointError, InvalidArgumentError, LightnetsError, require
-from lightnets.models.memory import check_memory
+from lightnets.models.memory import check_input_memory, check_memory
 from lightnets.train.checkpoint import load_checkpoint, save_checkpoint
 from lightnets.train.config import BEST_CHECKPOINT, LAST_CHECKPOINT, TrainConfig
 from lightnets.train.distributed import (
@@ -183,6 +183,7 @@ class Trainer:
         self.notes: list[str] = [n for n in [self.recipe.warmup_note()] if n]
         try:
             self._check_runtime()
+            self._check_input_size()
             state = self._open_run_dir()
             self._build_data(train_loader)
             self._build_model(state)
@@ -222,6 +223,27 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         elif kind == "cuda":
             torch.backends.cudnn.benchmark = True
+
+    def _check_input_size(self) -> None:
+        """``--input-size`` against memory before the run directory is touched or any data made
+        (synthetic images of 100,000 px would take terabytes). The classifier's width is known
+        only once the data set is read, so this uses 2 classes: a lower bound of the model
+        :meth:`_build_model` checks again. With ``--weights`` (widths from the file, read
+        later) the input batch alone is checked."""
+        config = self.config
+        if config.image_size is None:
+            return
+        size = (3, config.image_size, config.image_size)
+        if config.weights is not None:
+            check_input_memory(size, self.batch_per_rank)
+            return
+        hparams = {
+            "name": config.model,
+            **config.model_hparams,
+            "num_classes": 2,
+            "variant": config.variant or _variant_for(size),
+        }
+        check_memory(hparams, size, self.batch_per_rank, training=True)
 
     def _resolve_fast_path(self, kind: str) -> TrainConfig:
         """Fill in the fast CUDA path's settings left at None: on with CUDA, off on the CPU

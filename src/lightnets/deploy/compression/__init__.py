@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from lightnets.deploy.compression.codec import read_state_dict
-from lightnets.deploy.compression.format import FORMAT, VERSION, is_compressed
+from lightnets.deploy.compression.format import FORMAT, VERSION, is_compressed, read_header
 from lightnets.deploy.compression.pipeline import (
     CompressionData,
     CompressionSettings,
@@ -53,33 +53,45 @@ def load_compressed(
     The dict has ``format``, ``hparams``, ``model`` (the dense state dict), ``compression``
     (the settings) and, when the source was a checkpoint, its ``dataset`` and ``config``
     records, so everything that reads a checkpoint reads this too.
+
+    Nothing is built or decoded before the header is checked field by field, the model it
+    describes against this machine's memory at its recorded input size, and every stream's
+    declared size against that model (:func:`.codec.check_against_model`).
     """
     from lightnets.models import create_model
+    from lightnets.models.memory import check_stored_model, tensor_specs
 
-    header, state_dict = read_state_dict(path)
+    header, payload = read_header(path)
     try:  # what the header says, checked as user input (no path among the hparams, ...)
-        hparams = check_stored_hparams(header.get("hparams"))
-        if header.get("dataset") is not None:
-            check_dataset_metadata(header["dataset"], hparams.get("num_classes"))
+        check_stored_hparams(header.hparams)
+        if header.dataset is not None:
+            check_dataset_metadata(header.dataset, header.hparams.get("num_classes"))
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
-    check_finite_weights(state_dict, str(path))
     try:
-        model = create_model(hparams.pop("name"), **hparams)
+        hparams, _ = check_stored_model(header.hparams, (header.dataset or {}).get("input_size"))
+        expected = tensor_specs(hparams)
+    except LightnetsError as exc:
+        raise CheckpointError(f"{path}: cannot rebuild its model: {exc}") from exc
+    state_dict = read_state_dict(path, header, payload, expected)
+    check_finite_weights(state_dict, str(path))
+    kwargs = dict(hparams)
+    try:
+        model = create_model(kwargs.pop("name"), **kwargs)
         model.load_state_dict(state_dict)
-    except (LightnetsError, KeyError, TypeError, RuntimeError) as exc:
+    except (LightnetsError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path}: cannot rebuild its model: {first}") from exc
     model.to(map_location).eval()
     state = {
         "format": FORMAT,
         "format_version": VERSION,
-        "hparams": dict(header["hparams"]),
+        "hparams": dict(hparams),
         "model": model.state_dict(),
-        "compression": header.get("settings"),
-        "finetune": header.get("finetune"),
+        "compression": header.settings,
+        "finetune": header.finetune,
     }
     for key in ("dataset", "config"):
-        if isinstance(header.get(key), dict):
-            state[key] = header[key]
+        if getattr(header, key) is not None:
+            state[key] = getattr(header, key)
     return model, state

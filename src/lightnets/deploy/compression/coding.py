@@ -75,6 +75,10 @@ def sparse_decode(entry_codes: np.ndarray, entry_gaps: np.ndarray, size: int) ->
     return codes
 
 
+#: A stream must hold its symbols and nothing more: extra bytes mean a wrong count or a forgery.
+_LONGER = "corrupted compressed stream: it holds more than its declared {count} symbols"
+
+
 # -- canonical Huffman coding ----------------------------------------------------------------
 
 
@@ -139,14 +143,50 @@ def huffman_encode(symbols: np.ndarray) -> bytes:
     return header + np.packbits(bits).tobytes()
 
 
-def huffman_decode(data: bytes, count: int) -> np.ndarray:
-    """The inverse of :func:`huffman_encode` for ``count`` symbols (vectorised table lookup)."""
-    if count == 0:
-        return np.zeros(0, dtype=np.uint8)
-    (alphabet,) = struct.unpack_from("<H", data)
-    lengths = np.frombuffer(data, dtype=np.uint8, count=alphabet, offset=2).astype(np.int64)
-    if not lengths.any() or lengths.max() > MAX_CODE_LENGTH:
+def check_code_lengths(lengths: np.ndarray) -> None:
+    """Refuse a table of code lengths that is not a complete prefix code.
+
+    Kraft's inequality: a prefix code with lengths l_i exists iff sum(2**-l_i) <= 1. A Huffman
+    tree is full, so its code has sum == 1 exactly (a lone symbol gets one bit: 1/2). More than 1
+    (over-subscribed) makes codes collide; less leaves bit patterns that decode to nothing. Either
+    way the bits would decode to wrong symbols without any error, so both are refused.
+    """
+    used = lengths[lengths > 0]
+    if len(used) == 0 or int(used.max()) > MAX_CODE_LENGTH:
         raise CheckpointError("corrupted compressed stream: bad Huffman table")
+    kraft = int(sum(1 << (MAX_CODE_LENGTH - int(length)) for length in used))
+    complete = kraft == 1 << MAX_CODE_LENGTH or (len(used) == 1 and int(used[0]) == 1)
+    if not complete:
+        state = "over-subscribed" if kraft > 1 << MAX_CODE_LENGTH else "incomplete"
+        raise CheckpointError(
+            f"corrupted compressed stream: the Huffman table is {state} (its code lengths "
+            "break Kraft's equality sum(2^-length) = 1 of a Huffman code)"
+        )
+
+
+def huffman_decode(data: bytes, count: int) -> np.ndarray:
+    """The inverse of :func:`huffman_encode` for ``count`` symbols (vectorised table lookup).
+
+    The table is checked first (:func:`check_code_lengths`), and ``count`` against the bits
+    there are (every symbol takes at least its shortest code's length), so a forged count
+    cannot make the decoder allocate more than the stream's own size allows."""
+    if count == 0:
+        if data != struct.pack("<H", 0):
+            raise CheckpointError(_LONGER.format(count=0))
+        return np.zeros(0, dtype=np.uint8)
+    if len(data) < 2:
+        raise CheckpointError("corrupted compressed stream: Huffman table cut short")
+    (alphabet,) = struct.unpack_from("<H", data)
+    if not 1 <= alphabet <= 256 or len(data) < 2 + alphabet:
+        raise CheckpointError("corrupted compressed stream: bad Huffman table")
+    lengths = np.frombuffer(data, dtype=np.uint8, count=alphabet, offset=2).astype(np.int64)
+    check_code_lengths(lengths)
+    available_bits = 8 * (len(data) - 2 - alphabet)
+    if count * int(lengths[lengths > 0].min()) > available_bits:
+        raise CheckpointError(
+            f"corrupted compressed stream: {count} Huffman symbols cannot fit in "
+            f"{available_bits} bits"
+        )
     width = int(lengths.max())
     codes = canonical_codes(lengths)
     # table[w] for every width-bit window w: the symbol whose code prefixes w, and its length.
@@ -170,9 +210,11 @@ def huffman_decode(data: bytes, count: int) -> np.ndarray:
         starts = np.concatenate([starts, jump[starts]])
         jump = jump[jump]
     starts = starts[:count]
-    overrun = int(starts[-1]) + int(table_len[window[starts[-1]]]) > n
-    if overrun or (count > 1 and not bool((np.diff(starts) > 0).all())):
+    end = int(starts[-1]) + int(table_len[window[starts[-1]]])
+    if end > n or (count > 1 and not bool((np.diff(starts) > 0).all())):
         raise CheckpointError("corrupted compressed stream: Huffman bits run out")
+    if (end + 7) // 8 != n // 8:  # only the last byte's padding may follow the symbols
+        raise CheckpointError(_LONGER.format(count=count))
     return table_sym[window[starts]].astype(np.uint8)
 
 
@@ -186,6 +228,8 @@ def pack_fixed(symbols: np.ndarray, bits: int) -> bytes:
 
 
 def unpack_fixed(data: bytes, count: int, bits: int) -> np.ndarray:
+    if len(data) > (count * bits + 7) // 8:
+        raise CheckpointError(_LONGER.format(count=count))
     spread = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[: count * bits]
     if len(spread) < count * bits:
         raise CheckpointError("corrupted compressed stream: fixed-width data run out")
@@ -211,8 +255,17 @@ class Coder:
 
 
 def _lzma_decode(data: bytes, count: int, bits: int) -> np.ndarray:
-    raw = lzma.decompress(data, format=lzma.FORMAT_RAW, filters=LZMA_FILTERS)
-    return np.frombuffer(raw, dtype=np.uint8, count=count).copy()
+    """At most ``count`` bytes are ever inflated: a stream that holds more is refused, not
+    decoded (a 469 KB stream can hold gigabytes of zeros)."""
+    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=LZMA_FILTERS)
+    raw = decompressor.decompress(data, max_length=count)
+    if len(raw) == count and not decompressor.eof and decompressor.decompress(b"", max_length=1):
+        raise CheckpointError(
+            f"corrupted compressed stream (lzma): it inflates past its declared {count} bytes"
+        )
+    if len(raw) == count and (not decompressor.eof or decompressor.unused_data):
+        raise CheckpointError(_LONGER.format(count=count))
+    return np.frombuffer(raw, dtype=np.uint8).copy()
 
 
 def _zstd_decode(data: bytes, count: int, bits: int) -> np.ndarray:
@@ -223,8 +276,9 @@ def _zstd_decode(data: bytes, count: int, bits: int) -> np.ndarray:
         raise MissingDependencyError(
             "this file has zstd-coded streams: pip install zstandard to read it"
         )
-    raw = module.ZstdDecompressor().decompress(data, max_output_size=count)
-    return np.frombuffer(raw, dtype=np.uint8, count=count).copy()
+    # max_output_size bounds what is inflated, whatever the frame header claims.
+    raw = module.ZstdDecompressor().decompress(data, max_output_size=max(count, 1))
+    return np.frombuffer(raw, dtype=np.uint8).copy()
 
 
 #: Registered coders, in the order they are tried (a tie keeps the earlier one).

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from lightnets.errors import CheckpointError
+from lightnets.errors import CheckpointError, LightnetsError
 from lightnets.fileio import check_regular, open_regular, write_bytes_atomic
 from lightnets.formats import identify, not_weights
 from lightnets.stored import (
@@ -136,6 +136,68 @@ def _read(path: Path, use_ema: bool) -> WeightsFile:
     return _unwrap(path, _torch_load(path), use_ema=use_ema)
 
 
+#: ``torch.save`` stores every record uncompressed. A record another zip tool deflated is read up
+#: to this many times its stored size (trained weights deflate by ~1.1x; a gigabyte of zeros
+#: deflates 1000-fold into a kilobyte-sized file).
+MAX_RECORD_EXPANSION = 8
+#: A record this small may inflate further (fresh BatchNorm buffers are all zeros or ones).
+SMALL_RECORD = 1 << 20
+#: Records a PyTorch archive may hold: one per tensor storage, and a few of metadata.
+MAX_RECORDS = 100_000
+
+
+def check_torch_archive(path: str | Path) -> None:
+    """Refuse a PyTorch zip archive whose records would inflate past what the file holds.
+
+    ``torch.load`` reads each record whole, at the size the zip directory declares, before any
+    check of its own: a 950 KB file can declare a 1 GB deflated record. So the directory is
+    read first (its size and entry count bounded), and each record must be stored (as
+    ``torch.save`` writes it) or deflated by at most :data:`MAX_RECORD_EXPANSION`. A legacy
+    (non-zip) file is left to ``torch.load``: its storages are read from the file as they are.
+    """
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        return  # the caller says what the path is
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"PK\x03\x04":
+            return
+        end = zipfile._EndRecData(handle)  # the stdlib's own reader of the end record
+    if end is None:
+        raise CheckpointError(f"{path} is a truncated or corrupt zip archive (no directory)")
+    if end[zipfile._ECD_ENTRIES_TOTAL] > MAX_RECORDS:
+        raise CheckpointError(
+            f"{path}: its zip directory lists {end[zipfile._ECD_ENTRIES_TOTAL]} records; a "
+            f"PyTorch file has one per tensor (at most {MAX_RECORDS} are read)"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(f"{path} is a truncated or corrupt zip archive: {reason}") from exc
+    size = path.stat().st_size
+    for record in records:
+        stored = record.compress_type == zipfile.ZIP_STORED
+        if record.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise CheckpointError(
+                f"{path}: record {record.filename} uses zip method {record.compress_type}; "
+                "PyTorch files store their records (or at most deflate them)"
+            )
+        limit = (
+            record.compress_size
+            if stored
+            else max(SMALL_RECORD, MAX_RECORD_EXPANSION * record.compress_size)
+        )
+        if record.file_size > limit or record.compress_size > size:
+            raise CheckpointError(
+                f"{path}: record {record.filename} would inflate to {record.file_size:,} "
+                f"bytes from {record.compress_size:,} (at most {MAX_RECORD_EXPANSION}x is "
+                "read; torch.save stores records uncompressed: re-save the file with it)"
+            )
+
+
 def _check_stored(weights: WeightsFile) -> None:
     """The file's hparams, preprocessing and weights, checked as user input."""
     try:
@@ -151,6 +213,7 @@ def _check_stored(weights: WeightsFile) -> None:
 
 
 def _torch_load(path: Path) -> Any:
+    check_torch_archive(path)
     try:
         with open_regular(path) as handle:
             return torch.load(handle, map_location="cpu", weights_only=True)
@@ -161,31 +224,60 @@ def _torch_load(path: Path) -> Any:
             f"{path} pickles Python objects besides tensors{what}; lightnets loads weights-only "
             "files: re-save just the state dict (torch.save(model.state_dict(), ...))"
         ) from exc
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # torch's unpickler raises many types on a damaged file
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise CheckpointError(f"{path} is truncated or corrupt: {reason}") from exc
 
 
 def _read_safetensors(path: Path) -> WeightsFile:
+    """Metadata first: a lightnets file's model is checked before its tensors are read."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
+            lightnets = metadata.get("format") == LIGHTNETS_SAFETENSORS
+            hparams, dataset = _lightnets_metadata(path, metadata) if lightnets else (None, None)
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise CheckpointError(
             f"{path} is a truncated or corrupt safetensors file: {reason}"
         ) from exc
-    if metadata.get("format") != LIGHTNETS_SAFETENSORS:
+    if not lightnets:
         return WeightsFile(path, "safetensors file", tensors)
+    return WeightsFile(path, "lightnets safetensors file", tensors, hparams, dataset)
+
+
+def _lightnets_metadata(path: Path, metadata: dict[str, str]) -> tuple[dict[str, Any], Any]:
     try:
         hparams = json.loads(metadata["hparams"])
         dataset = json.loads(metadata["dataset"]) if "dataset" in metadata else None
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"{path}: unreadable lightnets metadata ({exc})") from exc
-    return WeightsFile(path, "lightnets safetensors file", tensors, hparams, dataset)
+    except (KeyError, ValueError, RecursionError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(f"{path}: unreadable lightnets metadata ({reason})") from exc
+    return check_file_model(path, hparams, dataset), dataset
+
+
+def check_file_model(path: Path, hparams: Any, dataset: Any) -> dict[str, Any]:
+    """The model a lightnets file records, checked before it is built or its tensors read:
+    ``hparams`` and the data set's ``input_size`` (:func:`lightnets.models.memory.
+    check_stored_model`: types, this machine's memory at that input size)."""
+    from lightnets.models.memory import check_stored_model
+
+    try:  # first as plain data (lightnets.stored), then against this machine's memory
+        hparams = check_stored_hparams(hparams)
+        if dataset is not None:
+            check_dataset_metadata(dataset, hparams.get("num_classes"))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    try:
+        checked, _ = check_stored_model(hparams, (dataset or {}).get("input_size"))
+    except LightnetsError as exc:
+        raise CheckpointError(f"{path}: cannot rebuild its model: {exc}") from exc
+    return checked
 
 
 def _is_state_dict(value: Any) -> bool:
@@ -206,7 +298,7 @@ def _unwrap(path: Path, obj: Any, *, use_ema: bool = True) -> WeightsFile:
             path,
             "lightnets checkpoint",
             dict(weights),
-            dict(obj["hparams"]),
+            check_file_model(path, obj["hparams"], obj.get("dataset")),
             obj.get("dataset"),
             obj,
         )

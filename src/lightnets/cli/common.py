@@ -105,6 +105,18 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, name: bool = True) -
     )
 
 
+def add_trust_code_argument(parser: argparse.ArgumentParser) -> None:
+    """--trust-code: load an exported file that may run code (a .pt2), or that names operators
+    outside lightnets' allowlist (a .pte or .tflite)."""
+    parser.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="load NAME even if it may run code from the file (.pt2: torch.export.load "
+        "unpickles and calls what the file names) or uses operators outside lightnets' "
+        "allowlist (.pte, .tflite): only for files from a source you trust",
+    )
+
+
 def model_hparams_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The hyperparameter flags given on the command line (unset flags left out)."""
     return {
@@ -195,7 +207,7 @@ def input_size_from_args(args: argparse.Namespace, model: LightweightNet) -> tup
 
 def looks_like_checkpoint(name: str) -> bool:
     """True when NAME refers to a file (a checkpoint) rather than a registered model name."""
-    return name.endswith((".pt", ".pth")) or "/" in name or Path(name).is_file()
+    return name.endswith((".pt", ".pth")) or "/" in name or Path(name).exists()
 
 
 def model_or_checkpoint_from_args(

@@ -6,6 +6,7 @@ import argparse
 
 from lightnets.cli.common import (
     add_model_arguments,
+    add_trust_code_argument,
     input_size_from_args,
     looks_like_checkpoint,
     model_or_checkpoint_from_args,
@@ -19,11 +20,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Decode each IMAGE with Pillow, preprocess it as the checkpoint's data set "
         "was (grayscale and 28->32 padding for Fashion-MNIST, mean/std normalisation) and print "
         "the top-k classes. NAME may also be a file written by `lightnets export` or "
-        "`lightnets quantize` (ONNX, OpenVINO .xml, TorchScript): it runs in its own runtime, "
-        "preprocessed as its metadata says. A bare model name uses ImageNet preprocessing and, "
-        "with no ImageNet names bundled, prints class indices.",
+        "`lightnets quantize` (ONNX, OpenVINO .xml, TorchScript, .pt2, ExecuTorch .pte, "
+        "LiteRT .tflite), recognised by its content: it runs in its own runtime, "
+        "preprocessed as its metadata says (a .pt2 only with --trust-code). A bare model name "
+        "uses ImageNet preprocessing and, with no ImageNet names bundled, prints class indices.",
     )
     add_model_arguments(parser)
+    add_trust_code_argument(parser)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument("--topk", type=int, default=5, help="classes to show (default: 5)")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -36,7 +39,11 @@ def _model_and_preprocessing(args: argparse.Namespace):
     from lightnets.deploy.prediction import Preprocessing, preprocessing_from_checkpoint
     from lightnets.errors import CheckpointError
 
-    exported = open_exported(args.name) if looks_like_checkpoint(args.name) else None
+    exported = (
+        open_exported(args.name, trust_code=args.trust_code)
+        if looks_like_checkpoint(args.name)
+        else None
+    )
     if exported is not None:
         if exported.metadata is None:
             raise CheckpointError(

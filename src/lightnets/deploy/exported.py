@@ -1,10 +1,14 @@
-"""Exported files (ONNX, OpenVINO IR, TorchScript; fp32 or int8) as models, in their runtime.
+"""Exported files (ONNX, OpenVINO IR, TorchScript, pt2, ExecuTorch, LiteRT; fp32 or int8) as
+models, in their runtime.
 
 ``lightnets predict`` and ``lightnets bench`` accept such a file where they accept a
 checkpoint: :func:`open_exported` recognises it by content (:func:`~lightnets.deploy.metadata.
 detect_format`), reads its metadata (preprocessing, class names, hparams) and runs it in the
 runtime it was written for: ONNX Runtime, OpenVINO (fp32 precision hint, so the answer is the
-checkpoint's), ``torch.jit.load``.
+checkpoint's), ``torch.jit.load``, and for the device formats the runtime their table names
+(:mod:`lightnets.deploy.device_formats`), after its trust check: a .pt2 only with
+``trust_code=True``, a .pte or .tflite only when it names no operator outside the allowlist
+(or with ``trust_code=True``). A Core ML package runs only on Apple platforms.
 """
 
 from __future__ import annotations
@@ -55,17 +59,32 @@ def _torchscript_runner(path: Path) -> tuple[Runner, list]:
 _RUNNERS = {"onnx": _onnx_runner, "openvino": _openvino_runner, "torchscript": _torchscript_runner}
 
 
+def _runner(format: str, path: Path) -> tuple[Runner, list]:
+    if format in _RUNNERS:
+        return _RUNNERS[format](path)
+    from lightnets.deploy.device_formats import DEVICE_FORMATS
+
+    load = DEVICE_FORMATS[format].load
+    if load is None:  # Core ML
+        raise CheckpointError(
+            f"{path}: a Core ML package runs only in Core ML on Apple platforms; lightnets "
+            "predict and bench run .pte, .tflite, .pt2, ONNX, OpenVINO and TorchScript files"
+        )
+    return load(path)
+
+
 class ExportedModel(nn.Module):
     """An exported file behind the ``nn.Module`` call interface: ``model(x) -> logits``.
 
-    Attributes: ``path``, ``format`` (onnx, openvino, torchscript), ``metadata`` (None for a
+    Attributes: ``path``, ``format`` (:func:`~lightnets.deploy.metadata.detect_format`'s
+    names), ``metadata`` (None for a
     file not written by lightnets), ``precision``, ``hparams``, ``name``, ``input_size``.
     """
 
     def __init__(self, path: Path, format: str, metadata: dict[str, Any] | None) -> None:
         super().__init__()
         self.path, self.format, self.metadata = path, format, metadata
-        self._run, runtime_shape = _RUNNERS[format](path)
+        self._run, runtime_shape = _runner(format, path)
         meta = metadata or {}
         self.hparams: dict[str, Any] = dict(meta.get("model") or {})
         self.precision = str(meta.get("precision", "fp32"))
@@ -90,18 +109,28 @@ class ExportedModel(nn.Module):
         return create_model(hparams.pop("name"), **hparams)
 
 
-def open_exported(path: str | Path) -> ExportedModel | None:
+def open_exported(path: str | Path, *, trust_code: bool = False) -> ExportedModel | None:
     """The exported model at ``path``, or None when ``path`` is not an exported file.
 
-    A file recognised as ONNX / OpenVINO IR / TorchScript is loaded in its runtime; a missing
-    runtime is a one-line error naming the extra to install.
+    A recognised file is loaded in its runtime; a missing runtime is a one-line error naming
+    the extra to install. A device-format file that may run code, or names operators outside
+    the allowlist, is refused before loading unless ``trust_code``
+    (:func:`lightnets.deploy.device_formats.check_trusted`). A file named like a device format
+    whose content is not that format is an error saying what the content should be.
     """
+    from lightnets.deploy.device_formats import DEVICE_FORMATS, check_trusted, expected_content
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         return None
     kind = detect_format(path)
     if kind is None:
+        wrong = expected_content(path)
+        if wrong is not None:
+            raise CheckpointError(wrong)
         return None
+    if kind in DEVICE_FORMATS:
+        check_trusted(path, kind, trust_code=trust_code)
     try:
         return ExportedModel(path, kind, read_metadata(path))
     except (RuntimeError, ValueError) as exc:

@@ -2,7 +2,10 @@
 
 One JSON document under the key ``lightnets``, stored where each format keeps user metadata:
 ONNX ``metadata_props``, OpenVINO ``rt_info`` (``<rt_info><lightnets><metadata value=...>``),
-TorchScript ``_extra_files`` (``extra/lightnets.json`` in the archive). It holds the class
+TorchScript ``_extra_files`` (``extra/lightnets.json`` in the archive), and for the device
+formats the .pt2 extra file ``lightnets.json``, the .pte constant method
+``lightnets_metadata``, the .tflite metadata entry ``lightnets`` and the Core ML package's
+``user_defined_metadata["lightnets"]``. It holds the class
 names, the input size, the preprocessing rule with its resize filter, mean/std and channel
 order (:meth:`lightnets.deploy.prediction.Preprocessing.rule`), the model's hparams, the
 numeric precision and the lightnets version. docs/deploy.md shows a 10-line ONNX Runtime
@@ -103,13 +106,20 @@ def torchscript_extra_files(meta: dict[str, Any]) -> dict[str, str]:
 
 
 def detect_format(path: str | Path) -> str | None:
-    """``"onnx"``, ``"openvino"`` or ``"torchscript"`` from the file's content; else None.
+    """``"onnx"``, ``"openvino"``, ``"torchscript"`` or a device format (``"pt2"``,
+    ``"executorch"``, ``"litert"``, ``"coreml"``: :mod:`lightnets.deploy.device_formats`) from
+    the file's content; else None.
 
     OpenVINO IR is XML with a ``<net`` root; TorchScript is a zip archive holding ``code/``
     (a ``torch.save`` checkpoint is a zip without it); ONNX is a protobuf that ``onnx`` parses
     into a model with a graph (tried last, and only when ``onnx`` is installed).
     """
+    from lightnets.deploy.device_formats import recognise
+
     path = Path(path)
+    device = recognise(path)
+    if device is not None:
+        return device
     try:
         with open(path, "rb") as handle:
             head = handle.read(512)
@@ -143,9 +153,10 @@ def read_metadata(path: str | Path) -> dict[str, Any] | None:
     kind = detect_format(path)
     if kind is None:
         raise InvalidArgumentError(
-            f"{path}: not an exported model (ONNX, OpenVINO .xml or TorchScript)"
+            f"{path}: not an exported model (ONNX, OpenVINO .xml, TorchScript, .pt2, .pte, "
+            ".tflite or .mlpackage)"
         )
-    text = _READERS[kind](path)
+    text = _reader(kind)(path)
     if text is None:
         return None
     try:
@@ -181,3 +192,11 @@ def _read_torchscript(path: Path) -> str | None:
 
 
 _READERS = {"onnx": _read_onnx, "openvino": _read_openvino, "torchscript": _read_torchscript}
+
+
+def _reader(kind: str):
+    if kind in _READERS:
+        return _READERS[kind]
+    from lightnets.deploy.device_formats import DEVICE_FORMATS
+
+    return DEVICE_FORMATS[kind].read_metadata

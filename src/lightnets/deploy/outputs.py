@@ -1,7 +1,8 @@
 """Where ``export`` and ``quantize`` write: ``-o`` resolved, and what it would replace.
 
 ``-o DIR/`` (a trailing slash) or ``-o DIR`` naming an existing folder means "into that folder":
-the file is ``DIR/<name><suffix>``, the folder created if needed. An output that is the input
+the file is ``DIR/<name><suffix>``, the folder created if needed; a folder named ``*.mlpackage``
+is a Core ML package, written in place. An output that is the input
 (the same file, however named: relative path, symlink, hard link) is refused, and so is an
 OpenVINO ``.bin`` that would land on it.
 """
@@ -40,7 +41,8 @@ def resolve_output(output: str, *, name: str, suffix: str, source: str | None = 
     if not text:
         raise InvalidArgumentError("-o/--output is empty")
     path = Path(text)
-    if text.endswith((os.sep, "/")) or path.is_dir():
+    package = path.suffix == ".mlpackage"  # a Core ML package is itself a folder
+    if text.endswith((os.sep, "/")) or (path.is_dir() and not package):
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

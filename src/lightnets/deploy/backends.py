@@ -15,6 +15,7 @@ memory shared (no copy), which matters at the ~1 ms scale of these networks.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import shutil
@@ -112,7 +113,8 @@ class ChannelsLastBackend(Backend):
     description = "PyTorch eager, NHWC memory format"
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
-        model = model.eval().to(memory_format=torch.channels_last)
+        # A copy: Module.to converts in place, and the next backend must get the model as given.
+        model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
         return _inference(lambda x: model(x.contiguous(memory_format=torch.channels_last)))
 
 
@@ -291,6 +293,11 @@ class Int8Backend(Backend):
         return top1_change(fp32, lambda x: run(x).numpy(), evaluation, max_drop=self.max_drop)
 
 
+def _folded(model: nn.Module) -> nn.Module:
+    """BatchNorm folded, weights in the default (NCHW) memory format the lowerings expect."""
+    return fuse(model).to(memory_format=torch.contiguous_format)
+
+
 class ExecuTorchBackend(Backend):
     name = "executorch"
     description = "ExecuTorch, XNNPACK delegate: BN folded, static shape (a phone's runtime)"
@@ -302,7 +309,7 @@ class ExecuTorchBackend(Backend):
             require_mobile(module)
 
     def lower(self, model: nn.Module, example: torch.Tensor) -> bytes:
-        return executorch_runtime.lower(fuse(model), example)
+        return executorch_runtime.lower(_folded(model), example)
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
         run, _ = executorch_runtime.runner(self.lower(model, example), threads=self.threads)
@@ -315,7 +322,7 @@ class LiteRTBackend(ExecuTorchBackend):
     modules = ("litert_torch", "ai_edge_litert")
 
     def lower(self, model: nn.Module, example: torch.Tensor) -> bytes:
-        return litert_runtime.convert(fuse(model), example)
+        return litert_runtime.convert(_folded(model), example)
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
         run, _ = litert_runtime.runner(self.lower(model, example), threads=self.threads)
@@ -338,7 +345,7 @@ class _DeviceInt8Backend(Int8Backend):
         batches = self.calibration
         if batches is None:
             batches = synthetic_batches(size, count=64, batch_size=8)
-        run, _ = self.program(fuse(model), example, batches)
+        run, _ = self.program(_folded(model), example, batches)
         runner = lambda x: torch.from_numpy(run(x.numpy()))  # noqa: E731
         self._dynamic, self._size = runner, size
         return runner

@@ -48,7 +48,7 @@ class FileFormat:
     """One content-recognised exported format."""
 
     name: str
-    title: str  # what a file of this format is called in messages
+    title: str  # what a file of this format is called in messages, with its article
     suffix: str
     recognised_by: str
     recognise: Callable[[Path, bytes], bool]  # (path, its first bytes) -> is this format
@@ -72,7 +72,7 @@ DEVICE_FORMATS: dict[str, FileFormat] = {
     for f in (
         FileFormat(
             "pt2",
-            "torch.export archive",
+            "a torch.export archive",
             ".pt2",
             "a zip archive whose */archive_format reads 'pt2'",
             lambda path, head: head.startswith(b"PK\x03\x04") and pt2.is_pt2(path),
@@ -84,7 +84,7 @@ DEVICE_FORMATS: dict[str, FileFormat] = {
         ),
         FileFormat(
             "executorch",
-            "ExecuTorch program",
+            "an ExecuTorch program",
             ".pte",
             "a FlatBuffer with the identifier 'ET12' at bytes 4-8",
             lambda path, head: executorch_runtime.is_pte(head),
@@ -96,7 +96,7 @@ DEVICE_FORMATS: dict[str, FileFormat] = {
         ),
         FileFormat(
             "litert",
-            "TFLite model",
+            "a TFLite model",
             ".tflite",
             "a FlatBuffer with the identifier 'TFL3' at bytes 4-8",
             lambda path, head: litert_runtime.is_tflite(head),
@@ -108,7 +108,7 @@ DEVICE_FORMATS: dict[str, FileFormat] = {
         ),
         FileFormat(
             "coreml",
-            "Core ML package",
+            "a Core ML package",
             ".mlpackage",
             "a folder holding Manifest.json and Data/com.apple.CoreML/model.mlmodel",
             lambda path, head: coreml.is_mlpackage(path),
@@ -145,7 +145,7 @@ def expected_content(path: str | Path) -> str | None:
     suffix = Path(path).suffix.lower()
     for fmt in DEVICE_FORMATS.values():
         if fmt.suffix == suffix:
-            return f"{path}: not a {fmt.title}: expected {fmt.recognised_by}"
+            return f"{path}: not {fmt.title}: expected {fmt.recognised_by}"
     return None
 
 

@@ -311,8 +311,13 @@ class ExecuTorchBackend(Backend):
     def lower(self, model: nn.Module, example: torch.Tensor) -> bytes:
         return executorch_runtime.lower(_folded(model), example)
 
+    #: Bytes of the program the last prepare() lowered (the file an app would ship).
+    file_bytes: int | None = None
+
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
-        run, _ = executorch_runtime.runner(self.lower(model, example), threads=self.threads)
+        data = self.lower(model, example)
+        self.file_bytes = len(data)
+        run, _ = executorch_runtime.runner(data, threads=self.threads)
         return lambda x: torch.from_numpy(run(x.numpy()))
 
 
@@ -325,7 +330,9 @@ class LiteRTBackend(ExecuTorchBackend):
         return litert_runtime.convert(_folded(model), example)
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
-        run, _ = litert_runtime.runner(self.lower(model, example), threads=self.threads)
+        data = self.lower(model, example)
+        self.file_bytes = len(data)
+        run, _ = litert_runtime.runner(data, threads=self.threads)
         return lambda x: torch.from_numpy(run(x.numpy()))
 
 
@@ -336,9 +343,15 @@ class _DeviceInt8Backend(Int8Backend):
 
     extra = MOBILE_EXTRA
     require = ExecuTorchBackend.require
+    file_bytes: int | None = None
+
+    def lower(self, model: nn.Module, example: torch.Tensor, batches) -> bytes:
+        raise NotImplementedError
 
     def program(self, model: nn.Module, example: torch.Tensor, batches) -> tuple[Callable, list]:
-        raise NotImplementedError
+        data = self.lower(model, example, batches)
+        self.file_bytes = len(data)
+        return self.runtime.runner(data, threads=self.threads)
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
         size = tuple(example.shape[1:])
@@ -355,26 +368,25 @@ class ExecuTorchInt8Backend(_DeviceInt8Backend):
     name = "executorch-int8"
     description = "ExecuTorch XNNPACK int8: PT2E with XNNPACKQuantizer, per-channel, calibrated"
     modules = ("executorch", "torchao")
+    runtime = executorch_runtime
 
-    def program(self, model, example, batches):
+    def lower(self, model, example, batches):
         size = tuple(example.shape[1:])
         quantized = pt2e.quantize_pt2e(model, pt2e.executorch_quantizer(), batches, size)
-        return executorch_runtime.runner(
-            executorch_runtime.lower(quantized, example), threads=self.threads
-        )
+        return executorch_runtime.lower(quantized, example)
 
 
 class LiteRTInt8Backend(_DeviceInt8Backend):
     name = "litert-int8"
     description = "LiteRT int8: PT2E with litert-torch's PT2EQuantizer, per-channel, calibrated"
     modules = ("litert_torch", "ai_edge_litert", "torchao")
+    runtime = litert_runtime
 
-    def program(self, model, example, batches):
+    def lower(self, model, example, batches):
         size = tuple(example.shape[1:])
         quantizer = pt2e.litert_quantizer()
         quantized = pt2e.quantize_pt2e(model, quantizer, batches, size, fold_quantize=False)
-        data = litert_runtime.convert(quantized, example, quantizer=quantizer)
-        return litert_runtime.runner(data, threads=self.threads)
+        return litert_runtime.convert(quantized, example, quantizer=quantizer)
 
 
 #: The registry: name -> backend class. A new runtime is one line, ``register_backend(Cls)``.

@@ -171,9 +171,10 @@ def runner(data: bytes | Path, *, threads: int | None = None) -> tuple[Runner, l
         first = first_line(exc, 160)
         raise CheckpointError(f"{where}: ExecuTorch cannot load this program: {first}") from exc
 
+    loaded = (program, method)  # the method needs its program alive
+
     def run(x: np.ndarray) -> np.ndarray:
-        outputs = method.execute([torch.from_numpy(x)])
+        outputs = loaded[1].execute([torch.from_numpy(x)])
         return outputs[0].numpy().copy()  # the runtime reuses its output memory
 
-    run.program = program  # type: ignore[attr-defined]  # keep the program alive with its method
     return fixed_batch(run, shape[0]), shape

@@ -77,8 +77,8 @@ class ExportedModel(nn.Module):
     """An exported file behind the ``nn.Module`` call interface: ``model(x) -> logits``.
 
     Attributes: ``path``, ``format`` (:func:`~lightnets.deploy.metadata.detect_format`'s
-    names), ``metadata`` (None for a
-    file not written by lightnets), ``precision``, ``hparams``, ``name``, ``input_size``.
+    names), ``metadata`` (None for a file not written by lightnets), ``precision``,
+    ``hparams``, ``name``, ``input_size``.
     """
 
     def __init__(self, path: Path, format: str, metadata: dict[str, Any] | None) -> None:

@@ -358,15 +358,17 @@ def export(
     size = sum(size_bytes(f) for f in files) / 1e6
     run = not math.isnan(diff)
     note = TORCHSCRIPT_NOTE if format == "torchscript" else ""
-    if format == "coreml":
+    batch_sizes = VERIFY_BATCH_SIZES if run else ()
+    if format == "coreml":  # on macOS: three images, one per call
         note = coreml.VERIFIED_NOTE if run else coreml.SPEC_ONLY_NOTE
+        batch_sizes = (1,) if run else ()
     return ExportResult(
         path,
         format,
         tuple(files),
         size,
         diff,
-        VERIFY_BATCH_SIZES if run else (),
+        batch_sizes,
         fuse,
         metadata,
         note,

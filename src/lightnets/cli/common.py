@@ -207,7 +207,9 @@ def input_size_from_args(args: argparse.Namespace, model: LightweightNet) -> tup
 
 def looks_like_checkpoint(name: str) -> bool:
     """True when NAME refers to a file (a checkpoint) rather than a registered model name."""
-    return name.endswith((".pt", ".pth")) or "/" in name or Path(name).exists()
+    path = Path(name)
+    package = path.suffix == ".mlpackage" and path.is_dir()  # a Core ML package is a folder
+    return name.endswith((".pt", ".pth")) or "/" in name or path.is_file() or package
 
 
 def model_or_checkpoint_from_args(

@@ -126,8 +126,12 @@ def test_the_library_refuses_it_too(payload):
 def test_every_format_says_whether_it_runs_code():
     assert {name: fmt.runs_code for name, fmt in FORMATS.items()} == {
         "openvino": False,
+        "pt2": True,
         "torchscript": True,
+        "executorch": False,
+        "litert": False,
         "onnx": False,
+        "coreml": False,
     }
     assert all(fmt.may_do for fmt in FORMATS.values())
 

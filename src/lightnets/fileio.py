@@ -23,7 +23,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -213,12 +213,14 @@ def check_output(
     force: bool = False,
     suffixes: Iterable[str] = (),
     companions: Iterable[str | os.PathLike[str]] = (),
+    writable: Callable[[Path], object] | None = None,
 ) -> Path:
     """The one rule for every file a command writes, checked before any long work.
 
     ``path`` (and each of its ``companions``, e.g. OpenVINO's ``.bin``) must not be one of the
     command's ``inputs`` (refused even with ``force``: the input would be lost), must be
-    writable (:func:`check_writable`), and replacing an existing file needs a yes or ``force``
+    writable (:func:`check_writable`, or ``writable(path)`` for an output that is a folder such
+    as a Core ML package), and replacing an existing file needs a yes or ``force``
     (:func:`confirm_replace`). Returns ``path``.
     """
     path = Path(path)
@@ -232,6 +234,9 @@ def check_output(
                     f"refusing to write {target}: it is the input {source}; choose another "
                     "output file"
                 )
-    check_writable(path, suffixes=suffixes)
+    if writable is None:
+        check_writable(path, suffixes=suffixes)
+    else:
+        writable(path)
     confirm_replace([t for t in targets if t.exists() or t.is_symlink()], force)
     return path

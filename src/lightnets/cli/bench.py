@@ -28,8 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the fp32 check (int8 / bf16 only with --allow-int8 / --allow-bf16). int8 is judged as "
         "`lightnets quantize` judges it: by its top-1 change on held-out images of the "
         "checkpoint's data set, within --max-drop points. NAME may also be an exported file "
-        "(ONNX, OpenVINO .xml, TorchScript), timed in its own runtime (TorchScript is a program: "
-        "only with --trust-code).",
+        "(ONNX, OpenVINO .xml, TorchScript, .pt2, ExecuTorch .pte, LiteRT .tflite), "
+        "recognised by its content and timed in its own runtime (TorchScript and .pt2 are "
+        "programs: only with --trust-code). The device backends need "
+        "`pip install 'lightnets[mobile]'`.",
     )
     add_model_arguments(parser, exported=True)
     parser.add_argument(
@@ -193,10 +195,13 @@ def _run_cuda(args: argparse.Namespace, model, backends, common: dict, notes: li
 
 def _run_cpu(args: argparse.Namespace, model, state, backends, common: dict, notes: list):
     """(records, int8 calibration source): int8 data is loaded only when int8 may run."""
+    from lightnets.deploy.backends import BACKENDS
     from lightnets.deploy.bench import benchmark
 
     wants_int8 = (
-        "int8" in backends or backends == ["all"] or (backends == ["best"] and args.allow_int8)
+        any(BACKENDS[name].precision == "int8" for name in backends if name in BACKENDS)
+        or backends == ["all"]
+        or (backends == ["best"] and args.allow_int8)
     )
     size = common["input_size"]
     calib, evals, source = _int8_data(args, state, size) if wants_int8 else (None, None, "")

@@ -79,12 +79,15 @@ def add_model_arguments(
     ...), --version, --variant, --num-classes and --input-size.
 
     NAME is a model name or a file (:func:`model_or_checkpoint_from_args`); ``exported``: the
-    command also runs exported ONNX, OpenVINO and TorchScript files.
+    command also runs exported files (:data:`lightnets.formats.FORMATS`).
     """
     if name:
         files = "a checkpoint such as RUN_DIR/best.pt, or a `lightnets compress` file"
         if exported:
-            files += ", or an exported ONNX, OpenVINO (.xml) or TorchScript file"
+            files += (
+                ", or an exported ONNX, OpenVINO (.xml), TorchScript, .pt2, ExecuTorch (.pte) "
+                "or LiteRT (.tflite) file"
+            )
         parser.add_argument(
             "name",
             metavar="NAME",
@@ -218,7 +221,8 @@ def input_size_from_args(args: argparse.Namespace, model: LightweightNet) -> tup
 def looks_like_checkpoint(name: str) -> bool:
     """True when NAME refers to a file (a checkpoint) rather than a registered model name."""
     path = Path(name)
-    return name.endswith((".pt", ".pth")) or "/" in name or (path.exists() and not path.is_dir())
+    package = path.suffix == ".mlpackage" and path.is_dir()  # a Core ML package is a folder
+    return name.endswith((".pt", ".pth")) or "/" in name or path.is_file() or package
 
 
 def add_force_argument(parser: argparse.ArgumentParser) -> None:
@@ -233,9 +237,9 @@ def add_trust_code_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trust-code",
         action="store_true",
-        help="load NAME even if it is a program (TorchScript): the file runs with your "
-        "permissions and can read, change or delete your files; only for files you made or "
-        "trust",
+        help="load NAME even if it is a program (TorchScript, .pt2: the file runs with your "
+        "permissions and can read, change or delete your files) or names operators outside "
+        "lightnets' allowlist (.pte, .tflite); only for files you made or trust",
     )
 
 

@@ -20,10 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Decode each IMAGE with Pillow, preprocess it as the checkpoint's data set "
         "was (grayscale and 28->32 padding for Fashion-MNIST, mean/std normalisation) and print "
         "the top-k classes. NAME may also be a file written by `lightnets export` or "
-        "`lightnets quantize` (ONNX, OpenVINO .xml, TorchScript): it runs in its own runtime, "
-        "preprocessed as its metadata says (TorchScript is a program: only with "
-        "--trust-code). A bare model name uses ImageNet preprocessing and, with no ImageNet "
-        "names bundled, prints class indices.",
+        "`lightnets quantize` (ONNX, OpenVINO .xml, TorchScript, .pt2, ExecuTorch .pte, "
+        "LiteRT .tflite), recognised by its content: it runs in its own runtime, "
+        "preprocessed as its metadata says (TorchScript and .pt2 are programs: only with "
+        "--trust-code). A bare model name "
+        "uses ImageNet preprocessing and, with no ImageNet names bundled, prints class indices.",
     )
     add_model_arguments(parser, exported=True)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")

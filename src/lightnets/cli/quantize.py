@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from lightnets.cli.common import (
     add_force_argument,
     add_model_arguments,
-    input_files,
     input_size_from_args,
     model_or_checkpoint_from_args,
 )
@@ -61,8 +61,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--method",
         default="openvino",
         metavar="METHOD",
-        help="openvino (NNCF, writes .xml + .bin; default) or onnxruntime "
-        "(quantize_static, writes .onnx)",
+        help="openvino (NNCF, writes .xml + .bin; default), onnxruntime (quantize_static, "
+        ".onnx), executorch (PT2E + XNNPACKQuantizer, .pte), litert (PT2E + litert-torch's "
+        "quantizer, .tflite) or coreml (coremltools' int8 weight compression, .mlpackage; "
+        "weight-only, so no calibration)",
     )
     parser.add_argument(
         "-o", "--output", required=True, metavar="PATH", help="file to write (or DIR/)"
@@ -73,15 +75,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _output(args: argparse.Namespace, suffix: str):
-    from lightnets.cli.export import output_stem
-    from lightnets.deploy.outputs import companions, resolve_output
-    from lightnets.fileio import check_output
+    from lightnets.cli.export import check_export_output, output_stem
+    from lightnets.deploy.outputs import resolve_output
 
     name = f"{output_stem(args.name)}_int8"
     path = resolve_output(args.output, name=name, suffix=suffix)
-    return check_output(
-        path, inputs=input_files(args), force=args.force, companions=companions(path)
-    )
+    return check_export_output(path, args.method, args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,20 +142,27 @@ def _print_report(report, as_json: bool) -> None:
         if report.eval_metric == "accuracy"
         else "top-1 agreement with fp32 (no labels; meaningless for an untrained model)"
     )
-    print(
-        f"wrote {report.path} (int8, {report.method}; calibrated on "
-        f"{report.calibration_images} {report.calibration} images)"
+    calibrated = (
+        f"calibrated on {report.calibration_images} {report.calibration} images"
+        if report.calibration_images
+        else "weight-only: no calibration"
     )
+    print(f"wrote {report.path} (int8, {report.method}; {calibrated})")
     print(
         f"size     fp32 {report.fp32_size_mb:.2f} MB -> int8 {report.int8_size_mb:.2f} MB "
         f"({report.fp32_size_mb / report.int8_size_mb:.2f}x smaller)"
     )
-    print(
-        f"latency  fp32 {report.fp32_latency_ms:.3f} ms -> int8 {report.int8_latency_ms:.3f} ms"
-        f" at batch 1 ({report.speedup:.2f}x)"
-    )
+    if math.isnan(report.int8_latency_ms):
+        print("latency  not measured (see the note)")
+    else:
+        print(
+            f"latency  fp32 {report.fp32_latency_ms:.3f} ms -> int8 "
+            f"{report.int8_latency_ms:.3f} ms at batch 1 ({report.speedup:.2f}x)"
+        )
     print(
         f"{what} on {report.eval_images} held-out images: fp32 {report.fp32_top1:.2f}% -> "
         f"int8 {report.int8_top1:.2f}% ({report.top1_change:+.2f} points, budget "
         f"-{report.max_drop:g}); max |logit diff| {report.max_abs_diff:.3g}"
     )
+    if report.note:
+        print(f"note: {report.note}")

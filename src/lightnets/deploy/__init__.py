@@ -1,11 +1,15 @@
 """Fast inference: BN folding, export, quantization, benchmarking, prediction.
 
-``fuse`` folds BatchNorm into convolutions; ``export`` writes verified ONNX, TorchScript or
-OpenVINO files carrying their metadata (``read_metadata``); ``quantize`` makes a calibrated int8
-model; ``benchmark`` checks and times the inference backends (``BACKENDS``, extended with
-``register_backend``); ``predict`` classifies image files; ``open_exported`` runs an exported
-file in its runtime. Imports go one way: openvino_runtime <- exporters <- quantization <-
-backends <- bench; accuracy, metadata and outputs depend on none of them.
+``fuse`` folds BatchNorm into convolutions; ``export`` writes verified ONNX, OpenVINO, pt2,
+ExecuTorch (.pte), LiteRT (.tflite), Core ML (.mlpackage) or TorchScript files carrying their
+metadata (``read_metadata``); ``quantize`` makes a calibrated int8 model; ``benchmark`` checks
+and times the inference backends (``BACKENDS``, extended with ``register_backend``);
+``predict`` classifies image files; ``open_exported`` runs an exported file in its runtime
+(the device formats' recognition, trust rule and loaders are a table:
+``device_formats.DEVICE_FORMATS``). Imports go one way: toolchains <- the device runtimes
+(pt2, executorch_runtime, litert_runtime, coreml, pt2e) and openvino_runtime <- exporters <-
+quantization <- backends <- bench; accuracy, metadata and outputs depend on none of them
+(metadata reads the device formats through ``device_formats``, imported when needed).
 """
 
 from lightnets.deploy.backends import BACKENDS, Backend, get_backend, register_backend

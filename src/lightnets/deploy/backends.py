@@ -1,5 +1,9 @@
 """Inference backends behind one interface, so they can be checked and timed side by side.
 
+The device runtimes are backends too: ``executorch`` (XNNPACK delegate) and ``litert``
+(Interpreter with XNNPACK), fp32 and int8 (PT2E, each runtime's own quantizer), with a static
+input shape (the benchmark's batch), BatchNorm folded.
+
 Each backend turns an eval-mode PyTorch model and an example batch into a callable
 ``run(x: Tensor) -> Tensor`` for batches shaped like the example. ``*-opt`` backends are
 lightnets' tuned settings of a runtime; the plain runtime names are that runtime's defaults, the
@@ -11,6 +15,7 @@ memory shared (no copy), which matters at the ~1 ms scale of these networks.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import shutil
@@ -21,6 +26,7 @@ import torch
 from torch import nn
 
 from lightnets.analysis.timing import validate_threads
+from lightnets.deploy import executorch_runtime, litert_runtime, pt2e
 from lightnets.deploy.accuracy import DEFAULT_MAX_DROP, Top1Change, top1_change
 from lightnets.deploy.exporters import INPUT_NAME, onnx_bytes, openvino_model
 from lightnets.deploy.fusion import fuse
@@ -31,6 +37,7 @@ from lightnets.deploy.openvino_runtime import (
     request_runner,
 )
 from lightnets.deploy.quantization import quantize_openvino, synthetic_batches
+from lightnets.deploy.toolchains import MOBILE_EXTRA, require_mobile
 from lightnets.errors import InvalidArgumentError, require
 
 __all__ = [
@@ -108,7 +115,8 @@ class ChannelsLastBackend(Backend):
     description = "PyTorch eager, NHWC memory format"
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
-        model = model.eval().to(memory_format=torch.channels_last)
+        # A copy: Module.to converts in place, and the next backend must get the model as given.
+        model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
         return _inference(lambda x: model(x.contiguous(memory_format=torch.channels_last)))
 
 
@@ -287,6 +295,102 @@ class Int8Backend(Backend):
         return top1_change(fp32, lambda x: run(x).numpy(), evaluation, max_drop=self.max_drop)
 
 
+def _folded(model: nn.Module) -> nn.Module:
+    """BatchNorm folded, weights in the default (NCHW) memory format the lowerings expect."""
+    return fuse(model).to(memory_format=torch.contiguous_format)
+
+
+class ExecuTorchBackend(Backend):
+    name = "executorch"
+    description = "ExecuTorch, XNNPACK delegate: BN folded, static shape (a phone's runtime)"
+    extra = MOBILE_EXTRA
+    modules = ("executorch",)
+
+    def require(self) -> None:
+        for module in self.modules:
+            require_mobile(module)
+
+    def lower(self, model: nn.Module, example: torch.Tensor) -> bytes:
+        return executorch_runtime.lower(_folded(model), example)
+
+    #: Bytes of the program the last prepare() lowered (the file an app would ship).
+    file_bytes: int | None = None
+
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
+        data = self.lower(model, example)
+        self.file_bytes = len(data)
+        run, _ = executorch_runtime.runner(data, threads=self.threads)
+        return lambda x: torch.from_numpy(run(x.numpy()))
+
+
+class LiteRTBackend(ExecuTorchBackend):
+    name = "litert"
+    description = "LiteRT Interpreter, XNNPACK delegate: BN folded, static shape (Android's)"
+    modules = ("litert_torch", "ai_edge_litert")
+
+    def lower(self, model: nn.Module, example: torch.Tensor) -> bytes:
+        return litert_runtime.convert(_folded(model), example)
+
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
+        data = self.lower(model, example)
+        self.file_bytes = len(data)
+        run, _ = litert_runtime.runner(data, threads=self.threads)
+        return lambda x: torch.from_numpy(run(x.numpy()))
+
+
+class _DeviceInt8Backend(Int8Backend):
+    """PT2E int8 (per-channel weights, calibrated), lowered for a device runtime; judged by
+    the int8 rule like ``int8``. The program has the example's static batch; held-out batches
+    run through it in pieces."""
+
+    extra = MOBILE_EXTRA
+    require = ExecuTorchBackend.require
+    file_bytes: int | None = None
+
+    def lower(self, model: nn.Module, example: torch.Tensor, batches) -> bytes:
+        raise NotImplementedError
+
+    def program(self, model: nn.Module, example: torch.Tensor, batches) -> tuple[Callable, list]:
+        data = self.lower(model, example, batches)
+        self.file_bytes = len(data)
+        return self.runtime.runner(data, threads=self.threads)
+
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
+        size = tuple(example.shape[1:])
+        batches = self.calibration
+        if batches is None:
+            batches = synthetic_batches(size, count=64, batch_size=8)
+        run, _ = self.program(_folded(model), example, batches)
+        runner = lambda x: torch.from_numpy(run(x.numpy()))  # noqa: E731
+        self._dynamic, self._size = runner, size
+        return runner
+
+
+class ExecuTorchInt8Backend(_DeviceInt8Backend):
+    name = "executorch-int8"
+    description = "ExecuTorch XNNPACK int8: PT2E with XNNPACKQuantizer, per-channel, calibrated"
+    modules = ("executorch", "torchao")
+    runtime = executorch_runtime
+
+    def lower(self, model, example, batches):
+        size = tuple(example.shape[1:])
+        quantized = pt2e.quantize_pt2e(model, pt2e.executorch_quantizer(), batches, size)
+        return executorch_runtime.lower(quantized, example)
+
+
+class LiteRTInt8Backend(_DeviceInt8Backend):
+    name = "litert-int8"
+    description = "LiteRT int8: PT2E with litert-torch's PT2EQuantizer, per-channel, calibrated"
+    modules = ("litert_torch", "ai_edge_litert", "torchao")
+    runtime = litert_runtime
+
+    def lower(self, model, example, batches):
+        size = tuple(example.shape[1:])
+        quantizer = pt2e.litert_quantizer()
+        quantized = pt2e.quantize_pt2e(model, quantizer, batches, size, fold_quantize=False)
+        return litert_runtime.convert(quantized, example, quantizer=quantizer)
+
+
 #: The registry: name -> backend class. A new runtime is one line, ``register_backend(Cls)``.
 BACKENDS: dict[str, type[Backend]] = {}
 
@@ -309,6 +413,10 @@ for _cls in (
     OpenVinoOptBackend,
     OpenVinoBf16Backend,
     Int8Backend,
+    ExecuTorchBackend,
+    LiteRTBackend,
+    ExecuTorchInt8Backend,
+    LiteRTInt8Backend,
 ):
     register_backend(_cls)
 

@@ -375,7 +375,8 @@ class _Batch:
         choosing the best, briefly (returned among the passed (record, runner) pairs)."""
         passed: list[tuple[BenchRecord, Callable]] = []
         for name in self.names:
-            backend = get_backend(name, self.threads, **(self.int8 if name == "int8" else {}))
+            int8 = BACKENDS[name].precision == "int8"
+            backend = get_backend(name, self.threads, **(self.int8 if int8 else {}))
             used = self.threads or torch.get_num_threads()
             record = BenchRecord(
                 self.model_name, name, x.shape[0], backend.precision, "ok", threads=used

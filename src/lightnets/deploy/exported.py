@@ -1,13 +1,17 @@
-"""Exported files (ONNX, OpenVINO IR, TorchScript; fp32 or int8) as models, in their runtime.
+"""Exported files (ONNX, OpenVINO IR, TorchScript, pt2, ExecuTorch, LiteRT; fp32 or int8) as
+models, in their runtime.
 
 ``lightnets predict`` and ``lightnets bench`` accept such a file where they accept a
 checkpoint: :func:`open_exported` recognises it by content (:mod:`lightnets.formats`), reads its
 metadata (preprocessing, class names, hparams) and runs it in the runtime it was written for:
 ONNX Runtime, OpenVINO (fp32 precision hint, so the answer is the checkpoint's),
-``torch.jit.load``. A format that runs code the file carries (TorchScript) is refused before its
-runtime sees it unless ``trust_code=True`` (:func:`lightnets.formats.check_trusted`); a file the
-runtime itself refuses (a custom operator, external data outside the model's folder) or whose
-weights are not finite is a one-line :class:`~lightnets.errors.CheckpointError`.
+``torch.jit.load``, and for the device formats the runtime their table names
+(:mod:`lightnets.deploy.device_formats`). Before its runtime sees it, a format that runs code
+the file carries (TorchScript, .pt2) is refused unless ``trust_code=True``
+(:func:`lightnets.formats.check_trusted`), and so is a .pte or .tflite naming an operator
+outside the allowlist. A Core ML package runs only on Apple platforms. A file the runtime
+itself refuses (a custom operator, external data outside the model's folder) or whose weights
+are not finite is a one-line :class:`~lightnets.errors.CheckpointError`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from torch import nn
 from lightnets.deploy.metadata import read_metadata
 from lightnets.deploy.openvino_runtime import compile_model, latency_config, physical_cores
 from lightnets.errors import CheckpointError, LightnetsError, require
-from lightnets.formats import FORMATS, check_trusted, identify
+from lightnets.formats import FORMATS, check_trusted, identify, misnamed
 
 __all__ = ["ExportedModel", "open_exported"]
 
@@ -104,11 +108,26 @@ def _torchscript_runner(path: Path) -> tuple[Runner, list]:
 _RUNNERS = {"onnx": _onnx_runner, "openvino": _openvino_runner, "torchscript": _torchscript_runner}
 
 
+def _runner(format: str, path: Path) -> tuple[Runner, list]:
+    if format in _RUNNERS:
+        return _RUNNERS[format](path)
+    from lightnets.deploy.device_formats import DEVICE_FORMATS
+
+    load = DEVICE_FORMATS[format].load
+    if load is None:  # Core ML
+        raise CheckpointError(
+            f"{path}: a Core ML package runs only in Core ML on Apple platforms; lightnets "
+            "predict and bench run .pte, .tflite, .pt2, ONNX, OpenVINO and TorchScript files"
+        )
+    return load(path)
+
+
 class ExportedModel(nn.Module):
     """An exported file behind the ``nn.Module`` call interface: ``model(x) -> logits``.
 
-    Attributes: ``path``, ``format`` (onnx, openvino, torchscript), ``metadata`` (None for a
-    file not written by lightnets), ``precision``, ``hparams``, ``name``, ``input_size``.
+    Attributes: ``path``, ``format`` (:func:`~lightnets.deploy.metadata.detect_format`'s
+    names), ``metadata`` (None for a file not written by lightnets), ``precision``,
+    ``hparams``, ``name``, ``input_size``.
     """
 
     def __init__(
@@ -122,7 +141,7 @@ class ExportedModel(nn.Module):
         super().__init__()
         check_trusted(path, FORMATS[format], trust_code)  # before the runtime loads anything
         self.path, self.format, self.metadata = path, format, metadata
-        self._run, runtime_shape = _RUNNERS[format](path)
+        self._run, runtime_shape = _runner(format, path)
         meta = metadata or {}
         model = meta.get("model")
         self.hparams: dict[str, Any] = dict(model) if isinstance(model, dict) else {}
@@ -163,18 +182,28 @@ class ExportedModel(nn.Module):
 def open_exported(path: str | Path, *, trust_code: bool = False) -> ExportedModel | None:
     """The exported model at ``path``, or None when ``path`` is not an exported file.
 
-    A file recognised as ONNX / OpenVINO IR / TorchScript is loaded in its runtime; a missing
-    runtime is a one-line error naming the extra to install. A format that runs code the file
-    carries (TorchScript) is refused before it is loaded unless ``trust_code=True``: only for
-    files you made or trust (:mod:`lightnets.formats`).
+    A recognised file is loaded in its runtime; a missing runtime is a one-line error naming
+    the extra to install. A format that runs code the file carries (TorchScript, .pt2) is
+    refused before it is loaded unless ``trust_code=True``: only for files you made or trust
+    (:mod:`lightnets.formats`); so is a .pte or .tflite naming operators outside the allowlist
+    (:func:`lightnets.deploy.device_formats.check_trusted`). A file named like a device format
+    whose content is not that format is an error saying what the content should be.
     """
+    from lightnets.deploy.device_formats import DEVICE_FORMATS
+    from lightnets.deploy.device_formats import check_trusted as check_device_trusted
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         return None
     fmt = identify(path)
     if fmt is None:
+        wrong = misnamed(path)
+        if wrong is not None:
+            raise CheckpointError(wrong)
         return None
     check_trusted(path, fmt, trust_code)
+    if fmt.name in DEVICE_FORMATS:
+        check_device_trusted(path, fmt.name, trust_code=trust_code)
     try:
         return ExportedModel(path, fmt.name, read_metadata(path), trust_code=trust_code)
     except LightnetsError:

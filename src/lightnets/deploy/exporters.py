@@ -1,18 +1,26 @@
-"""Export to ONNX, TorchScript and OpenVINO IR, each verified in its own runtime before success.
+"""Export to ONNX, TorchScript, OpenVINO IR and the device formats, each verified before success.
 
-Every exported file has a dynamic batch axis and carries its metadata (class names,
-preprocessing, hparams: :mod:`lightnets.deploy.metadata`). After writing, the file is loaded
-back with the runtime that will serve it (ONNX Runtime, ``torch.jit.load``, OpenVINO) and its
-outputs at batch sizes 1 and 3 are compared with PyTorch's (:mod:`lightnets.deploy.accuracy`'s
-fp32 rule); only then is it moved into place (temp file + rename, so an existing file at the
-destination is never half-overwritten). A failed write (full disk) removes the temporary files
-and is a one-line :class:`~lightnets.errors.SaveError`.
+Server formats (ONNX, OpenVINO, TorchScript) and pt2 have a dynamic batch axis; the mobile
+formats (ExecuTorch .pte, LiteRT .tflite, Core ML .mlpackage) take one image per call, as an app
+runs them. Every file carries its metadata (class names, preprocessing, hparams:
+:mod:`lightnets.deploy.metadata`). After writing, the file is loaded back with the runtime that
+will serve it (ONNX Runtime, ``torch.jit.load``, OpenVINO, ``torch.export.load``,
+``executorch.runtime``, ``ai_edge_litert``) and its outputs at batch sizes 1 and 3 are compared
+with PyTorch's (:mod:`lightnets.deploy.accuracy`'s fp32 rule); a Core ML package's
+specification is checked instead, and on macOS its outputs too (Core ML runs only there). Only
+then is it moved into place (temp file + rename, so an existing file at the destination is
+never half-overwritten). A failed write (full disk) removes the temporary files and is a
+one-line :class:`~lightnets.errors.SaveError`.
+
+TorchScript is kept, but PyTorch deprecates it (``torch.jit.save`` warns): ``pt2`` is its
+PyTorch-native successor and ``executorch`` its successor on devices (:data:`TORCHSCRIPT_NOTE`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lightnets.deploy import coreml, executorch_runtime, litert_runtime, pt2
 from lightnets.deploy import metadata as md
 from lightnets.deploy.accuracy import max_abs_diff, tolerance
 from lightnets.deploy.fusion import fuse as fuse_batchnorm
@@ -45,6 +54,10 @@ ONNX_OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 VERIFY_BATCH_SIZES = (1, 3)
+TORCHSCRIPT_NOTE = (
+    "PyTorch deprecates TorchScript (torch.jit.save warns); --format pt2 (torch.export) "
+    "replaces it, and --format executorch on devices"
+)
 
 
 class ExportVerificationError(LightnetsError):
@@ -63,6 +76,9 @@ class ExportResult:
     batch_sizes: tuple[int, ...]
     fused: bool
     metadata: dict[str, Any] | None = None
+    #: A line for the user: the deprecation of TorchScript, or how a Core ML package was
+    #: verified (``max_abs_diff`` is NaN and ``batch_sizes`` empty when it was not run).
+    note: str = ""
 
 
 def onnx_bytes(model: nn.Module, example: torch.Tensor, *, dynamic_batch: bool = True) -> bytes:
@@ -197,9 +213,114 @@ def _save_openvino(model: nn.Module, example: torch.Tensor, path: Path, meta, ve
     return save_ir(ov_model, path, check=check), diffs[0]
 
 
+def _save_pt2(model: nn.Module, example: torch.Tensor, path: Path, meta, verify: Verify):
+    data = pt2.serialize(model, example, meta)
+    with atomic_path(path, ".pt2") as temp:
+        write_bytes(temp, data, path)
+        run, _ = pt2.runner(temp)  # the file lightnets just wrote: trusted
+        diff = verify(run)
+    return (path,), diff
+
+
+def _save_program(lower, attach, runner, suffix: str) -> Callable:
+    """The writer of a fixed-batch device program: lower, attach metadata, verify, rename."""
+
+    def save(model: nn.Module, example: torch.Tensor, path: Path, meta, verify: Verify):
+        data = attach(lower(model, example), meta)
+        with atomic_path(path, suffix) as temp:
+            write_bytes(temp, data, path)
+            run, _ = runner(temp)
+            diff = verify(run)
+        return (path,), diff
+
+    return save
+
+
+_save_executorch = _save_program(
+    executorch_runtime.lower, executorch_runtime.attach_metadata, executorch_runtime.runner, ".pte"
+)
+_save_litert = _save_program(
+    litert_runtime.convert, litert_runtime.attach_metadata, litert_runtime.runner, ".tflite"
+)
+
+
+def _save_coreml(model: nn.Module, example: torch.Tensor, path: Path, meta, verify: Verify):
+    """Core ML: the package's spec is checked (and on macOS its outputs); see coreml."""
+    coreml.check_suffix(path)
+    size = tuple(example.shape[1:])
+    converted = coreml.convert(model, size, meta)
+    diffs: list[float] = []
+
+    def check(temp: Path) -> None:
+        diffs.append(verify_coreml(temp, converted, size, meta))
+
+    coreml.save_package(converted.mlmodel, path, check=check)
+    return (path,), diffs[0]
+
+
+def verify_coreml(temp: Path, converted, size, meta) -> float:
+    """Spec check (everywhere) and, on macOS, Core ML's logits against PyTorch's (else NaN)."""
+    problems = coreml.check_spec(temp, converted, size, meta)
+    if problems:
+        raise ExportVerificationError(f"the Core ML package declares {'; '.join(problems)}")
+    if not coreml.on_darwin():
+        return math.nan
+    got, want = coreml.run_on_darwin(temp, converted.module, converted.normalisation, size)
+    diff = max_abs_diff(want, got)
+    if not diff <= tolerance(want, "fp32"):
+        raise ExportVerificationError(f"Core ML disagrees with PyTorch: max |diff| {diff:.3g}")
+    return diff
+
+
 #: Export formats: the suffix of the file each writes, and its writer.
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "openvino": ".xml"}
-_WRITERS = {"onnx": _save_onnx, "torchscript": _save_torchscript, "openvino": _save_openvino}
+FORMATS = {
+    "onnx": ".onnx",
+    "torchscript": ".pt",
+    "openvino": ".xml",
+    "pt2": ".pt2",
+    "executorch": ".pte",
+    "litert": ".tflite",
+    "coreml": ".mlpackage",
+}
+_WRITERS = {
+    "onnx": _save_onnx,
+    "torchscript": _save_torchscript,
+    "openvino": _save_openvino,
+    "pt2": _save_pt2,
+    "executorch": _save_executorch,
+    "litert": _save_litert,
+    "coreml": _save_coreml,
+}
+#: Formats that take one image per call (an app's batch): their metadata says batch 1.
+FIXED_BATCH = ("executorch", "litert", "coreml")
+
+
+def format_metadata(format: str, meta: dict[str, Any], input_size) -> dict[str, Any]:
+    """``meta`` with the input as ``format`` takes it: batch 1 for the mobile formats, and for
+    Core ML the image and the normalisation its ImageType applies."""
+    if format not in FIXED_BATCH:
+        return meta
+    meta = {**meta, "input": {**meta["input"], "shape": [1, *input_size]}}
+    if format == "coreml":
+        norm = coreml.ImageNormalisation.from_metadata(meta)
+        channels = 1 if norm.gray else 3
+        meta["input"] = {
+            "name": coreml.INPUT_NAME,
+            "type": "image",
+            "color_layout": "GRAYSCALE" if norm.gray else "RGB",
+            "shape": [1, channels, *input_size[1:]],
+            "image_scale": norm.scale,
+            "image_bias": norm.bias,
+            "per_channel_scale_in_model": norm.channel_scale,
+            "feeds": "the picture after crop and pad, at the input size; Core ML normalises it",
+        }
+    return meta
+
+
+def size_bytes(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
 
 
 def export(
@@ -211,26 +332,44 @@ def export(
     fuse: bool = True,
     metadata: dict[str, Any] | None = None,
 ) -> ExportResult:
-    """Export ``model`` to ``path`` in ``format`` (onnx, torchscript, openvino), verified.
+    """Export ``model`` to ``path`` in ``format`` (:data:`FORMATS`), verified.
 
     ``fuse`` folds BatchNorm into the convolutions first (:func:`lightnets.deploy.fuse`). For
     OpenVINO, ``path`` is the ``.xml`` file and its weights go to the ``.bin`` beside it; the
-    weights stay float32 (OpenVINO's ``save_model`` would halve them to fp16 by default).
-    ``metadata`` (:func:`lightnets.deploy.metadata.build_metadata`; by default that of a bare
-    model, :func:`~lightnets.deploy.metadata.metadata_for`) is stored in the file.
+    weights stay float32 (OpenVINO's ``save_model`` would halve them to fp16 by default). A
+    Core ML ``path`` is a ``.mlpackage`` folder. ``metadata``
+    (:func:`lightnets.deploy.metadata.build_metadata`; by default that of a bare model,
+    :func:`~lightnets.deploy.metadata.metadata_for`) is stored in the file.
     """
     if format not in FORMATS:
         raise InvalidArgumentError(
             f"unknown export format {format!r}; allowed: {', '.join(FORMATS)}"
         )
-    path = check_writable(path)
+    path = coreml.check_writable_package(path) if format == "coreml" else check_writable(path)
     model = model.eval()
     if metadata is None:
         metadata = md.metadata_for(model, None, input_size, fused=fuse)
+    metadata = format_metadata(format, metadata, input_size)
     exported = fuse_batchnorm(model) if fuse else model
     example = torch.zeros(1, *input_size)
     files, diff = _WRITERS[format](
         exported, example, path, metadata, lambda run: _compare(run, model, input_size)
     )
-    size = sum(f.stat().st_size for f in files) / 1e6
-    return ExportResult(path, format, tuple(files), size, diff, VERIFY_BATCH_SIZES, fuse, metadata)
+    size = sum(size_bytes(f) for f in files) / 1e6
+    run = not math.isnan(diff)
+    note = TORCHSCRIPT_NOTE if format == "torchscript" else ""
+    batch_sizes = VERIFY_BATCH_SIZES if run else ()
+    if format == "coreml":  # on macOS: three images, one per call
+        note = coreml.VERIFIED_NOTE if run else coreml.SPEC_ONLY_NOTE
+        batch_sizes = (1,) if run else ()
+    return ExportResult(
+        path,
+        format,
+        tuple(files),
+        size,
+        diff,
+        batch_sizes,
+        fuse,
+        metadata,
+        note,
+    )

@@ -2,7 +2,10 @@
 
 One JSON document under the key ``lightnets``, stored where each format keeps user metadata:
 ONNX ``metadata_props``, OpenVINO ``rt_info`` (``<rt_info><lightnets><metadata value=...>``),
-TorchScript ``_extra_files`` (``extra/lightnets.json`` in the archive). It holds the class
+TorchScript ``_extra_files`` (``extra/lightnets.json`` in the archive), and for the device
+formats the .pt2 extra file ``lightnets.json``, the .pte constant method
+``lightnets_metadata``, the .tflite metadata entry ``lightnets`` and the Core ML package's
+``user_defined_metadata["lightnets"]``. It holds the class
 names, the input size, the preprocessing rule with its resize filter, mean/std and channel
 order (:meth:`lightnets.deploy.prediction.Preprocessing.rule`), the model's hparams, the
 numeric precision and the lightnets version. docs/deploy.md shows a 10-line ONNX Runtime
@@ -118,9 +121,9 @@ def torchscript_extra_files(meta: dict[str, Any]) -> dict[str, str]:
 
 
 def detect_format(path: str | Path) -> str | None:
-    """``"onnx"``, ``"openvino"``, ``"torchscript"`` (any format of
-    :data:`lightnets.formats.FORMATS`) from the file's content; else None. Nothing in the file
-    is run to find out."""
+    """``"onnx"``, ``"openvino"``, ``"torchscript"``, ``"pt2"``, ``"executorch"``,
+    ``"litert"``, ``"coreml"`` (any format of :data:`lightnets.formats.FORMATS`) from the file's
+    content (a Core ML package is a folder); else None. Nothing in the file is run to find out."""
     fmt = identify(path)
     return fmt.name if fmt is not None else None
 
@@ -131,9 +134,10 @@ def read_metadata(path: str | Path) -> dict[str, Any] | None:
     kind = detect_format(path)
     if kind is None:
         raise InvalidArgumentError(
-            f"{path}: not an exported model (ONNX, OpenVINO .xml or TorchScript)"
+            f"{path}: not an exported model (ONNX, OpenVINO .xml, TorchScript, .pt2, .pte, "
+            ".tflite or .mlpackage)"
         )
-    text = _READERS[kind](path)
+    text = _reader(kind)(path)
     if text is None:
         return None
     try:
@@ -208,3 +212,11 @@ def _read_torchscript(path: Path) -> str | None:
 
 
 _READERS = {"onnx": _read_onnx, "openvino": _read_openvino, "torchscript": _read_torchscript}
+
+
+def _reader(kind: str):
+    if kind in _READERS:
+        return _READERS[kind]
+    from lightnets.deploy.device_formats import DEVICE_FORMATS
+
+    return DEVICE_FORMATS[kind].read_metadata

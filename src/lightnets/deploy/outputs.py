@@ -1,8 +1,9 @@
 """Where ``export`` and ``quantize`` write: ``-o`` resolved, and the files it stands for.
 
 ``-o DIR/`` (a trailing slash) or ``-o DIR`` naming an existing folder means "into that folder":
-the file is ``DIR/<name><suffix>``, the folder created if needed. What may be written there (not
-over an input, not over an existing file without asking) is the one rule every command follows,
+the file is ``DIR/<name><suffix>``, the folder created if needed; a folder named ``*.mlpackage``
+is a Core ML package, written in place. What may be written there (not over an input, not over
+an existing file without asking) is the one rule every command follows,
 :func:`lightnets.fileio.check_output`; OpenVINO's ``.bin`` is checked with its ``.xml``.
 """
 
@@ -28,7 +29,8 @@ def resolve_output(output: str, *, name: str, suffix: str) -> Path:
     if not text:
         raise InvalidArgumentError("-o/--output is empty")
     path = Path(text)
-    if text.endswith((os.sep, "/")) or path.is_dir():
+    package = path.suffix == ".mlpackage"  # a Core ML package is itself a folder
+    if text.endswith((os.sep, "/")) or (path.is_dir() and not package):
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

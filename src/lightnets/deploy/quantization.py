@@ -10,6 +10,12 @@ images through the network. Two maintained implementations are offered:
   OpenVINO IR and run by OpenVINO's int8 kernels (AVX-512 VNNI where the CPU has it).
 - ``onnxruntime``: ONNX Runtime's ``quantize_static`` (QDQ format, per-channel int8 weights,
   uint8 activations, min-max calibration), saved as ONNX.
+- ``executorch`` and ``litert``: PT2E with the device runtime's own quantizer
+  (:mod:`lightnets.deploy.pt2e`; per-channel weights), lowered to an XNNPACK .pte / a .tflite
+  and run by that runtime.
+- ``coreml``: coremltools' own int8 weight compression (per-channel, weight-only: Core ML
+  dequantizes weights and computes in float), measured with the package's own int8 weights
+  run in PyTorch, since Core ML runs only on macOS (:mod:`lightnets.deploy.coreml`).
 
 On the 2-core Zen 4 development machine the OpenVINO path was both faster and closer to fp32
 (docs/deploy.md has the measurements), hence the default. Each method is a :class:`Method` in
@@ -23,10 +29,11 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +41,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from lightnets.deploy import coreml, executorch_runtime, litert_runtime, pt2e
 from lightnets.deploy import metadata as md
 from lightnets.deploy.accuracy import DEFAULT_MAX_DROP, Top1Change, top1_change
-from lightnets.deploy.exporters import INPUT_NAME, onnx_bytes, openvino_model, write_bytes
+from lightnets.deploy.exporters import (
+    INPUT_NAME,
+    ExportVerificationError,
+    format_metadata,
+    onnx_bytes,
+    openvino_model,
+    size_bytes,
+    verify_coreml,
+    write_bytes,
+)
 from lightnets.deploy.fusion import fuse
 from lightnets.deploy.logging_state import kept_logging
 from lightnets.deploy.openvino_runtime import (
@@ -47,6 +64,7 @@ from lightnets.deploy.openvino_runtime import (
     request_runner,
     save_ir,
 )
+from lightnets.deploy.toolchains import quiet, require_mobile
 from lightnets.errors import InvalidArgumentError, LightnetsError, require
 from lightnets.fileio import atomic_path, check_writable
 
@@ -93,6 +111,8 @@ class QuantizationReport:
     max_abs_diff: float
     max_drop: float
     within_budget: bool
+    #: How the method was measured where it differs from the rest (Core ML on Linux).
+    note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -198,9 +218,17 @@ class Method:
 
     name: str = ""
     suffix: str = ""
+    #: The modules it needs and the pip extra that installs them.
+    modules: tuple[str, ...] = ()
+    extra: str = ""
+    #: False for weight-only methods: calibration images are not used.
+    calibrated: bool = True
+    #: False where the runner is not the target runtime (Core ML off macOS): no latency.
+    timed: bool = True
+    note: str = ""
 
-    def fp32(self, folded: nn.Module, input_size: tuple[int, int, int]) -> Any:
-        """The fp32 model in this method's format, exported once."""
+    def fp32(self, folded: nn.Module, input_size: tuple[int, int, int], meta: dict) -> Any:
+        """The fp32 model in this method's format, exported once (``meta``: its metadata)."""
         raise NotImplementedError
 
     def quantize(self, fp32: Any, batches: Sequence[np.ndarray]) -> Any:
@@ -220,8 +248,9 @@ class OpenVinoMethod(Method):
     """NNCF post-training quantization of the OpenVINO model; run by OpenVINO's int8 kernels."""
 
     name, suffix = "openvino", ".xml"
+    modules, extra = ("openvino", "nncf"), "openvino"
 
-    def fp32(self, folded, input_size):
+    def fp32(self, folded, input_size, meta):
         return openvino_model(folded, torch.zeros(1, *input_size))
 
     def quantize(self, fp32, batches):
@@ -261,8 +290,9 @@ class OnnxRuntimeMethod(Method):
     """ONNX Runtime's ``quantize_static``: QDQ, per-channel int8 weights, uint8 activations."""
 
     name, suffix = "onnxruntime", ".onnx"
+    modules, extra = ("onnx", "onnxruntime"), "onnx"
 
-    def fp32(self, folded, input_size):
+    def fp32(self, folded, input_size, meta):
         require("onnx", "onnx")
         return onnx_bytes(folded, torch.zeros(1, *input_size))
 
@@ -316,8 +346,175 @@ def _reader(batches: Sequence[np.ndarray]):
     return Reader()
 
 
+@dataclass(frozen=True)
+class DeviceProgram:
+    """A program for a fixed-batch device runtime: its bytes, and the PyTorch module and example
+    input it was lowered from (kept for the fp32 model, which is quantized next)."""
+
+    data: bytes
+    module: nn.Module | None = None
+    example: torch.Tensor | None = None
+
+
+class _DeviceMethod(Method):
+    """PT2E with the runtime's own quantizer, lowered, run in that runtime, saved verified."""
+
+    extra = "mobile"
+    runtime: Any = None  # executorch_runtime or litert_runtime
+
+    def lower(self, module: nn.Module, example: torch.Tensor, quantizer: Any = None) -> bytes:
+        """The program for ``module``; ``quantizer``: the one a quantized module was made with."""
+        raise NotImplementedError
+
+    def quantizer(self) -> Any:
+        raise NotImplementedError
+
+    def fp32(self, folded, input_size, meta):
+        example = torch.zeros(1, *input_size)
+        return DeviceProgram(self.lower(folded, example), folded, example)
+
+    def quantize(self, fp32, batches):
+        quantizer = self.quantizer()
+        converted = pt2e.quantize_pt2e(
+            fp32.module,
+            quantizer,
+            batches,
+            tuple(fp32.example.shape[1:]),
+            fold_quantize=self.name != "litert",  # litert-torch lowers the weights' quantize ops
+        )
+        return DeviceProgram(self.lower(converted, fp32.example, quantizer))
+
+    def runner(self, model):
+        run, _ = self.runtime.runner(model.data)
+        return lambda x: run(np.ascontiguousarray(x.numpy()))
+
+    def size_mb(self, model):
+        return len(model.data) / 1e6
+
+    def metadata(self, quantized: DeviceProgram, meta: dict[str, Any]) -> dict[str, Any]:
+        return meta
+
+    def save(self, quantized, path, meta):
+        data = self.runtime.attach_metadata(quantized.data, self.metadata(quantized, meta))
+        generator = torch.Generator().manual_seed(0)
+        probe = torch.randn(2, *meta["input"]["shape"][1:], generator=generator)
+        expected = self.runner(quantized)(probe)
+        with atomic_path(path, self.suffix) as temp:
+            write_bytes(temp, data, path)
+            run, _ = self.runtime.runner(temp)
+            if not np.array_equal(run(probe.numpy()), expected):
+                raise ExportVerificationError(f"{path}: the saved program computes differently")
+        return (path,)
+
+
+class ExecuTorchMethod(_DeviceMethod):
+    """PT2E with ExecuTorch's XNNPACKQuantizer, lowered to the XNNPACK delegate (.pte)."""
+
+    name, suffix = "executorch", ".pte"
+    modules = ("executorch", "torchao")
+    runtime = executorch_runtime
+
+    def lower(self, module, example, quantizer=None):
+        return executorch_runtime.lower(module, example)
+
+    def quantizer(self):
+        return pt2e.executorch_quantizer()
+
+
+class LiteRTMethod(_DeviceMethod):
+    """PT2E with litert-torch's PT2EQuantizer, converted in static int8 mode (.tflite)."""
+
+    name, suffix = "litert", ".tflite"
+    modules = ("litert_torch", "ai_edge_litert", "torchao")
+    runtime = litert_runtime
+
+    def lower(self, module, example, quantizer=None):
+        return litert_runtime.convert(module, example, quantizer=quantizer)
+
+    def quantizer(self):
+        return pt2e.litert_quantizer()
+
+    def metadata(self, quantized, meta):
+        quantization = litert_runtime.input_quantization(quantized.data)
+        if quantization is None:
+            return meta
+        return {**meta, "input": {**meta["input"], **quantization}}
+
+
+@dataclass
+class _CoreMLInt8:
+    mlmodel: Any
+    module: nn.Module  # PyTorch with the package's dequantized int8 weights
+    converted: Any  # coreml.Converted of the fp32 model
+
+
+class CoreMLMethod(Method):
+    """coremltools' int8 weight compression (``linear_quantize_weights``, per channel)."""
+
+    name, suffix = "coreml", coreml.SUFFIX
+    modules, extra = ("coremltools",), "mobile"
+    calibrated = False
+    timed = False  # the runner is PyTorch with the package's weights, not Core ML
+    note = (
+        "weight-only int8 (Core ML dequantizes the weights and computes in float32); top-1 "
+        "measured with the package's own int8 weights run in PyTorch; latency not measured "
+        "(Core ML runs only on Apple platforms)"
+    )
+
+    def fp32(self, folded, input_size, meta):
+        self._size, self._meta = input_size, meta
+        return coreml.convert(folded, input_size, meta)
+
+    def quantize(self, fp32, batches):
+        quantized = coreml.quantize_weights(fp32.mlmodel)
+        module, count = coreml.int8_weights_model(fp32, quantized)
+        if count == 0:
+            raise ExportVerificationError("coremltools quantized no weight of this network")
+        return _CoreMLInt8(quantized, module, fp32)
+
+    def runner(self, model):
+        # The fp32 Converted or the int8 result: both compute from normalised images.
+        converted = model.converted if isinstance(model, _CoreMLInt8) else model
+        module = model.module
+        to_image = converted.normalisation.from_normalised
+
+        def run(x: torch.Tensor) -> np.ndarray:
+            with torch.inference_mode():
+                return module(to_image(x)).numpy()
+
+        return run
+
+    def size_mb(self, model):
+        mlmodel = model.mlmodel
+        with tempfile.TemporaryDirectory() as folder:
+            with quiet():
+                mlmodel.save(str(Path(folder, "m.mlpackage")))
+            return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 1e6
+
+    def save(self, quantized, path, meta):
+        coreml.set_metadata(quantized.mlmodel, meta)
+        reference = coreml.Converted(
+            quantized.mlmodel,
+            quantized.module,
+            quantized.converted.normalisation,
+            quantized.converted.parameter_names,
+        )
+        check = lambda temp: verify_coreml(temp, reference, self._size, meta)  # noqa: E731
+        coreml.save_package(quantized.mlmodel, path, check=check)
+        return (path,)
+
+
 #: Quantization methods by name; the first is the default.
-METHODS: dict[str, Method] = {m.name: m for m in (OpenVinoMethod(), OnnxRuntimeMethod())}
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        OpenVinoMethod(),
+        OnnxRuntimeMethod(),
+        ExecuTorchMethod(),
+        LiteRTMethod(),
+        CoreMLMethod(),
+    )
+}
 
 
 def get_method(name: str) -> Method:
@@ -326,8 +523,11 @@ def get_method(name: str) -> Method:
             f"unknown quantization method {name!r}; allowed: {', '.join(METHODS)}"
         )
     method = METHODS[name]
-    for module in ("openvino", "nncf") if name == "openvino" else ("onnx", "onnxruntime"):
-        require(module, "openvino" if name == "openvino" else "onnx")
+    for module in method.modules:
+        if method.extra == "mobile":
+            require_mobile(module)
+        else:
+            require(module, method.extra)
     return method
 
 
@@ -343,7 +543,7 @@ def quantize_openvino(
 ):  # -> openvino.Model
     """NNCF post-training int8 quantization of the BN-folded model, as an ``openvino.Model``."""
     method = get_method("openvino")
-    return method.quantize(method.fp32(fuse(model), input_size), _arrays(batches))
+    return method.quantize(method.fp32(fuse(model), input_size, {}), _arrays(batches))
 
 
 def quantize_onnxruntime(
@@ -351,7 +551,7 @@ def quantize_onnxruntime(
 ) -> bytes:
     """ONNX Runtime static quantization (QDQ, per-channel int8 weights) of the folded model."""
     method = get_method("onnxruntime")
-    return method.quantize(method.fp32(fuse(model), input_size), _arrays(batches))
+    return method.quantize(method.fp32(fuse(model), input_size, {}), _arrays(batches))
 
 
 def _latency_ms(run: Callable[[torch.Tensor], Any], input_size: tuple[int, int, int]) -> float:
@@ -392,27 +592,34 @@ def quantize(
     :func:`lightnets.deploy.metadata.build_metadata`) is stored in the file with the int8 result.
     """
     quant = get_method(method)
-    path = check_writable(path)
+    path = coreml.check_writable_package(path) if method == "coreml" else check_writable(path)
     if path.suffix != quant.suffix:
         raise InvalidArgumentError(f"--method {method} writes a {quant.suffix} file; got {path}")
     model = model.eval()
-    fp32 = quant.fp32(fuse(model), input_size)  # the one fp32 export
+    if metadata is None:
+        metadata = md.metadata_for(model, None, input_size)
+    metadata = format_metadata(method, metadata, input_size)
+    fp32 = quant.fp32(fuse(model), input_size, metadata)  # the one fp32 export
     fp32_run, fp32_size = quant.runner(fp32), quant.size_mb(fp32)
-    quantized = quant.quantize(fp32, _arrays(calibration))
+    quantized = quant.quantize(fp32, _arrays(calibration) if quant.calibrated else [])
     int8_run = quant.runner(quantized)
     change = top1_change(_eager(model), int8_run, evaluation, max_drop=max_drop)
     if strict and not change.within_budget:
         raise QuantizationAccuracyError(
             f"int8 not written: {change.describe()} is beyond --max-drop {max_drop:g}"
         )
-    if metadata is None:
-        metadata = md.metadata_for(model, None, input_size)
-    metadata = {**metadata, "precision": "int8", "int8": {"method": method, **change.as_dict()}}
+    int8 = {"method": method, **change.as_dict(), **({"note": quant.note} if quant.note else {})}
+    metadata = {**metadata, "precision": "int8", "int8": int8}
     files = quant.save(quantized, path, metadata)
-    fp32_ms, int8_ms = _latency_ms(fp32_run, input_size), _latency_ms(int8_run, input_size)
-    return _report(
+    fp32_ms = int8_ms = math.nan
+    if quant.timed:
+        fp32_ms, int8_ms = _latency_ms(fp32_run, input_size), _latency_ms(int8_run, input_size)
+    if not quant.calibrated:
+        calibration, calibration_name = [], "none (weight-only)"
+    report = _report(
         path, method, calibration_name, calibration, change, files, fp32_size, fp32_ms, int8_ms
     )
+    return replace(report, note=quant.note)
 
 
 def _report(
@@ -432,7 +639,7 @@ def _report(
         calibration=calibration_name,
         calibration_images=sum(len(b) for b in calibration),
         fp32_size_mb=fp32_size,
-        int8_size_mb=sum(f.stat().st_size for f in files) / 1e6,
+        int8_size_mb=sum(size_bytes(f) for f in files) / 1e6,
         fp32_latency_ms=fp32_ms,
         int8_latency_ms=int8_ms,
         speedup=fp32_ms / int8_ms,

@@ -467,7 +467,7 @@ def verdict(guideline: str, rows: Sequence[GuidelineRecord]) -> str:
 
 
 def _conditions(device: torch.device, batch_size: int, rounds: int) -> dict[str, Any]:
-    from lightnets.analysis.timing import cpu_name
+    from lightnets.analysis.machine import cpu_name
 
     conditions = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),

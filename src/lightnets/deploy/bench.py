@@ -168,7 +168,7 @@ def _time(run: Callable, x: torch.Tensor, min_seconds: float):
 
 def _flops_per_image(model: nn.Module, input_size: tuple[int, int, int]) -> float | None:
     try:
-        from lightnets import profile
+        from lightnets.analysis import profile
 
         return float(profile(model, input_size).flops)
     except (ImportError, AttributeError, LightnetsError):

@@ -60,7 +60,7 @@ def build_metadata(
     dataset: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The metadata document for a model with ``hparams`` preprocessed by ``pre``."""
-    from lightnets import __version__
+    from lightnets.version import __version__
 
     data = {k: dataset[k] for k in ("name", "mean", "std") if k in dataset} if dataset else None
     return {

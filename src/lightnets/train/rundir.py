@@ -95,8 +95,8 @@ def read_marker(path: Path, kind: str) -> dict[str, Any] | None:
 
 def write_marker(path: Path, kind: str, **fields: Any) -> None:
     """Write lightnets' marker of ``kind`` at ``path`` (atomically)."""
-    from lightnets import __version__
     from lightnets.jsonio import dumps
+    from lightnets.version import __version__
 
     record = {"format": f"lightnets-{kind}", "lightnets_version": __version__, **fields}
     write_text_atomic(path, dumps(record, indent=2) + "\n")

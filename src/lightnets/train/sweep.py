@@ -556,7 +556,7 @@ def _conditions(base: TrainConfig, kind: str) -> dict[str, Any]:
     """The measurement conditions printed with the table."""
     import torch
 
-    from lightnets.analysis.timing import cpu_name
+    from lightnets.analysis.machine import cpu_name
 
     return {
         "latency": f"batch 1, median of 5 interleaved rounds on {kind} "

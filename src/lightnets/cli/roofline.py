@@ -51,9 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lightnets.analysis import profile, render
-    from lightnets.analysis.plots import check_plot_output, plot_roofline, save_figure
+    from lightnets.analysis.plots import plot_roofline
     from lightnets.analysis.roofline import roofline
     from lightnets.errors import InvalidArgumentError
+    from lightnets.figures import check_plot_output, save_figure
 
     for flag in ("peak_seconds", "layer_seconds"):
         if not getattr(args, flag) > 0:

@@ -763,13 +763,13 @@ class Trainer:
         }
         if self.ctx.is_main:
             write_json_atomic(self.run_dir / SUMMARY, summary)
-            from lightnets.train.plots import plot_training_curves
+            from lightnets.figures import save_figure
+            from lightnets.figures.curves import training_curves
 
-            plot_training_curves(
-                self.history,
-                self.run_dir / CURVES,
-                title=f"{self.config.model} on {self.splits.name}",
+            curves = training_curves(
+                self.history, title=f"{self.config.model} on {self.splits.name}"
             )
+            save_figure(curves, self.run_dir / CURVES, dpi=100, check_path=False)
             top5 = f"  top-5 {100 * test.top5:.2f}%" if test.top5 is not None else ""
             self.progress.message(
                 f"test top-1 {100 * test.top1:.2f}%{top5}  "

@@ -34,7 +34,7 @@ def test_guard_passes_finite_runs_and_names_the_first_bad_quantity(tmp_path):
         "the training loss became NaN or infinite in epoch 1 (lr 0.25): training stopped; "
         "no checkpoint was written; lower --lr or add --clip-grad"
     )
-    with pytest.raises(TrainingDiverged, match="the validation loss became NaN .* epoch 3 "):
+    with pytest.raises(TrainingDiverged, match=r"the validation loss became NaN .* epoch 3 "):
         guard.check_epoch(_record(epoch=3, val_loss=math.inf), [net], done=2)
     net[1].running_var[0] = math.inf
     assert not DivergenceGuard.weights_finite([net])

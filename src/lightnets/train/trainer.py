@@ -259,14 +259,14 @@ class Trainer:
         self.steps_per_epoch = len(self.train_loader)
 
     def _loader(self, dataset: Any, *, train: bool = False) -> Any:
-        from lightnets.data import make_loader
+        from lightnets.data import Augmentation, make_loader
 
         config = self.config
-        extra = {
-            "cutout": config.cutout,
-            "random_erasing": config.random_erasing,
-            "crop_and_flip": config.augment,
-        }
+        augmentation = Augmentation(
+            crop_and_flip=config.augment,
+            cutout=config.cutout,
+            random_erasing=config.random_erasing,
+        )
         return make_loader(
             dataset,
             self.splits,
@@ -280,7 +280,7 @@ class Trainer:
             channels_last=config.channels_last,
             device_data=self.device_data,
             pad_last=self.static_shapes and not train,
-            **(extra if train else {}),
+            augmentation=augmentation if train else None,
         )
 
     def _build_model(self, state: dict[str, Any] | None) -> None:

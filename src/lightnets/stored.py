@@ -22,7 +22,7 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from lightnets.errors import CheckpointError, LightnetsError, check_float, check_int
+from lightnets.errors import CheckpointError, LightnetsError, check_float, check_int, first_line
 
 __all__ = [
     "MODEL_ARGUMENTS",
@@ -143,5 +143,5 @@ def reading(path: Any) -> Iterator[None]:
     except LightnetsError:
         raise
     except MALFORMED as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        reason = first_line(exc)
         raise CheckpointError(f"{path} is malformed: {type(exc).__name__}: {reason}") from exc

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lightnets import jsonio
-from lightnets.errors import InvalidArgumentError
+from lightnets.errors import InvalidArgumentError, first_line
 from lightnets.fileio import write_text_atomic
 from lightnets.train.config import (
     BEST_CHECKPOINT,
@@ -237,7 +237,7 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
         ):
             raise ValueError("test_top1 or epochs is out of range")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        reason = first_line(exc)
         raise InvalidArgumentError(
             f"{path} is damaged ({type(exc).__name__}: {reason}): remove it and rerun, and the "
             "cell's test accuracy is measured again from its checkpoints"

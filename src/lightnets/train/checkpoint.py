@@ -91,7 +91,7 @@ def _unreadable(path: Path, exc: Exception) -> CheckpointError:
             "will not unpickle (unpickling can run arbitrary code)"
         )
     if reason is None:
-        reason = first_line(exc, 200)
+        reason = first_line(exc)
     return CheckpointError(f"cannot read checkpoint {path}: {reason}")
 
 

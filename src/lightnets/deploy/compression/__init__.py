@@ -30,7 +30,7 @@ from lightnets.deploy.compression.pipeline import (
     parse_per_layer_bits,
 )
 from lightnets.deploy.compression.report import CompressionReport, print_report
-from lightnets.errors import CheckpointError, LightnetsError
+from lightnets.errors import CheckpointError, LightnetsError, first_line
 from lightnets.stored import check_dataset_metadata, check_finite_weights, check_stored_hparams
 
 __all__ = [
@@ -68,8 +68,7 @@ def load_compressed(
         model = create_model(hparams.pop("name"), **hparams)
         model.load_state_dict(state_dict)
     except (LightnetsError, KeyError, TypeError, RuntimeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: cannot rebuild its model: {first}") from exc
+        raise CheckpointError(f"{path}: cannot rebuild its model: {first_line(exc)}") from exc
     model.to(map_location).eval()
     state = {
         "format": FORMAT,

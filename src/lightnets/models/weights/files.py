@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from lightnets.errors import CheckpointError
+from lightnets.errors import CheckpointError, first_line
 from lightnets.fileio import check_regular, open_regular, write_bytes_atomic
 from lightnets.formats import identify, not_weights
 from lightnets.stored import (
@@ -162,7 +162,7 @@ def _torch_load(path: Path) -> Any:
             "files: re-save just the state dict (torch.save(model.state_dict(), ...))"
         ) from exc
     except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        reason = first_line(exc)
         raise CheckpointError(f"{path} is truncated or corrupt: {reason}") from exc
 
 
@@ -174,7 +174,7 @@ def _read_safetensors(path: Path) -> WeightsFile:
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        reason = first_line(exc)
         raise CheckpointError(
             f"{path} is a truncated or corrupt safetensors file: {reason}"
         ) from exc

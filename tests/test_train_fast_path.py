@@ -10,7 +10,7 @@ import torch
 from lightnets.cli import main
 from lightnets.errors import InvalidArgumentError
 from lightnets.train import TrainConfig, Trainer
-from lightnets.train.config import resume_config
+from lightnets.train.resume import resume_config
 
 TINY = shlex.split(
     "train --model mobilenet_v1 --width-mult 0.25 --dataset synthetic --input-size 16 "

@@ -264,7 +264,7 @@ def train_cell(config: TrainConfig) -> tuple[str, dict[str, Any]]:
     """Train one cell, or resume it, or read it back; returns (what happened, summary).
 
     A run directory holding a checkpoint must have been made with the same settings (checked by
-    :func:`~lightnets.train.config.resume_config`: a different model, hyperparameter or recipe
+    :func:`~lightnets.train.resume.resume_config`: a different model, hyperparameter or recipe
     is an error, never a silent retrain).
     """
     run_dir = Path(config.output)
@@ -280,7 +280,7 @@ def _stored_cell(config: TrainConfig) -> TrainConfig:
     """The stored configuration of a cell that holds a checkpoint, which must be this sweep's:
     same model, hyperparameters and recipe (:func:`resume_config`), and the same number of
     epochs: a sweep's cells share one schedule, so that their accuracies compare."""
-    from lightnets.train.config import resume_config
+    from lightnets.train.resume import resume_config
 
     run_dir = Path(config.output)
     stored = resume_config(run_dir, _resume_overrides(config))

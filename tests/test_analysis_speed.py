@@ -14,10 +14,11 @@ import lightnets
 from lightnets.analysis import compare as compare_module
 from lightnets.analysis import render
 from lightnets.analysis.compare import ModelSpec, compare, parse_spec
-from lightnets.analysis.plots import check_writable, plot_comparison, plot_roofline, save_figure
+from lightnets.analysis.plots import plot_comparison, plot_roofline
 from lightnets.analysis.roofline import MachinePeak, measure_machine_peak, roofline
 from lightnets.analysis.timing import LatencyStats, measure_latency
 from lightnets.errors import InvalidArgumentError
+from lightnets.figures import check_writable, save_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

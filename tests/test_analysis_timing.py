@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from lightnets.analysis import timing
+from lightnets.analysis import machine
+from lightnets.analysis.machine import CpuTimes, MachineLoad, machine_load, read_cpu_times
 from lightnets.analysis.report import LayerRecord
 from lightnets.analysis.roofline import (
     ABOVE_MEMORY_ROOF,
@@ -17,14 +18,10 @@ from lightnets.analysis.roofline import (
     of_peak,
 )
 from lightnets.analysis.timing import (
-    CpuTimes,
     LatencyStats,
-    MachineLoad,
     assess,
-    machine_load,
     measure_interleaved,
     median_ci,
-    read_cpu_times,
     summarize,
 )
 from lightnets.errors import InvalidArgumentError
@@ -97,9 +94,9 @@ def fake_proc(monkeypatch, stat_lines: list[str], own_ticks: list[int], loadavg:
             return f"{loadavg} 0.2 0.1 1/100 42"
         return None
 
-    monkeypatch.setattr(timing, "read_proc", read)
-    monkeypatch.setattr(timing, "usable_cores", lambda: 2)
-    monkeypatch.setattr(timing, "running_processes", lambda limit=3: ["make x2"])
+    monkeypatch.setattr(machine, "read_proc", read)
+    monkeypatch.setattr(machine, "usable_cores", lambda: 2)
+    monkeypatch.setattr(machine, "running_processes", lambda limit=3: ["make x2"])
 
 
 def test_cpu_counters_are_read_from_proc(monkeypatch):
@@ -110,7 +107,7 @@ def test_cpu_counters_are_read_from_proc(monkeypatch):
 
 
 def test_other_processes_on_our_cores_make_the_machine_busy(monkeypatch):
-    monkeypatch.setattr(timing, "usable_cores", lambda: 2)
+    monkeypatch.setattr(machine, "usable_cores", lambda: 2)
     # 200 ticks elapsed on 2 cores; we used 20, others 150: 1.5 cores' worth.
     delta = CpuTimes(busy=170.0, steal=0.0, own=20.0, total=200.0)
     one = machine_load(delta, threads=1)
@@ -123,6 +120,42 @@ def test_other_processes_on_our_cores_make_the_machine_busy(monkeypatch):
     # Without counters, the load average decides.
     assert machine_load(None, threads=1, load_avg=3.0).busy
     assert not machine_load(None, threads=1, load_avg=1.0).busy
+
+
+@pytest.mark.parametrize(
+    ("others_ticks", "steal_ticks", "free"),
+    [
+        (130, 0, 0),  # others used 1.3 of 2 cores: floor(2 - 1.3 + 0.25) = 0 whole cores free
+        (50, 0, 1),  # 0.5 cores: floor(1.75) = 1
+        (10, 0, 2),  # 0.1 cores: floor(2.15) = 2
+        (10, 40, 1),  # 0.1 cores and 0.4 stolen by the hypervisor: floor(1.75) = 1
+    ],
+)
+def test_free_cores_counts_what_others_leave_over_the_interval(
+    monkeypatch, others_ticks, steal_ticks, free
+):
+    # 200 ticks elapse on 2 cores; this process uses 20 of them, which do not count against it.
+    busy = others_ticks + steal_ticks + 20
+    fake_proc(
+        monkeypatch,
+        [
+            "cpu  1000 0 0 5000 0 0 0 0",
+            f"cpu  {1000 + busy - steal_ticks} 0 0 {5000 + 200 - busy} 0 0 0 {steal_ticks}",
+        ],
+        [100, 120],
+    )
+    assert machine.free_cores(seconds=0) == free
+
+
+def test_free_cores_without_proc_falls_back_to_the_load_average(monkeypatch):
+    monkeypatch.setattr(machine, "read_proc", lambda path: None)
+    monkeypatch.setattr(machine, "usable_cores", lambda: 4)
+    monkeypatch.setattr(machine.os, "getloadavg", lambda: (2.5, 0.0, 0.0), raising=False)
+    assert machine.free_cores(seconds=0) == 1  # floor(4 - 2.5 + 0.25)
+    monkeypatch.setattr(machine, "load_average", lambda: None)
+    assert machine.free_cores(seconds=0) == 4  # nothing known: every usable core
+    with pytest.raises(InvalidArgumentError, match="seconds"):
+        machine.free_cores(seconds=-1)
 
 
 def test_busy_rounds_are_set_aside_and_measured_again(monkeypatch):

@@ -4,13 +4,14 @@ LIGHTNETS_DEBUG=1 print its traceback, and names the terminal cannot encode neve
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 import lightnets.cli.models
 from conftest import run_cli
 from lightnets.cli import build_parser, main
-from lightnets.errors import first_line
+from lightnets.errors import QUOTE_LIMIT, first_line
 
 
 def _boom(args):
@@ -39,6 +40,23 @@ def test_first_line_of_any_exception_message():
     assert first_line(RuntimeError("")) == "RuntimeError"  # an empty message: the type's name
     assert first_line(KeyError()) == "KeyError" and first_line(ValueError(""), default="") == ""
     assert first_line(OSError("x" * 300), 200) == "x" * 200
+
+
+def test_quoted_messages_follow_one_rule():
+    # A foreign message is quoted to QUOTE_LIMIT characters, wherever it is quoted: the idiom
+    # that spelled out its own length at each place is written nowhere any more (OpenVINO's
+    # messages are quoted by their last line, the same length).
+    assert first_line(RuntimeError("y" * 500 + "\nmore")) == "y" * QUOTE_LIMIT
+    assert first_line(RuntimeError("y" * 500), None) == "y" * 500
+    source = Path(__file__).resolve().parents[1] / "src" / "lightnets"
+    spelled = [
+        f"{path.relative_to(source)}:{number}"
+        for path in sorted(source.rglob("*.py"))
+        if path.name != "errors.py"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if "str(exc).strip().splitlines()" in line and "[-1]" not in line
+    ]
+    assert not spelled, f"use lightnets.errors.first_line: {spelled}"
 
 
 def test_empty_unexpected_message_is_still_one_line(monkeypatch, capsys):

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightnets.data import DataSplits, TensorImageDataset, make_loader, shard_indices
+from lightnets.data import (
+    Augmentation,
+    DataSplits,
+    TensorImageDataset,
+    make_loader,
+    shard_indices,
+)
 from lightnets.data.augment import normalize
 from lightnets.errors import InvalidArgumentError
 
@@ -80,8 +86,7 @@ def test_train_loader_is_reproducible_from_seed_epoch_rank():
             seed=seed,
             rank=rank,
             world_size=2,
-            cutout=4,
-            random_erasing=0.5,
+            augmentation=Augmentation(cutout=4, random_erasing=0.5),
         )
         loader.set_epoch(epoch)
         return collect(loader)
@@ -98,8 +103,7 @@ def test_train_loader_is_reproducible_from_seed_epoch_rank():
         train=True,
         rank=0,
         world_size=2,
-        cutout=4,
-        random_erasing=0.5,
+        augmentation=Augmentation(cutout=4, random_erasing=0.5),
     )
     collect(loader)
     loader.set_epoch(1)
@@ -150,9 +154,9 @@ def test_drop_last_and_bad_arguments():
     bad = [
         dict(batch_size=0),
         dict(batch_size=1, rank=2, world_size=2),
-        dict(batch_size=1, random_erasing=1.5),
-        dict(batch_size=1, cutout=-1),
-        dict(batch_size=1, padding_mode="wrap"),
+        dict(batch_size=1, augmentation=Augmentation(random_erasing=1.5)),
+        dict(batch_size=1, augmentation=Augmentation(cutout=-1)),
+        dict(batch_size=1, augmentation=Augmentation(padding_mode="wrap")),
         dict(batch_size=64),
         dict(batch_size=1, device="nodevice"),
     ]
@@ -236,3 +240,25 @@ def test_device_data_copies_the_whole_set_to_the_device_once(device_data):
         assert resident.shape == splits.train.images.shape
         list(loader)
         assert loader._device_images is resident  # copied once, not per epoch
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_augmentation_options_reach_the_random_crop(mode):
+    # White images, cropped with padding 4: zero padding brings black pixels in (0 after
+    # normalisation is -mean/std), reflection never does (every pixel stays (1 - mean) / std).
+    splits = make_splits(n=64, crop_padding=4)
+    white = TensorImageDataset(torch.full((64, 3, 8, 8), 255, dtype=torch.uint8), torch.zeros(64))
+    loader = make_loader(
+        white, splits, batch_size=64, train=True, augmentation=Augmentation(padding_mode=mode)
+    )
+    x, _ = next(iter(loader))
+    mean, std = torch.tensor(splits.mean).view(3, 1, 1), torch.tensor(splits.std).view(3, 1, 1)
+    black = (x == (-mean / std).expand(3, 8, 8)).all(dim=1)  # pixels black in every channel
+    if mode == "reflect":
+        assert torch.allclose(x, ((1 - mean) / std).expand_as(x))
+    else:
+        assert black.any()  # 64 random shifts of up to 4 pixels: some land in the padding
+    plain = make_loader(
+        white, splits, batch_size=64, train=True, augmentation=Augmentation(crop_and_flip=False)
+    )
+    assert torch.allclose(next(iter(plain))[0], ((1 - mean) / std).expand_as(x))

@@ -10,17 +10,17 @@ import pytest
 import torch
 
 from lightnets.analysis.formulas import conv1x1_memory_access, conv2d_memory_access_bytes
-from lightnets.analysis.guideline_tables import GUIDELINE_TABLES, SCALES
-from lightnets.analysis.guidelines import (
+from lightnets.cli import main
+from lightnets.lab.guidelines import (
     GuidelineRecord,
     GuidelineReport,
-    _counts,
     build_experiments,
     g1_lower_bound,
     timing_summary,
     verdict,
 )
-from lightnets.cli import main
+from lightnets.lab.guidelines.networks import _counts
+from lightnets.lab.guidelines.paper import GUIDELINE_TABLES, SCALES
 
 HW = 56
 F32 = 4

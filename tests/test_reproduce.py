@@ -219,7 +219,7 @@ def test_squeezenet_is_compressed_on_the_weights_dir_files(tmp_path):
 
 def test_guideline_rows_are_the_counters(report):
     document, _, _ = report
-    from lightnets.analysis.guidelines import build_experiments
+    from lightnets.lab.guidelines import build_experiments
 
     experiment = build_experiments(["G4"], (1,))[0]
     expected = lightnets.profile(experiment.build(), experiment.input_shape).memory_access

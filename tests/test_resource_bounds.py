@@ -115,8 +115,8 @@ def test_threads_beyond_the_cpus_are_refused_by_every_command(argv, capsys):
 
 def test_threads_are_bounded_in_the_library_too():
     from lightnets.analysis.compare import compare
-    from lightnets.analysis.guidelines import run_guidelines
     from lightnets.analysis.timing import torch_threads
+    from lightnets.lab.guidelines import run_guidelines
 
     before = torch.get_num_threads()
     for call in (

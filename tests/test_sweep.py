@@ -10,8 +10,8 @@ import pytest
 
 from lightnets.cli import main
 from lightnets.errors import InvalidArgumentError
+from lightnets.lab.sweep import SweepResult, pareto, plan_cells, plot_sweep
 from lightnets.train.metrics import at_chance
-from lightnets.train.sweep import SweepResult, pareto, plan_cells, plot_sweep
 
 # Two cells of a tiny run: 64 synthetic 16-px images, 2 steps per epoch, 1 epoch.
 SWEEP = (

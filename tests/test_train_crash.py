@@ -15,8 +15,8 @@ import sys
 import pytest
 
 from lightnets.cli import main
-from lightnets.train.checkpoint import load_checkpoint
-from lightnets.train.rundir import FAULT_ENV, LOCK
+from lightnets.train.checkpoint import FAULT_ENV, load_checkpoint
+from lightnets.train.rundir import LOCK
 
 pytestmark = pytest.mark.slow  # three short trainings, each killed and resumed
 

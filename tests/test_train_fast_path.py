@@ -10,7 +10,7 @@ import torch
 from lightnets.cli import main
 from lightnets.errors import InvalidArgumentError
 from lightnets.train import TrainConfig, Trainer
-from lightnets.train.config import resume_config
+from lightnets.train.resume import resume_config
 
 TINY = shlex.split(
     "train --model mobilenet_v1 --width-mult 0.25 --dataset synthetic --input-size 16 "
@@ -105,12 +105,13 @@ def test_crop_and_flip_default_to_long_runs_only():
 
 
 def test_without_augment_a_training_batch_is_the_plain_normalised_image():
-    from lightnets.data import load_splits, make_loader
+    from lightnets.data import Augmentation, load_splits, make_loader
 
     splits = load_splits("synthetic", image_size=16, val_size=0, train_subset=8)
 
     def first_batch(augment: bool) -> torch.Tensor:
-        loader = make_loader(splits.train, splits, batch_size=8, train=True, crop_and_flip=augment)
+        options = Augmentation(crop_and_flip=augment)
+        loader = make_loader(splits.train, splits, batch_size=8, train=True, augmentation=options)
         loader.set_epoch(0)
         return next(iter(loader))
 

@@ -2,8 +2,7 @@
 
 from lightnets.errors import LightnetsError
 from lightnets.models import create_model, get_model_entry, list_models
-
-__version__ = "0.1.0"
+from lightnets.version import __version__
 
 __all__ = [
     "LightnetsError",

@@ -37,10 +37,17 @@ class UntrustedCodeError(LightnetsError):
     they trust it."""
 
 
-def first_line(exc: BaseException, limit: int | None = None, default: str | None = None) -> str:
-    """The first line of ``exc``'s message, at most ``limit`` characters; for an empty message
-    ``default`` (None: the exception's type name). One-line errors quote foreign exceptions
-    (torch, ONNX, OpenVINO) whose messages may span many lines, or be empty."""
+#: The most characters of a foreign exception's message that a one-line error quotes.
+QUOTE_LIMIT = 200
+
+
+def first_line(
+    exc: BaseException, limit: int | None = QUOTE_LIMIT, default: str | None = None
+) -> str:
+    """The first line of ``exc``'s message, at most ``limit`` characters (None: all of it); for
+    an empty message ``default`` (None: the exception's type name). One-line errors quote
+    foreign exceptions (torch, ONNX, OpenVINO) whose messages may span many lines, or be empty:
+    every such quote goes through here, so they all follow one rule."""
     lines = str(exc).strip().splitlines()
     empty = type(exc).__name__ if default is None else default
     text = lines[0].strip() if lines else empty

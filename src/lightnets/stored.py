@@ -22,7 +22,7 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from lightnets.errors import CheckpointError, LightnetsError, check_float, check_int
+from lightnets.errors import CheckpointError, LightnetsError, check_float, check_int, first_line
 
 __all__ = [
     "MODEL_ARGUMENTS",
@@ -32,6 +32,7 @@ __all__ = [
     "check_finite_weights",
     "check_stored_hparams",
     "reading",
+    "validate_metadata",
 ]
 
 #: What the readers of a malformed file raise besides our own errors (torch, safetensors, the
@@ -143,5 +144,41 @@ def reading(path: Any) -> Iterator[None]:
     except LightnetsError:
         raise
     except MALFORMED as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        reason = first_line(exc)
         raise CheckpointError(f"{path} is malformed: {type(exc).__name__}: {reason}") from exc
+
+
+#: ``preprocessing.mode`` -> channels of the decoded image.
+MODES = {"L": 1, "RGB": 3}
+
+
+def validate_metadata(meta: Any) -> None:
+    """Check an exported model's metadata document (:mod:`lightnets.deploy.metadata`) field by
+    field (what :meth:`~lightnets.deploy.prediction.Preprocessing.from_metadata` and
+    ``reference_model`` read), as user input is checked: a missing or malformed field is one
+    line naming it, never a crash in the middle of a prediction."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"it is a {type(meta).__name__}, not a JSON object")
+    rule = meta.get("preprocessing")
+    if not isinstance(rule, dict):
+        raise CheckpointError("preprocessing is missing (or not an object)")
+    if rule.get("mode") not in MODES:
+        raise CheckpointError(
+            f"preprocessing.mode={rule.get('mode')!r} is not allowed; use L or RGB"
+        )
+    for key in ("mean", "std"):
+        channel_stats(rule.get(key), f"preprocessing.{key}", std=key == "std")
+    size = rule.get("input_size")
+    if not isinstance(size, list) or len(size) != 3:
+        raise CheckpointError(f"preprocessing.input_size={size!r} must be [3, height, width]")
+    for i, value in enumerate(size):
+        check_int(f"preprocessing.input_size[{i}]", value, minimum=1)
+    model = meta.get("model")
+    num_classes = None
+    if model:
+        hparams = check_stored_hparams(model, "model")
+        num_classes = hparams.get("num_classes")
+    check_classes(meta.get("classes"), num_classes)
+    dataset = meta.get("dataset")
+    if dataset is not None:
+        check_dataset_metadata(dataset, num_classes)

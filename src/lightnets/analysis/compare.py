@@ -15,11 +15,10 @@ from typing import Any
 import torch
 
 from lightnets.analysis.counter import profile
+from lightnets.analysis.machine import MachineLoad, cpu_name
 from lightnets.analysis.reference import PaperFigure, paper_figure
 from lightnets.analysis.timing import (
     LatencyStats,
-    MachineLoad,
-    cpu_name,
     measure_interleaved,
     torch_threads,
     validate_threads,

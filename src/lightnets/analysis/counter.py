@@ -28,7 +28,7 @@ from torch.utils._pytree import tree_flatten
 
 from lightnets.analysis.kinds import OpKind
 from lightnets.analysis.report import LayerRecord, Profile
-from lightnets.errors import InvalidArgumentError, check_int
+from lightnets.errors import InvalidArgumentError, check_int, first_line
 
 __all__ = ["HANDLERS", "OpCall", "profile", "register_op"]
 
@@ -619,7 +619,7 @@ def _run_recorded(model: nn.Module, x: torch.Tensor, counter: _Counter, name: st
         with _eval_no_grad(model), _RecordingMode(counter):
             return model(x)
     except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         size = "x".join(map(str, x.shape))
         raise InvalidArgumentError(f"{name} cannot run on input {size}: {reason}") from exc
     finally:

@@ -4,7 +4,8 @@ Counting lives in :mod:`~lightnets.analysis.counter` and :mod:`~lightnets.analys
 measuring in :mod:`~lightnets.analysis.timing`, :mod:`~lightnets.analysis.compare` and
 :mod:`~lightnets.analysis.roofline`; this module only turns their results into text, as fvcore
 separates its counters from its printers. The command line calls these functions and nothing
-else to print. rich is imported only by the functions that build rich tables.
+else to print. The rich tables are built by :func:`lightnets.tables.rich_table` from the cells
+formatted here.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from lightnets.analysis.report import (
     format_count,
 )
 from lightnets.analysis.roofline import ABOVE_MEMORY_ROOF, ABOVE_PEAK
+from lightnets.tables import Column, rich_table
 
 if TYPE_CHECKING:
-    from rich.console import Console
     from rich.table import Table
 
     from lightnets.analysis.compare import Comparison, ComparisonRow
@@ -49,7 +50,6 @@ __all__ = [
     "profile_table",
     "roofline_table",
     "roofline_title",
-    "terminal_console",
     "to_json",
     "totals_table",
 ]
@@ -76,14 +76,6 @@ _TABLE2_CAPTION = (
 def format_shape(shape: tuple[int, ...] | None) -> str:
     """``(1, 3, 224, 224)`` -> ``'1x3x224x224'``; ``None`` or ``()`` -> ``''``."""
     return "x".join(map(str, shape)) if shape else ""
-
-
-def terminal_console() -> Console:
-    """A rich console; piped output gets 160 columns, so table rows stay on one line."""
-    from rich.console import Console
-
-    console = Console()
-    return console if console.is_terminal else Console(width=160)
 
 
 def to_json(data: Any, indent: int | None = 2) -> str:
@@ -231,85 +223,89 @@ def _profile_cells(row: LayerRecord) -> list[str]:
 
 def profile_table(prof: Profile, *, all_rows: bool = False) -> Table:
     """A rich table of the operations (zero-cost views hidden by default)."""
-    from rich import box
-    from rich.table import Table
-
-    table = Table(
+    shown = [row for row in prof.rows if all_rows or not row.free]
+    hidden = len(prof.rows) - len(shown)
+    return rich_table(
+        [Column(name, justify, no_wrap=name != "module") for name, justify in _PROFILE_COLUMNS],
+        [_profile_cells(row) for row in shown],
         title=f"{prof.model} — input {format_shape(prof.input_shape)} ({prof.dtype})",
+        caption=f"{hidden} zero-cost views not shown" if hidden else None,
         header_style="bold",
-        box=box.SIMPLE_HEAD,
+        box="simple_head",
         padding=(0, 1),
     )
-    for name, justify in _PROFILE_COLUMNS:
-        table.add_column(name, justify=justify, no_wrap=name != "module")
-    shown = [row for row in prof.rows if all_rows or not row.free]
-    for row in shown:
-        table.add_row(*_profile_cells(row))
-    if len(shown) < len(prof.rows):
-        table.caption = f"{len(prof.rows) - len(shown)} zero-cost views not shown"
-    return table
 
 
 def totals_table(prof: Profile) -> Table:
     """The totals, each with what it counts in a few words."""
-    from rich.table import Table
-
-    table = Table(title="totals", header_style="bold")
-    table.add_column("total")
-    table.add_column("value", justify="right")
-    table.add_column("what it counts")
+    rows = []
     for key, value in prof.totals().items():
         if key.endswith(("access", "bytes")):
             shown = format_bytes(value)
         else:
             shown = f"{value:,} ({format_count(value)})"
-        table.add_row(key, shown, SHORT_CONVENTIONS.get(key, ""))
-    table.caption = "full definitions: Profile.conventions (in --json output)"
-    return table
+        rows.append([key, shown, SHORT_CONVENTIONS.get(key, "")])
+    return rich_table(
+        ["total", Column("value", "right"), "what it counts"],
+        rows,
+        title="totals",
+        caption="full definitions: Profile.conventions (in --json output)",
+        header_style="bold",
+    )
 
 
 def by_type_table(prof: Profile, table2: Table2 | None = None) -> Table:
     """MACs and weights per layer type; beside MobileNets' Table 2 when ``table2`` is given."""
-    from rich.table import Table
-
     if table2 is not None:
         return _by_type_beside_table2(prof, table2)
-    table = Table(title="by layer type", header_style="bold")
-    for name in ("type", "layers", "MACs", "MACs %", "weights", "weights %"):
-        table.add_column(name, justify="left" if name == "type" else "right")
-    for share in prof.by_type():
-        table.add_row(
+    rows = [
+        [
             share.type,
             str(share.layers),
             format_count(share.macs),
             f"{share.macs_percent:.2f}",
             format_count(share.params),
             f"{share.params_percent:.2f}",
-        )
-    table.caption = "weights: conv and FC weight tensors only (biases, BN left out), as Table 2"
-    return table
+        ]
+        for share in prof.by_type()
+    ]
+    return rich_table(
+        _first_left("type", "layers", "MACs", "MACs %", "weights", "weights %"),
+        rows,
+        title="by layer type",
+        caption="weights: conv and FC weight tensors only (biases, BN left out), as Table 2",
+        header_style="bold",
+    )
+
+
+def _first_left(*names: str) -> list[Column]:
+    """The first column text (left-aligned), the others numbers (right-aligned)."""
+    return [Column(name, "left" if i == 0 else "right") for i, name in enumerate(names)]
 
 
 def _by_type_beside_table2(prof: Profile, table2: Table2) -> Table:
-    from rich.table import Table
-
-    table = Table(title="by layer type, beside MobileNets' Table 2", header_style="bold")
-    for name in ("type", "MACs %", "paper", "weights %", "paper "):
-        table.add_column(name, justify="left" if name == "type" else "right")
+    rows = []
     for s in prof.by_type():
         paper = table2.get(s.type)
         if s.layers == 0 and paper is None:
             continue
         sic = " (sic)" if s.type == "conv3x3" else ""
-        table.add_row(
-            s.type,
-            f"{s.macs_percent:.2f}",
-            f"{paper[0]:.2f}{sic}" if paper else "",
-            f"{s.params_percent:.2f}",
-            f"{paper[1]:.2f}" if paper else "",
+        rows.append(
+            [
+                s.type,
+                f"{s.macs_percent:.2f}",
+                f"{paper[0]:.2f}{sic}" if paper else "",
+                f"{s.params_percent:.2f}",
+                f"{paper[1]:.2f}" if paper else "",
+            ]
         )
-    table.caption = _TABLE2_CAPTION
-    return table
+    return rich_table(
+        _first_left("type", "MACs %", "paper", "weights %", "paper "),
+        rows,
+        title="by layer type, beside MobileNets' Table 2",
+        caption=_TABLE2_CAPTION,
+        header_style="bold",
+    )
 
 
 def paper_line(prof: Profile, figure: PaperFigure) -> str:
@@ -379,21 +375,18 @@ def comparison_markdown(comparison: Comparison) -> str:
 
 def comparison_table(comparison: Comparison) -> Table:
     """The comparison as a rich table; the caption names the conventions and the machine."""
-    from rich.table import Table
-
-    size = comparison.input_size
-    table = Table(title=f"lightnets zoo at {size}x{size}, batch 1, float32", header_style="bold")
-    for header in COMPARISON_HEADERS:
-        table.add_column(header, justify="left" if header == "model" else "right")
-    for row in comparison.rows:
-        table.add_row(*_comparison_cells(row))
-    threads = comparison.threads
-    table.caption = (
-        f"MACs = multiply-accumulates (the papers' FLOPs); FLOPs = 2 x MACs. Latency: "
-        f"median batch-1 forward pass on {comparison.device} with {threads} "
-        f"thread{'s' if threads != 1 else ''}, models timed in interleaved rounds."
+    size, threads = comparison.input_size, comparison.threads
+    return rich_table(
+        _first_left(*COMPARISON_HEADERS),
+        [_comparison_cells(row) for row in comparison.rows],
+        title=f"lightnets zoo at {size}x{size}, batch 1, float32",
+        caption=(
+            f"MACs = multiply-accumulates (the papers' FLOPs); FLOPs = 2 x MACs. Latency: "
+            f"median batch-1 forward pass on {comparison.device} with {threads} "
+            f"thread{'s' if threads != 1 else ''}, models timed in interleaved rounds."
+        ),
+        header_style="bold",
     )
-    return table
 
 
 # -- lightnets roofline --------------------------------------------------------------------------
@@ -424,13 +417,8 @@ def roofline_title(result: Roofline) -> str:
 def roofline_table(result: Roofline) -> Table:
     """Every timed layer: intensity, speed, its roof, the share of the roof reached (capped
     at 100%, marked when the layer measured above it) and which roof bounds it."""
-    from rich.table import Table
-
-    table = Table(title=roofline_title(result), header_style="bold")
-    for name in _ROOFLINE_COLUMNS:
-        table.add_column(name, justify="left" if name in ("module", "kind", "bound") else "right")
-    for p in result.points:
-        table.add_row(
+    rows = [
+        [
             str(p.index),
             p.module,
             p.kind,
@@ -441,13 +429,22 @@ def roofline_table(result: Roofline) -> Table:
             f"{p.attainable_gflops:.1f}",
             f"{100 * p.fraction:.0f}%{_FLAG_MARKS.get(p.flag, '')}",
             p.bound,
-        )
+        ]
+        for p in result.points
+    ]
     memory = sum(p.latency_ms for p in result.points if p.bound == "memory")
     total = result.total_ms
-    table.caption = (
-        f"{len(result.points)} layers, {total:.2f} ms timed one by one; memory-bound layers "
-        f"take {memory:.2f} ms ({100 * memory / total if total else 0:.0f}%); "
-        f"{format_count(result.profile.flops)} FLOPs in all. (cache): above the sloped DRAM "
-        "roof, its working set in cache; (error): measured above the compute peak, impossible"
+    text = ("module", "kind", "bound")
+    return rich_table(
+        [Column(name, "left" if name in text else "right") for name in _ROOFLINE_COLUMNS],
+        rows,
+        title=roofline_title(result),
+        caption=(
+            f"{len(result.points)} layers, {total:.2f} ms timed one by one; memory-bound layers "
+            f"take {memory:.2f} ms ({100 * memory / total if total else 0:.0f}%); "
+            f"{format_count(result.profile.flops)} FLOPs in all. (cache): above the sloped "
+            "DRAM roof, its working set in cache; (error): measured above the compute peak, "
+            "impossible"
+        ),
+        header_style="bold",
     )
-    return table

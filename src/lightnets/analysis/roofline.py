@@ -20,11 +20,11 @@ from torch import nn
 
 from lightnets.analysis.counter import profile as profile_model
 from lightnets.analysis.kinds import TIMED_KINDS, OpKind
+from lightnets.analysis.machine import cpu_name
 from lightnets.analysis.report import LayerRecord, Profile
 from lightnets.analysis.timing import (
     LatencyStats,
     Measurement,
-    cpu_name,
     measure_interleaved,
     measure_latency,
     torch_threads,

@@ -1,4 +1,4 @@
-"""Wall-clock latency that knows when it is wrong.
+"""Wall-clock latency that knows when it is wrong: rounds, medians, confidence intervals, verdicts.
 
 Measured the way pyperf, pytest-benchmark and timm's benchmark script measure:
 
@@ -9,9 +9,10 @@ Measured the way pyperf, pytest-benchmark and timm's benchmark script measure:
 3. **Enough calls**: rounds continue until every candidate has ``min_iters`` calls over
    ``min_seconds`` *and* the 95% confidence interval of its median is within ``target_ci``
    (relative), or until the time budget (``max_seconds`` per candidate) is spent.
-4. **The machine is watched**: before and after every round, ``/proc/stat`` tells how much CPU
-   time other processes used, and how much the hypervisor stole. A round during which other
-   processes competed for the cores we use is set aside and measured again, within the budget.
+4. **The machine is watched** (:mod:`lightnets.analysis.machine`): before and after every round,
+   ``/proc/stat`` tells how much CPU time other processes used, and how much the hypervisor
+   stole. A round during which other processes competed for the cores we use is set aside and
+   measured again, within the budget.
 5. **The spread is reported** beside the median (p10/p90 and the interquartile range), and the
    result says in one line whether it can be trusted: :attr:`LatencyStats.stable` and
    :attr:`LatencyStats.note`.
@@ -24,28 +25,25 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, astuple, dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 
+from lightnets.analysis import machine
+from lightnets.analysis.machine import CpuTimes, MachineLoad
 from lightnets.errors import InvalidArgumentError, check_float, check_int, check_threads
 
 __all__ = [
-    "CpuTimes",
     "LatencyStats",
-    "MachineLoad",
     "Measurement",
     "assess",
-    "cpu_name",
-    "machine_load",
     "measure_interleaved",
     "measure_latency",
-    "read_cpu_times",
+    "median_ci",
     "summarize",
     "torch_threads",
     "validate_threads",
@@ -55,10 +53,6 @@ __all__ = [
 TARGET_CI = 0.03
 #: p90 / p10 above this is a spread too wide to trust the median alone.
 WIDE_SPREAD = 1.5
-#: Other processes may use this many cores beyond those our threads leave free.
-BUSY_SLACK_CORES = 0.25
-#: Fraction of CPU time stolen by the hypervisor above which the machine counts as busy.
-BUSY_STEAL = 0.05
 
 
 # -- statistics on a list of samples --------------------------------------------------------------
@@ -100,156 +94,6 @@ def summarize(samples_ms: list[float]) -> dict[str, float]:
         "min_ms": ordered[0],
         "ci_rel": (high - low) / 2 / median if median > 0 else math.inf,
     }
-
-
-# -- the machine: /proc/stat, /proc/self/stat, /proc/loadavg -------------------------------------
-def read_proc(path: str) -> str | None:
-    """The text of a /proc file, or ``None`` where there is none (not Linux). Tests patch it."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return None
-
-
-@dataclass(frozen=True)
-class CpuTimes:
-    """CPU time counters (clock ticks, all cores): busy, stolen, ours, and the total elapsed."""
-
-    busy: float = 0.0
-    steal: float = 0.0
-    own: float = 0.0
-    total: float = 0.0
-
-    def __sub__(self, other: CpuTimes) -> CpuTimes:
-        return CpuTimes(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
-
-    def __add__(self, other: CpuTimes) -> CpuTimes:
-        return CpuTimes(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
-
-
-def read_cpu_times() -> CpuTimes | None:
-    """This instant's counters from /proc/stat (the ``cpu`` line) and /proc/self/stat."""
-    stat, own = read_proc("/proc/stat"), read_proc("/proc/self/stat")
-    if not stat or not own:
-        return None
-    try:
-        # user nice system idle iowait irq softirq steal (guest time is already in user).
-        ticks = [float(v) for v in stat.splitlines()[0].split()[1:9]]
-        ticks += [0.0] * (8 - len(ticks))
-        # After the ")" that ends the command name: state is field 3; utime, stime 14 and 15.
-        fields = own.rsplit(")", 1)[1].split()
-        mine = float(fields[11]) + float(fields[12])
-    except (IndexError, ValueError):
-        return None
-    total = sum(ticks)
-    return CpuTimes(busy=total - ticks[3] - ticks[4], steal=ticks[7], own=mine, total=total)
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its affinity mask), else the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def load_average() -> float | None:
-    """The one-minute load average (runnable and waiting tasks, ours included)."""
-    text = read_proc("/proc/loadavg")
-    try:
-        return float(text.split()[0]) if text else os.getloadavg()[0]
-    except (OSError, AttributeError, ValueError, IndexError):
-        return None
-
-
-def running_processes(limit: int = 3) -> list[str]:
-    """Names of other processes running right now (state R), most frequent first."""
-    counts: dict[str, int] = {}
-    mine = os.getpid()
-    for pid in filter(str.isdigit, _listdir("/proc")):
-        text = read_proc(f"/proc/{pid}/stat")
-        if not text or int(pid) == mine or ")" not in text:
-            continue
-        name, rest = text.split("(", 1)[1].rsplit(")", 1)
-        if rest.split()[:1] == ["R"]:
-            counts[name] = counts.get(name, 0) + 1
-    ranked = sorted(counts.items(), key=lambda item: -item[1])[:limit]
-    return [f"{name} x{n}" if n > 1 else name for name, n in ranked]
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except OSError:
-        return []
-
-
-@dataclass(frozen=True)
-class MachineLoad:
-    """How busy the machine was while we measured.
-
-    ``others_cores``: cores' worth of CPU time used by other processes (``None`` when unknown);
-    ``steal``: fraction of CPU time the hypervisor gave to other machines.
-    """
-
-    cores: int
-    threads: int
-    others_cores: float | None = None
-    steal: float | None = None
-    load_average: float | None = None
-    processes: tuple[str, ...] = ()
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.reasons())
-
-    @property
-    def crowded(self) -> bool:
-        """Other processes used more than the cores our threads leave free (plus a margin)."""
-        free = max(0.0, self.cores - self.threads)
-        return self.others_cores is not None and self.others_cores > free + BUSY_SLACK_CORES
-
-    @property
-    def stolen(self) -> bool:
-        return self.steal is not None and self.steal > BUSY_STEAL
-
-    def others_busy(self) -> bool:
-        """Busy by the CPU counters alone (other processes on our cores, or steal)."""
-        return self.crowded or self.stolen
-
-    def reasons(self) -> list[str]:
-        """Why the machine counts as busy (empty when it does not). The load average, which
-        lags by a minute, decides only where the CPU counters are unknown."""
-        reasons = []
-        average = f", load average {self.load_average:.1f}" if self.load_average else ""
-        who = f" ({', '.join(self.processes)})" if self.processes else ""
-        if self.crowded:
-            reasons.append(
-                f"other processes{who} used {self.others_cores:.1f} of {self.cores} cores "
-                f"while we ran {self.threads} thread{'s' if self.threads != 1 else ''}{average}"
-            )
-        elif self.others_cores is None and (self.load_average or 0) > self.cores + 0.5:
-            reasons.append(f"load average {self.load_average:.1f} on {self.cores} cores{who}")
-        if self.stolen:
-            reasons.append(f"the hypervisor stole {100 * self.steal:.0f}% of CPU time")
-        return reasons
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "processes": list(self.processes), "busy": self.busy}
-
-
-def machine_load(
-    delta: CpuTimes | None, threads: int, *, load_avg: float | None = None
-) -> MachineLoad:
-    """The load over an interval whose counters changed by ``delta`` (``None``: unknown)."""
-    cores = usable_cores()
-    if delta is None or delta.total <= 0:
-        return MachineLoad(cores, threads, load_average=load_avg)
-    others = max(0.0, delta.busy - delta.steal - delta.own) / delta.total * cores
-    return MachineLoad(
-        cores, threads, others_cores=others, steal=delta.steal / delta.total, load_average=load_avg
-    )
 
 
 # -- the result ----------------------------------------------------------------------------------
@@ -401,7 +245,7 @@ class _Rounds:
         self.every_delta = self.every_delta + delta
         for name, values in times.items():
             self.every[name] += values
-        if delta.total > 0 and machine_load(delta, threads).others_busy():
+        if delta.total > 0 and machine.machine_load(delta, threads).others_busy():
             return
         self.quiet_rounds += 1
         self.quiet_delta = self.quiet_delta + delta
@@ -431,9 +275,9 @@ class _Rounds:
         samples = self.quiet if use_quiet else self.every
         delta = None if self.unknown_load else (self.quiet_delta if use_quiet else self.every_delta)
         rounds = self.quiet_rounds if use_quiet else self.all_rounds
-        load = machine_load(delta, threads, load_avg=load_average())
+        load = machine.machine_load(delta, threads, load_avg=machine.load_average())
         if load.busy:
-            load = replace(load, processes=tuple(running_processes()))
+            load = replace(load, processes=tuple(machine.running_processes()))
         stats = {}
         for name, values in samples.items():
             summary = summarize(values)
@@ -498,13 +342,13 @@ def measure_interleaved(
     started = time.perf_counter()
     while not record.finished(plan, time.perf_counter() - started):
         shift = record.all_rounds % len(names)
-        before, times = read_cpu_times(), {}
+        before, times = machine.read_cpu_times(), {}
         for name in names[shift:] + names[:shift]:
             if len(names) > 1:  # the others ran since: refill the caches, untimed
                 fns[name]()
                 sync()
             times[name] = _time_round(fns[name], sync, plan.round_seconds, plan.max_iters)
-        after = read_cpu_times()
+        after = machine.read_cpu_times()
         record.add(times, after - before if before and after else None, threads)
     return record.result(plan, threads, time.perf_counter() - started)
 
@@ -545,14 +389,3 @@ def torch_threads(threads: int | None) -> Iterator[int]:
         yield threads
     finally:
         torch.set_num_threads(before)
-
-
-def cpu_name() -> str:
-    """The processor's model name (from /proc/cpuinfo on Linux), for labelling measurements."""
-    import platform
-
-    text = read_proc("/proc/cpuinfo") or ""
-    for line in text.splitlines():
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    return f"{platform.processor() or platform.machine() or 'cpu'}, {os.cpu_count()} cores"

@@ -18,8 +18,8 @@ import threading
 import traceback
 from collections.abc import Sequence
 
-from lightnets import __version__
 from lightnets.errors import LightnetsError, first_line
+from lightnets.version import __version__
 
 #: Sub-command modules, in the order ``lightnets --help`` lists them.
 COMMANDS = (

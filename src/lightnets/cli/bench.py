@@ -239,31 +239,29 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+#: The table's columns; backend and status are text (left-aligned), the rest numbers.
+COLUMNS = (
+    "backend",
+    "batch",
+    "precision",
+    "median ms",
+    "p90 ms",
+    "images/s",
+    "GFLOP/s",
+    "of peak",
+    "max |diff|",
+    "status",
+)
+
+
 def _print_table(records, name, size, calibration_source) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from lightnets.tables import Column, rich_table, terminal_console
 
     exported = any(r.backend.endswith(" file") for r in records)
     checked = "exported file, in its own runtime" if exported else "checked against eager fp32"
-    table = Table(title=f"{name} at {size[1]}x{size[2]}: inference latency ({checked})")
-    for column in (
-        "backend",
-        "batch",
-        "precision",
-        "median ms",
-        "p90 ms",
-        "images/s",
-        "GFLOP/s",
-        "of peak",
-        "max |diff|",
-        "status",
-    ):
-        table.add_column(column, justify="left" if column in ("backend", "status") else "right")
-    for r in records:
-        label = f"best: {r.backend}" if r.best else r.backend
-        status = r.status if not r.note else f"{r.status} ({r.note})"
-        table.add_row(
-            label,
+    rows = [
+        [
+            f"best: {r.backend}" if r.best else r.backend,
             str(r.batch_size),
             r.precision,
             _fmt(r.latency_ms_median, ".3f"),
@@ -272,11 +270,16 @@ def _print_table(records, name, size, calibration_source) -> None:
             _fmt(r.gflops_per_sec, ".1f"),
             "-" if r.peak_fraction is None else f"{100 * r.peak_fraction:.1f}%",
             _fmt(r.max_abs_diff, ".2e"),
-            status,
-        )
-    console = Console()
-    if not console.is_terminal:  # piped or captured: don't squeeze the table into 80 columns
-        console = Console(width=160)
+            r.status if not r.note else f"{r.status} ({r.note})",
+        ]
+        for r in records
+    ]
+    table = rich_table(
+        [Column(c, "left" if c in ("backend", "status") else "right") for c in COLUMNS],
+        rows,
+        title=f"{name} at {size[1]}x{size[2]}: inference latency ({checked})",
+    )
+    console = terminal_console()
     console.print(table)
     for r in records:
         if r.best and r.extra.get("candidates"):

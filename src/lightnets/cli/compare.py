@@ -57,8 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from lightnets.analysis import render
     from lightnets.analysis.compare import compare
-    from lightnets.analysis.plots import check_plot_output, plot_comparison, save_figure
+    from lightnets.analysis.plots import plot_comparison
     from lightnets.errors import InvalidArgumentError
+    from lightnets.figures import check_plot_output, save_figure
+    from lightnets.tables import terminal_console
 
     if args.input_size is not None and args.input_size < 1:
         raise InvalidArgumentError(f"--input-size must be >= 1, got {args.input_size}")
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.markdown:
         sys.stdout.write(render.comparison_markdown(result))
     else:
-        console = render.terminal_console()
+        console = terminal_console()
         console.print(render.comparison_table(result))
         if line:
             console.print(line, markup=False, highlight=False)

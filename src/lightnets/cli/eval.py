@@ -84,25 +84,19 @@ def run(args: argparse.Namespace) -> int:
             data["per_class"] = dict(zip(classes, result.per_class, strict=True))
         print(dumps(data))
         return 0
-    from rich.console import Console
-    from rich.table import Table
+    from lightnets.tables import Column, rich_table, terminal_console
 
-    console = Console()
+    console = terminal_console(piped_width=None)
     console.print(f"{args.checkpoint or args.weights}: {args.split} split", highlight=False)
-    table = Table()
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("top-1", f"{100 * result.top1:.2f}%")
+    rows = [["top-1", f"{100 * result.top1:.2f}%"]]
     if result.top5 is not None:  # None: 5 classes or fewer, where top-5 is always 100%
-        table.add_row("top-5", f"{100 * result.top5:.2f}%")
-    table.add_row("loss", f"{result.loss:.4f}")
-    table.add_row("images", f"{result.images}")
-    console.print(table)
+        rows.append(["top-5", f"{100 * result.top5:.2f}%"])
+    rows += [["loss", f"{result.loss:.4f}"], ["images", f"{result.images}"]]
+    console.print(rich_table(["metric", Column("value", "right")], rows))
     if result.per_class is not None:
-        per = Table()
-        per.add_column("class")
-        per.add_column("top-1", justify="right")
-        for name, acc in zip(classes, result.per_class, strict=True):
-            per.add_row(str(name), "-" if math.isnan(acc) else f"{100 * acc:.2f}%")
-        console.print(per)
+        per_class = [
+            [str(name), "-" if math.isnan(acc) else f"{100 * acc:.2f}%"]
+            for name, acc in zip(classes, result.per_class, strict=True)
+        ]
+        console.print(rich_table(["class", Column("top-1", "right")], per_class))
     return 0

@@ -17,7 +17,7 @@ Examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lightnets.analysis.guidelines import GUIDELINES
+    from lightnets.lab.guidelines import GUIDELINES
 
     parser = subparsers.add_parser(
         "guidelines",
@@ -62,10 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lightnets.analysis.guidelines import GUIDELINES, plot_guidelines, run_guidelines
+    from lightnets.lab.guidelines import GUIDELINES, plot_guidelines, run_guidelines
 
     if args.plot is not None:
-        from lightnets.analysis.plots import check_plot_output
+        from lightnets.figures import check_plot_output
 
         check_plot_output(args.plot, force=args.force)
     report = run_guidelines(

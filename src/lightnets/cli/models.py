@@ -72,22 +72,28 @@ def run(args: argparse.Namespace) -> int:
         print(dumps(records, indent=2))
         return 0
 
-    from rich.console import Console
-    from rich.table import Table
+    from lightnets.tables import Column, rich_table, terminal_console
 
-    table = Table(title="lightnets models: parameters at the default hyperparameters")
-    table.add_column("model", style="bold", no_wrap=True)
-    table.add_column("hyperparameters: default {allowed}")
-    table.add_column("ImageNet\n224 px\n1000 cls", justify="right", no_wrap=True)
-    table.add_column("CIFAR\n32 px\n100 cls", justify="right", no_wrap=True)
-    for record in records:
-        table.add_row(
+    rows = [
+        [
             record["name"],
             "\n".join(_format_hparam(k, v) for k, v in record["hparams"].items()),
             f"{record['params']['imagenet']['params']:,}",
             f"{record['params']['cifar']['params']:,}",
-        )
-    console = Console()
+        ]
+        for record in records
+    ]
+    table = rich_table(
+        [
+            Column("model", no_wrap=True, style="bold"),
+            "hyperparameters: default {allowed}",
+            Column("ImageNet\n224 px\n1000 cls", "right", no_wrap=True),
+            Column("CIFAR\n32 px\n100 cls", "right", no_wrap=True),
+        ],
+        rows,
+        title="lightnets models: parameters at the default hyperparameters",
+    )
+    console = terminal_console(piped_width=None)
     console.print(table)
     for record in records:
         console.print(f"[bold]{record['name']}[/bold]: {record['paper']}", highlight=False)

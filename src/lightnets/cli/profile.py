@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from lightnets.analysis import profile, render
     from lightnets.analysis.reference import model_paper_figure, table2_for
+    from lightnets.tables import terminal_console
 
     model, _ = model_or_checkpoint_from_args(args)
     size = input_size_from_args(args, model)
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(render.profile_markdown(prof, all_rows=args.all_rows))
     else:
-        console = render.terminal_console()
+        console = terminal_console()
         if not args.by_type:
             console.print(render.profile_table(prof, all_rows=args.all_rows))
         console.print(render.by_type_table(prof, table2))

@@ -52,9 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lightnets.analysis import profile, render
-    from lightnets.analysis.plots import check_plot_output, plot_roofline, save_figure
+    from lightnets.analysis.plots import plot_roofline
     from lightnets.analysis.roofline import roofline
     from lightnets.errors import InvalidArgumentError
+    from lightnets.figures import check_plot_output, save_figure
+    from lightnets.tables import terminal_console
 
     for flag in ("peak_seconds", "layer_seconds"):
         if not getattr(args, flag) > 0:
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         if not result.stable:
             print(line, file=sys.stderr)
         return 0
-    console = render.terminal_console()
+    console = terminal_console()
     console.print(render.roofline_table(result))
     console.print(f"roofs: {result.peak.method}", markup=False, highlight=False)
     console.print(line, markup=False, highlight=False)

@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from lightnets.cli.train import config_from_args
     from lightnets.errors import InvalidArgumentError, check_int
-    from lightnets.train.sweep import run_sweep
+    from lightnets.lab.sweep import run_sweep
 
     if args.resume is not None:
         raise InvalidArgumentError(

@@ -226,8 +226,9 @@ def _given(args: argparse.Namespace, names: tuple[str, ...], prefix: str = "") -
 
 def config_from_args(args: argparse.Namespace):
     """The run's :class:`TrainConfig` (merged with the stored one for --resume) and resume flag."""
-    from lightnets.train.config import TrainConfig, resume_config
+    from lightnets.train.config import TrainConfig
     from lightnets.train.recipes import default_recipe_name, get_recipe
+    from lightnets.train.resume import resume_config
 
     model_hparams = model_hparams_from_args(args)
     recipe_overrides = _given(args, args.recipe_flags, RECIPE_PREFIX)

@@ -4,11 +4,12 @@ the training device. See ``docs/data.md``."""
 
 from lightnets.data.dataset import ImageDataset, TensorImageDataset
 from lightnets.data.folder import ImageFolderDataset
-from lightnets.data.loader import BatchLoader, make_loader, shard_indices
+from lightnets.data.loader import Augmentation, BatchLoader, make_loader, shard_indices
 from lightnets.data.splits import DATASET_NAMES, DataSplits, carve_validation, load_splits
 
 __all__ = [
     "DATASET_NAMES",
+    "Augmentation",
     "BatchLoader",
     "DataSplits",
     "ImageDataset",

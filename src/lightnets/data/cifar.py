@@ -35,7 +35,7 @@ import torch
 
 from lightnets.data.dataset import TensorImageDataset
 from lightnets.data.download import download_cifar
-from lightnets.errors import DataError
+from lightnets.errors import DataError, first_line
 
 
 @dataclass(frozen=True)
@@ -159,8 +159,7 @@ def restricted_loads(data: bytes) -> Any:
 
 def _one_line(exc: BaseException) -> str:
     """``Type: first line of the message`` (tarfile's errors list one line per method tried)."""
-    text = str(exc).strip()
-    first = text.splitlines()[0].rstrip(":") if text else ""
+    first = first_line(exc, default="").rstrip(":")
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 

@@ -17,7 +17,9 @@ in order, without padding: the shards are disjoint and their union is exactly th
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -63,6 +65,36 @@ def shard_indices(
     return perm[rank:total:world_size]
 
 
+@dataclass(frozen=True)
+class Augmentation:
+    """What a training loader does to its images besides the data set's own preprocessing.
+
+    ``crop_and_flip``: the data set's random crop and horizontal flip (``False``: neither; the
+    other options still apply). ``padding_mode``: how the random crop pads, ``"zeros"`` (the
+    usual CIFAR code) or ``"reflect"``. ``cutout``: the side in pixels of one square cut out of
+    every image (0: none). ``random_erasing``: the probability of erasing a rectangle of each
+    image (0: never). Evaluation loaders apply none of them.
+    """
+
+    crop_and_flip: bool = True
+    padding_mode: str = "zeros"
+    cutout: int = 0
+    random_erasing: float = 0.0
+
+    def validate(self) -> Augmentation:
+        """One-line errors for a value out of range; returns itself, with plain types."""
+        check_int("cutout", self.cutout, minimum=0)
+        check_float("random_erasing", self.random_erasing, minimum=0.0, maximum=1.0)
+        if self.padding_mode not in augment.PADDING_MODES:
+            raise InvalidArgumentError(
+                f"padding_mode={self.padding_mode!r} is not allowed; use one of "
+                f"{', '.join(augment.PADDING_MODES)}"
+            )
+        return dataclasses.replace(
+            self, crop_and_flip=bool(self.crop_and_flip), random_erasing=float(self.random_erasing)
+        )
+
+
 class _FolderSource(Dataset):
     """Adapter for DataLoader workers: index -> (uint8 image, error message or None)."""
 
@@ -99,14 +131,11 @@ class BatchLoader:
         rank: int,
         world_size: int,
         drop_last: bool,
-        cutout: int,
-        random_erasing: float,
         num_workers: int,
         channels_last: bool,
-        padding_mode: str,
+        augmentation: Augmentation = Augmentation(),
         device_data: bool = True,
         pad_last: bool = False,
-        crop_and_flip: bool = True,
     ) -> None:
         self.dataset = dataset
         self.splits = splits
@@ -117,14 +146,12 @@ class BatchLoader:
         self.rank = rank
         self.world_size = world_size
         self.drop_last = drop_last
-        self.cutout = cutout
-        self.random_erasing = random_erasing
         self.num_workers = num_workers
         self.channels_last = channels_last
-        self.padding_mode = padding_mode
+        self.augmentation = augmentation
         self.device_data = device_data
         self.pad_last = pad_last
-        self.crop_and_flip = train and crop_and_flip
+        self.crop_and_flip = train and augmentation.crop_and_flip
         self.epoch = 0
         self._device_images: torch.Tensor | None = None
         n = len(dataset)
@@ -213,14 +240,15 @@ class BatchLoader:
                     splits.crop_padding,
                     generator,
                     flip=splits.hflip,
-                    padding_mode=self.padding_mode,
+                    padding_mode=self.augmentation.padding_mode,
                 )
             x = augment.normalize(images, splits.mean, splits.std)
             x = augment.resize(x, size)
-        if self.train and self.cutout > 0:
-            x = augment.cutout(x, self.cutout, generator)
-        if self.train and self.random_erasing > 0:
-            x = augment.random_erasing(x, self.random_erasing, generator)
+        options = self.augmentation
+        if self.train and options.cutout > 0:
+            x = augment.cutout(x, options.cutout, generator)
+        if self.train and options.random_erasing > 0:
+            x = augment.random_erasing(x, options.random_erasing, generator)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -252,42 +280,30 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     drop_last: bool | None = None,
-    cutout: int = 0,
-    random_erasing: float = 0.0,
+    augmentation: Augmentation | None = None,
     num_workers: int = 0,
     channels_last: bool = False,
-    padding_mode: str = "zeros",
     device_data: bool = True,
     pad_last: bool = False,
-    crop_and_flip: bool = True,
 ) -> BatchLoader:
     """A :class:`BatchLoader` over ``dataset`` (one of ``splits``' train / val / test).
 
-    ``train=True``: shuffled each epoch, augmented (``splits.augmentation``, plus ``cutout``
-    pixels / ``random_erasing`` probability if set), padded shards, ``drop_last`` by default.
-    ``train=False``: in order, normalised only, disjoint shards. ``padding_mode`` of the random
-    crop: ``"zeros"`` (default) or ``"reflect"``. ``num_workers`` decode image folders.
-    ``device_data``: an in-memory data set up to ``DEVICE_CACHE_BYTES`` is copied whole to an
-    accelerator ``device`` once (else each batch is copied). ``pad_last`` (evaluation only):
-    the last, short batch is padded to ``batch_size`` by :func:`pad_batch`. ``crop_and_flip=False``
-    (training): no random crop or flip (``cutout`` and ``random_erasing`` still apply).
+    ``train=True``: shuffled each epoch, augmented (``splits.augmentation``, and what
+    ``augmentation`` adds or leaves out: :class:`Augmentation`), padded shards, ``drop_last`` by
+    default. ``train=False``: in order, normalised only, disjoint shards. ``num_workers``
+    decode image folders. ``device_data``: an in-memory data set up to ``DEVICE_CACHE_BYTES``
+    is copied whole to an accelerator ``device`` once (else each batch is copied).
+    ``pad_last`` (evaluation only): the last, short batch is padded to ``batch_size`` by
+    :func:`pad_batch`.
     """
-    # Over 60 lines only through its signature, docstring and the keywords passed on to
-    # BatchLoader; the body is three stages: check the arguments, build, refuse an empty epoch.
     check_int("batch_size", batch_size, minimum=1)
     check_int("world_size", world_size, minimum=1)
     check_int("rank", rank, minimum=0, maximum=world_size - 1)
     check_int("seed", seed, minimum=0, maximum=MAX_SEED)
-    check_int("cutout", cutout, minimum=0)
     check_int("num_workers", num_workers, minimum=0)
-    check_float("random_erasing", random_erasing, minimum=0.0, maximum=1.0)
+    augmentation = (augmentation or Augmentation()).validate()
     if pad_last and train:
         raise InvalidArgumentError("pad_last applies to evaluation; training drops the last batch")
-    if padding_mode not in augment.PADDING_MODES:
-        raise InvalidArgumentError(
-            f"padding_mode={padding_mode!r} is not allowed; use one of "
-            f"{', '.join(augment.PADDING_MODES)}"
-        )
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -302,14 +318,11 @@ def make_loader(
         rank=rank,
         world_size=world_size,
         drop_last=train if drop_last is None else bool(drop_last),
-        cutout=cutout,
-        random_erasing=float(random_erasing),
         num_workers=num_workers,
         channels_last=channels_last,
-        padding_mode=padding_mode,
+        augmentation=augmentation,
         device_data=bool(device_data),
         pad_last=bool(pad_last),
-        crop_and_flip=bool(crop_and_flip),
     )
     if train and len(dataset) and len(loader) == 0:
         raise InvalidArgumentError(

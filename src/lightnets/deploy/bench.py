@@ -26,7 +26,7 @@ from torch import nn
 from lightnets.analysis.timing import torch_threads
 from lightnets.deploy.accuracy import DEFAULT_MAX_DROP, TOLERANCE, max_abs_diff, tolerance
 from lightnets.deploy.backends import BACKENDS, Backend, get_backend
-from lightnets.errors import InvalidArgumentError, LightnetsError
+from lightnets.errors import InvalidArgumentError, LightnetsError, first_line
 
 __all__ = [
     "TOLERANCE",
@@ -168,7 +168,7 @@ def _time(run: Callable, x: torch.Tensor, min_seconds: float):
 
 def _flops_per_image(model: nn.Module, input_size: tuple[int, int, int]) -> float | None:
     try:
-        from lightnets import profile
+        from lightnets.analysis import profile
 
         return float(profile(model, input_size).flops)
     except (ImportError, AttributeError, LightnetsError):
@@ -224,7 +224,7 @@ def prepare_once(
         return run, run(x)
     except (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError) as exc:
         record.status = "failed"
-        record.note = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        record.note = first_line(exc)
         return None
 
 

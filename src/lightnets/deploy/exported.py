@@ -26,7 +26,7 @@ from torch import nn
 
 from lightnets.deploy.metadata import read_metadata
 from lightnets.deploy.openvino_runtime import compile_model, latency_config, physical_cores
-from lightnets.errors import CheckpointError, LightnetsError, require
+from lightnets.errors import CheckpointError, LightnetsError, first_line, require
 from lightnets.formats import FORMATS, check_trusted, identify, misnamed
 
 __all__ = ["ExportedModel", "open_exported"]
@@ -37,8 +37,7 @@ Runner = Callable[[np.ndarray], np.ndarray]
 
 def _refused(path: Path, runtime: str, exc: BaseException) -> CheckpointError:
     """A runtime's own refusal of a file (or failure to run it) as one line naming the file."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-    return CheckpointError(f"{path}: {runtime} refused it: {first}")
+    return CheckpointError(f"{path}: {runtime} refused it: {first_line(exc)}")
 
 
 def _check_finite(path: Path, arrays: Any) -> None:
@@ -209,5 +208,6 @@ def open_exported(path: str | Path, *, trust_code: bool = False) -> ExportedMode
     except LightnetsError:
         raise
     except Exception as exc:  # ONNX Runtime's and OpenVINO's refusals derive from Exception only
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise CheckpointError(f"{path}: cannot load this {fmt.name} file: {first}") from exc
+        raise CheckpointError(
+            f"{path}: cannot load this {fmt.name} file: {first_line(exc)}"
+        ) from exc

@@ -23,18 +23,12 @@ from lightnets.errors import (
     CheckpointError,
     InvalidArgumentError,
     LightnetsError,
-    check_int,
     require,
 )
 from lightnets.fileio import open_regular
 from lightnets.formats import identify
 from lightnets.jsonio import dumps
-from lightnets.stored import (
-    channel_stats,
-    check_classes,
-    check_dataset_metadata,
-    check_stored_hparams,
-)
+from lightnets.stored import validate_metadata
 
 __all__ = [
     "KEY",
@@ -63,7 +57,7 @@ def build_metadata(
     dataset: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The metadata document for a model with ``hparams`` preprocessed by ``pre``."""
-    from lightnets import __version__
+    from lightnets.version import __version__
 
     data = {k: dataset[k] for k in ("name", "mean", "std") if k in dataset} if dataset else None
     return {
@@ -149,42 +143,6 @@ def read_metadata(path: str | Path) -> dict[str, Any] | None:
     except LightnetsError as exc:
         raise CheckpointError(f"{path}: its lightnets metadata is malformed: {exc}") from exc
     return meta
-
-
-#: ``preprocessing.mode`` -> channels of the decoded image.
-MODES = {"L": 1, "RGB": 3}
-
-
-def validate_metadata(meta: Any) -> None:
-    """Check a metadata document field by field (what :meth:`~lightnets.deploy.prediction.
-    Preprocessing.from_metadata` and ``reference_model`` read), as user input is checked:
-    a missing or malformed field is one line naming it, never a crash in the middle of a
-    prediction."""
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"it is a {type(meta).__name__}, not a JSON object")
-    rule = meta.get("preprocessing")
-    if not isinstance(rule, dict):
-        raise CheckpointError("preprocessing is missing (or not an object)")
-    if rule.get("mode") not in MODES:
-        raise CheckpointError(
-            f"preprocessing.mode={rule.get('mode')!r} is not allowed; use L or RGB"
-        )
-    for key in ("mean", "std"):
-        channel_stats(rule.get(key), f"preprocessing.{key}", std=key == "std")
-    size = rule.get("input_size")
-    if not isinstance(size, list) or len(size) != 3:
-        raise CheckpointError(f"preprocessing.input_size={size!r} must be [3, height, width]")
-    for i, value in enumerate(size):
-        check_int(f"preprocessing.input_size[{i}]", value, minimum=1)
-    model = meta.get("model")
-    num_classes = None
-    if model:
-        hparams = check_stored_hparams(model, "model")
-        num_classes = hparams.get("num_classes")
-    check_classes(meta.get("classes"), num_classes)
-    dataset = meta.get("dataset")
-    if dataset is not None:
-        check_dataset_metadata(dataset, num_classes)
 
 
 def _read_onnx(path: Path) -> str | None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from lightnets.errors import SaveError, require
+from lightnets.errors import QUOTE_LIMIT, SaveError, require
 from lightnets.fileio import atomic_path, commit
 
 #: Size of the alternate signal stack kept after OpenVINO compiles (glibc's SIGSTKSZ is 8 KiB;
@@ -154,5 +154,6 @@ def save_ir(ov_model: Any, path: str | Path, *, check: Callable[[Path], None] | 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
+    # OpenVINO's messages end with the cause (after the C++ file and check that failed).
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-    return f"{text[:120]} (is the disk full?)"
+    return f"{text[:QUOTE_LIMIT]} (is the disk full?)"

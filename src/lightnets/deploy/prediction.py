@@ -28,7 +28,7 @@ from lightnets.data.folder import RESIZE_RATIO
 from lightnets.data.idx import PADDED_SIZE
 from lightnets.errors import CheckpointError, DataError, InvalidArgumentError
 from lightnets.fileio import check_regular
-from lightnets.stored import channel_stats, check_dataset_metadata
+from lightnets.stored import channel_stats, check_dataset_metadata, validate_metadata
 
 __all__ = ["Prediction", "load_image", "predict", "preprocessing_from_checkpoint"]
 
@@ -84,8 +84,6 @@ class Preprocessing:
     @classmethod
     def from_metadata(cls, meta: dict[str, Any]) -> Preprocessing:
         """The preprocessing recorded in an exported file's metadata (see :meth:`rule`)."""
-        from lightnets.deploy.metadata import validate_metadata
-
         validate_metadata(meta)  # one-line errors for a missing or malformed field
         rule, data = meta["preprocessing"], meta.get("dataset") or {}
         return cls(

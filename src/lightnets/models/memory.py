@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightnets.errors import InvalidArgumentError
+from lightnets.errors import InvalidArgumentError, first_line
 from lightnets.models.registry import create_model, get_model_entry
 
 BYTES_PER_ELEMENT = 4  # float32
@@ -178,7 +178,7 @@ def check_memory(
     try:
         estimate = estimate_memory(hparams, input_size, batch_size, training=training)
     except (RuntimeError, OverflowError, MemoryError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = first_line(exc)
         if "overflow" in reason.lower() or not isinstance(exc, RuntimeError):
             # Shapes beyond what PyTorch can even describe (more than 2^63 bytes).
             raise InvalidArgumentError(

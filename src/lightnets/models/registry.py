@@ -1,10 +1,10 @@
 """One registry: model name -> builder, with every hyperparameter declared and validated.
 
-``create_model`` is the only way users build networks. Each family module registers its
-builder with :func:`register_model` when it is imported (``lightnets.models`` imports them all,
-as torchvision and timm do), declaring each hyperparameter (default, allowed values or range) so
-that bad input is refused here with a message that says what is allowed. This module imports no
-family.
+``create_model`` (:mod:`~lightnets.models.factory`, which adds ``weights=``) is the only way
+users build networks. Each family module registers its builder with :func:`register_model` when
+it is imported (``lightnets.models`` imports them all, as torchvision and timm do), declaring
+each hyperparameter (default, allowed values or range) so that bad input is refused here with a
+message that says what is allowed. This module imports no family, and no weights reader.
 """
 
 from __future__ import annotations
@@ -164,30 +164,24 @@ def create_model(
     *,
     num_classes: int | None = None,
     variant: str | None = None,
-    weights: Any = None,
     **hparams: Any,
 ) -> LightweightNet:
-    """Build a registered model.
+    """Build a registered model from its hyperparameters, with fresh weights.
+
+    :func:`lightnets.models.create_model` is this with ``weights=FILE`` besides (the weights
+    readers sit above the registry, which the families import).
 
     Args:
         name: one of :func:`list_models`, e.g. ``"shufflenet_v2"``.
-        num_classes: size of the classifier output (default 1000, or the classifier of
-            ``weights``; another size than the file's starts a fresh classifier).
+        num_classes: size of the classifier output (default 1000).
         variant: ``"imagenet"`` (default: the paper's network for 224x224 inputs, total stride
             32) or ``"cifar"`` (stem without stride or max-pool, for 32x32 inputs).
-        weights: a weights file to load (lightnets checkpoint or safetensors, torchvision or timm
-            state dict; see :mod:`lightnets.models.weights`). Hyperparameters not given are
-            taken from the file.
         **hparams: the family's hyperparameters (``width_mult``, ``groups``, ...); see
             ``get_model_entry(name).hparams``.
 
     Returns:
         The model, with ``model.hparams`` set so that ``create_model(**model.hparams)`` rebuilds it.
     """
-    if weights is not None:
-        from lightnets.models.weights import create_pretrained
-
-        return create_pretrained(name, weights, num_classes=num_classes, variant=variant, **hparams)
     num_classes = 1000 if num_classes is None else num_classes
     variant = "imagenet" if variant is None else variant
     entry = get_model_entry(name)

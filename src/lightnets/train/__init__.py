@@ -7,11 +7,13 @@
 >>> summary = train(config)          # doctest: +SKIP
 """
 
-from lightnets.train.config import TrainConfig, resume_config
+from lightnets.train.config import TrainConfig
 from lightnets.train.evaluate import evaluate, evaluate_checkpoint
+from lightnets.train.guard import TrainingDiverged
 from lightnets.train.metrics import EvalResult
 from lightnets.train.recipes import RECIPES, Recipe, get_recipe
-from lightnets.train.trainer import Trainer, TrainingDiverged, train
+from lightnets.train.resume import resume_config
+from lightnets.train.trainer import Trainer, train
 
 __all__ = [
     "RECIPES",

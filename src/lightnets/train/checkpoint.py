@@ -15,6 +15,7 @@ A lightnets checkpoint is a dict of tensors and plain Python values (loadable wi
 from __future__ import annotations
 
 import io
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -40,15 +41,28 @@ FORMAT_VERSION = 1
 ZIP_MAGIC = b"PK\x03\x04"
 
 
+#: ``LIGHTNETS_FAULT_AT=POINT[@EPOCH]`` kills the process at that point (crash tests).
+FAULT_ENV = "LIGHTNETS_FAULT_AT"
+
+
+def fault_point(name: str, epoch: int | None = None) -> None:
+    """Die here, as ``kill -9`` would (``os._exit(137)``), if ``$LIGHTNETS_FAULT_AT`` is
+    ``name`` or ``name@epoch``: fault injection for the crash tests."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    point, _, at = spec.partition("@")
+    if point == name and (not at or (epoch is not None and at == str(epoch))):
+        os._exit(137)
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically: temp file in the same folder, fsync, rename.
 
     A crash or Ctrl-C mid-write leaves the previous file at ``path`` untouched. The fault points
     ``write:<name>`` (temporary file written, not yet renamed) and ``saved:<name>`` serve the
-    crash tests (:func:`lightnets.train.rundir.fault_point`).
+    crash tests (:func:`fault_point`).
     """
-    from lightnets.train.rundir import fault_point
-
     path = Path(path)
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +106,7 @@ def _unreadable(path: Path, exc: Exception) -> CheckpointError:
             "will not unpickle (unpickling can run arbitrary code)"
         )
     if reason is None:
-        reason = first_line(exc, 200)
+        reason = first_line(exc)
     return CheckpointError(f"cannot read checkpoint {path}: {reason}")
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightnets.errors import CheckpointError, InvalidArgumentError, check_float, check_int
+from lightnets.errors import InvalidArgumentError, check_float, check_int
 from lightnets.train.precision import AMP_MODES
 from lightnets.train.recipes import Recipe, get_recipe
 
@@ -181,62 +181,6 @@ class TrainConfig:
         kwargs["recipe"] = Recipe.from_dict(data["recipe"])
         kwargs.setdefault("augment", True)  # runs stored before the setting always augmented
         return cls(**kwargs)
-
-
-def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> TrainConfig:
-    """The stored configuration of the run in ``run_dir``, with the allowed ``overrides``.
-
-    ``overrides`` holds the settings given on the command line (absent ones left out); recipe
-    fields go in ``overrides["recipe"]``. A different model is a :class:`CheckpointError`; any
-    other differing setting that would change training is an :class:`InvalidArgumentError`.
-    """
-    run_dir = Path(run_dir)
-    path, state, stored = _stored_run(run_dir)
-    _check_same_model(path, state, stored, overrides)
-    changes = _resume_changes(run_dir, stored, overrides)
-    recipe_changes = _recipe_changes(stored.recipe, overrides.get("recipe") or {})
-    config = dataclasses.replace(stored, **changes)
-    config.output = str(run_dir)
-    if recipe_changes:
-        config.recipe = config.recipe.replace(**recipe_changes)
-    return config.validate()
-
-
-def _stored_run(run_dir: Path) -> tuple[Path, dict[str, Any], TrainConfig]:
-    """The last checkpoint of ``run_dir``: its path, its contents and its run configuration."""
-    from lightnets.train.checkpoint import load_checkpoint
-
-    path = run_dir / LAST_CHECKPOINT
-    if not run_dir.is_dir():
-        raise CheckpointError(f"cannot resume: {run_dir} is not a directory")
-    if not path.exists():
-        from lightnets.train.rundir import cannot_resume
-
-        raise CheckpointError(cannot_resume(run_dir))
-    state = load_checkpoint(path)
-    if not isinstance(state.get("config"), dict) or "epoch" not in state:
-        raise CheckpointError(f"{path} is not a training checkpoint (no run configuration)")
-    try:
-        stored = TrainConfig.from_dict(state["config"])
-    except (TypeError, KeyError, InvalidArgumentError) as exc:
-        raise CheckpointError(f"{path}: unreadable run configuration: {exc}") from exc
-    return path, state, stored
-
-
-def _check_same_model(
-    path: Path, state: dict[str, Any], stored: TrainConfig, overrides: dict[str, Any]
-) -> None:
-    """A :class:`CheckpointError` when ``overrides`` name another model or hyperparameters."""
-    model = overrides.get("model")
-    if model is not None and model != stored.model:
-        raise CheckpointError(f"{path} is a checkpoint of {stored.model}, not {model}")
-    hparams = overrides.get("model_hparams") or {}
-    for key, value in hparams.items():
-        if stored.model_hparams.get(key, state["hparams"].get(key)) != value:
-            raise CheckpointError(
-                f"{path} is a checkpoint of {stored.model} with {key}="
-                f"{state['hparams'].get(key)!r}, not {value!r}"
-            )
 
 
 def _resume_changes(

@@ -17,8 +17,8 @@
   one, and resuming copies ``last.pt`` to ``best.pt``.
 - Leftovers (:func:`remove_stray_temps`): an atomic write killed half-way leaves its temporary
   file (``.last.pt.<random>.tmp``); a run removes those of its own files when it starts.
-- Fault injection for tests (:func:`fault_point`): ``LIGHTNETS_FAULT_AT=POINT[@EPOCH]`` kills the
-  process (``os._exit(137)``, as ``kill -9`` would) when it reaches that point.
+- Fault injection for tests: :func:`lightnets.train.checkpoint.fault_point`, where the files
+  are written.
 """
 
 from __future__ import annotations
@@ -58,21 +58,10 @@ RUN_FILES = (
     LOCK,
     MARKER,
 )
-FAULT_ENV = "LIGHTNETS_FAULT_AT"
 
 
 class RunDirError(LightnetsError):
     """The run directory is in use, foreign, or already holds a run."""
-
-
-def fault_point(name: str, epoch: int | None = None) -> None:
-    """Die here, as ``kill -9`` would, if ``$LIGHTNETS_FAULT_AT`` is ``name`` or ``name@epoch``."""
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    point, _, at = spec.partition("@")
-    if point == name and (not at or (epoch is not None and at == str(epoch))):
-        os._exit(137)
 
 
 def _is_temp_of_ours(name: str) -> bool:
@@ -95,8 +84,8 @@ def read_marker(path: Path, kind: str) -> dict[str, Any] | None:
 
 def write_marker(path: Path, kind: str, **fields: Any) -> None:
     """Write lightnets' marker of ``kind`` at ``path`` (atomically)."""
-    from lightnets import __version__
     from lightnets.jsonio import dumps
+    from lightnets.version import __version__
 
     record = {"format": f"lightnets-{kind}", "lightnets_version": __version__, **fields}
     write_text_atomic(path, dumps(record, indent=2) + "\n")

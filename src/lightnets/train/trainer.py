@@ -6,8 +6,10 @@ A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch), `
 a process trains in it, its lock file (``rundir.py``: ownership, locking, crash repair).
 
 A checkpoint is written only when its weights, BatchNorm statistics and losses are finite
-(checked at every epoch end, and the running loss every ``LOG_EVERY`` steps); otherwise the run
-stops with :class:`TrainingDiverged` and the last good checkpoint stays.
+(checked at every epoch end, and the running loss every ``LOG_EVERY`` steps, by
+:class:`~lightnets.train.guard.DivergenceGuard`); otherwise the run stops with
+:class:`~lightnets.train.guard.TrainingDiverged` and the last good checkpoint stays. The run
+directory and the run's position live in :mod:`lightnets.train.run_state`.
 
 Exact resume: the data loader draws its shuffling and augmentation from (seed, epoch, rank)
 alone, and a checkpoint holds every other piece of state (weights, optimiser, per-iteration
@@ -19,7 +21,6 @@ position inside the epoch too; the resumed run skips the batches already trained
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import random
 import signal
@@ -31,10 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightnets.errors import CheckpointError, InvalidArgumentError, LightnetsError, require
+from lightnets.errors import CheckpointError, InvalidArgumentError, require
 from lightnets.models.memory import check_input_memory, check_memory
-from lightnets.train.checkpoint import load_checkpoint, save_checkpoint
-from lightnets.train.config import BEST_CHECKPOINT, LAST_CHECKPOINT, TrainConfig
+from lightnets.train.checkpoint import load_checkpoint
+from lightnets.train.config import LAST_CHECKPOINT, TrainConfig
 from lightnets.train.distributed import (
     all_reduce_sum,
     barrier,
@@ -45,39 +46,18 @@ from lightnets.train.distributed import (
 from lightnets.train.ema import ModelEma
 from lightnets.train.evaluate import evaluate
 from lightnets.train.finetune import create_train_model, scale_backbone_lr
-from lightnets.train.metrics import (
-    EvalResult,
-    at_chance,
-    chance_warning,
-    write_json_atomic,
-    write_metrics_jsonl,
-)
+from lightnets.train.guard import DivergenceGuard
+from lightnets.train.metrics import EvalResult, at_chance, chance_warning
 from lightnets.train.precision import autocast_context
 from lightnets.train.progress import format_epoch, make_progress
 from lightnets.train.recipes import SHORT_RUN_EPOCHS, build_optimizer, build_scheduler
-from lightnets.train.rundir import (
-    CONFIG,
-    CURVES,
-    MARKER,
-    METRICS,
-    SUMMARY,
-    RunLock,
-    cannot_resume,
-    check_new_run_dir,
-    read_marker,
-    remove_stray_temps,
-    repair_best,
-    write_marker,
-)
+from lightnets.train.run_state import RunDirectory, RunProgress
+from lightnets.train.rundir import CURVES, SUMMARY
 
 #: Running metrics are read back (a device sync) and the loss checked every this many steps.
 LOG_EVERY = 10
 #: The first steps of a process (compilation, graph capture, autotuning) timed as warm-up.
 WARMUP_STEPS = 3
-
-
-class TrainingDiverged(LightnetsError):
-    """The training loss became NaN or infinite."""
 
 
 def _variant_for(input_size: tuple[int, int, int]) -> str:
@@ -176,23 +156,35 @@ class Trainer:
     ) -> None:
         self.config = config.validate()
         self.recipe = config.recipe
-        self.run_dir = Path(config.output)
         self.resume = resume
-        self.lock: RunLock | None = None
         # What the set-up repaired or shortened, printed when the run starts.
         self.notes: list[str] = [n for n in [self.recipe.warmup_note()] if n]
+        self.run: RunDirectory | None = None
         try:
             self._check_runtime()
             self._check_input_size()
-            state = self._open_run_dir()
+            self.run = RunDirectory(Path(config.output), is_main=self.ctx.is_main, notes=self.notes)
+            self.guard = DivergenceGuard(self.ctx, self.device, self.run.last)
+            state = self.run.open(resume=resume)
             self._build_data(train_loader)
             self._build_model(state)
             self._build_optimisation()
             self._restore_or_start(state)
             self._wrap_for_training()
         except BaseException:
-            self._unlock()
+            if self.run is not None:
+                self.run.unlock()
             raise
+
+    @property
+    def epoch(self) -> int:
+        """Epochs completed (the one training now, counted from 0)."""
+        return self.position.epoch
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One metrics record per completed epoch (``metrics.jsonl``)."""
+        return self.position.history
 
     # -- set-up stages, in order ----------------------------------------------------------------
 
@@ -289,14 +281,14 @@ class Trainer:
         self.steps_per_epoch = len(self.train_loader)
 
     def _loader(self, dataset: Any, *, train: bool = False) -> Any:
-        from lightnets.data import make_loader
+        from lightnets.data import Augmentation, make_loader
 
         config = self.config
-        extra = {
-            "cutout": config.cutout,
-            "random_erasing": config.random_erasing,
-            "crop_and_flip": config.augment,
-        }
+        augmentation = Augmentation(
+            crop_and_flip=config.augment,
+            cutout=config.cutout,
+            random_erasing=config.random_erasing,
+        )
         return make_loader(
             dataset,
             self.splits,
@@ -310,7 +302,7 @@ class Trainer:
             channels_last=config.channels_last,
             device_data=self.device_data,
             pad_last=self.static_shapes and not train,
-            **(extra if train else {}),
+            augmentation=augmentation if train else None,
         )
 
     def _build_model(self, state: dict[str, Any] | None) -> None:
@@ -335,8 +327,7 @@ class Trainer:
         if state is not None:
             if state["hparams"] != model.hparams:
                 raise CheckpointError(
-                    f"{self.run_dir / LAST_CHECKPOINT} holds {state['hparams']}, but the run "
-                    f"builds {model.hparams}"
+                    f"{self.run.last} holds {state['hparams']}, but the run builds {model.hparams}"
                 )
             model.load_state_dict(state["model"])
         model.to(self.device)
@@ -359,14 +350,7 @@ class Trainer:
 
     def _restore_or_start(self, state: dict[str, Any] | None) -> None:
         """The position in the run: epoch 0 of a new run, or the checkpoint's."""
-        self.epoch = 0  # completed epochs
-        self.step_in_epoch = 0  # steps done in the epoch after `epoch` (a Ctrl-C mid-epoch)
-        self.partial: dict[str, float] | None = None
-        self.history: list[dict[str, Any]] = []
-        self.best_top1: float | None = None
-        self.best_epoch: int | None = None
-        self.best_weights: dict[str, torch.Tensor] | None = None
-        self.wall_time = 0.0
+        self.position = RunProgress()
         if state is not None:
             self._restore(state)
 
@@ -394,47 +378,6 @@ class Trainer:
         self.tb_writer = None
         self.sigint: _SigintFlag | None = None
 
-    def _open_run_dir(self) -> dict[str, Any] | None:
-        """Check the run directory; to resume, lock it, tidy it and read its ``last.pt``.
-
-        A new run writes nothing yet: :meth:`fit` creates and locks the directory.
-        """
-        if not self.resume:
-            check_new_run_dir(self.run_dir)
-            return None
-        last = self.run_dir / LAST_CHECKPOINT
-        if not self.run_dir.is_dir():
-            raise CheckpointError(f"cannot resume: {self.run_dir} is not a directory")
-        if self.ctx.is_main:
-            self._lock()
-        if not last.exists():
-            raise CheckpointError(cannot_resume(self.run_dir))
-        state = load_checkpoint(last, map_location="cpu")
-        if self.ctx.is_main and read_marker(self.run_dir / MARKER, "run") is None:
-            write_marker(self.run_dir / MARKER, "run")  # a run made before the marker existed
-        note, lost = repair_best(self.run_dir, state, write=self.ctx.is_main)
-        if note is not None:
-            self.notes.append(note)
-        if lost:
-            state["best_epoch"] = state["best_top1"] = None
-        return state
-
-    def _lock(self) -> None:
-        """Own the run directory (main process): lock it, remove our stray temporary files."""
-        self.lock = RunLock(self.run_dir).acquire()
-        if self.lock.stale_pid is not None:
-            self.notes.append(
-                f"took over the lock of process {self.lock.stale_pid}, which no longer runs"
-            )
-        removed = remove_stray_temps(self.run_dir)
-        if removed:
-            self.notes.append(f"removed {len(removed)} temporary file(s) of an interrupted write")
-
-    def _unlock(self) -> None:
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
-
     def _restore(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.restore(state["scheduler"], self.recipe, self.steps_per_epoch)
@@ -442,22 +385,17 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
             if not isinstance(state.get("ema"), dict):
-                raise InvalidArgumentError(f"{self.run_dir / LAST_CHECKPOINT} has no EMA weights")
+                raise InvalidArgumentError(f"{self.run.last} has no EMA weights")
             self.ema.module.load_state_dict(state["ema"])
         rng = state.get("rng") or []
         if self.ctx.rank < len(rng):
             _set_rng_state(rng[self.ctx.rank])
-        self.epoch = int(state["epoch"])
-        self.step_in_epoch = int(state.get("step", 0))
-        self.partial = state.get("partial")
-        self.history = list(state.get("history", []))
-        self.best_top1 = state.get("best_top1")
-        self.best_epoch = state.get("best_epoch")
-        self.wall_time = float(state.get("wall_time", 0.0))
+        self.position = RunProgress.from_checkpoint(state)
 
     # -- checkpoints --------------------------------------------------------------------------
 
     def _state(self, *, step: int = 0, partial: dict | None = None, rng: list | None = None):
+        position = self.position
         return {
             "hparams": dict(self.model.hparams),
             "model": self.model.state_dict(),
@@ -468,14 +406,14 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-            "epoch": self.epoch,
+            "epoch": position.epoch,
             "step": step,
             "partial": partial,
             "rng": rng if rng is not None else [_rng_state()],
-            "history": self.history,
-            "best_top1": self.best_top1,
-            "best_epoch": self.best_epoch,
-            "wall_time": self.wall_time + (time.perf_counter() - self._t_start),
+            "history": position.history,
+            "best_top1": position.best_top1,
+            "best_epoch": position.best_epoch,
+            "wall_time": position.wall_time + (time.perf_counter() - self._t_start),
             "world_size": self.ctx.world_size,
             "params": self.params,
         }
@@ -494,23 +432,19 @@ class Trainer:
         config, ctx = self.config, self.ctx
         self._t_start = time.perf_counter()
         if ctx.is_main:
-            if self.lock is None:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                self._lock()
-                check_new_run_dir(self.run_dir)  # again, now that no other run can start here
-                write_marker(self.run_dir / MARKER, "run")  # first: the folder is now a run
-            write_json_atomic(self.run_dir / CONFIG, config.to_dict())
-            write_metrics_jsonl(self.run_dir / METRICS, self.history)
+            self.run.claim()
+            self.run.write_config(config.to_dict())
+            self.run.write_metrics(self.position.history)
             if self.tb_module is not None:
-                self.tb_writer = self.tb_module.SummaryWriter(str(self.run_dir / "tensorboard"))
+                self.tb_writer = self.tb_module.SummaryWriter(str(self.run.path / "tensorboard"))
         self.sigint = _SigintFlag()
         with self.progress, self.sigint as interrupt:
             self._announce()
-            while self.epoch < self.recipe.epochs:
+            while self.position.epoch < self.recipe.epochs:
                 record = self._train_epoch(interrupt)
                 self._end_epoch(record)
                 if interrupt.requested:
-                    self._say_interrupted(self.epoch, 0)
+                    self._say_interrupted(self.position.epoch, 0)
                     raise KeyboardInterrupt
             summary = self._finish()
         return summary
@@ -523,7 +457,7 @@ class Trainer:
         """
         if self.tb_writer is not None:
             self.tb_writer.close()
-        self._unlock()
+        self.run.unlock()
         if not keep_process_group:
             shutdown_distributed(self.ctx)
         if self.sigint is not None:  # last: Ctrl-C could not interrupt the clean-up above
@@ -531,7 +465,7 @@ class Trainer:
 
     def _announce(self) -> None:
         s = self.splits
-        action = f"resuming at epoch {self.epoch + 1}" if self.resume else "training"
+        action = f"resuming at epoch {self.position.epoch + 1}" if self.resume else "training"
         data = f"{s.name} ({s.origin})" if s.origin else s.name  # e.g. a folder's val/ as test
         self.progress.message(
             f"{action} {self.config.model} ({self.variant}, {self.params / 1e6:.2f}M params) on "
@@ -544,10 +478,12 @@ class Trainer:
             self.progress.message(f"note: {note}")
 
     def _train_epoch(self, interrupt: _SigintFlag) -> dict[str, Any]:
-        """Train the epoch after ``self.epoch`` (from a mid-epoch position), validate, guard."""
-        epoch = self.epoch
-        skip, self.step_in_epoch = self.step_in_epoch, 0
-        partial, self.partial = self.partial or {}, None
+        """Train the epoch after the completed ones (from a mid-epoch position), validate,
+        guard."""
+        position = self.position
+        epoch = position.epoch
+        skip, position.step_in_epoch = position.step_in_epoch, 0
+        partial, position.partial = position.partial or {}, None
         keys = ("loss_sum", "correct", "count")
         sums = torch.tensor(
             [partial.get(k, 0.0) for k in keys], dtype=torch.float64, device=self.device
@@ -560,7 +496,7 @@ class Trainer:
         self._warming_up = False
         all_reduce_sum(sums, self.ctx)
         record = self._epoch_record(epoch, lr, sums, clock)
-        self._check_good(record)
+        self.guard.check_epoch(record, self._modules(), done=self.position.epoch)
         return record
 
     def _run_steps(
@@ -581,7 +517,8 @@ class Trainer:
                 if self._warming_up and done - skip == WARMUP_STEPS and done < steps:
                     clock.end_warmup(sums, self.device)
                 if done % LOG_EVERY == 0 or done == steps:
-                    self._check_finite(sums, self.epoch, lr)
+                    epoch = self.position.epoch
+                    self.guard.check_running_loss(sums[0], epoch, lr, done=epoch)
                     self._show_progress(done, sums, clock)
                 if interrupt.requested and done < steps:
                     raise KeyboardInterrupt
@@ -646,42 +583,9 @@ class Trainer:
             sums[1] += logits.argmax(1).eq(targets).sum()
             sums[2] += n
 
-    def _check_finite(self, sums: torch.Tensor, epoch: int, lr: float) -> None:
-        """Mid-epoch guard: the running training loss."""
-        self._stop_if_diverged({"training loss": ~torch.isfinite(sums[0])}, epoch, lr)
-
-    def _check_good(self, record: dict[str, Any]) -> None:
-        """Epoch-end guard: only finite weights, BN statistics and losses make a checkpoint."""
-        losses = [record["train_loss"], record["val_loss"]]
-        bad = {
-            "weights or BatchNorm statistics": not self._weights_finite(),
-            "validation loss": record["val_loss"] is not None and not math.isfinite(losses[1]),
-            "training loss": not math.isfinite(losses[0]),
-        }
-        self._stop_if_diverged(bad, record["epoch"] - 1, record["lr"])
-
-    def _weights_finite(self) -> bool:
-        """Whether every float tensor of the model's (and EMA's) state is finite (one sync)."""
-        modules = [self.model] + ([self.ema.module] if self.ema is not None else [])
-        tensors = [t for m in modules for t in m.state_dict().values() if t.is_floating_point()]
-        return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
-
-    def _stop_if_diverged(self, bad: dict[str, Any], epoch: int, lr: float) -> None:
-        """Raise :class:`TrainingDiverged` naming the first of ``bad`` true on any rank."""
-        flags = torch.tensor([float(v) for v in bad.values()], dtype=torch.float64)
-        flags = all_reduce_sum(flags.to(self.device), self.ctx).cpu()
-        names = [name for name, flag in zip(bad, flags.tolist(), strict=True) if flag]
-        if not names:
-            return
-        last = self.run_dir / LAST_CHECKPOINT
-        if self.epoch > 0 and last.exists():
-            kept = f"the last good checkpoint {last} (epoch {self.epoch}) is kept"
-        else:
-            kept = "no checkpoint was written"
-        raise TrainingDiverged(
-            f"the {names[0]} became NaN or infinite in epoch {epoch + 1} (lr {lr:.4g}): "
-            f"training stopped; {kept}; lower --lr or add --clip-grad"
-        )
+    def _modules(self) -> list[nn.Module]:
+        """The model and its EMA: what the divergence guard checks."""
+        return [self.model] + ([self.ema.module] if self.ema is not None else [])
 
     def _evaluate(self, loader) -> EvalResult:
         return evaluate(
@@ -694,26 +598,12 @@ class Trainer:
         )
 
     def _end_epoch(self, record: dict[str, Any]) -> None:
-        self.epoch += 1
-        self.history.append(record)
-        improved = self.val_loader is None or (
-            self.best_top1 is None or record["val_top1"] > self.best_top1
-        )
-        if improved:
-            self.best_top1 = record["val_top1"]
-            self.best_epoch = record["epoch"]
-            self.best_weights = {
-                k: v.detach().to("cpu", copy=True) for k, v in self.eval_model.state_dict().items()
-            }
+        validated = self.val_loader is not None
+        improved = self.position.end_epoch(record, validated=validated, model=self.eval_model)
         rng = self._gather_rng()
         if self.ctx.is_main:
-            state = self._state(rng=rng)
-            # last.pt first: it names the best epoch, so a crash before best.pt is written is
-            # repaired by the resume (rundir.repair_best).
-            save_checkpoint(self.run_dir / LAST_CHECKPOINT, state)
-            if improved:
-                save_checkpoint(self.run_dir / BEST_CHECKPOINT, state)
-            write_metrics_jsonl(self.run_dir / METRICS, self.history)
+            self.run.save(self._state(rng=rng), best=improved)
+            self.run.write_metrics(self.position.history)
             if self.tb_writer is not None:
                 for key, value in record.items():
                     if key != "epoch" and value is not None:
@@ -725,15 +615,14 @@ class Trainer:
         if not self.ctx.is_main:
             return
         loss_sum, correct, count = sums.tolist()
-        if not torch.isfinite(sums).all() or not self._weights_finite():
+        if not torch.isfinite(sums).all() or not DivergenceGuard.weights_finite(self._modules()):
             return  # the last good checkpoint stays
         if done == 0:
             partial = None
         else:
             partial = {"loss_sum": loss_sum, "correct": correct, "count": count, "seconds": seconds}
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(self.run_dir / LAST_CHECKPOINT, self._state(step=done, partial=partial))
-        self._say_interrupted(self.epoch, done)
+        self.run.save_interrupted(self._state(step=done, partial=partial))
+        self._say_interrupted(self.position.epoch, done)
 
     def _say_interrupted(self, epoch: int, step: int) -> None:
         if not self.ctx.is_main:
@@ -744,25 +633,25 @@ class Trainer:
             else f"epoch {epoch + 1}, step {step}/{self.steps_per_epoch}"
         )
         self.progress.message(
-            f"interrupted: saved {self.run_dir / LAST_CHECKPOINT} ({where}); continue with "
-            f"lightnets train --resume {self.run_dir}"
+            f"interrupted: saved {self.run.last} ({where}); continue with "
+            f"lightnets train --resume {self.run.path}"
         )
 
     # -- the end -----------------------------------------------------------------------------
 
     def _finish(self) -> dict[str, Any]:
-        weights, source = self.best_weights, "best"
+        position = self.position
+        weights, source = position.best_weights, "best"
         if weights is None:
-            best = self.run_dir / BEST_CHECKPOINT
-            if self.best_epoch is not None and best.exists():
-                state = load_checkpoint(best, map_location="cpu")
+            if position.best_epoch is not None and self.run.best.exists():
+                state = load_checkpoint(self.run.best, map_location="cpu")
                 weights = state["ema"] if self.ema is not None else state["model"]
             else:
                 source = "last"
         if weights is not None:
             self.eval_model.load_state_dict(weights)
         test = self._evaluate(self.test_loader)
-        wall = self.wall_time + (time.perf_counter() - self._t_start)
+        wall = position.wall_time + (time.perf_counter() - self._t_start)
         num_classes = len(self.splits.classes)
         summary = {
             "model": self.config.model,
@@ -774,9 +663,9 @@ class Trainer:
             "test_images": test.images,
             "at_chance": at_chance(test.top1, num_classes, test.images),
             "test_weights": source if self.ema is None else f"{source} (EMA)",
-            "best_epoch": self.best_epoch,
-            "best_val_top1": self.best_top1,
-            "epochs": self.epoch,
+            "best_epoch": position.best_epoch,
+            "best_val_top1": position.best_top1,
+            "epochs": position.epoch,
             "params": self.params,
             "wall_time_s": wall,
             "world_size": self.ctx.world_size,
@@ -784,20 +673,19 @@ class Trainer:
             "recipe": self.recipe.to_dict(),
         }
         if self.ctx.is_main:
-            write_json_atomic(self.run_dir / SUMMARY, summary)
-            from lightnets.train.plots import plot_training_curves
+            summary_path = self.run.write_summary(summary)
+            from lightnets.figures import save_figure
+            from lightnets.figures.curves import training_curves
 
-            plot_training_curves(
-                self.history,
-                self.run_dir / CURVES,
-                title=f"{self.config.model} on {self.splits.name}",
-            )
+            title = f"{self.config.model} on {self.splits.name}"
+            curves = training_curves(position.history, title=title)
+            save_figure(curves, self.run.path / CURVES, dpi=100, check_path=False)
             top5 = f"  top-5 {100 * test.top5:.2f}%" if test.top5 is not None else ""
             self.progress.message(
                 f"test top-1 {100 * test.top1:.2f}%{top5}  "
                 f"loss {test.loss:.4f} on {test.images} images (weights of epoch "
-                f"{self.best_epoch if source == 'best' else self.epoch}); {wall:.0f} s; "
-                f"wrote {self.run_dir / SUMMARY}"
+                f"{position.best_epoch if source == 'best' else position.epoch}); {wall:.0f} s; "
+                f"wrote {summary_path}"
             )
             warning = chance_warning(test.top1, num_classes, test.images)
             if warning is not None:

@@ -30,7 +30,7 @@ from lightnets.deploy.compression.pipeline import (
     parse_per_layer_bits,
 )
 from lightnets.deploy.compression.report import CompressionReport, print_report
-from lightnets.errors import CheckpointError, LightnetsError
+from lightnets.errors import CheckpointError, LightnetsError, first_line
 from lightnets.stored import check_dataset_metadata, check_finite_weights, check_stored_hparams
 
 __all__ = [
@@ -79,9 +79,8 @@ def load_compressed(
     try:
         model = create_model(kwargs.pop("name"), **kwargs)
         model.load_state_dict(state_dict)
-    except (LightnetsError, RuntimeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: cannot rebuild its model: {first}") from exc
+    except (LightnetsError, KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild its model: {first_line(exc)}") from exc
     model.to(map_location).eval()
     state = {
         "format": FORMAT,

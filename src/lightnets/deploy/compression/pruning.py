@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 from torch.nn.utils import prune
 
@@ -77,8 +76,3 @@ def remove_pruning(layers: list[Layer]) -> None:
     for layer in layers:
         if prune.is_pruned(layer.module) and hasattr(layer.module, "weight_mask"):
             prune.remove(layer.module, "weight")
-
-
-def density_of(weight: torch.Tensor) -> float:
-    """Fraction of non-zero entries."""
-    return float((weight != 0).sum()) / max(weight.numel(), 1)

@@ -169,11 +169,9 @@ LAYER_COLUMNS = (
 
 def print_report(report: CompressionReport, *, layers: bool = True) -> None:
     """The per-layer table and the summary lines, with rich."""
-    from rich.console import Console
+    from lightnets.tables import terminal_console
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
+    console = terminal_console()
     if layers:
         console.print(_layer_table(report))
     for line in _summary_lines(report):
@@ -182,13 +180,10 @@ def print_report(report: CompressionReport, *, layers: bool = True) -> None:
 
 def _layer_table(report: CompressionReport):
     """One row per compressed layer, then the exactly stored other tensors."""
-    from rich.table import Table
+    from lightnets.tables import Column, rich_table
 
-    table = Table(title=f"{report.path}: per layer")
-    for column in LAYER_COLUMNS:
-        table.add_column(column, justify="left" if column in ("layer", "kind") else "right")
-    for r in report.layers:
-        table.add_row(
+    rows = [
+        [
             r.name,
             r.kind,
             f"{r.dense_bytes:,}",
@@ -199,10 +194,16 @@ def _layer_table(report: CompressionReport):
             f"{r.coded_bytes:,}",
             f"{r.codes_coder}/{r.gaps_coder}",
             f"{r.ratio:.1f}x",
-        )
-    other = (f"{report.other_dense_bytes:,}", "-", "-", "-", "-")
-    table.add_row("other tensors", "exact", *other, f"{report.other_stored_bytes:,}", "", "")
-    return table
+        ]
+        for r in report.layers
+    ]
+    other = [f"{report.other_dense_bytes:,}", "-", "-", "-", "-"]
+    rows.append(["other tensors", "exact", *other, f"{report.other_stored_bytes:,}", "", ""])
+    return rich_table(
+        [Column(c, "left" if c in ("layer", "kind") else "right") for c in LAYER_COLUMNS],
+        rows,
+        title=f"{report.path}: per layer",
+    )
 
 
 def _summary_lines(report: CompressionReport) -> list[str]:

@@ -36,10 +36,11 @@ class Context:
 
 @functools.lru_cache(maxsize=64)
 def _count(name: str, size: int, hparams: tuple[tuple[str, Any], ...]) -> Profile:
-    import lightnets
+    from lightnets.analysis import profile
+    from lightnets.models import create_model
 
-    model = lightnets.create_model(name, **dict(hparams)).eval()
-    return lightnets.profile(model, (3, size, size))
+    model = create_model(name, **dict(hparams)).eval()
+    return profile(model, (3, size, size))
 
 
 def count(name: str, size: int = 224, **hparams: Any) -> Profile:

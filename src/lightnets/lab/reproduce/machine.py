@@ -64,7 +64,7 @@ def inputs(ctx: Context) -> dict[str, Any]:
 
 def isa_flags() -> str:
     """The instruction-set extensions /proc/cpuinfo lists, of :data:`ISA_FLAGS`."""
-    from lightnets.analysis.timing import read_proc
+    from lightnets.analysis.machine import read_proc
 
     text = read_proc("/proc/cpuinfo") or ""
     for line in text.splitlines():
@@ -77,7 +77,7 @@ def isa_flags() -> str:
 def conditions(ctx: Context) -> dict[str, Any]:
     import torch
 
-    from lightnets.analysis.timing import cpu_name, load_average, usable_cores
+    from lightnets.analysis.machine import cpu_name, load_average, usable_cores
     from lightnets.models.memory import available_memory
 
     available, total = available_memory()

@@ -1,6 +1,6 @@
 """MobileNets (Howard et al. 2017): Table 2 (cost by layer type), Tables 6-7 (the width and
 resolution multipliers' MACs and parameters), and the accuracy trend of the multipliers, trained
-here on Fashion-MNIST by :func:`lightnets.train.sweep.run_sweep` beside the paper's ImageNet
+here on Fashion-MNIST by :func:`lightnets.lab.sweep.run_sweep` beside the paper's ImageNet
 top-1."""
 
 from __future__ import annotations
@@ -145,9 +145,9 @@ def _paper_top1(width: float, resolution: int = 224) -> float | None:
 def _sweep(ctx: Context, axes: dict[str, list], folder: str):
     """:func:`run_sweep` on Fashion-MNIST with the plan's budget; the trainer's own output goes
     to ``work/<folder>.log``."""
+    from lightnets.lab.sweep import run_sweep
     from lightnets.train import TrainConfig, get_recipe
     from lightnets.train.recipes import default_recipe_name
-    from lightnets.train.sweep import run_sweep
 
     plan = ctx.plan
     recipe = get_recipe(
@@ -314,7 +314,7 @@ def _ordering_note(table: Table) -> str:
 
 
 def _figure(ctx: Context, sweep: Any, name: str, what: str) -> dict[str, str]:
-    from lightnets.train.sweep import plot_sweep
+    from lightnets.lab.sweep import plot_sweep
 
     scratch = plot_sweep(sweep, ctx.workspace.work / f"{name}.full.png")
     return ctx.workspace.adopt_png(

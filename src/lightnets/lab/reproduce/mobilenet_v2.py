@@ -313,21 +313,14 @@ def _claim_row(table: Table, maxima: dict[str, float]) -> None:
 
 def _figure(ctx: Context, data: dict[str, Any]) -> dict[str, str]:
     """Grouped bars: kilobytes per resolution, the paper's and ours, for the three networks."""
-    from matplotlib.figure import Figure
+    from lightnets.figures.bars import paper_and_ours_figure
 
-    fig = Figure(figsize=(9.5, 3.6), layout="constrained")
-    axes = fig.subplots(1, len(data), sharey=True)
-    labels = [f"{r}x{r}" for r in RESOLUTIONS]
-    positions = range(len(RESOLUTIONS))
-    for ax, (network, values) in zip(axes, data.items(), strict=True):
-        ax.bar([p - 0.2 for p in positions], values["paper"], 0.4, label="paper", color="#bbbbbb")
-        ax.bar([p + 0.2 for p in positions], values["ours"], 0.4, label="ours", color="tab:blue")
-        ax.set_xticks(list(positions), labels, fontsize=8)
-        ax.set_yscale("log")
-        ax.set_title(network, fontsize=10)
-    axes[0].set_ylabel("KB to materialise (16-bit)")
-    axes[0].legend(fontsize=8)
-    fig.suptitle("MobileNetV2's Table 3: memory at each resolution", fontsize=10)
+    fig = paper_and_ours_figure(
+        data,
+        [f"{r}x{r}" for r in RESOLUTIONS],
+        ylabel="KB to materialise (16-bit)",
+        title="MobileNetV2's Table 3: memory at each resolution",
+    )
     return ctx.workspace.save_figure(
         fig,
         "mobilenet_v2_table3",

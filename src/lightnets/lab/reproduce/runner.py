@@ -84,10 +84,10 @@ class ReproduceResult:
 
 def _inputs(ctx: Context) -> dict[str, dict[str, Any]]:
     """What each section's result depends on: a stored result made from other inputs is stale."""
-    import lightnets
+    from lightnets.version import __version__
 
     return {
-        section_id: {"lightnets": lightnets.__version__, **module.inputs(ctx)}
+        section_id: {"lightnets": __version__, **module.inputs(ctx)}
         for section_id, module in SECTIONS.items()
     }
 
@@ -177,8 +177,8 @@ def write_report(
     """Write ``results.json`` and ``index.html`` from every finished section."""
     import torch
 
-    import lightnets
-    from lightnets.analysis.timing import cpu_name
+    from lightnets.analysis.machine import cpu_name
+    from lightnets.version import __version__
 
     records, missing = [], []
     for section_id, module in SECTIONS.items():
@@ -204,7 +204,7 @@ def write_report(
     )
     document = {
         "title": TITLE,
-        "lightnets": lightnets.__version__,
+        "lightnets": __version__,
         "torch": torch.__version__,
         "generated": _utc(),
         "plan": plan.to_dict(),
@@ -217,7 +217,7 @@ def write_report(
             "read_back": list(outcome.read_back),
             "summary": summary,
         },
-        "machine": f"{cpu_name()}; torch {torch.__version__}; lightnets {lightnets.__version__}",
+        "machine": f"{cpu_name()}; torch {torch.__version__}; lightnets {__version__}",
         "verdicts": dict(VERDICTS),
         "sections": records,
         "missing": missing,

@@ -1,6 +1,6 @@
 """ShuffleNet V2 (Ma et al. 2018): the complexity of its widths, the four guideline experiments
 of Section 2 (Tables 1-4) timed here beside the paper's GPU and ARM columns
-(:func:`lightnets.analysis.guidelines.run_guidelines`), and Section 1's argument that MACs are
+(:func:`lightnets.lab.guidelines.run_guidelines`), and Section 1's argument that MACs are
 an indirect measure of speed (:func:`lightnets.analysis.compare.compare`)."""
 
 from __future__ import annotations
@@ -71,9 +71,9 @@ def _direction(norm: float, tolerance: float) -> int:
 def guidelines(ctx: Context) -> tuple[list[Table], dict[str, str], dict[str, Any]]:
     """One table per guideline: every configuration's memory access (counted) and speed
     (timed), normalised to the table's first row, beside the paper's."""
-    from lightnets.analysis.guideline_tables import GUIDELINE_TABLES
-    from lightnets.analysis.guideline_tables import PAPER as GUIDELINES_PAPER
-    from lightnets.analysis.guidelines import TOLERANCE, plot_guidelines, run_guidelines
+    from lightnets.lab.guidelines import TOLERANCE, plot_guidelines, run_guidelines
+    from lightnets.lab.guidelines.paper import GUIDELINE_TABLES
+    from lightnets.lab.guidelines.paper import PAPER as GUIDELINES_PAPER
 
     plan = ctx.plan
     report = run_guidelines(plan.guidelines, quick=plan.guidelines_quick, threads=plan.threads)

@@ -109,9 +109,9 @@ def _our_layers(model: Any) -> list[tuple[str, Any]]:
 
 
 def table1() -> Table:
-    import lightnets
+    from lightnets.models import create_model
 
-    model = lightnets.create_model("squeezenet1_0")
+    model = create_model("squeezenet1_0")
     prof = count("squeezenet1_0", INPUT_SIZE)
     table = Table(
         "squeezenet.table1",
@@ -166,13 +166,13 @@ def _model(name: str, weights: Path | None) -> Any:
     """The network with torchvision's weights, or random ones drawn from a fixed seed."""
     import torch
 
-    import lightnets
+    from lightnets.models import create_model
 
     if weights is not None:
-        return lightnets.create_model(name, weights=weights)
+        return create_model(name, weights=weights)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return lightnets.create_model(name)
+        return create_model(name)
 
 
 def compression(ctx: Context) -> tuple[Table, dict[str, Any]]:

@@ -127,7 +127,7 @@ class Workspace:
     # -- figures --------------------------------------------------------------------------------
     def save_figure(self, figure: Figure, name: str, caption: str) -> dict[str, str]:
         """Draw ``figure`` into ``figures/<name>.png`` (compressed); its record for the section."""
-        from lightnets.analysis.plots import save_figure
+        from lightnets.figures import save_figure
 
         scratch = self.work / f"{name}.full.png"
         save_figure(figure, scratch, dpi=100)

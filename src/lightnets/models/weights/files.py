@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from lightnets.errors import CheckpointError, LightnetsError
+from lightnets.errors import CheckpointError, LightnetsError, first_line
 from lightnets.fileio import check_regular, open_regular, write_bytes_atomic
 from lightnets.formats import identify, not_weights
 from lightnets.stored import (
@@ -225,7 +225,7 @@ def _torch_load(path: Path) -> Any:
             "files: re-save just the state dict (torch.save(model.state_dict(), ...))"
         ) from exc
     except Exception as exc:  # torch's unpickler raises many types on a damaged file
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        reason = first_line(exc)
         raise CheckpointError(f"{path} is truncated or corrupt: {reason}") from exc
 
 
@@ -242,7 +242,7 @@ def _read_safetensors(path: Path) -> WeightsFile:
     except (SafetensorError, OSError, ValueError) as exc:
         if isinstance(exc, CheckpointError):
             raise
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        reason = first_line(exc)
         raise CheckpointError(
             f"{path} is a truncated or corrupt safetensors file: {reason}"
         ) from exc

@@ -1,10 +1,12 @@
-"""Cost of the data path against a training step: ``python -m lightnets.data.bench``.
+"""Cost of the data path against a training step, side by side from one run.
 
 Times, at the same batch size, (a) one loader batch of the CIFAR training path -- gather from
 the in-memory uint8 set, random crop with padding 4, flip, normalise (optionally cutout and
 random erasing) -- and (b) one training step (forward, backward, SGD) of a CIFAR-variant
 network, on the CPU with the current thread count. Prints both and their ratio. A measurement
 tool for the documentation, not a test.
+
+    python benchmarks/augmentation_cost.py [--model mobilenet_v1] [--cutout 16 --random-erasing 0.5]
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ import time
 
 import torch
 
-from lightnets.data.dataset import TensorImageDataset
-from lightnets.data.loader import make_loader
-from lightnets.data.splits import DataSplits
+from lightnets.data import Augmentation, DataSplits, TensorImageDataset, make_loader
 from lightnets.jsonio import dumps
 from lightnets.models import create_model
 
@@ -58,8 +58,7 @@ def measure(
         splits,
         batch_size=batch_size,
         train=True,
-        cutout=cutout,
-        random_erasing=random_erasing,
+        augmentation=Augmentation(cutout=cutout, random_erasing=random_erasing),
     )
     iterator = iter(loader)
 

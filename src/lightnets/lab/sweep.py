@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lightnets import jsonio
-from lightnets.errors import InvalidArgumentError
+from lightnets.errors import InvalidArgumentError, first_line
 from lightnets.fileio import write_text_atomic
 from lightnets.train.config import (
     BEST_CHECKPOINT,
@@ -35,7 +35,7 @@ from lightnets.train.config import (
 from lightnets.train.metrics import CHANCE_SIGMAS, at_chance
 from lightnets.train.rundir import check_new_run_dir, is_run_dir, read_marker, write_marker
 
-__all__ = ["AXES", "Cell", "SweepResult", "plan_cells", "run_sweep"]
+__all__ = ["AXES", "Cell", "SweepResult", "plan_cells", "plot_sweep", "run_sweep"]
 
 SUMMARY = "summary.json"
 TABLE_JSON = "sweep.json"
@@ -50,8 +50,6 @@ MARKER = ".lightnets-sweep"
 FREE_SETTINGS = RESUME_MUTABLE - {"epochs"}
 #: Cost axes of the table and figure: record key, label.
 COSTS = (("macs", "MACs"), ("params", "params"), ("latency_ms", "latency"))
-#: How the figure draws a cell at chance level.
-CHANCE_STYLE = {"color": "tab:gray", "marker": "x", "label": "at chance: off the front"}
 
 
 def _set_hparam(name: str) -> Callable[[TrainConfig, Any], dict[str, Any]]:
@@ -239,7 +237,7 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
         ):
             raise ValueError("test_top1 or epochs is out of range")
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        reason = first_line(exc)
         raise InvalidArgumentError(
             f"{path} is damaged ({type(exc).__name__}: {reason}): remove it and rerun, and the "
             "cell's test accuracy is measured again from its checkpoints"
@@ -266,7 +264,7 @@ def train_cell(config: TrainConfig) -> tuple[str, dict[str, Any]]:
     """Train one cell, or resume it, or read it back; returns (what happened, summary).
 
     A run directory holding a checkpoint must have been made with the same settings (checked by
-    :func:`~lightnets.train.config.resume_config`: a different model, hyperparameter or recipe
+    :func:`~lightnets.train.resume.resume_config`: a different model, hyperparameter or recipe
     is an error, never a silent retrain).
     """
     run_dir = Path(config.output)
@@ -282,7 +280,7 @@ def _stored_cell(config: TrainConfig) -> TrainConfig:
     """The stored configuration of a cell that holds a checkpoint, which must be this sweep's:
     same model, hyperparameters and recipe (:func:`resume_config`), and the same number of
     epochs: a sweep's cells share one schedule, so that their accuracies compare."""
-    from lightnets.train.config import resume_config
+    from lightnets.train.resume import resume_config
 
     run_dir = Path(config.output)
     stored = resume_config(run_dir, _resume_overrides(config))
@@ -432,8 +430,8 @@ def _measure(cells: Sequence[Cell], run_dirs: Sequence[Path], device: str | None
     import torch
 
     from lightnets.analysis.counter import profile
-    from lightnets.analysis.guidelines import time_calls
     from lightnets.analysis.timing import torch_threads
+    from lightnets.lab.guidelines.timing import time_calls
     from lightnets.train.checkpoint import model_from_checkpoint
     from lightnets.train.distributed import resolve_device
 
@@ -556,7 +554,7 @@ def _conditions(base: TrainConfig, kind: str) -> dict[str, Any]:
     """The measurement conditions printed with the table."""
     import torch
 
-    from lightnets.analysis.timing import cpu_name
+    from lightnets.analysis.machine import cpu_name
 
     return {
         "latency": f"batch 1, median of 5 interleaved rounds on {kind} "
@@ -601,63 +599,12 @@ def _train_cells(
 
 def plot_sweep(result: SweepResult, path: str | Path) -> Path:
     """Test top-1 against MACs, parameters and latency (Pareto front joined), and the paper's
-    ImageNet top-1 against MACs in a last panel."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import NullFormatter
+    ImageNet top-1 against MACs in a last panel
+    (:func:`lightnets.figures.pareto.accuracy_cost_figure`)."""
+    from lightnets.figures import save_figure
+    from lightnets.figures.pareto import accuracy_cost_figure
 
-    from lightnets.analysis.plots import save_figure
-
-    panels = len(COSTS) + (1 if result.paper else 0)
-    fig = Figure(figsize=(4.2 * panels, 4.0), layout="constrained")
-    records = result.records
-    for i, (key, label) in enumerate(COSTS):
-        ax = fig.add_subplot(1, panels, i + 1)
-        xs = [r[key] for r in records]
-        ys = [100 * r["test_top1"] for r in records]
-        chance = [bool(r.get("at_chance")) for r in records]
-        for marked, style in ((False, {"color": "tab:blue"}), (True, CHANCE_STYLE)):
-            points = [(x, y) for x, y, c in zip(xs, ys, chance, strict=True) if c == marked]
-            if points:
-                ax.scatter(*zip(*points, strict=True), zorder=3, **style)
-        for r, x, y in zip(records, xs, ys, strict=True):
-            ax.annotate(
-                ",".join(f"{v:g}" for _, v in r["cell"]),
-                (x, y),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-        front = sorted((r[key], 100 * r["test_top1"]) for r in records if key in r["pareto"])
-        ax.plot(
-            [x for x, _ in front],
-            [y for _, y in front],
-            color="tab:red",
-            lw=1.2,
-            label="Pareto front",
-            zorder=2,
-        )
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel(label + (" (ms, batch 1, this machine)" if key == "latency_ms" else ""))
-        ax.set_ylabel(f"test top-1 (%), {result.dataset}")
-        if i == 0:
-            ax.legend(fontsize=8)
-    if result.paper:
-        ax = fig.add_subplot(1, panels, panels)
-        rows = [p for p in result.paper if p["macs"] is not None]
-        ax.scatter([p["macs"] for p in rows], [p["top1"] for p in rows], color="tab:green")
-        for p in rows:
-            ax.annotate(
-                f"{p['hparams']} @{p['resolution']}",
-                (p["macs"], p["top1"]),
-                fontsize=6,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("MACs (paper)")
-        ax.set_ylabel("ImageNet top-1 (%), paper")
-        ax.set_title(f"{result.model}: the paper's rows", fontsize=9)
-    fig.suptitle(f"{result.model} on {result.dataset}: accuracy against cost", fontsize=10)
-    return save_figure(fig, path)
+    figure = accuracy_cost_figure(
+        result.records, COSTS, model=result.model, dataset=result.dataset, paper=result.paper
+    )
+    return save_figure(figure, path)

@@ -1,25 +1,23 @@
-"""The training-curves figure of a run (loss, top-1 accuracy, learning rate per epoch)."""
+"""A training run's curves: loss, top-1 accuracy and learning rate per epoch."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from lightnets.fileio import atomic_path
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["training_curves"]
 
 
-def plot_training_curves(
-    history: Sequence[dict[str, Any]], path: str | Path, *, title: str = ""
-) -> Path:
-    """Draw ``metrics.jsonl`` records to a PNG at ``path`` (written atomically); returns it.
-
-    Uses matplotlib's object API with the Agg canvas, so no display or global backend is needed.
-    """
+def training_curves(history: Sequence[Mapping[str, Any]], *, title: str = "") -> Figure:
+    """Three panels from per-epoch records (``metrics.jsonl`` lines): ``epoch``, ``lr``,
+    ``train_loss``, ``train_top1`` and, when validated, ``val_loss``, ``val_top1`` and
+    ``val_top5`` (a missing or ``None`` value is a gap)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    path = Path(path)
     epochs = [r["epoch"] for r in history]
 
     def series(key: str, scale: float = 1.0) -> list[float]:
@@ -62,7 +60,4 @@ def plot_training_curves(
             ax.set_xticks(epochs)
     if title:
         fig.suptitle(title)
-
-    with atomic_path(path, ".png") as temp:
-        fig.savefig(temp, dpi=100, format="png")
-    return path
+    return fig

@@ -1,0 +1,159 @@
+"""The zoo side by side: MACs against measured latency, and against the papers' top-1.
+
+One colour and marker per family (squeezenet, mobilenet_v1, mobilenet_v2, shufflenet_v1,
+shufflenet_v2); a point of another family is not drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lightnets.figures.axes import log_axis, place_labels, wrap
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["FAMILY_COLOURS", "FAMILY_MARKERS", "LABEL_COLOURS", "ZooPoint", "zoo_figure"]
+
+#: Colour of a family's labels (darker than its markers, to stay readable on white).
+LABEL_COLOURS = {
+    "squeezenet": "#5b3a29",
+    "mobilenet_v1": "#0b4f8a",
+    "mobilenet_v2": "#1b6e1b",
+    "shufflenet_v1": "#5e3a87",
+    "shufflenet_v2": "#a01818",
+}
+
+FAMILY_MARKERS = {
+    "squeezenet": "s",
+    "mobilenet_v1": "o",
+    "mobilenet_v2": "^",
+    "shufflenet_v1": "D",
+    "shufflenet_v2": "v",
+}
+
+#: Marker colour per family, in legend order.
+FAMILY_COLOURS = {
+    "squeezenet": "tab:brown",
+    "mobilenet_v1": "tab:blue",
+    "mobilenet_v2": "tab:green",
+    "shufflenet_v1": "tab:purple",
+    "shufflenet_v2": "tab:red",
+}
+
+
+@dataclass(frozen=True)
+class ZooPoint:
+    """One model: its label, family (a key of :data:`FAMILY_COLOURS`) and MACs; its latency
+    (median, p10, p90 in ms) when timed, and the paper's top-1 (%) when there is one."""
+
+    label: str
+    family: str
+    macs: int
+    median_ms: float | None = None
+    p10_ms: float | None = None
+    p90_ms: float | None = None
+    top1: float | None = None
+
+
+def zoo_figure(
+    points: Sequence[ZooPoint],
+    *,
+    device: str,
+    threads: int,
+    input_size: int,
+    stable: bool | None = None,
+    note: str = "",
+) -> Figure:
+    """Two panels: MACs against measured latency, and MACs against the papers' top-1.
+
+    ``device`` and ``threads`` name where the latencies were measured; ``stable=False`` puts
+    ``note`` (why they cannot be trusted) in the title.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_speed, ax_acc = fig.subplots(1, 2)
+    panels: dict[Any, list[tuple[float, float, str, str]]] = {ax_speed: [], ax_acc: []}
+    timed = [p for p in points if p.median_ms is not None]
+    for p in points:
+        if p.median_ms is not None:
+            panels[ax_speed].append((p.macs / 1e6, p.median_ms, p.label, p.family))
+        if p.top1 is not None:
+            panels[ax_acc].append((p.macs / 1e6, p.top1, p.label, p.family))
+    for ax, mine in panels.items():
+        _scatter_families(ax, mine)
+    _spread_bars(ax_speed, timed)
+    if panels[ax_speed]:
+        ys = [y for p in timed for y in (p.p10_ms, p.p90_ms)]
+        ax_speed.set_yscale("log")
+        ax_speed.set_ylim(min(ys) / 1.4, max(ys) * 1.4)
+        log_axis(ax_speed.yaxis, ys)
+    if panels[ax_acc]:
+        ys = [p[1] for p in panels[ax_acc]]
+        ax_acc.set_ylim(min(ys) - 2, max(ys) + 2)
+    ax_speed.set_ylabel("measured latency, batch 1 (ms, median and p10-p90; log scale)")
+    ax_speed.set_title(
+        f"Same MACs, different speed: measured on {device}, "
+        f"{threads} thread{'s' if threads != 1 else ''}",
+        fontsize=10,
+    )
+    ax_acc.set_ylabel("ImageNet top-1 (%, as reported by the papers)")
+    ax_acc.set_title("MACs against the papers' ImageNet top-1", fontsize=10)
+    ax_speed.legend(loc="upper left", fontsize=8)
+    title = f"lightnets zoo at {input_size}x{input_size}, float32"
+    if stable is False:
+        title += "\nlatencies NOT STABLE: " + wrap(note, 140)
+    fig.suptitle(title, fontsize=11)
+    fig.draw_without_rendering()
+    fig.set_layout_engine("none")  # freeze the layout the labels are placed in
+    for ax, mine in panels.items():
+        place_labels(
+            fig, ax, [(x, y, label, LABEL_COLOURS[family]) for x, y, label, family in mine]
+        )
+    return fig
+
+
+def _scatter_families(ax: Any, points: list[tuple[float, float, str, str]]) -> None:
+    """(MACs, y, label, family) points, one marker and colour per family, on a log MACs axis."""
+    if not points:
+        ax.text(0.5, 0.5, "nothing to show", ha="center", transform=ax.transAxes)
+        return
+    for family, colour in FAMILY_COLOURS.items():
+        mine = [p for p in points if p[3] == family]
+        if mine:
+            ax.scatter(
+                [p[0] for p in mine],
+                [p[1] for p in mine],
+                s=55,
+                color=colour,
+                marker=FAMILY_MARKERS[family],
+                edgecolors="black",
+                linewidths=0.5,
+                zorder=3,
+                label=family,
+            )
+    ax.set_xscale("log")
+    xs = [p[0] for p in points]
+    ax.set_xlim(min(xs) / 1.5, max(xs) * 2.2)
+    log_axis(ax.xaxis, xs)
+    ax.set_xlabel("MACs (millions of multiply-accumulates, log scale)")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _spread_bars(ax: Any, timed: Sequence[ZooPoint]) -> None:
+    """A vertical bar from p10 to p90 through every measured median."""
+    if timed:
+        ax.vlines(
+            [p.macs / 1e6 for p in timed],
+            [p.p10_ms for p in timed],
+            [p.p90_ms for p in timed],
+            colors="grey",
+            lw=1,
+            zorder=2,
+            label="p10-p90",
+        )

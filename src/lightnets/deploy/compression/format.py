@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from lightnets.errors import CheckpointError
+from lightnets.errors import CheckpointError, first_line
 from lightnets.fileio import atomic_path
 from lightnets.jsonio import dumps
 
@@ -125,7 +125,7 @@ def read_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], memoryview]
     try:
         header = json.loads(data[start : start + head_len].decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        reason = first_line(exc)
         raise CheckpointError(f"{path}: unreadable header: {reason}") from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: the header is not a lightnets compressed-model header")

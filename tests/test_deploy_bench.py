@@ -15,6 +15,7 @@ from lightnets.deploy.backends import (
     resolve_backends,
 )
 from lightnets.deploy.bench import benchmark, best_candidates, parse_batch_sizes
+from lightnets.deploy.devices import DEVICES
 from lightnets.errors import InvalidArgumentError, MissingDependencyError, max_threads
 from test_deploy_fuse import randomize_batchnorm
 
@@ -142,7 +143,7 @@ def test_missing_runtime_names_the_extra(model, monkeypatch):
         benchmark(model, ["onnxruntime"], model_name="m", input_size=SIZE)
     skipped: list[str] = []
     monkeypatch.setattr(
-        lightnets.deploy.bench, "BACKENDS", {k: BACKENDS[k] for k in ("eager", "onnxruntime-opt")}
+        DEVICES["cpu"], "backends", {k: BACKENDS[k] for k in ("eager", "onnxruntime-opt")}
     )
     records = benchmark(
         model, ["all"], model_name="m", input_size=SIZE, min_seconds=0.01, on_skip=skipped.append

@@ -284,14 +284,18 @@ def _check_top1(backend: Backend, model: nn.Module, record: BenchRecord) -> None
         record.note = f"top-1 agreement {change.int8_top1:.1f}% on synthetic images"
 
 
-def _fill_timing(record: BenchRecord, stats, flops: float | None, peak: float | None) -> None:
+def _fill_timing(
+    record: BenchRecord, stats, flops: float | None, peak: float | None, assessed: bool = True
+) -> None:
+    """Latency, throughput and GFLOP/s into ``record``; with an ``assessed`` timer's stats (the
+    CPU's), also p10 and its verdict on stability."""
     from lightnets.analysis.roofline import of_peak
 
     record.latency_ms_median = stats.median_ms
     record.latency_ms_p90 = stats.p90_ms
     record.iters = stats.iters
     record.images_per_sec = record.batch_size * 1e3 / stats.median_ms
-    if stats.note:  # a timer that judged its own stability (the CPU's) says how it went
+    if assessed:
         record.extra.update(
             latency_ms_p10=stats.p10_ms, stable=stats.stable, timing_note=stats.note
         )
@@ -478,7 +482,7 @@ class _Race:
         return run if record.status == "ok" else None
 
     def fill(self, record: BenchRecord, stats) -> None:
-        _fill_timing(record, stats, self.flops, self.peak)
+        _fill_timing(record, stats, self.flops, self.peak, self.device.timer_assesses)
 
     def time_best(self, passed: list, x: torch.Tensor) -> BenchRecord:
         """The fastest passing candidate (by its quick timing), timed in full."""

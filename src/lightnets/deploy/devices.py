@@ -56,6 +56,9 @@ class BenchDevice:
     default_batch_sizes: tuple[int, ...] = (1,)
     #: Whether "of peak" is measured: the CPU's float32 peak (``lightnets roofline``).
     measures_peak: bool = False
+    #: Whether the timer gives p10 and a verdict on stability (the CPU's rounds do; CUDA events
+    #: give the median and p90 alone).
+    timer_assesses: bool = False
     #: The note of a backend that cannot run and has no pip extra to name.
     missing: str = ""
     reference: str = "cpu"
@@ -103,6 +106,7 @@ DEVICES: dict[str, BenchDevice] = {
         context=torch_threads,
         place=lambda: torch.device("cpu"),
         measures_peak=True,
+        timer_assesses=True,
     ),
     "cuda": BenchDevice(
         name="cuda",

@@ -44,6 +44,7 @@ __all__ = [
     "benchmark",
     "benchmark_exported",
     "best_candidates",
+    "build_backend",
     "calibrate_batchnorm",
     "check_outputs",
     "choose_best",
@@ -342,42 +343,60 @@ def benchmark(
     """
     target = get_device(device)
     place = target.place()  # a device that is missing says so first
-    model = model.eval()
     allowed = precisions(int8=allow_int8, bf16=allow_bf16, fp16=allow_fp16)
-    names = target.resolve(backends)
-    select_best = names == ["best"]
-    if select_best:
-        names = best_candidates(
-            device=target,
-            allow_int8=allow_int8,
-            allow_bf16=allow_bf16,
-            allow_fp16=allow_fp16,
-        )
-    elif names == ["all"]:
-        names = list(target.backends)
-    else:
-        for name in names:
-            target.backends[name]().require()  # a one-line error naming what to install
+    names, select_best = _selected(target, backends, allowed)
     int8_data = int8_data or Int8Data()
     if any(target.backends[name].precision == "int8" for name in names):
         int8_data.load(input_size)
+    model = model.eval()
     race = _Race(
-        target,
-        model_name or str(getattr(model, "hparams", {}).get("name", type(model).__name__)),
-        names,
-        select_best,
-        allowed,
-        threads,
-        {
+        device=target,
+        model_name=model_name or str(getattr(model, "hparams", {}).get("name", "model")),
+        names=names,
+        select_best=select_best,
+        allowed=allowed,
+        threads=threads,
+        int8={
             "calibration": int8_data.calibration,
             "evaluation": int8_data.evaluation,
             "max_drop": max_drop,
         },
-        min_seconds,
-        _flops_per_image(model, input_size),
-        on_skip,
+        min_seconds=min_seconds,
+        flops=_flops_per_image(model, input_size),
+        on_skip=on_skip,
     )
     return race.run(model, place, batch_sizes or target.default_batch_sizes, input_size)
+
+
+def _selected(
+    device: BenchDevice, backends: str | Sequence[str], allowed: set[str]
+) -> tuple[list[str], bool]:
+    """(names to run, whether choosing the best): ``best`` -> :func:`best_candidates`, ``all``
+    -> the device's whole table, else the names given, each required to be installed."""
+    names = device.resolve(backends)
+    if names == ["best"]:
+        flags = {f"allow_{precision}": True for precision in allowed - {"fp32"}}
+        return best_candidates(device=device, **flags), True
+    if names == ["all"]:
+        return list(device.backends), False
+    for name in names:
+        device.backends[name]().require()  # a one-line error naming what to install
+    return names, False
+
+
+def build_backend(
+    device: BenchDevice, name: str, threads: int | None, int8: Mapping[str, Any]
+) -> Backend:
+    """Backend ``name`` of ``device``, built with its options: the one place they are chosen.
+
+    Today every backend gets the threads asked for (``None``: its runtime's default), and an
+    int8 backend its calibration and held-out data and budget (``int8``: ``calibration``,
+    ``evaluation``, ``max_drop``).
+    """
+    cls = device.backends[name]
+    if cls.precision == "int8":
+        return cls(threads, **int8)
+    return cls(threads)
 
 
 @dataclass
@@ -420,14 +439,6 @@ class _Race:
                     records.append(self.time_best(passed, x))
         return records
 
-    def backend(self, name: str) -> Backend:
-        """``name`` built with its options: the one place they are chosen (the threads asked
-        for; int8's data and budget)."""
-        cls = self.device.backends[name]
-        if cls.precision == "int8":
-            return cls(self.threads, **self.int8)
-        return cls(self.threads)
-
     def check_and_time(
         self, model: nn.Module, x: torch.Tensor, reference: torch.Tensor, records: list
     ) -> list[tuple[BenchRecord, Callable]]:
@@ -435,7 +446,7 @@ class _Race:
         choosing the best, briefly (returned among the passed (record, runner) pairs)."""
         passed: list[tuple[BenchRecord, Callable]] = []
         for name in self.names:
-            backend = self.backend(name)
+            backend = build_backend(self.device, name, self.threads, self.int8)
             record = BenchRecord(
                 self.model_name,
                 name,

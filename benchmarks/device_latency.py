@@ -2,17 +2,18 @@
 beside eager PyTorch and ONNX Runtime's and OpenVINO's defaults, with file sizes, the fp32
 output differences and the int8 top-1 change on a Fashion-MNIST-trained checkpoint (issue 20).
 
-Every path is a backend of :data:`lightnets.deploy.backends.BACKENDS`, prepared once per model
-and checked by the rule of its precision (fp32: max |logit - eager| within 1e-4 of the output
-scale; int8: top-1 agreement with fp32 on 256 synthetic images, as ``bench`` judges int8
-without data), then all paths of a model are timed together in interleaved rounds with
-:func:`lightnets.analysis.timing.measure_interleaved`, the rules ``bench`` and ``compare`` use
-(warm-up, rounds in rotating order, busy rounds set aside and re-measured, each median's 95%
-confidence interval, ``stable`` flags). BatchNorm statistics are estimated on random inputs
-(:func:`lightnets.deploy.bench.calibrate_batchnorm`) so the outputs have a trained network's
-scale. The int8 accuracy section trains MobileNet V1 0.25x (CIFAR stem) on Fashion-MNIST and
-quantizes it with every int8 method (``lightnets.deploy.quantize``), top-1 on the 10,000 test
-images.
+Every path is a row of the CPU's backend table (:data:`lightnets.deploy.devices.DEVICES`, the
+table ``bench`` races), built by ``bench``'s :func:`~lightnets.deploy.bench.build_backend`,
+prepared once per model and checked by the CPU row's rule of its precision (fp32: max
+|logit - eager| within 1e-4 of the output scale; int8: top-1 agreement with fp32 on 256
+synthetic images, as ``bench`` judges int8 without data), then all paths of a model are timed
+together in interleaved rounds with :func:`lightnets.analysis.timing.measure_interleaved`, the
+rules ``bench`` and ``compare`` use (warm-up, rounds in rotating order, busy rounds set aside
+and re-measured, each median's 95% confidence interval, ``stable`` flags). BatchNorm statistics
+are estimated on random inputs (:func:`lightnets.deploy.bench.calibrate_batchnorm`) so the
+outputs have a trained network's scale. The int8 accuracy section trains MobileNet V1 0.25x
+(CIFAR stem) on Fashion-MNIST and quantizes it with every int8 method
+(``lightnets.deploy.quantize``), top-1 on the 10,000 test images.
 
     python benchmarks/device_latency.py [--seconds 1] [--models mobilenet_v2,...] [--json out.json]
 """
@@ -29,9 +30,10 @@ from pathlib import Path
 import torch
 
 import lightnets
-from lightnets.analysis.timing import cpu_name, measure_interleaved, read_proc
-from lightnets.deploy.backends import get_backend
-from lightnets.deploy.bench import calibrate_batchnorm, check_outputs
+from lightnets.analysis.machine import cpu_name, read_proc
+from lightnets.analysis.timing import measure_interleaved
+from lightnets.deploy.bench import build_backend, calibrate_batchnorm
+from lightnets.deploy.devices import DEVICES
 from lightnets.fileio import write_text_atomic
 from lightnets.jsonio import dumps
 
@@ -79,16 +81,17 @@ def measure_model(name: str, hparams: dict, seconds: float) -> dict:
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         reference = model(x)
+    cpu = DEVICES["cpu"]  # the device runtimes are rows of the CPU's table, as in `bench`
     runners, info = {}, {}
     for path in PATHS:
-        backend = get_backend(path)
+        backend = build_backend(cpu, path, threads=None, int8={})
         if not backend.available():
             print(f"  {path}: not installed, skipped", file=sys.stderr)
             continue
         started = time.perf_counter()
         run = backend.prepare(model, x)
         output = run(x)
-        diff, _ = check_outputs(reference, output, "fp32")
+        diff, _ = cpu.check(reference, output, "fp32")
         row = {
             "precision": backend.precision,
             "max_abs_diff": diff,
@@ -101,7 +104,7 @@ def measure_model(name: str, hparams: dict, seconds: float) -> dict:
             change = backend.top1_change(model)
             row.update(ok=True, agreement=change.int8_top1)
         else:  # OpenVINO's default computes in bf16 on CPUs with bf16 instructions
-            row["ok"] = diff <= check_outputs(reference, output, backend.precision)[1]
+            row["ok"] = diff <= cpu.check(reference, output, backend.precision)[1]
         info[path] = row
         runners[path] = run
         print(f"  {path}: prepared in {row['prepare_s']:.1f} s", file=sys.stderr, flush=True)
@@ -144,7 +147,7 @@ def int8_accuracy(epochs: int) -> dict:
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         for method in INT8_METHODS:
-            if method == "openvino" and not get_backend("int8").available():
+            if method == "openvino" and not DEVICES["cpu"].backends["int8"]().available():
                 continue
             report = quantize(
                 model,

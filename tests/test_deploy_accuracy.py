@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import lightnets
+from conftest import needs_fashion
 from lightnets.deploy import quantization as quantization_module
 from lightnets.deploy.accuracy import Top1Change, tolerance, top1_change
 from lightnets.deploy.backends import BACKENDS, Backend
-from lightnets.deploy.bench import benchmark
+from lightnets.deploy.bench import Int8Data, benchmark
 from lightnets.deploy.quantization import (
     QuantizationAccuracyError,
     calibration_source,
@@ -107,6 +108,33 @@ def test_bench_judges_int8_by_top1_and_best_takes_it_only_within_budget(model, m
     if broken:
         assert best.backend == "eager" and "fake-int8" not in best.extra["candidates"]
         assert [r.status for r in records if not r.best] == ["wrong"]
+
+
+def test_bench_reads_int8_data_only_when_an_int8_backend_runs(model, monkeypatch):
+    monkeypatch.setitem(BACKENDS, "fake-int8", FakeInt8)
+    unreadable = Int8Data("folder")  # a folder and no --data-dir: an error once it is read
+    (record,) = benchmark(
+        model, ["eager"], model_name="m", input_size=SIZE, min_seconds=0.01, int8_data=unreadable
+    )
+    assert record.status == "ok" and unreadable.loaded_from == ""
+    with pytest.raises(InvalidArgumentError, match="--calibration folder needs --data-dir"):
+        benchmark(model, ["fake-int8"], model_name="m", input_size=SIZE, int8_data=unreadable)
+
+
+@needs_fashion
+def test_bench_judges_int8_on_the_checkpoints_data_set(model, monkeypatch):
+    """A checkpoint's data set is the default: its held-out images, with labels, judge int8."""
+    monkeypatch.setitem(BACKENDS, "fake-int8", FakeInt8)
+    state = {"dataset": {"name": "fashion-mnist"}, "config": {"seed": 0}}
+    data = Int8Data(checkpoint=state, calibration_images=8, eval_images=64)
+    (record,) = benchmark(
+        model, ["fake-int8"], model_name="m", input_size=SIZE, min_seconds=0.01, int8_data=data
+    )
+    assert data.loaded_from == "fashion-mnist"
+    assert sum(len(labels) for _, labels in data.evaluation) == 64
+    top1 = record.extra["top1"]
+    assert (top1["metric"], top1["images"], record.top1_change) == ("accuracy", 64, 0.0)
+    assert record.status == "ok"
 
 
 def test_quantize_with_max_drop_fails_and_writes_nothing(model, tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from lightnets.deploy.backends import (
     resolve_backends,
 )
 from lightnets.deploy.bench import benchmark, best_candidates, parse_batch_sizes
+from lightnets.deploy.devices import DEVICES
 from lightnets.errors import InvalidArgumentError, MissingDependencyError, max_threads
 from test_deploy_fuse import randomize_batchnorm
 
@@ -142,7 +143,7 @@ def test_missing_runtime_names_the_extra(model, monkeypatch):
         benchmark(model, ["onnxruntime"], model_name="m", input_size=SIZE)
     skipped: list[str] = []
     monkeypatch.setattr(
-        lightnets.deploy.bench, "BACKENDS", {k: BACKENDS[k] for k in ("eager", "onnxruntime-opt")}
+        DEVICES["cpu"], "backends", {k: BACKENDS[k] for k in ("eager", "onnxruntime-opt")}
     )
     records = benchmark(
         model, ["all"], model_name="m", input_size=SIZE, min_seconds=0.01, on_skip=skipped.append
@@ -190,3 +191,11 @@ def test_calibrate_batchnorm_gives_untrained_networks_a_real_output_scale():
     bns = [m for m in calibrated.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(m.momentum == 0.1 for m in bns)
     assert all(int(m.num_batches_tracked) == 4 for m in bns)
+
+
+def test_a_device_is_a_row_of_the_device_table(model):
+    assert set(DEVICES) == {"cpu", "cuda"} and DEVICES["cpu"].backends is BACKENDS
+    with pytest.raises(InvalidArgumentError, match=r"unknown device 'tpu'; allowed: cpu, cuda"):
+        benchmark(model, "eager", device="tpu", input_size=SIZE)
+    with pytest.raises(InvalidArgumentError, match="unknown backend 'cuda-graph'; allowed: eager"):
+        benchmark(model, "eager,cuda-graph", input_size=SIZE)  # CUDA's row, not the CPU's

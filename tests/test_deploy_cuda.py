@@ -4,21 +4,25 @@ GPU, and -- on a machine with one -- the graph capture, the event timing and `be
 
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import pytest
 import torch
 
 import lightnets
 from lightnets.cli import main
-from lightnets.deploy.bench import calibrate_batchnorm
+from lightnets.deploy.bench import benchmark, calibrate_batchnorm
 from lightnets.deploy.cuda import (
     CUDA_BACKENDS,
     CUDA_TOLERANCE,
-    benchmark_cuda,
+    CudaBackend,
     check_cuda_output,
     cuda_latency,
     require_cuda,
     resolve_cuda_backends,
 )
+from lightnets.deploy.devices import DEVICES
 from lightnets.errors import InvalidArgumentError, MissingDependencyError
 
 HAS_CUDA = torch.cuda.is_available()
@@ -105,6 +109,57 @@ def test_eager_backends_compute_the_model_within_their_precision(model, name):
     assert all(p.device.type == "cpu" for p in model.parameters())  # the model is left as it was
 
 
+class TF32Probe(CudaBackend):
+    """cuda-eager that notes whether TF32 was allowed when it was prepared."""
+
+    name = "tf32-probe"
+    seen: ClassVar[list[bool]] = []
+
+    def prepare(self, model, example):
+        self.seen.append(torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
+        return super().prepare(model, example)
+
+
+def test_the_cuda_device_runs_in_the_one_race(model, monkeypatch):
+    """Everything of --device cuda but the GPU: CUDA's table, check, context and record in the
+    routine every device shares. Its backends run on the example's device (here the CPU), so
+    only the place and the timer (CUDA events) are swapped for the CPU's."""
+    monkeypatch.setattr(CudaBackend, "available", lambda self: True)
+    monkeypatch.setattr(CudaBackend, "require", lambda self: None)
+    monkeypatch.setitem(CUDA_BACKENDS, "tf32-probe", TF32Probe)
+    monkeypatch.setattr(TF32Probe, "seen", [])
+    here = dataclasses.replace(
+        DEVICES["cuda"], place=lambda: torch.device("cpu"), timer=DEVICES["cpu"].timer,
+        describe=lambda place: {"device": f"{place.type} standing in"},
+    )  # fmt: skip
+    names = ["cuda-eager", "cuda-bf16-cl", "tf32-probe"]
+    records = benchmark(
+        model, names, device=here, batch_sizes=(2,), input_size=(3, 32, 32), min_seconds=0.01
+    )
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # bench's batch
+    with torch.inference_mode():
+        scale = max(1.0, model(x).abs().max().item())
+    assert [(r.backend, r.precision, r.status) for r in records] == [
+        ("cuda-eager", "fp32", "ok"),
+        ("cuda-bf16-cl", "bf16", "ok"),
+        ("tf32-probe", "fp32", "ok"),
+    ]
+    for r in records:
+        assert r.tolerance == pytest.approx(CUDA_TOLERANCE[r.precision] * scale)
+        assert r.max_abs_diff <= r.tolerance and r.latency_ms_median > 0
+        assert r.threads is None and r.as_dict()["device"] == "cpu standing in"
+        assert "stable" not in r.as_dict()  # CUDA events give no verdict on stability
+    assert records[1].max_abs_diff > 0  # bf16 did run in bf16
+    assert TF32Probe.seen == [False]  # prepared inside CUDA's context: fp32 means fp32
+    # best: fp32 candidates only, unless bf16 is allowed; the fastest of them, timed again.
+    (best,) = [r for r in benchmark(
+        model, "best", device=here, batch_sizes=(1,), input_size=(3, 32, 32), min_seconds=0.01
+    ) if r.best]  # fmt: skip
+    assert best.precision == "fp32" and best.status == "ok"
+    assert "cuda-bf16-cl" not in best.extra["candidates"]
+    assert best.backend == min(best.extra["candidates"], key=best.extra["candidates"].get)
+
+
 @needs_cuda
 @pytest.mark.parametrize("name", ["cuda-graph", "cuda-graph-fp16"])
 def test_graph_backends_replay_the_model_for_new_inputs(model, name):
@@ -123,17 +178,18 @@ def test_graph_backends_replay_the_model_for_new_inputs(model, name):
 
 @needs_cuda
 def test_bench_device_cuda_checks_and_times_every_backend(model):
-    records = benchmark_cuda(
-        model, ["all"], model_name="mobilenet_v2", batch_sizes=(1,), input_size=(3, 32, 32),
-        min_seconds=0.05,
+    records = benchmark(
+        model, ["all"], device="cuda", model_name="mobilenet_v2", batch_sizes=(1,),
+        input_size=(3, 32, 32), min_seconds=0.05,
     )  # fmt: skip
     by_name = {r.backend: r for r in records}
     for name in ("cuda-eager", "cuda-fp16-cl", "cuda-bf16-cl", "cuda-graph", "cuda-graph-fp16"):
         assert by_name[name].status == "ok", by_name[name].note
         assert by_name[name].latency_ms_median > 0
-    (best,) = benchmark_cuda(
-        model, ["best"], model_name="m", batch_sizes=(1,), input_size=(3, 32, 32), min_seconds=0.05
-    )
+    (best,) = benchmark(
+        model, ["best"], device="cuda", model_name="m", batch_sizes=(1,), input_size=(3, 32, 32),
+        min_seconds=0.05,
+    )  # fmt: skip
     assert best.best and best.precision == "fp32"
     assert set(best.extra["candidates"]) == {"cuda-eager", "cuda-graph"}
 

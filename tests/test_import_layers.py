@@ -45,11 +45,6 @@ TEMPORARY_ALLOWED = {
     # models and train read compressed files through deploy.compression (an upward import).
     ("lightnets.models.weights.files", "lightnets.deploy.compression"),
     ("lightnets.train.checkpoint", "lightnets.deploy.compression"),
-    # deploy's backends <-> bench <-> cuda cycle: its four imports.
-    ("lightnets.deploy.backends", "lightnets.deploy.cuda"),
-    ("lightnets.deploy.bench", "lightnets.deploy.backends"),
-    ("lightnets.deploy.cuda", "lightnets.deploy.backends"),
-    ("lightnets.deploy.cuda", "lightnets.deploy.bench"),
 }
 #: The package itself (``lightnets/__init__.py``) is the public API: it may reach any layer.
 FACADE = "lightnets"

@@ -16,15 +16,16 @@ from lightnets.cli.common import (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from lightnets.deploy.backends import BACKENDS, device_backends
+    from lightnets.deploy.devices import DEVICES
 
+    cpu, cuda = (", ".join(DEVICES[name].backends) for name in ("cpu", "cuda"))
     parser = subparsers.add_parser(
         "bench",
         help="latency and throughput of inference backends (eager, ONNX Runtime, OpenVINO, ...)",
         description="Check every backend's output against eager fp32, then time it: median and "
         "90th-percentile latency, images/s, achieved GFLOP/s and its fraction of the machine's "
         "measured peak. A backend whose outputs disagree is reported as wrong, not timed. "
-        f"Backends: {', '.join(BACKENDS)}; 'all' runs every one, 'best' the fastest that passes "
+        f"Backends: {cpu}; 'all' runs every one, 'best' the fastest that passes "
         "the fp32 check (int8 / bf16 only with --allow-int8 / --allow-bf16). int8 is judged as "
         "`lightnets quantize` judges it: by its top-1 change on held-out images of the "
         "checkpoint's data set, within --max-drop points. NAME may also be an exported file "
@@ -42,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--device",
-        choices=("cpu", "cuda"),
+        choices=tuple(DEVICES),
         default="cpu",
-        help=f"where to run (default: cpu); cuda backends: {', '.join(device_backends('cuda'))}",
+        help=f"where to run (default: cpu); cuda backends: {cuda}",
     )
     parser.add_argument(
         "--allow-fp16",
@@ -107,19 +108,6 @@ def _add_precision_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _int8_data(args: argparse.Namespace, state, input_size):
-    """(calibration, evaluation, source name): the checkpoint's data set unless --calibration."""
-    from lightnets.deploy.quantization import calibration_data, calibration_source
-
-    source, kwargs = calibration_source(state, args.calibration, args.data_dir)
-    if source == "synthetic":
-        return None, None, "synthetic"
-    calib, evals, _ = calibration_data(
-        source, input_size=input_size, calibration_images=300, eval_images=1000, **kwargs
-    )
-    return calib, evals, source
-
-
 def _check_arguments(args: argparse.Namespace) -> None:
     from lightnets.analysis.timing import validate_threads
     from lightnets.errors import check_float
@@ -130,11 +118,20 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lightnets.deploy.bench import benchmark_exported
+    from lightnets.deploy.bench import (
+        Int8Data,
+        benchmark,
+        benchmark_exported,
+        calibrate_batchnorm,
+        parse_batch_sizes,
+    )
+    from lightnets.deploy.devices import get_device
     from lightnets.deploy.exported import open_exported
 
-    cuda = args.device == "cuda"
-    backends, batch_sizes = _backends_and_sizes(args, cuda)
+    device = get_device(args.device)
+    device.place()  # without the device: one line naming what is missing, before anything else
+    backends = device.resolve(args.backend)
+    sizes = parse_batch_sizes(args.batch_size or ",".join(map(str, device.default_batch_sizes)))
     _check_arguments(args)
     exported = (
         open_exported(args.name, trust_code=args.trust_code)
@@ -143,82 +140,34 @@ def run(args: argparse.Namespace) -> int:
     )
     if exported is not None:
         records = benchmark_exported(
-            exported, batch_sizes=batch_sizes, threads=args.threads, min_seconds=args.seconds
+            exported, batch_sizes=sizes, threads=args.threads, min_seconds=args.seconds
         )
         return _report(args, records, exported.name, exported.input_size, "", [])
     model, state = model_or_checkpoint_from_args(args)
     size = input_size_from_args(args, model)
     if state is None:
         # Untrained: give its activations a trained network's scale, so the check means something.
-        from lightnets.deploy.bench import calibrate_batchnorm
-
         model = calibrate_batchnorm(model, size)
     name = str(model.hparams.get("name", args.name))
     notes: list[str] = []
-    common = {"model_name": name, "batch_sizes": batch_sizes, "input_size": size}
-    if cuda:
-        records, source = _run_cuda(args, model, backends, common, notes), ""
-    else:
-        records, source = _run_cpu(args, model, state, backends, common, notes)
-    return _report(args, records, name, size, source, notes)
-
-
-def _backends_and_sizes(args: argparse.Namespace, cuda: bool) -> tuple[list[str], list[int]]:
-    """--backend resolved for the device, and --batch-size (the device's default when unset)."""
-    from lightnets.deploy.backends import resolve_backends
-    from lightnets.deploy.bench import parse_batch_sizes
-
-    if cuda:
-        from lightnets.deploy.cuda import DEFAULT_BATCH_SIZES, require_cuda, resolve_cuda_backends
-
-        require_cuda()
-        backends = resolve_cuda_backends(args.backend)
-    else:
-        backends = resolve_backends(args.backend)
-    default_sizes = ",".join(map(str, DEFAULT_BATCH_SIZES)) if cuda else "1"
-    return backends, parse_batch_sizes(args.batch_size or default_sizes)
-
-
-def _run_cuda(args: argparse.Namespace, model, backends, common: dict, notes: list) -> list:
-    from lightnets.deploy.cuda import benchmark_cuda
-
-    return benchmark_cuda(
-        model,
-        backends,
-        **common,
-        allow_fp16=args.allow_fp16,
-        allow_bf16=args.allow_bf16,
-        min_seconds=args.seconds,
-        on_skip=notes.append,
-    )
-
-
-def _run_cpu(args: argparse.Namespace, model, state, backends, common: dict, notes: list):
-    """(records, int8 calibration source): int8 data is loaded only when int8 may run."""
-    from lightnets.deploy.backends import BACKENDS
-    from lightnets.deploy.bench import benchmark
-
-    wants_int8 = (
-        any(BACKENDS[name].precision == "int8" for name in backends if name in BACKENDS)
-        or backends == ["all"]
-        or (backends == ["best"] and args.allow_int8)
-    )
-    size = common["input_size"]
-    calib, evals, source = _int8_data(args, state, size) if wants_int8 else (None, None, "")
+    int8_data = Int8Data(args.calibration, args.data_dir, checkpoint=state)
     records = benchmark(
         model,
         backends,
-        **common,
+        device=device,
+        model_name=name,
+        batch_sizes=sizes,
+        input_size=size,
         threads=args.threads,
         allow_int8=args.allow_int8,
         allow_bf16=args.allow_bf16,
-        calibration=calib,
-        evaluation=evals,
+        allow_fp16=args.allow_fp16,
+        int8_data=int8_data,
         max_drop=args.max_drop,
         min_seconds=args.seconds,
         on_skip=notes.append,
     )
-    return records, source
+    return _report(args, records, name, size, int8_data.loaded_from, notes)
 
 
 def _report(args, records, name, size, source, notes) -> int:

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_MAX_DROP",
     "TOLERANCE",
     "Top1Change",
+    "check_outputs",
     "max_abs_diff",
     "tolerance",
     "top1_change",
@@ -47,6 +48,13 @@ def max_abs_diff(reference: torch.Tensor | np.ndarray, output: torch.Tensor | np
     if ref.shape != out.shape:
         return math.inf
     return float(np.abs(out - ref).max()) if ref.size else 0.0
+
+
+def check_outputs(
+    reference: torch.Tensor, output: torch.Tensor, precision: str
+) -> tuple[float, float]:
+    """(max |diff|, tolerance) of ``output`` against eager fp32 ``reference`` (fp32, bf16)."""
+    return max_abs_diff(reference, output.detach().float()), tolerance(reference, precision)
 
 
 @dataclass(frozen=True)

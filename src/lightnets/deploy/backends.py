@@ -20,7 +20,7 @@ import importlib.util
 import os
 import shutil
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -43,7 +43,7 @@ from lightnets.errors import InvalidArgumentError, require
 __all__ = [
     "BACKENDS",
     "Backend",
-    "device_backends",
+    "backend_names",
     "get_backend",
     "physical_cores",
     "register_backend",
@@ -421,15 +421,6 @@ for _cls in (
     register_backend(_cls)
 
 
-def device_backends(device: str) -> dict[str, type[Backend]]:
-    """The backend table of ``device``: BACKENDS on "cpu", lightnets.deploy.cuda's on "cuda"."""
-    if device == "cuda":
-        from lightnets.deploy.cuda import CUDA_BACKENDS
-
-        return dict(CUDA_BACKENDS)
-    return BACKENDS
-
-
 def get_backend(name: str, threads: int | None = None, **kwargs) -> Backend:
     """The backend called ``name``; unknown names raise, listing the allowed ones."""
     if name not in BACKENDS:
@@ -440,15 +431,29 @@ def get_backend(name: str, threads: int | None = None, **kwargs) -> Backend:
     return cls(threads, **kwargs) if kwargs else cls(threads)
 
 
-def resolve_backends(spec: str) -> list[str]:
-    """Parse ``--backend``: a comma-separated list of names, or ``all``, or ``best``."""
-    names = [part.strip() for part in spec.split(",") if part.strip()]
+def resolve_backends(spec: str | Sequence[str]) -> list[str]:
+    """Parse ``--backend`` for the CPU: a comma-separated list of names, or ``all``, or ``best``."""
+    return backend_names(spec, BACKENDS)
+
+
+def backend_names(
+    spec: str | Sequence[str], table: Mapping[str, type[Backend]], where: str = ""
+) -> list[str]:
+    """``spec`` (``"a,b"`` or a list of names) checked against a device's backend ``table``:
+    the names once each in their order, or ``["all"]`` / ``["best"]``. ``where`` names the
+    device in the errors (``"--device cuda"``); the CPU's own table needs none."""
+    parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = [part.strip() for part in parts if part.strip()]
+    allowed = f"{', '.join(table)}, all, best"
     if not names:
-        raise InvalidArgumentError(f"--backend is empty; allowed: {', '.join(BACKENDS)}, all, best")
+        scope = f" with {where}" if where else ""
+        raise InvalidArgumentError(f"--backend is empty; allowed{scope}: {allowed}")
     if names in (["all"], ["best"]):
         return names
     for name in names:
         if name in ("all", "best"):
             raise InvalidArgumentError(f"--backend {name} cannot be combined with other backends")
-        get_backend(name)
+        if name not in table:
+            scope = f" for {where}" if where else ""
+            raise InvalidArgumentError(f"unknown backend {name!r}{scope}; allowed: {allowed}")
     return list(dict.fromkeys(names))

@@ -1,21 +1,30 @@
-"""Check, then time, inference backends side by side.
+"""Check, then time, inference backends side by side: one race for every device.
 
-Every backend's output is checked before it is timed (:mod:`lightnets.deploy.accuracy`):
-fp32 and bf16 backends by their largest logit difference to eager fp32 on a fixed batch, int8 by
-its top-1 change on held-out images against the ``max_drop`` budget, the rule ``lightnets
-quantize`` applies. A backend that fails its check is reported as ``wrong`` and gets no
-speed. Timing is :func:`lightnets.analysis.timing.measure_latency` (warm-up, rounds until the
-median is known, busy rounds re-measured; the median, p10 and p90, and ``stable`` with a one-line
-note); achieved GFLOP/s is the model's FLOPs (2 x MACs, from :func:`lightnets.profile`) per
-second, also given for float32 rows as a fraction of the machine's measured float32 peak
-(:func:`lightnets.analysis.roofline.measure_machine_peak`, measured with the same threads),
-capped at 100% and flagged as a measurement error above it.
+:func:`benchmark` runs the same four steps on the CPU, on CUDA and on the device runtimes
+(ExecuTorch, LiteRT, which run on this CPU and are rows of its table); a device is a row of
+:data:`lightnets.deploy.devices.DEVICES` (its backend table, check, timer and context):
+
+1. **Check** every backend's output before it is timed (:mod:`lightnets.deploy.accuracy`): fp32,
+   bf16 and fp16 backends by their largest logit difference to eager fp32 (computed on the
+   device's reference, the CPU) on a fixed random batch, int8 by its top-1 change on held-out
+   images against the ``max_drop`` budget, the rule ``lightnets quantize`` applies. A backend
+   that fails its check is reported as ``wrong`` and gets no speed.
+2. **Time briefly** (``best`` only): every backend that passed, for at most half a second.
+3. **Choose** (``best`` only): the fastest of them (:func:`choose_best`).
+4. **Time fully** with the device's timer: on the CPU
+   :func:`lightnets.analysis.timing.measure_latency` (warm-up, rounds until the median is
+   known, busy rounds re-measured; the median, p10 and p90, and ``stable`` with a one-line
+   note), on CUDA CUDA events. Achieved GFLOP/s is the model's FLOPs (2 x MACs, from
+   :func:`lightnets.profile`) per second, on the CPU also given for float32 rows as a fraction
+   of the machine's measured float32 peak (:func:`lightnets.analysis.roofline.
+   measure_machine_peak`, measured with the same threads), capped at 100% and flagged as a
+   measurement error above it.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
@@ -23,19 +32,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightnets.analysis.timing import torch_threads
-from lightnets.deploy.accuracy import DEFAULT_MAX_DROP, TOLERANCE, max_abs_diff, tolerance
-from lightnets.deploy.backends import BACKENDS, Backend, get_backend
+from lightnets.deploy.accuracy import DEFAULT_MAX_DROP, TOLERANCE, check_outputs
+from lightnets.deploy.backends import Backend
+from lightnets.deploy.devices import BenchDevice, get_device
 from lightnets.errors import InvalidArgumentError, LightnetsError, first_line
 
 __all__ = [
     "TOLERANCE",
     "BenchRecord",
+    "Int8Data",
     "benchmark",
     "benchmark_exported",
     "best_candidates",
+    "build_backend",
     "calibrate_batchnorm",
     "check_outputs",
+    "choose_best",
     "parse_batch_sizes",
 ]
 
@@ -117,16 +129,17 @@ def parse_batch_sizes(text: str) -> list[int]:
     return list(dict.fromkeys(sizes))
 
 
-def check_outputs(
-    reference: torch.Tensor, output: torch.Tensor, precision: str
-) -> tuple[float, float]:
-    """(max |diff|, tolerance) of ``output`` against eager fp32 ``reference`` (fp32, bf16)."""
-    return max_abs_diff(reference, output.detach().float()), tolerance(reference, precision)
-
-
-def best_candidates(*, allow_int8: bool = False, allow_bf16: bool = False) -> list[str]:
-    """Backends ``--backend best`` chooses among: available, quick to prepare, precise enough."""
-    return quick_candidates(BACKENDS, precisions(int8=allow_int8, bf16=allow_bf16))
+def best_candidates(
+    *,
+    device: str | BenchDevice = "cpu",
+    allow_int8: bool = False,
+    allow_bf16: bool = False,
+    allow_fp16: bool = False,
+) -> list[str]:
+    """Backends ``--backend best`` chooses among on ``device``: available, quick to prepare,
+    of fp32 or an allowed precision."""
+    allowed = precisions(int8=allow_int8, bf16=allow_bf16, fp16=allow_fp16)
+    return quick_candidates(get_device(device).backends, allowed)
 
 
 def precisions(**allowed: bool) -> set[str]:
@@ -134,7 +147,7 @@ def precisions(**allowed: bool) -> set[str]:
     return {"fp32"} | {name for name, allow in allowed.items() if allow}
 
 
-def quick_candidates(registry: dict[str, type[Backend]], allowed: set[str]) -> list[str]:
+def quick_candidates(registry: Mapping[str, type[Backend]], allowed: set[str]) -> list[str]:
     """Backends of ``registry`` that are available, quick to prepare and of an allowed precision."""
     return [
         name
@@ -143,27 +156,50 @@ def quick_candidates(registry: dict[str, type[Backend]], allowed: set[str]) -> l
     ]
 
 
-def select_names(
-    backends: Sequence[str],
-    registry: dict[str, type[Backend]],
-    candidates: Callable[[], list[str]],
-    make: Callable[[str], Backend],
-) -> tuple[list[str], bool]:
-    """(names to run, whether choosing the best): ``best`` -> ``candidates()``, ``all`` -> the
-    whole ``registry``, else the names given, each ``make(name)`` required to be installed."""
-    if list(backends) == ["best"]:
-        return candidates(), True
-    if list(backends) == ["all"]:
-        return list(registry), False
-    for name in backends:
-        make(name).require()
-    return list(backends), False
+@dataclass
+class Int8Data:
+    """Where int8 backends get their calibration images and held-out batches.
 
+    ``source`` names a data set (:data:`lightnets.deploy.quantization.CALIBRATION_SOURCES`);
+    ``None`` takes the one recorded in ``checkpoint`` (the state a model was loaded from, with
+    its run's folder, split and seed), else synthetic images, whose check is top-1 agreement with
+    fp32. Nothing is read until an int8 backend is about to run (:meth:`load`): the same choice
+    ``lightnets quantize`` makes, 300 training images to calibrate, 1,000 held-out ones to judge.
+    ``calibration`` / ``evaluation`` may also be given as batches, then used as they are.
+    """
 
-def _time(run: Callable, x: torch.Tensor, min_seconds: float):
-    from lightnets.analysis.timing import measure_latency
+    source: str | None = None
+    data_dir: str | None = None
+    checkpoint: Mapping[str, Any] | None = None
+    calibration_images: int = 300
+    eval_images: int = 1000
+    calibration: Sequence[torch.Tensor] | None = None
+    evaluation: Sequence[tuple[torch.Tensor, torch.Tensor | None]] | None = None
+    #: The data set the batches came from, once :meth:`load` has run ("" before).
+    loaded_from: str = ""
 
-    return measure_latency(lambda: run(x), warmup=5, min_iters=10, min_seconds=min_seconds)
+    def load(self, input_size: tuple[int, int, int]) -> None:
+        """Choose the data set and read its batches (once); synthetic leaves them ``None``, for
+        each int8 backend to draw its own random images."""
+        if self.loaded_from:
+            return
+        if self.calibration is not None or self.evaluation is not None:
+            self.loaded_from = self.source or "given"
+            return
+        from lightnets.deploy.quantization import calibration_data, calibration_source
+
+        name, options = calibration_source(
+            dict(self.checkpoint) if self.checkpoint else None, self.source, self.data_dir
+        )
+        if name != "synthetic":
+            self.calibration, self.evaluation, _ = calibration_data(
+                name,
+                input_size=input_size,
+                calibration_images=self.calibration_images,
+                eval_images=self.eval_images,
+                **options,
+            )
+        self.loaded_from = name
 
 
 def _flops_per_image(model: nn.Module, input_size: tuple[int, int, int]) -> float | None:
@@ -182,30 +218,6 @@ def _peak_gflops() -> float | None:
         return float(measure_machine_peak(device="cpu").gflops)
     except (ImportError, AttributeError):
         return None
-
-
-def _run_backend(
-    backend: Backend,
-    model: nn.Module,
-    x: torch.Tensor,
-    reference: torch.Tensor,
-    record: BenchRecord,
-    min_seconds: float,
-) -> Callable | None:
-    """Prepare and check one backend; fills ``record`` and returns its runner when it passes."""
-    prepared = prepare_once(backend, model, x, record)
-    if prepared is None:
-        return None
-    run, output = prepared
-    record.precision = backend.precision  # the runtime's default may be reduced precision
-    if backend.precision == "int8":
-        _check_top1(backend, model, record)
-    else:
-        record.max_abs_diff, record.tolerance = check_outputs(reference, output, backend.precision)
-        if not record.max_abs_diff <= record.tolerance:
-            record.status = "wrong"
-            record.note = f"outputs differ from eager fp32 by {record.max_abs_diff:.3g}"
-    return run if record.status == "ok" else None
 
 
 def prepare_once(
@@ -243,7 +255,8 @@ def keep_unrun(
 
 
 def choose_best(passed: list, label: str = "backend") -> tuple[BenchRecord, Callable]:
-    """The (record, runner) with the fastest quick timing; an error when none passed."""
+    """The ``best`` policy: of the (record, runner) pairs that passed their check, the one with
+    the fastest quick timing; an error when none passed."""
     if not passed:
         raise InvalidArgumentError(f"no {label} passed the accuracy check")
     return min(passed, key=lambda item: item[0].extra["quick"])
@@ -272,14 +285,21 @@ def _check_top1(backend: Backend, model: nn.Module, record: BenchRecord) -> None
         record.note = f"top-1 agreement {change.int8_top1:.1f}% on synthetic images"
 
 
-def _fill_timing(record: BenchRecord, stats, flops: float | None, peak: float | None) -> None:
+def _fill_timing(
+    record: BenchRecord, stats, flops: float | None, peak: float | None, assessed: bool = True
+) -> None:
+    """Latency, throughput and GFLOP/s into ``record``; with an ``assessed`` timer's stats (the
+    CPU's), also p10 and its verdict on stability."""
     from lightnets.analysis.roofline import of_peak
 
     record.latency_ms_median = stats.median_ms
     record.latency_ms_p90 = stats.p90_ms
     record.iters = stats.iters
     record.images_per_sec = record.batch_size * 1e3 / stats.median_ms
-    record.extra.update(latency_ms_p10=stats.p10_ms, stable=stats.stable, timing_note=stats.note)
+    if assessed:
+        record.extra.update(
+            latency_ms_p10=stats.p10_ms, stable=stats.stable, timing_note=stats.note
+        )
     notes = [record.note] if record.note else []
     if not stats.stable:
         notes.append(f"NOT STABLE: {stats.note}")
@@ -294,69 +314,96 @@ def _fill_timing(record: BenchRecord, stats, flops: float | None, peak: float | 
 
 def benchmark(
     model: nn.Module,
-    backends: Sequence[str],
+    backends: str | Sequence[str] = "best",
     *,
-    model_name: str,
-    batch_sizes: Sequence[int] = (1,),
+    device: str | BenchDevice = "cpu",
+    model_name: str | None = None,
+    batch_sizes: Sequence[int] | None = None,
     input_size: tuple[int, int, int] = (3, 224, 224),
     threads: int | None = None,
     allow_int8: bool = False,
     allow_bf16: bool = False,
-    calibration: Sequence[torch.Tensor] | None = None,
-    evaluation: Sequence[tuple[torch.Tensor, torch.Tensor | None]] | None = None,
+    allow_fp16: bool = False,
+    int8_data: Int8Data | None = None,
     max_drop: float = DEFAULT_MAX_DROP,
     min_seconds: float = 2.0,
     on_skip: Callable[[str], None] | None = None,
 ) -> list[BenchRecord]:
-    """Check and time ``backends`` (names, or ``["all"]`` / ``["best"]``) on ``model``.
+    """Check and time ``backends`` of ``device`` on ``model``: one record per backend and batch.
 
-    ``best`` checks every candidate (:func:`best_candidates`), times each briefly, then times
-    the fastest one that passed in full and returns its record (``best=True``, the others'
-    quick timings in ``extra["candidates"]``). ``all`` runs every backend, noting through
-    ``on_skip`` those whose runtime is not installed. ``calibration`` images feed the int8
-    backend (random images when ``None``) and ``evaluation`` batches (images, labels or None)
-    judge it: its top-1 change must stay within ``max_drop`` points (synthetic images, when
-    ``None``: top-1 agreement with fp32), else it is ``wrong`` and ``best`` never picks it.
+    ``backends`` is names (a list, or ``"a,b"``), ``"all"`` or ``"best"``. ``best`` checks
+    every candidate (:func:`best_candidates`: fp32, and int8 / bf16 / fp16 when allowed), times
+    each briefly, then times the fastest one that passed in full and returns its record
+    (``best=True``, the others' quick timings in ``extra["candidates"]``). ``all`` runs every
+    backend of the device, noting through ``on_skip`` those that cannot run here. int8
+    backends are calibrated and judged on ``int8_data`` (synthetic images when ``None``: top-1
+    agreement with fp32): their top-1 change must stay within ``max_drop`` points, else they
+    are ``wrong`` and ``best`` never picks them. ``batch_sizes`` default to the device's (1 on
+    the CPU; 1 and 256 on CUDA); ``threads`` to PyTorch's count (the CPU's threads only).
     """
+    target = get_device(device)
+    place = target.place()  # a device that is missing says so first
+    allowed = precisions(int8=allow_int8, bf16=allow_bf16, fp16=allow_fp16)
+    names, select_best = _selected(target, backends, allowed)
+    int8_data = int8_data or Int8Data()
+    if any(target.backends[name].precision == "int8" for name in names):
+        int8_data.load(input_size)
     model = model.eval()
-    names, select_best = select_names(
-        backends,
-        BACKENDS,
-        partial(best_candidates, allow_int8=allow_int8, allow_bf16=allow_bf16),
-        get_backend,
+    race = _Race(
+        device=target,
+        model_name=model_name or str(getattr(model, "hparams", {}).get("name", "model")),
+        names=names,
+        select_best=select_best,
+        allowed=allowed,
+        threads=threads,
+        int8={
+            "calibration": int8_data.calibration,
+            "evaluation": int8_data.evaluation,
+            "max_drop": max_drop,
+        },
+        min_seconds=min_seconds,
+        flops=_flops_per_image(model, input_size),
+        on_skip=on_skip,
     )
-    flops = _flops_per_image(model, input_size)
-    int8 = {"calibration": calibration, "evaluation": evaluation, "max_drop": max_drop}
-    records: list[BenchRecord] = []
-    generator = torch.Generator().manual_seed(0)
-    with torch_threads(threads):
-        peak = _peak_gflops() if flops is not None else None  # with the threads timed below
-        batch = _Batch(
-            model_name=model_name,
-            names=names,
-            select_best=select_best,
-            allowed=precisions(int8=allow_int8, bf16=allow_bf16),
-            threads=threads,
-            int8=int8,
-            min_seconds=min_seconds,
-            flops=flops,
-            peak=peak,
-            on_skip=on_skip,
-        )
-        for batch_size in batch_sizes:
-            x = torch.randn(batch_size, *input_size, generator=generator)
-            with torch.inference_mode():
-                reference = model(x)
-            passed = batch.run(model, x, reference, records)
-            if select_best:
-                records.append(_pick_best(passed, x, min_seconds, flops, peak))
-    return records
+    return race.run(model, place, batch_sizes or target.default_batch_sizes, input_size)
+
+
+def _selected(
+    device: BenchDevice, backends: str | Sequence[str], allowed: set[str]
+) -> tuple[list[str], bool]:
+    """(names to run, whether choosing the best): ``best`` -> :func:`best_candidates`, ``all``
+    -> the device's whole table, else the names given, each required to be installed."""
+    names = device.resolve(backends)
+    if names == ["best"]:
+        flags = {f"allow_{precision}": True for precision in allowed - {"fp32"}}
+        return best_candidates(device=device, **flags), True
+    if names == ["all"]:
+        return list(device.backends), False
+    for name in names:
+        device.backends[name]().require()  # a one-line error naming what to install
+    return names, False
+
+
+def build_backend(
+    device: BenchDevice, name: str, threads: int | None, int8: Mapping[str, Any]
+) -> Backend:
+    """Backend ``name`` of ``device``, built with its options: the one place they are chosen.
+
+    Today every backend gets the threads asked for (``None``: its runtime's default), and an
+    int8 backend its calibration and held-out data and budget (``int8``: ``calibration``,
+    ``evaluation``, ``max_drop``).
+    """
+    cls = device.backends[name]
+    if cls.precision == "int8":
+        return cls(threads, **int8)
+    return cls(threads)
 
 
 @dataclass
-class _Batch:
-    """What :func:`benchmark` runs on each batch: the backends, how to time them, where to note."""
+class _Race:
+    """One :func:`benchmark` run: the backends of a device, how to build and time them."""
 
+    device: BenchDevice
     model_name: str
     names: list[str]
     select_best: bool
@@ -365,39 +412,94 @@ class _Batch:
     int8: dict[str, Any]
     min_seconds: float
     flops: float | None
-    peak: float | None
     on_skip: Callable[[str], None] | None
+    peak: float | None = None
+    used_threads: int | None = None
 
     def run(
+        self,
+        model: nn.Module,
+        place: torch.device,
+        batch_sizes: Sequence[int],
+        input_size: tuple[int, int, int],
+    ) -> list[BenchRecord]:
+        records: list[BenchRecord] = []
+        generator = torch.Generator().manual_seed(0)
+        with self.device.context(self.threads) as used:
+            self.used_threads = used  # the records' threads: None where they are not set
+            if self.flops is not None and self.device.measures_peak:
+                self.peak = _peak_gflops()  # with the threads timed below
+            for batch_size in batch_sizes:
+                x = torch.randn(batch_size, *input_size, generator=generator)
+                with torch.inference_mode():
+                    reference = model(x.to(self.device.reference))
+                x = x.to(place)
+                passed = self.check_and_time(model, x, reference, records)
+                if self.select_best:
+                    records.append(self.time_best(passed, x))
+        return records
+
+    def check_and_time(
         self, model: nn.Module, x: torch.Tensor, reference: torch.Tensor, records: list
     ) -> list[tuple[BenchRecord, Callable]]:
         """Check every backend on ``x``; time it in full (appended to ``records``) or, when
         choosing the best, briefly (returned among the passed (record, runner) pairs)."""
         passed: list[tuple[BenchRecord, Callable]] = []
         for name in self.names:
-            int8 = BACKENDS[name].precision == "int8"
-            backend = get_backend(name, self.threads, **(self.int8 if int8 else {}))
-            used = self.threads or torch.get_num_threads()
+            backend = build_backend(self.device, name, self.threads, self.int8)
             record = BenchRecord(
-                self.model_name, name, x.shape[0], backend.precision, "ok", threads=used
+                self.model_name,
+                name,
+                x.shape[0],
+                backend.precision,
+                "ok",
+                threads=self.used_threads,
             )
-            run = _run_backend(backend, model, x, reference, record, self.min_seconds)
+            record.extra.update(self.device.describe(x.device))
+            run = self.check(backend, model, x, reference, record)
             if run is None:
                 keep_unrun(record, self.select_best, self.on_skip, records)
             elif not self.select_best:
-                _fill_timing(record, _time(run, x, self.min_seconds), self.flops, self.peak)
+                self.fill(record, self.device.timer(partial(run, x), self.min_seconds))
                 records.append(record)
             elif record.precision in self.allowed:  # not e.g. OpenVINO's default, bf16 here
-                record.extra["quick"] = _time(run, x, min(0.5, self.min_seconds)).median_ms
+                quick = self.device.timer(partial(run, x), min(0.5, self.min_seconds))
+                record.extra["quick"] = quick.median_ms
                 passed.append((record, run))
         return passed
 
+    def check(
+        self,
+        backend: Backend,
+        model: nn.Module,
+        x: torch.Tensor,
+        reference: torch.Tensor,
+        record: BenchRecord,
+    ) -> Callable | None:
+        """Prepare and check one backend; fills ``record`` and returns its runner when it passes."""
+        prepared = prepare_once(backend, model, x, record, missing=self.device.missing)
+        if prepared is None:
+            return None
+        run, output = prepared
+        record.precision = backend.precision  # the runtime's default may be reduced precision
+        if backend.precision == "int8":
+            _check_top1(backend, model, record)
+        else:
+            diff, tolerance = self.device.check(reference, output, backend.precision)
+            record.max_abs_diff, record.tolerance = diff, tolerance
+            if not diff <= tolerance:
+                record.status = "wrong"
+                record.note = f"outputs differ from eager fp32 by {diff:.3g}"
+        return run if record.status == "ok" else None
 
-def _pick_best(passed, x: torch.Tensor, min_seconds: float, flops, peak) -> BenchRecord:
-    """The fastest passing candidate (by its quick timing), timed in full."""
-    record, run = choose_best(passed)
-    _fill_timing(record, _time(run, x, min_seconds), flops, peak)
-    return mark_best(record, passed)
+    def fill(self, record: BenchRecord, stats) -> None:
+        _fill_timing(record, stats, self.flops, self.peak, self.device.timer_assesses)
+
+    def time_best(self, passed: list, x: torch.Tensor) -> BenchRecord:
+        """The fastest passing candidate (by its quick timing), timed in full."""
+        record, run = choose_best(passed, self.device.label)
+        self.fill(record, self.device.timer(partial(run, x), self.min_seconds))
+        return mark_best(record, passed)
 
 
 def benchmark_exported(
@@ -421,15 +523,16 @@ def benchmark_exported(
     else:
         check_input_memory(list(size), max(batch_sizes))
     flops = _flops_per_image(exported.reference_model(), size) if exported.hparams else None
+    cpu = get_device("cpu")
     records = []
     generator = torch.Generator().manual_seed(0)
-    with torch_threads(threads):
+    with cpu.context(threads) as used:
         peak = _peak_gflops() if flops is not None else None  # with the threads timed below
         for batch_size in batch_sizes:
             x = torch.randn(batch_size, *size, generator=generator)
             record = BenchRecord(exported.name, f"{exported.format} file", batch_size, "", "ok")
             record.precision, record.note = exported.precision, "checked when exported, not here"
-            record.threads = threads or torch.get_num_threads()
-            _fill_timing(record, _time(exported.run, x, min_seconds), flops, peak)
+            record.threads = used
+            _fill_timing(record, cpu.timer(partial(exported.run, x), min_seconds), flops, peak)
             records.append(record)
     return records

@@ -19,6 +19,10 @@ checked before it is timed; timing is by CUDA events around each call, after war
 (cuDNN's algorithm search and the graph capture happen in :meth:`Backend.prepare` and the
 warm-up, never in the timed loop). A call's time includes the CPU launching its kernels: at
 batch 1 that is what the graph removes.
+
+This module is the CUDA device's parts: its backend table, its check, its timer and its context.
+The race they run in (check, time briefly, choose, time fully) is the CPU's, in
+:mod:`lightnets.deploy.bench`; :data:`lightnets.deploy.devices.DEVICES` puts the parts together.
 """
 
 from __future__ import annotations
@@ -28,27 +32,27 @@ import copy
 import importlib.util
 import statistics
 from collections.abc import Callable, Iterator, Sequence
-from functools import partial
 
 import torch
 from torch import nn
 
 from lightnets.analysis.timing import LatencyStats
-from lightnets.deploy.backends import Backend, Runner
+from lightnets.deploy.backends import Backend, Runner, backend_names
 from lightnets.deploy.fusion import fuse
 from lightnets.errors import InvalidArgumentError, MissingDependencyError
 
 __all__ = [
     "CUDA_BACKENDS",
     "CUDA_TOLERANCE",
-    "benchmark_cuda",
+    "check_cuda_output",
     "cuda_latency",
     "require_cuda",
     "resolve_cuda_backends",
+    "strict_fp32",
 ]
 
 #: Allowed max |diff| to eager fp32, as a fraction of the largest |logit| (at least 1). fp32 as on
-#: the CPU (lightnets.deploy.bench.TOLERANCE). The fp16 / bf16 backends keep weights and every
+#: the CPU (lightnets.deploy.accuracy.TOLERANCE). The fp16 / bf16 backends keep weights and every
 #: activation in 16 bits end to end, so rounding compounds over ~50 layers: MobileNet V2 0.35x
 #: (cifar, 32 px) measured 1.1e-2 (fp16) and 6.2e-2 (bf16); the tolerances are about twice that.
 CUDA_TOLERANCE = {"fp32": 1e-4, "fp16": 2.5e-2, "bf16": 1e-1}
@@ -231,27 +235,9 @@ CUDA_BACKENDS: dict[str, type[CudaBackend]] = {
 }
 
 
-def resolve_cuda_backends(spec: str) -> list[str]:
+def resolve_cuda_backends(spec: str | Sequence[str]) -> list[str]:
     """Parse ``--backend`` for ``--device cuda``: names, ``all`` or ``best``."""
-    allowed = f"{', '.join(CUDA_BACKENDS)}, all, best"
-    names = [part.strip() for part in spec.split(",") if part.strip()]
-    if not names:
-        raise InvalidArgumentError(f"--backend is empty; allowed with --device cuda: {allowed}")
-    if names in (["all"], ["best"]):
-        return names
-    for name in names:
-        if name not in CUDA_BACKENDS:
-            raise InvalidArgumentError(
-                f"unknown backend {name!r} for --device cuda; allowed: {allowed}"
-            )
-    return list(dict.fromkeys(names))
-
-
-def best_cuda_candidates(allowed: set[str]) -> list[str]:
-    """Backends ``best`` chooses among: available, quick to prepare, of an allowed precision."""
-    from lightnets.deploy.bench import quick_candidates
-
-    return quick_candidates(CUDA_BACKENDS, allowed)
+    return backend_names(spec, CUDA_BACKENDS, "--device cuda")
 
 
 def check_cuda_output(
@@ -308,132 +294,3 @@ def strict_fp32() -> Iterator[None]:
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
         torch.backends.cudnn.benchmark = benchmark
-
-
-def _prepare_and_check(
-    backend: CudaBackend, model: nn.Module, x: torch.Tensor, reference: torch.Tensor, record
-) -> Runner | None:
-    """Prepare ``backend`` and check its output; fills ``record``; the runner if it passes."""
-    from lightnets.deploy.bench import prepare_once
-
-    prepared = prepare_once(backend, model, x, record, missing="no CUDA")
-    if prepared is None:
-        return None
-    run, output = prepared
-    record.max_abs_diff, record.tolerance = check_cuda_output(reference, output, backend.precision)
-    if not record.max_abs_diff <= record.tolerance:
-        record.status = "wrong"
-        record.note = f"outputs differ from eager fp32 by {record.max_abs_diff:.3g}"
-        return None
-    return run
-
-
-def _fill(record, stats: LatencyStats, flops: float | None) -> None:
-    record.latency_ms_median, record.latency_ms_p90 = stats.median_ms, stats.p90_ms
-    record.iters = stats.iters
-    record.images_per_sec = record.batch_size * 1e3 / stats.median_ms
-    if flops is not None:
-        record.gflops_per_sec = flops * record.images_per_sec / 1e9
-
-
-def benchmark_cuda(
-    model: nn.Module,
-    backends: Sequence[str],
-    *,
-    model_name: str,
-    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
-    input_size: tuple[int, int, int] = (3, 224, 224),
-    allow_fp16: bool = False,
-    allow_bf16: bool = False,
-    min_seconds: float = 2.0,
-    on_skip: Callable[[str], None] | None = None,
-) -> list:
-    """Check and time CUDA ``backends`` (names, or ``["all"]`` / ``["best"]``) on ``model``.
-
-    The same protocol as :func:`lightnets.deploy.bench.benchmark`: a fixed random batch, eager
-    fp32 on the CPU as the reference, a backend whose outputs differ beyond its precision's
-    tolerance reported as ``wrong`` and not timed; ``best`` times every candidate briefly and
-    the fastest in full. Returns :class:`lightnets.deploy.bench.BenchRecord` objects.
-    """
-    from lightnets.deploy.bench import _flops_per_image, precisions, select_names
-
-    device = require_cuda()
-    model = model.eval()
-    allowed = precisions(fp16=allow_fp16, bf16=allow_bf16)
-    names, select_best = select_names(
-        backends, CUDA_BACKENDS, partial(best_cuda_candidates, allowed), _make_cuda_backend
-    )
-    flops = _flops_per_image(model, input_size)
-    generator = torch.Generator().manual_seed(0)
-    records: list = []
-    with strict_fp32():
-        for batch_size in batch_sizes:
-            x_cpu = torch.randn(batch_size, *input_size, generator=generator)
-            with torch.inference_mode():
-                reference = model(x_cpu)
-            x = x_cpu.to(device)
-            passed = _run_batch(
-                model,
-                names,
-                x,
-                reference,
-                model_name=model_name,
-                select_best=select_best,
-                min_seconds=min_seconds,
-                flops=flops,
-                on_skip=on_skip,
-                records=records,
-            )
-            if select_best:
-                records.append(_pick_best(passed, x, min_seconds, flops))
-    return records
-
-
-def _make_cuda_backend(name: str) -> CudaBackend:
-    return CUDA_BACKENDS[name]()
-
-
-def _run_batch(
-    model: nn.Module,
-    names: Sequence[str],
-    x: torch.Tensor,
-    reference: torch.Tensor,
-    *,
-    model_name: str,
-    select_best: bool,
-    min_seconds: float,
-    flops: float | None,
-    on_skip: Callable[[str], None] | None,
-    records: list,
-) -> list:
-    """Check every backend on ``x``; time it in full (appended to ``records``) or, when
-    choosing the best, briefly (returned among the passed (record, runner) pairs)."""
-    from lightnets.deploy.bench import BenchRecord, keep_unrun
-
-    passed = []
-    for name in names:
-        backend = CUDA_BACKENDS[name]()
-        record = BenchRecord(model_name, name, x.shape[0], backend.precision, "ok")
-        record.extra["device"] = torch.cuda.get_device_name(x.device)
-        run = _prepare_and_check(backend, model, x, reference, record)
-        if run is None:
-            keep_unrun(record, select_best, on_skip, records)
-            continue
-        seconds = min(0.5, min_seconds) if select_best else min_seconds
-        stats = cuda_latency(partial(run, x), min_seconds=seconds)
-        if select_best:
-            record.extra["quick"] = stats.median_ms
-        else:
-            _fill(record, stats, flops)
-            records.append(record)
-        passed.append((record, run))
-    return passed
-
-
-def _pick_best(passed: list, x: torch.Tensor, min_seconds: float, flops: float | None):
-    """The fastest passing candidate (by its quick timing), timed in full."""
-    from lightnets.deploy.bench import choose_best, mark_best
-
-    record, run = choose_best(passed, label="CUDA backend")
-    _fill(record, cuda_latency(partial(run, x), min_seconds=min_seconds), flops)
-    return mark_best(record, passed)

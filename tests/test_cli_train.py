@@ -38,7 +38,7 @@ def test_run_directory_contents(run_dir):
     assert list(lines[0]) == (
         shlex.split(
             "epoch lr train_loss train_top1 val_loss val_top1 val_top5 images_per_sec seconds "
-            "warmup_seconds"
+            "warmup_seconds threads"
         )
     )
     for r in lines:

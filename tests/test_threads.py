@@ -41,6 +41,7 @@ def fake_machine(monkeypatch, *, cores: int, others: float, siblings: str = "0")
 
     monkeypatch.setattr(machine, "read_proc", read)
     monkeypatch.setattr(machine, "usable_cores", lambda: cores)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
 
 
 @pytest.mark.parametrize(
@@ -88,6 +89,19 @@ def test_threads_option_overrides_and_is_bounded(monkeypatch):
         choose_threads(10**6)
 
 
+def test_omp_num_threads_is_an_explicit_setting_the_default_respects(monkeypatch):
+    fake_machine(monkeypatch, cores=2, others=0.0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    choice = choose_threads(sample_seconds=0)
+    assert (choice.threads, choice.free) == (1, None)
+    assert choice.line() == "threads: 1 of 2 (OMP_NUM_THREADS=1; --threads to override)"
+    assert choose_threads(2, sample_seconds=0).threads == 2  # --threads still wins
+    for ignored in ("0", "4,2", "many", "100000"):  # not one count in 1..logical CPUs
+        fake_machine(monkeypatch, cores=2, others=0.0)
+        monkeypatch.setenv("OMP_NUM_THREADS", ignored)
+        assert choose_threads(sample_seconds=0).free == 2, ignored
+
+
 def test_a_command_ceiling_and_processes_sharing_the_machine(monkeypatch):
     fake_machine(monkeypatch, cores=8, others=0.0)
     guideline = choose_threads(
@@ -98,7 +112,7 @@ def test_a_command_ceiling_and_processes_sharing_the_machine(monkeypatch):
     )
     fake_machine(monkeypatch, cores=8, others=2.0)
     shared = choose_threads(processes=2, sample_seconds=0)  # torchrun, 2 local processes
-    assert shared.threads == 3 and "shared by 2 processes" in shared.reason
+    assert shared.threads == 3 and "split among 2 local ranks" in shared.reason
 
 
 def test_apply_prints_once_sets_torch_and_becomes_the_runtimes_default(monkeypatch):
@@ -146,3 +160,33 @@ def test_record_is_plain_data():
         "cores": 2,
         "reason": "threads: 1 of 2 (1 core busy at start; --threads to override)",
     }
+
+
+def test_train_says_and_records_its_threads(tmp_path, capsys, monkeypatch):
+    import json
+    import shlex
+
+    import torch
+
+    from lightnets.cli import main
+
+    monkeypatch.setattr(threads, "_chosen", {})
+    before = torch.get_num_threads()
+    argv = shlex.split(
+        "train --model mobilenet_v1 --width-mult 0.25 --dataset synthetic --input-size 16 "
+        "--train-subset 64 --val-size 0 --batch-size 32 --epochs 2 --threads 1"
+    )
+    try:
+        assert main([*argv, "--output", str(tmp_path / "r")]) == 0
+    finally:
+        torch.set_num_threads(before)
+    out = capsys.readouterr().out
+    assert out.count("threads: 1 of ") == 1 and "(--threads 1)" in out
+    records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").open()]
+    assert [r["threads"] for r in records] == [1, 1]
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["threads"]["threads"] == 1 and summary["threads"]["reason"].endswith(
+        "(--threads 1)"
+    )
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["threads"] == 1

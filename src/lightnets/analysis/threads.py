@@ -3,7 +3,8 @@
 The default is the cores other processes leave free when the command starts
 (:func:`lightnets.analysis.machine.free_cores`: the CPU time counters of ``/proc/stat``, less
 this process's own, over a quarter of a second), never more than the physical cores and never
-fewer than one; ``--threads N`` overrides it. A thread pool larger than the cores it actually
+fewer than one; ``OMP_NUM_THREADS`` set to a count is taken as the user's explicit choice, and
+``--threads N`` overrides both. A thread pool larger than the cores it actually
 gets is not a little slower but many times slower: each parallel region waits for its slowest
 thread, and a thread that lost its core to another process makes every region wait a whole
 scheduler slice (measured in issue 22: batch-1 latencies 5-10x those of one thread, training
@@ -26,7 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from lightnets.analysis import machine
-from lightnets.errors import check_threads
+from lightnets.errors import InvalidArgumentError, check_threads
 
 __all__ = [
     "SAMPLE_SECONDS",
@@ -90,7 +91,8 @@ def choose_threads(
 
     Args:
         requested: ``--threads`` (checked by :func:`lightnets.errors.check_threads`); ``None``
-            for the default: the cores free at start, at most the physical cores, at least 1.
+            for the default: ``OMP_NUM_THREADS`` when set to a count, else the cores free at
+            start, at most the physical cores, at least 1.
         limit: a command's own ceiling on the default (guidelines: 1, the paper's single-thread
             ARM timings), said in the line as ``limit_reason``.
         processes: processes of this run sharing the machine (torchrun's local world size):
@@ -101,6 +103,11 @@ def choose_threads(
     if requested is not None:
         check_threads(option, requested)
         return ThreadChoice(requested, cores, physical, None, requested, f"{option} {requested}")
+    from_environment = _omp_num_threads()
+    if from_environment is not None:
+        return ThreadChoice(
+            from_environment, cores, physical, None, None, f"OMP_NUM_THREADS={from_environment}"
+        )
     free = machine.free_cores(sample_seconds)
     busy = cores - free
     threads = max(1, min(free, physical) // max(processes, 1))
@@ -113,10 +120,22 @@ def choose_threads(
     if physical < min(free, cores):
         reason += f", {physical} physical"
     if processes > 1:
-        reason += f", shared by {processes} processes"
+        reason += f", split among {processes} local ranks"
     if limit is not None and threads > limit:
         threads, reason = limit, limit_reason or f"at most {limit}"
     return ThreadChoice(threads, cores, physical, free, None, reason)
+
+
+def _omp_num_threads() -> int | None:
+    """``OMP_NUM_THREADS`` when it is one whole number in 1..logical CPUs: a user's (or a
+    test suite's) explicit setting, which the default respects; anything else is ignored."""
+    text = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if not text.isdigit():
+        return None
+    try:
+        return check_threads("OMP_NUM_THREADS", int(text))
+    except InvalidArgumentError:
+        return None
 
 
 _chosen: dict[tuple[Any, ...], ThreadChoice] = {}

@@ -33,8 +33,9 @@ def thread_count(text: str) -> int:
 
 #: The help of every ``--threads`` option (analysis/threads.py is the policy).
 THREADS_HELP = (
-    "threads (default: the cores free when the command starts, at most the physical cores; "
-    "the choice and its reason are printed on stderr and recorded in JSON)"
+    "threads (default: OMP_NUM_THREADS when set, else the cores free when the command starts, "
+    "at most the physical cores; the choice and its reason are printed on stderr and recorded "
+    "in JSON)"
 )
 
 

@@ -114,8 +114,8 @@ class TrainConfig:
     device: str | None = _setting(None, "default: cuda when available")
     threads: int | None = _setting(
         None,
-        "torch threads (default: the cores free when the run starts, at most the physical "
-        "cores; printed, and recorded in metrics.jsonl)",
+        "torch threads (default: OMP_NUM_THREADS when set, else the cores free when the run "
+        "starts, at most the physical cores; printed, and recorded in metrics.jsonl)",
         metavar="N",
     )
     num_workers: int = _setting(

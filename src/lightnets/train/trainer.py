@@ -167,6 +167,8 @@ class Trainer:
         # What the set-up repaired or shortened, printed when the run starts.
         self.notes: list[str] = [n for n in [self.recipe.warmup_note()] if n]
         self.run: RunDirectory | None = None
+        # The thread policy sets torch's count; close() gives back the caller's.
+        self._threads_before = torch.get_num_threads()
         try:
             self._check_runtime()
             self._check_input_size()
@@ -179,6 +181,7 @@ class Trainer:
             self._restore_or_start(state)
             self._wrap_for_training()
         except BaseException:
+            torch.set_num_threads(self._threads_before)
             if self.run is not None:
                 self.run.unlock()
             raise
@@ -470,6 +473,7 @@ class Trainer:
         """
         if self.tb_writer is not None:
             self.tb_writer.close()
+        torch.set_num_threads(self._threads_before)
         self.run.unlock()
         if not keep_process_group:
             shutdown_distributed(self.ctx)

@@ -1,7 +1,9 @@
 """The ``lightnets`` command: a thin shell that parses arguments and calls the library.
 
 Each sub-command lives in its own module (``lightnets.cli.<command>``) exposing
-``register(subparsers)``. :func:`main` is the one error boundary: errors a user can cause
+``register(subparsers)``, and has its one-line summary in :data:`COMMANDS`; :func:`main` imports
+only the module of the command it runs (``lightnets --help`` none). A new command is a module
+and a line in :data:`COMMANDS`. :func:`main` is the one error boundary: errors a user can cause
 (:class:`lightnets.errors.LightnetsError`, missing or unwritable files) are printed as one line
 on stderr with exit status 2; anything unexpected is one line naming the exception, exit status
 1, and ``--debug`` (or ``LIGHTNETS_DEBUG=1``) prints its traceback.

@@ -129,6 +129,7 @@ def test_compare_json_and_plot(capsys, tmp_path):
     assert code == 0
     data = json.loads(out)
     assert data["threads"] == 1
+    assert data["thread_policy"]["reason"].endswith("(--threads 1)")
     labels = [row["label"] for row in data["rows"]]
     assert labels == ["mobilenet_v1 0.25x", "shufflenet_v2 1x"]
     assert data["rows"][1]["paper"]["top1"] == 69.4
@@ -164,7 +165,8 @@ def test_roofline_json_and_plot(capsys, tmp_path):
     assert data["peak"]["gflops"] > 0 and data["peak"]["bandwidth_gb_s"] > 0
     assert len(data["points"]) == 28  # 27 convolutions and the classifier
     assert {p["bound"] for p in data["points"]} <= {"memory", "compute"}
-    assert data["peak"]["threads"] == 1  # the default, for the roofs and the layers alike
+    # The thread policy's count (printed, recorded), for the roofs and the layers alike.
+    assert data["peak"]["threads"] == data["thread_policy"]["threads"] >= 1
     assert data["model"] == "mobilenet_v1" and data["hparams"]["width_mult"] == 0.25
     assert data["hparams"]["variant"] == "imagenet" and data["input_shape"] == [1, 3, 64, 64]
     assert isinstance(data["stable"], bool) and data["note"]

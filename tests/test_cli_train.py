@@ -38,7 +38,7 @@ def test_run_directory_contents(run_dir):
     assert list(lines[0]) == (
         shlex.split(
             "epoch lr train_loss train_top1 val_loss val_top1 val_top5 images_per_sec seconds "
-            "warmup_seconds"
+            "warmup_seconds threads"
         )
     )
     for r in lines:
@@ -83,7 +83,8 @@ def test_eval_json_reproduces_the_summary(run_dir, capsys):
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(run_dir / "best.pt"), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert list(data) == ["top1", "top5", "loss", "images"]
+    assert list(data) == ["top1", "top5", "loss", "images", "thread_policy"]
+    assert data["thread_policy"]["threads"] >= 1
     assert data["images"] == 2000
     assert data["top1"] == pytest.approx(summary["test_top1"], abs=1e-12)
     assert data["top5"] == pytest.approx(summary["test_top5"], abs=1e-12)

@@ -21,7 +21,8 @@ RUN = shlex.split(
     "--input-size 16 --train-subset 96 --val-size 32 --batch-size 32 --epochs 2 "
     "--recipe cosine --warmup-epochs 0.5 --lr 0.2 --ema 0.9 --deterministic --seed 1"
 )
-TIMING = ("images_per_sec", "seconds", "warmup_seconds")
+#: Measured, or chosen from the machine's load (the thread policy): may differ between runs.
+TIMING = ("images_per_sec", "seconds", "warmup_seconds", "threads")
 
 
 class _SigintAt:

@@ -1,7 +1,10 @@
-"""lightnets: lightweight CNNs built to their papers, measured, trained and deployed."""
+"""lightnets: lightweight CNNs built to their papers, measured, trained and deployed.
+
+Every public name but the error class and the version is imported on first use (PEP 562), so
+that ``import lightnets`` (and ``lightnets --help``) does not pay for importing PyTorch.
+"""
 
 from lightnets.errors import LightnetsError
-from lightnets.models import create_model, get_model_entry, list_models
 from lightnets.version import __version__
 
 __all__ = [
@@ -14,15 +17,19 @@ __all__ = [
     "profile",
 ]
 
+#: Public name -> the module that defines it, imported when the name is first used.
+_LAZY = {
+    "create_model": "lightnets.models",
+    "get_model_entry": "lightnets.models",
+    "list_models": "lightnets.models",
+    "profile": "lightnets.analysis",
+    "load_weights": "lightnets.models.weights",
+}
+
 
 def __getattr__(name: str):
-    # Lazy, so `import lightnets` stays light and analysis can import models freely.
-    if name == "profile":
-        from lightnets.analysis import profile
+    if name in _LAZY:
+        import importlib
 
-        return profile
-    if name == "load_weights":
-        from lightnets.models.weights import load_weights
-
-        return load_weights
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'lightnets' has no attribute {name!r}")

@@ -27,6 +27,7 @@ __all__ = [
     "free_cores",
     "load_average",
     "machine_load",
+    "physical_cores",
     "read_cpu_times",
     "read_proc",
     "running_processes",
@@ -88,6 +89,23 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on: :func:`usable_cores` divided by the SMT
+    siblings of a core (``/sys/devices/system/cpu/cpu0/topology/thread_siblings_list``, e.g.
+    ``0,4`` or ``0-1``: two logical CPUs per core); where that cannot be read, every usable
+    CPU counts as a core. Threads beyond the physical cores share a core's arithmetic units
+    and mostly wait for one another."""
+    text = (read_proc("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list") or "").strip()
+    siblings = 0
+    try:
+        for part in filter(None, text.split(",")):
+            low, _, high = part.partition("-")
+            siblings += int(high) - int(low) + 1 if high else 1
+    except ValueError:
+        siblings = 0
+    return max(1, usable_cores() // max(siblings, 1))
 
 
 def load_average() -> float | None:

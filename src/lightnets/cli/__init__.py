@@ -1,7 +1,9 @@
 """The ``lightnets`` command: a thin shell that parses arguments and calls the library.
 
 Each sub-command lives in its own module (``lightnets.cli.<command>``) exposing
-``register(subparsers)``. :func:`main` is the one error boundary: errors a user can cause
+``register(subparsers)``, and has its one-line summary in :data:`COMMANDS`; :func:`main` imports
+only the module of the command it runs (``lightnets --help`` none). A new command is a module
+and a line in :data:`COMMANDS`. :func:`main` is the one error boundary: errors a user can cause
 (:class:`lightnets.errors.LightnetsError`, missing or unwritable files) are printed as one line
 on stderr with exit status 2; anything unexpected is one line naming the exception, exit status
 1, and ``--debug`` (or ``LIGHTNETS_DEBUG=1``) prints its traceback.
@@ -21,24 +23,26 @@ from collections.abc import Sequence
 from lightnets.errors import LightnetsError, first_line
 from lightnets.version import __version__
 
-#: Sub-command modules, in the order ``lightnets --help`` lists them.
-COMMANDS = (
-    "models",
-    "profile",
-    "compare",
-    "roofline",
-    "guidelines",
-    "train",
-    "sweep",
-    "reproduce",
-    "eval",
-    "bench",
-    "export",
-    "quantize",
-    "compress",
-    "predict",
-    "convert",
-)
+#: Sub-commands, in the order ``lightnets --help`` lists them, with the one line it shows: the
+#: one place these lines live, so that ``lightnets --help`` imports no command module.
+COMMANDS = {
+    "models": "list the model zoo: hyperparameters and parameter counts",
+    "profile": "count params, MACs, memory access per operation",
+    "compare": "params, MACs, memory and measured latency of several models side by side",
+    "roofline": "measure this machine's roofs, time every layer, place it on the roofline",
+    "guidelines": "re-run ShuffleNet V2's guideline experiments (Tables 1-4) on this machine",
+    "train": "train a model on CIFAR, (Fashion-)MNIST, an image folder or synthetic data",
+    "sweep": "train every combination of --width-mult / --input-size / --groups, compare cost",
+    "reproduce": "re-measure the five papers' tables here; one self-contained HTML report",
+    "eval": "evaluate a checkpoint: top-1 / top-5 accuracy and loss",
+    "bench": "latency and throughput of inference backends (eager, ONNX Runtime, OpenVINO, ...)",
+    "export": "export to ONNX, OpenVINO, pt2, ExecuTorch, LiteRT, Core ML or TorchScript "
+    "(verified before success)",
+    "quantize": "int8 post-training quantization; reports size, speed-up, top-1 change",
+    "compress": "Deep Compression: prune, share weights, Huffman-code; SqueezeNet's < 0.5 MB",
+    "predict": "classify image files (class names from the checkpoint's data set)",
+    "convert": "rewrite weights in the lightnets, torchvision or timm layout (exact round trip)",
+}
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -48,7 +52,23 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Commands(argparse._SubParsersAction):
+    """Sub-parsers whose one-line help comes from :data:`COMMANDS` (whatever a module says)."""
+
+    def add_parser(self, name: str, **kwargs):  # type: ignore[override]
+        if name in COMMANDS:
+            kwargs["help"] = COMMANDS[name]
+        return super().add_parser(name, **kwargs)
+
+
+def build_parser(command: str | None = None, *, full: bool = True) -> argparse.ArgumentParser:
+    """The ``lightnets`` parser.
+
+    ``full`` (the default): every command's module imported and registered. Otherwise only
+    ``command``'s (when it is one): the others are listed by name and :data:`COMMANDS` line
+    alone, so that ``lightnets --help`` starts in a fraction of a second and ``lightnets CMD``
+    imports what CMD needs (its module imports torch, a runtime, matplotlib, or not).
+    """
     parser = OneLineErrorParser(
         prog="lightnets",
         description="Build, measure, train and deploy lightweight CNNs.",
@@ -61,13 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the traceback of an unexpected error (also: LIGHTNETS_DEBUG=1)",
     )
     subparsers = parser.add_subparsers(
-        dest="command", metavar="COMMAND", parser_class=OneLineErrorParser
+        dest="command", metavar="COMMAND", parser_class=OneLineErrorParser, action=_Commands
     )
     subparsers.required = True
-    for command in COMMANDS:
-        module = importlib.import_module(f"lightnets.cli.{command}")
-        module.register(subparsers)
+    for name in COMMANDS:
+        if full or name == command:
+            importlib.import_module(f"lightnets.cli.{name}").register(subparsers)
+        else:
+            subparsers.add_parser(name, add_help=False)
     return parser
+
+
+def command_in(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` names: its first word that is not an option (``lightnets``'
+    own options take no value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def _safe_streams() -> None:
@@ -93,12 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lightnets`` console script; returns the exit status."""
     _safe_streams()
     try:
-        parser = build_parser()  # imports every command: seconds on a busy machine
+        words = sys.argv[1:] if argv is None else list(argv)
+        parser = build_parser(command_in(words), full=False)
     except KeyboardInterrupt:
         _stop_listening_to_ctrl_c(argv is None)
         print("lightnets: interrupted", file=sys.stderr)
         return 130
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     try:
         return int(args.func(args) or 0)
     except LightnetsError as exc:

@@ -31,6 +31,33 @@ def thread_count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not allowed; {threads_allowed()}") from None
 
 
+#: The help of every ``--threads`` option (analysis/threads.py is the policy).
+THREADS_HELP = (
+    "threads (default: OMP_NUM_THREADS when set, else the cores free when the command starts, "
+    "at most the physical cores; the choice and its reason are printed on stderr and recorded "
+    "in JSON)"
+)
+
+
+def add_threads_argument(parser: argparse.ArgumentParser, extra: str = "") -> None:
+    """``--threads N``: override the thread policy (:mod:`lightnets.analysis.threads`)."""
+    parser.add_argument(
+        "--threads",
+        type=thread_count,
+        default=None,
+        metavar="N",
+        help=THREADS_HELP[:-1] + (f"; {extra})" if extra else ")"),
+    )
+
+
+def threads_from_args(args: argparse.Namespace, **policy: Any) -> Any:
+    """Apply the thread policy to ``--threads`` (prints its one line on stderr); returns the
+    :class:`~lightnets.analysis.threads.ThreadChoice`."""
+    from lightnets.analysis.threads import apply_thread_policy
+
+    return apply_thread_policy(getattr(args, "threads", None), **policy)
+
+
 def declared_hparams() -> dict[str, dict[str, HParam]]:
     """Every hyperparameter of the registry: key -> {model name: its declaration}, in the order
     the (sorted) models declare them."""

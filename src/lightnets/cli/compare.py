@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lightnets.cli.common import add_force_argument, thread_count
+from lightnets.cli.common import add_force_argument, add_threads_argument, threads_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compare",
-        help="params, MACs, memory and measured latency of several models side by side",
         description="Profile and time several models (default: every family at its default "
         "and the widths of the papers' trade-off curves) at batch 1 on this CPU, beside the "
         "papers' ImageNet figures. NAME may carry hyperparameters: mobilenet_v1:width_mult=0.5.",
@@ -41,12 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="minimum timing per model, spread over interleaved rounds; a busy machine or an "
         "imprecise median extends it up to 3x + 1 s (default: 1.0)",
     )
-    parser.add_argument(
-        "--threads",
-        type=thread_count,
-        default=None,
-        help="torch threads while timing (default: torch's default; 1 on a busy machine)",
-    )
+    add_threads_argument(parser)
     parser.add_argument("--no-latency", action="store_true", help="count only, do not time")
     fmt = parser.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON")
@@ -58,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from lightnets.analysis import render
     from lightnets.analysis.compare import compare
     from lightnets.analysis.plots import plot_comparison
+    from lightnets.analysis.threads import thread_record
     from lightnets.errors import InvalidArgumentError
     from lightnets.figures import check_plot_output, save_figure
     from lightnets.tables import terminal_console
@@ -68,20 +63,31 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"--seconds must be > 0, got {args.seconds}")
     if args.plot:
         check_plot_output(args.plot, force=args.force)
+    # Chosen now (the cores free at start), said when the timing starts: a bad name or size
+    # found while profiling stays a one-line error.
+    held: list[str] = []
+    choice = threads_from_args(args, announce=held.append)
     interactive = not (args.json or args.markdown) and sys.stderr.isatty()
+
+    def progress(message: str) -> None:
+        while held:
+            print(held.pop(), file=sys.stderr, flush=True)
+        if interactive:
+            print(message, file=sys.stderr)
+
     result = compare(
         args.names or None,
         input_size=args.input_size,
         latency=not args.no_latency,
         latency_seconds=args.seconds,
-        threads=args.threads,
-        progress=(lambda message: print(message, file=sys.stderr)) if interactive else None,
+        threads=choice.threads,
+        progress=progress,
     )
     if args.plot:
         save_figure(plot_comparison(result), args.plot)
     line = render.measurement_line(result.stable, result.note)
     if args.json:
-        print(render.to_json(result.to_dict()))
+        print(render.to_json({**result.to_dict(), "thread_policy": thread_record(choice)}))
         if result.stable is False:
             print(line, file=sys.stderr)
     elif args.markdown:

@@ -15,7 +15,6 @@ from lightnets.cli.common import (
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compress",
-        help="Deep Compression: prune, share weights, Huffman-code; SqueezeNet's < 0.5 MB",
         description="Compress NAME (a model name or a checkpoint) as Deep Compression does "
         "(Han et al., ICLR 2016): keep the largest --density of each layer's weights, cluster "
         "them into 2^--bits shared values (k-means, linear initialisation), store sparse "

@@ -18,7 +18,6 @@ Examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert",
-        help="rewrite weights in the lightnets, torchvision or timm layout (exact round trip)",
         description="Read FILE (a lightnets checkpoint or .safetensors, a torchvision or timm "
         "state dict; recognised by content), and write its weights under the names of --to. "
         "The written file is read back and compared tensor for tensor before success.",

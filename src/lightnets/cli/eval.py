@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+
+from lightnets.cli.common import add_threads_argument, threads_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -12,7 +15,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "eval",
-        help="evaluate a checkpoint: top-1 / top-5 accuracy and loss",
         description="Evaluate a training checkpoint (its EMA weights when it has them). The data "
         "set, its location and its validation split default to the checkpoint's.",
     )
@@ -39,15 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--json",
         action="store_true",
-        help='print {"top1", "top5", "loss", "images"} (fractions; top5 null for 5 classes '
-        "or fewer) as JSON",
+        help='print {"top1", "top5", "loss", "images", "thread_policy"} (fractions; top5 null '
+        "for 5 classes or fewer) as JSON",
     )
+    add_threads_argument(parser)
     parser.set_defaults(func=run)
 
 
 def _warn_at_chance(result, num_classes: int, split: str) -> None:
     """One line on stderr (stdout stays clean for --json) when top-1 is at chance level."""
-    import sys
 
     from lightnets.train.metrics import chance_warning
 
@@ -57,9 +59,12 @@ def _warn_at_chance(result, num_classes: int, split: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lightnets.analysis.threads import thread_record
     from lightnets.jsonio import dumps
     from lightnets.train.evaluate import evaluate_checkpoint
 
+    held: list[str] = []  # said after the work: a bad file stays a one-line error
+    choice = threads_from_args(args, announce=held.append)
     loaded = None
     if args.weights is not None:
         from lightnets.models.weights import model_from_file
@@ -77,9 +82,11 @@ def run(args: argparse.Namespace) -> int:
         per_class=args.per_class,
         amp=args.amp,
     )
+    for line in held:
+        print(line, file=sys.stderr)
     _warn_at_chance(result, len(classes), args.split)
     if args.json:
-        data = result.to_dict()
+        data = {**result.to_dict(), "thread_policy": thread_record(choice)}
         if result.per_class is not None:
             data["per_class"] = dict(zip(classes, result.per_class, strict=True))
         print(dumps(data))

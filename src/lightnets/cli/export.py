@@ -23,8 +23,6 @@ DEFAULT_FORMAT = "onnx"
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="export to ONNX, OpenVINO, pt2, ExecuTorch, LiteRT, Core ML or TorchScript "
-        "(verified before success)",
         description="Export NAME (a model name or a file). Server formats (onnx, "
         "openvino) and pt2 have a dynamic batch axis; the device formats (executorch .pte, "
         "litert .tflite, coreml .mlpackage) take one image per call, as an app runs them. The "

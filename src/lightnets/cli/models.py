@@ -17,7 +17,6 @@ SETTINGS = (("imagenet", 224, 1000), ("cifar", 32, 100))
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "models",
-        help="list the model zoo: hyperparameters and parameter counts",
         description="List every registered model (or only NAME ...): the paper it implements, "
         "its hyperparameters with defaults and allowed values, and its parameter count at the "
         "default hyperparameters for ImageNet (224 px, 1000 classes) and CIFAR (32 px, "

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from lightnets.cli.common import (
     add_model_arguments,
+    add_threads_argument,
     add_trust_code_argument,
     input_size_from_args,
     looks_like_checkpoint,
     model_or_checkpoint_from_args,
+    threads_from_args,
 )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="classify image files (class names from the checkpoint's data set)",
         description="Decode each IMAGE with Pillow, preprocess it as the checkpoint's data set "
         "was (grayscale and 28->32 padding for Fashion-MNIST, mean/std normalisation) and print "
         "the top-k classes. NAME may also be a file written by `lightnets export` or "
@@ -31,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--topk", type=int, default=5, help="classes to show (default: 5)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     add_trust_code_argument(parser)
+    add_threads_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -69,7 +72,11 @@ def run(args: argparse.Namespace) -> int:
         if not Path(image).exists():
             raise DataError(f"{image}: no such image file")
         check_regular(image)  # a FIFO or a device: refused now, not waited on
+    held: list[str] = []  # chosen before a runtime session is made, said once the model loaded
+    threads_from_args(args, announce=held.append)
     model, pre = _model_and_preprocessing(args)
+    for line in held:
+        print(line, file=sys.stderr)
     results = predict(model, args.images, pre, topk=args.topk)
     if args.json:
         print(dumps([r.as_dict() for r in results], indent=2))

@@ -15,7 +15,6 @@ from lightnets.cli.common import (
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "profile",
-        help="count params, MACs, memory access per operation",
         description="Run one forward pass of NAME (a model name or a checkpoint file) and list "
         "every operation with its params, MACs, element-wise work and memory access. MACs are "
         "multiply-accumulates of convolutions and linear layers (what the papers call FLOPs); "

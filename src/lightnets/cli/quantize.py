@@ -9,8 +9,10 @@ import sys
 from lightnets.cli.common import (
     add_force_argument,
     add_model_arguments,
+    add_threads_argument,
     input_size_from_args,
     model_or_checkpoint_from_args,
+    threads_from_args,
 )
 
 
@@ -19,7 +21,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "quantize",
-        help="int8 post-training quantization; reports size, speed-up, top-1 change",
         description="Quantize NAME (a model name or a checkpoint) to int8 for CPU, calibrated "
         "on training images of the checkpoint's data set (or --calibration), then report the "
         "file size, the latency against fp32 in the same runtime, and the top-1 change on "
@@ -70,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-o", "--output", required=True, metavar="PATH", help="file to write (or DIR/)"
     )
     add_force_argument(parser)
+    add_threads_argument(parser, "calibration, accuracy and latency alike")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run)
 
@@ -84,6 +86,7 @@ def _output(args: argparse.Namespace, suffix: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    from lightnets.analysis.threads import thread_record
     from lightnets.deploy.accuracy import DEFAULT_MAX_DROP
     from lightnets.deploy.metadata import metadata_for
     from lightnets.deploy.quantization import calibration_data, calibration_source, get_method
@@ -96,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_drop is not None:
         check_float("--max-drop", args.max_drop, minimum=0.0)
     path = _output(args, method.suffix)
+    held: list[str] = []  # said after the work: a bad file stays a one-line error
+    choice = threads_from_args(args, announce=held.append)
     model, state = model_or_checkpoint_from_args(args)
     source, data_kwargs = calibration_source(state, args.calibration, args.data_dir)
     size = input_size_from_args(args, model)
@@ -118,11 +123,13 @@ def run(args: argparse.Namespace) -> int:
         strict=args.max_drop is not None,
         metadata=metadata_for(model, state, size),
     )
-    _print_report(report, args.json)
+    for line in held:
+        print(line, file=sys.stderr)
+    _print_report(report, args.json, thread_record(choice))
     return 0
 
 
-def _print_report(report, as_json: bool) -> None:
+def _print_report(report, as_json: bool, threads: dict) -> None:
     from lightnets.jsonio import dumps
 
     if not report.within_budget:
@@ -135,7 +142,7 @@ def _print_report(report, as_json: bool) -> None:
             file=sys.stderr,
         )
     if as_json:
-        print(dumps(report.as_dict(), indent=2))
+        print(dumps({**report.as_dict(), "thread_policy": threads}, indent=2))
         return
     what = (
         "top-1 accuracy"

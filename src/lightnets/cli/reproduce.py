@@ -18,7 +18,6 @@ Examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "reproduce",
-        help="re-measure the five papers' tables here; one self-contained HTML report",
         description="Rebuild every table of the SqueezeNet, MobileNet V1/V2 and ShuffleNet "
         "V1/V2 papers that can be rebuilt on this machine, beside the papers' figures, and "
         "write OUT_DIR/index.html (self-contained), OUT_DIR/results.json and the figures.",

@@ -8,17 +8,17 @@ import sys
 from lightnets.cli.common import (
     add_force_argument,
     add_model_arguments,
+    add_threads_argument,
     input_files,
     input_size_from_args,
     model_or_checkpoint_from_args,
-    thread_count,
+    threads_from_args,
 )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "roofline",
-        help="measure this machine's roofs, time every layer, place it on the roofline",
         description="Measure this machine's peak float32 compute (a large 3x3 convolution) and "
         "memory bandwidth (a large copy), time every convolution and linear layer of NAME "
         "alone on its input shape, and report which are compute-bound and which memory-bound, "
@@ -39,13 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.05,
         help="minimum timing duration per layer (default: 0.05)",
     )
-    parser.add_argument(
-        "--threads",
-        type=thread_count,
-        default=1,
-        help="torch threads for the roofs and the layers alike (default: 1, one core's "
-        "roofline, steady on a shared machine)",
-    )
+    add_threads_argument(parser, "the roofs and the layers alike")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=run)
 
@@ -54,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from lightnets.analysis import profile, render
     from lightnets.analysis.plots import plot_roofline
     from lightnets.analysis.roofline import roofline
+    from lightnets.analysis.threads import thread_record
     from lightnets.errors import InvalidArgumentError
     from lightnets.figures import check_plot_output, save_figure
     from lightnets.tables import terminal_console
@@ -66,20 +61,21 @@ def run(args: argparse.Namespace) -> int:
     model, _ = model_or_checkpoint_from_args(args)
     size = input_size_from_args(args, model)
     profile(model, size)  # refuse impossible sizes before the measurement starts
+    choice = threads_from_args(args)
     if not args.json and sys.stderr.isatty():
         print("measuring this machine's peak compute and bandwidth...", file=sys.stderr)
     result = roofline(
         model,
         size,
         seconds_per_layer=args.layer_seconds,
-        threads=args.threads,
+        threads=choice.threads,
         peak_seconds=args.peak_seconds,
     )
     if args.plot:
         save_figure(plot_roofline(result), args.plot)
     line = render.measurement_line(result.stable, result.note)
     if args.json:
-        print(render.to_json(result.to_dict()))
+        print(render.to_json({**result.to_dict(), "thread_policy": thread_record(choice)}))
         if not result.stable:
             print(line, file=sys.stderr)
         return 0

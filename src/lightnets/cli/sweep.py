@@ -28,7 +28,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sweep",
         parents=[_train_parser()],
         conflict_handler="resolve",
-        help="train every combination of --width-mult / --input-size / --groups, compare cost",
         description="Train every combination of the listed hyperparameters (one run directory "
         "per cell under --output, resumable), then write OUTPUT/sweep.{json,md,png}: test "
         "top-1 against MACs, parameters and latency measured here, Pareto front marked, "

@@ -179,7 +179,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "train",
-        help="train a model on CIFAR, (Fashion-)MNIST, an image folder or synthetic data",
         description="Train a model. Writes RUN_DIR/{config.json, metrics.jsonl, last.pt, "
         "best.pt, summary.json, curves.png}.",
         epilog=EPILOG,

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from lightnets.analysis.threads import default_threads
 from lightnets.deploy.metadata import read_metadata
-from lightnets.deploy.openvino_runtime import compile_model, latency_config, physical_cores
+from lightnets.deploy.openvino_runtime import compile_model, latency_config
 from lightnets.errors import CheckpointError, LightnetsError, first_line, require
 from lightnets.formats import FORMATS, check_trusted, identify, misnamed
 
@@ -61,7 +62,7 @@ def _onnx_runner(path: Path) -> tuple[Runner, list]:
         ((t.name, numpy_helper.to_array(t)) for t in graph.initializer if not t.external_data),
     )
     options = ort.SessionOptions()
-    options.intra_op_num_threads = physical_cores()
+    options.intra_op_num_threads = default_threads()
     try:  # ONNX Runtime's exceptions derive from Exception only: every refusal lands here
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:

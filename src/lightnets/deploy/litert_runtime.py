@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightnets.deploy.openvino_runtime import physical_cores
+from lightnets.analysis.threads import default_threads
 from lightnets.deploy.toolchains import fixed_batch, quiet, require_mobile
 from lightnets.errors import CheckpointError, first_line
 from lightnets.formats import TFLITE_IDENTIFIER, is_tflite
@@ -231,7 +231,8 @@ def _io_conversions(interpreter) -> tuple[Callable, Callable]:
 
 def runner(data: bytes | Path, *, threads: int | None = None) -> tuple[Runner, list[int]]:
     """(run any batch, the model's input shape) for a .tflite in ``data`` (bytes or a path),
-    run by ``Interpreter`` with the XNNPACK delegate and ``threads`` (default: physical cores).
+    run by ``Interpreter`` with the XNNPACK delegate and ``threads`` (default:
+    :func:`lightnets.analysis.threads.default_threads`).
 
     The interpreter verifies the FlatBuffer as it loads; one that does not load is a one-line
     :class:`CheckpointError`.
@@ -242,7 +243,7 @@ def runner(data: bytes | Path, *, threads: int | None = None) -> tuple[Runner, l
     try:
         with quiet():
             interpreter = interpreter_module.Interpreter(
-                model_content=content, num_threads=threads or physical_cores()
+                model_content=content, num_threads=threads or default_threads()
             )
             interpreter.allocate_tensors()
             interpreter.invoke()  # the delegate is applied now, not inside a timed call

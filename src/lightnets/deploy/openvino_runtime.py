@@ -17,15 +17,15 @@ inside the handler overflows it and the process dies with SIGSEGV when a child p
 from __future__ import annotations
 
 import ctypes
-import os
 import sys
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lightnets.analysis.machine import physical_cores as physical_cores  # backends import it here
+from lightnets.analysis.threads import default_threads
 from lightnets.errors import QUOTE_LIMIT, SaveError, require
 from lightnets.fileio import atomic_path, commit
 
@@ -76,34 +76,19 @@ def compile_model(model: Any, config: dict[str, Any] | None = None) -> Any:
     return compiled
 
 
-@cache
-def physical_cores() -> int:
-    """Physical cores this process may run on (logical CPUs / SMT siblings per core)."""
-    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    siblings = 1
-    try:
-        with open("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list") as handle:
-            text = handle.read().strip()
-        for part in text.split(","):
-            low, _, high = part.partition("-")
-            siblings += int(high) - int(low) if high else 0
-        siblings = max(siblings, text.count(",") + 1)
-    except (OSError, ValueError):
-        pass
-    return max(1, (logical or 1) // siblings)
-
-
 def latency_config(threads: int | None = None, precision: str = "f32") -> dict[str, Any]:
     """lightnets' tuned CPU settings for batch-1 latency (measured in docs/deploy.md).
 
-    One stream with as many threads as physical cores and the LATENCY hint; ``precision`` is
+    One stream with ``threads`` threads (default: the count the thread policy chose in this
+    process, else the physical cores: :func:`lightnets.analysis.threads.default_threads`) and
+    the LATENCY hint; ``precision`` is
     OpenVINO's ``INFERENCE_PRECISION_HINT`` (``f32`` keeps fp32 exact: OpenVINO computes in
     bf16 by default on CPUs with bf16 instructions).
     """
     return {
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": 1,
-        "INFERENCE_NUM_THREADS": threads or physical_cores(),
+        "INFERENCE_NUM_THREADS": threads or default_threads(),
         "ENABLE_HYPER_THREADING": False,
         "INFERENCE_PRECISION_HINT": precision,
     }

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lightnets.analysis.threads import default_threads
 from lightnets.deploy import coreml, executorch_runtime, litert_runtime, pt2e
 from lightnets.deploy import metadata as md
 from lightnets.deploy.accuracy import DEFAULT_MAX_DROP, Top1Change, top1_change
@@ -60,7 +61,6 @@ from lightnets.deploy.openvino_runtime import (
     compile_model,
     ensure_signal_stack,
     latency_config,
-    physical_cores,
     request_runner,
     save_ir,
 )
@@ -319,7 +319,7 @@ class OnnxRuntimeMethod(Method):
     def runner(self, model):
         ort = require("onnxruntime", "onnx")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = physical_cores()
+        options.intra_op_num_threads = default_threads()
         session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         return lambda x: session.run(None, {INPUT_NAME: np.ascontiguousarray(x.numpy())})[0]
 

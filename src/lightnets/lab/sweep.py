@@ -424,12 +424,16 @@ def _paper_rows(model: str) -> list[dict[str, Any]]:
     ]
 
 
-def _measure(cells: Sequence[Cell], run_dirs: Sequence[Path], device: str | None):
+def _measure(
+    cells: Sequence[Cell], run_dirs: Sequence[Path], device: str | None, threads: int | None
+):
     """MACs, params (lightnets' counter) and batch-1 latency of every cell's best weights,
-    timed in interleaved rounds (one thread on the CPU, as `lightnets guidelines`)."""
+    timed in interleaved rounds with the thread policy's count (the one the cells trained
+    with: :func:`lightnets.analysis.threads.apply_thread_policy`, ``threads`` = --threads)."""
     import torch
 
     from lightnets.analysis.counter import profile
+    from lightnets.analysis.threads import apply_thread_policy, local_processes
     from lightnets.analysis.timing import torch_threads
     from lightnets.lab.guidelines.timing import time_calls
     from lightnets.train.checkpoint import model_from_checkpoint
@@ -445,11 +449,12 @@ def _measure(cells: Sequence[Cell], run_dirs: Sequence[Path], device: str | None
         model = model.to(kind)
         x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0)).to(kind)
         calls.append(_inference(model, x))
-    with torch_threads(1 if kind == "cpu" else None):
+    count = apply_thread_policy(threads, processes=local_processes()).threads
+    with torch_threads(count if kind == "cpu" else None):
         timings = time_calls(calls, kind, rounds=5, min_seconds=0.5)
     for cost, timing in zip(costs, timings, strict=True):
         cost.update(latency_ms=timing.ms, latency_spread=timing.spread, stable=timing.stable)
-    return costs, kind
+    return costs, kind, count
 
 
 def _inference(model, x):
@@ -503,9 +508,11 @@ def run_sweep(
         shutdown_distributed(ctx)
     if summaries is None or not _is_main():
         return None
-    costs, kind = _measure(cells, [Path(c.output) for c in configs], base.device)
+    costs, kind, threads = _measure(
+        cells, [Path(c.output) for c in configs], base.device, base.threads
+    )
     records = _records(cells, configs, summaries, costs)
-    conditions = _conditions(base, kind)
+    conditions = _conditions(base, kind, threads)
     result = SweepResult(base.model, base.dataset, records, _paper_rows(base.model), conditions)
     write_text_atomic(output / TABLE_JSON, jsonio.dumps(result.to_dict(), indent=2) + "\n")
     write_text_atomic(output / TABLE_MD, result.to_markdown() + "\n")
@@ -550,7 +557,7 @@ def _at_chance(summary: dict[str, Any]) -> bool:
     return at_chance(summary["test_top1"], classes, images)
 
 
-def _conditions(base: TrainConfig, kind: str) -> dict[str, Any]:
+def _conditions(base: TrainConfig, kind: str, threads: int) -> dict[str, Any]:
     """The measurement conditions printed with the table."""
     import torch
 
@@ -559,7 +566,7 @@ def _conditions(base: TrainConfig, kind: str) -> dict[str, Any]:
     return {
         "latency": f"batch 1, median of 5 interleaved rounds on {kind} "
         f"({cpu_name() if kind == 'cpu' else torch.cuda.get_device_name(0)}), "
-        f"{'1 thread' if kind == 'cpu' else 'CUDA'}",
+        + (f"{threads} thread{'s' if threads != 1 else ''}" if kind == "cpu" else "CUDA"),
         "train_subset": base.train_subset,
         "epochs": base.recipe.epochs,
         "recipe": base.recipe.name,

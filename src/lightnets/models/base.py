@@ -80,8 +80,9 @@ class PooledLinearHeadNet(LightweightNet):
     def _make_classifier(self, num_classes: int) -> nn.Sequential:
         # The reference initialisation of the classifier: N(0, 0.01) weights, zero bias.
         fc = nn.Linear(self.num_features, num_classes)
-        nn.init.normal_(fc.weight, 0.0, 0.01)
-        nn.init.zeros_(fc.bias)
+        if not fc.weight.is_meta:  # see init_conv_bn_
+            nn.init.normal_(fc.weight, 0.0, 0.01)
+            nn.init.zeros_(fc.bias)
         return nn.Sequential(nn.Dropout(p=self.drop_rate), fc)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

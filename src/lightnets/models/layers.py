@@ -65,7 +65,11 @@ def init_conv_bn_(
 ) -> None:
     """Initialise in place every ``Conv2d`` in ``module`` with ``conv_init(weight, **init_kwargs)``
     and a zero bias, and every ``BatchNorm2d`` with weight one and bias zero (the reference
-    implementations' scheme; the papers give none)."""
+    implementations' scheme; the papers give none). Tensors on the meta device (shapes only,
+    for counting and memory estimates) are left alone: they hold no values, and torch's
+    ``normal_`` on them imports ``torch._dynamo``, seconds of start-up."""
+    if is_meta(module):
+        return
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             conv_init(m.weight, **init_kwargs)
@@ -74,6 +78,11 @@ def init_conv_bn_(
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def is_meta(module: nn.Module) -> bool:
+    """True when ``module``'s parameters live on the meta device (no storage to initialise)."""
+    return any(p.is_meta for p in module.parameters(recurse=True))
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

@@ -229,8 +229,9 @@ class SqueezeNet(LightweightNet):
 
     def _make_classifier(self, num_classes: int) -> nn.Sequential:
         final_conv = nn.Conv2d(self.num_features, num_classes, kernel_size=1)
-        nn.init.normal_(final_conv.weight, mean=0.0, std=0.01)
-        nn.init.zeros_(final_conv.bias)
+        if not final_conv.weight.is_meta:  # see init_conv_bn_
+            nn.init.normal_(final_conv.weight, mean=0.0, std=0.01)
+            nn.init.zeros_(final_conv.bias)
         return nn.Sequential(
             nn.Dropout(p=self.drop_rate),
             final_conv,

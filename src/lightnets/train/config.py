@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightnets.errors import InvalidArgumentError, check_float, check_int
+from lightnets.errors import InvalidArgumentError, check_float, check_int, check_threads
 from lightnets.train.precision import AMP_MODES
 from lightnets.train.recipes import Recipe, get_recipe
 
@@ -31,6 +31,7 @@ RESUME_MUTABLE = frozenset(
         "device_data",
         "static_shapes",
         "num_workers",
+        "threads",
         "epochs",
         "output",
     }
@@ -111,6 +112,12 @@ class TrainConfig:
         False, "also log to RUN_DIR/tensorboard (needs lightnets[tensorboard])"
     )
     device: str | None = _setting(None, "default: cuda when available")
+    threads: int | None = _setting(
+        None,
+        "torch threads (default: OMP_NUM_THREADS when set, else the cores free when the run "
+        "starts, at most the physical cores; printed, and recorded in metrics.jsonl)",
+        metavar="N",
+    )
     num_workers: int = _setting(
         0, "decoding processes for image folders (default 0)", "data", metavar="N"
     )
@@ -163,6 +170,8 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 check_int(flag_for(name), getattr(self, name), minimum=minimum)
         check_int(flag_for("seed"), self.seed, minimum=0, maximum=MAX_SEED)
+        if self.threads is not None:
+            check_threads("--threads", self.threads)
         for name in ("num_workers", "cutout"):
             check_int(flag_for(name), getattr(self, name), minimum=0)
         check_float("--random-erasing", self.random_erasing, minimum=0.0, maximum=1.0)

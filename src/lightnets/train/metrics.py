@@ -30,6 +30,7 @@ EPOCH_KEYS = (
     "images_per_sec",
     "seconds",
     "warmup_seconds",
+    "threads",
 )
 
 

@@ -32,6 +32,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightnets.analysis import machine
+from lightnets.analysis.threads import (
+    apply_thread_policy,
+    local_processes,
+    slowdown_warning,
+    thread_record,
+)
 from lightnets.errors import CheckpointError, InvalidArgumentError, require
 from lightnets.models.memory import check_input_memory, check_memory
 from lightnets.train.checkpoint import load_checkpoint
@@ -160,6 +167,8 @@ class Trainer:
         # What the set-up repaired or shortened, printed when the run starts.
         self.notes: list[str] = [n for n in [self.recipe.warmup_note()] if n]
         self.run: RunDirectory | None = None
+        # The thread policy sets torch's count; close() gives back the caller's.
+        self._threads_before = torch.get_num_threads()
         try:
             self._check_runtime()
             self._check_input_size()
@@ -172,6 +181,7 @@ class Trainer:
             self._restore_or_start(state)
             self._wrap_for_training()
         except BaseException:
+            torch.set_num_threads(self._threads_before)
             if self.run is not None:
                 self.run.unlock()
             raise
@@ -204,6 +214,12 @@ class Trainer:
             self.tb_module = require("torch.utils.tensorboard", "tensorboard")
         self.ctx = ctx = init_distributed(config.device)
         self.device = ctx.device
+        # One choice per process, said once when the run starts (_announce).
+        self.thread_lines: list[str] = []
+        self.threads = apply_thread_policy(
+            config.threads, processes=local_processes(), announce=self.thread_lines.append
+        )
+        self._fastest: tuple[int, float] | None = None  # (epoch, img/s) of this process
         if self.recipe.batch_size % ctx.world_size:
             raise InvalidArgumentError(
                 f"--batch-size {self.recipe.batch_size} (the global batch) must be divisible by "
@@ -457,6 +473,7 @@ class Trainer:
         """
         if self.tb_writer is not None:
             self.tb_writer.close()
+        torch.set_num_threads(self._threads_before)
         self.run.unlock()
         if not keep_process_group:
             shutdown_distributed(self.ctx)
@@ -474,6 +491,8 @@ class Trainer:
             f"{self.recipe.batch_size}, recipe {self.recipe.name}, device {self.device.type}"
             + (f", {self.ctx.world_size} processes" if self.ctx.distributed else "")
         )
+        for line in self.thread_lines:
+            self.progress.message(line)
         for note in self.notes:
             self.progress.message(f"note: {note}")
 
@@ -492,12 +511,30 @@ class Trainer:
         self.train_loader.set_epoch(epoch)
         self.train_module.train()
         self.progress.start_epoch(epoch + 1, self.recipe.epochs, self.steps_per_epoch, skip)
+        counters = machine.read_cpu_times()
         lr = self._run_steps(interrupt, sums, skip, clock)
+        after = machine.read_cpu_times()
+        load = None
+        if counters is not None and after is not None:
+            load = machine.machine_load(after - counters, self.threads.threads * local_processes())
         self._warming_up = False
         all_reduce_sum(sums, self.ctx)
         record = self._epoch_record(epoch, lr, sums, clock)
+        self._watch_speed(record, load)
         self.guard.check_epoch(record, self._modules(), done=self.position.epoch)
         return record
+
+    def _watch_speed(self, record: dict[str, Any], load: machine.MachineLoad | None) -> None:
+        """Record the threads; warn (one line) when the machine became busy and the epoch ran
+        markedly slower than this process's fastest (:func:`slowdown_warning`)."""
+        record["threads"] = self.threads.threads
+        rate = record["images_per_sec"]
+        if load is not None and self.device.type == "cpu":
+            warning = slowdown_warning(record["epoch"], rate, self._fastest, load)
+            if warning is not None and self.ctx.is_main:
+                self.progress.message(warning)
+        if self._fastest is None or rate > self._fastest[1]:
+            self._fastest = (record["epoch"], rate)
 
     def _run_steps(
         self, interrupt: _SigintFlag, sums: torch.Tensor, skip: int, clock: _EpochClock
@@ -670,6 +707,7 @@ class Trainer:
             "wall_time_s": wall,
             "world_size": self.ctx.world_size,
             "device": self.device.type,
+            "threads": thread_record(self.threads),
             "recipe": self.recipe.to_dict(),
         }
         if self.ctx.is_main:

@@ -513,3 +513,18 @@ def test_train_checks_input_size_before_generating_data(tmp_path):
                             "--input-size", "100000", "--output", tmp_path / "run"])  # fmt: skip
     one_line_refusal(run, "3x100000x100000", "needs about")
     assert not (tmp_path / "run").exists()  # refused before the run directory was made
+    assert not (tmp_path / "run").exists()  # refused before the run directory was made
+
+
+def test_data_workers_are_bounded_by_the_cpus(tmp_path, capsys):
+    from lightnets.train.config import max_workers
+
+    limit = max_workers()
+    run = tmp_path / "run"
+    for workers in ("100000", str(limit + 1), "-1"):
+        argv = ["train", "--model", "squeezenet1_1", "--epochs", "1", "--output", str(run)]
+        code = main([*argv, "--workers", workers])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"--workers={workers} is not allowed; use an integer in 0..{limit}" in err, err
+    assert not run.exists()

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightnets.errors import InvalidArgumentError, check_float, check_int, check_threads
+from lightnets.errors import (
+    InvalidArgumentError,
+    check_float,
+    check_int,
+    check_threads,
+    max_threads,
+)
 from lightnets.train.precision import AMP_MODES
 from lightnets.train.recipes import Recipe, get_recipe
 
@@ -45,6 +51,16 @@ FLAG_NAMES = {
     "ema_decay": "--ema",
     "image_size": "--input-size",
 }
+
+
+#: Data-loading processes allowed per logical CPU: decoding waits on disk as well as on the
+#: CPU, so a few per core can pay; thousands only exhaust the process table and memory.
+WORKERS_PER_CPU = 4
+
+
+def max_workers() -> int:
+    """The most ``--workers`` accepts on this machine."""
+    return WORKERS_PER_CPU * max_threads()
 
 
 def flag_for(name: str) -> str:
@@ -119,7 +135,11 @@ class TrainConfig:
         metavar="N",
     )
     num_workers: int = _setting(
-        0, "decoding processes for image folders (default 0)", "data", metavar="N"
+        0,
+        "decoding processes for image folders (default 0; at most "
+        f"{WORKERS_PER_CPU} per logical CPU)",
+        "data",
+        metavar="N",
     )
     cutout: int = _setting(0, "cutout square side (0: off)", "data", metavar="PIXELS")
     random_erasing: float = _setting(
@@ -172,8 +192,8 @@ class TrainConfig:
         check_int(flag_for("seed"), self.seed, minimum=0, maximum=MAX_SEED)
         if self.threads is not None:
             check_threads("--threads", self.threads)
-        for name in ("num_workers", "cutout"):
-            check_int(flag_for(name), getattr(self, name), minimum=0)
+        check_int(flag_for("num_workers"), self.num_workers, minimum=0, maximum=max_workers())
+        check_int(flag_for("cutout"), self.cutout, minimum=0)
         check_float("--random-erasing", self.random_erasing, minimum=0.0, maximum=1.0)
         return self
 

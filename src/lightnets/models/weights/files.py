@@ -1,7 +1,7 @@
 """Weights files on disk: recognised by their content, read without unpickling code, written
 atomically.
 
-Three containers are recognised from their first bytes, whatever the file is called:
+Four containers are recognised from their first bytes, whatever the file is called:
 
 - a PyTorch file (``torch.save``: a zip archive, or the legacy pickle stream), read with
   ``torch.load(..., weights_only=True)``: a lightnets checkpoint, a plain state dict
@@ -9,7 +9,9 @@ Three containers are recognised from their first bytes, whatever the file is cal
   one under ``state_dict`` / ``model`` (DDP's ``module.`` prefix removed);
 - a safetensors file (an 8-byte little-endian header length, then a JSON header): timm's
   ``model.safetensors``, or one written by ``lightnets convert`` (its metadata then holds the
-  model's hyperparameters and preprocessing).
+  model's hyperparameters and preprocessing);
+- a lightnets compressed file (``lightnets compress``'s ``.lnz``), decoded to dense tensors by
+  :mod:`.compressed` without building its model.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 from lightnets.errors import CheckpointError, LightnetsError, first_line
 from lightnets.fileio import check_regular, open_regular, write_bytes_atomic
 from lightnets.formats import identify, not_weights
+from lightnets.models.weights.compressed import is_compressed, read_compressed
 from lightnets.stored import (
     check_dataset_metadata,
     check_finite_weights,
@@ -122,13 +125,14 @@ def read_weights_file(path: str | Path, *, use_ema: bool = True) -> WeightsFile:
 
 
 def _read(path: Path, use_ema: bool) -> WeightsFile:
-    from lightnets.deploy.compression import is_compressed, load_compressed
-
     if is_compressed(path):  # `lightnets compress` output: decoded to dense tensors
-        model, state = load_compressed(path)
-        hparams = dict(model.hparams)
+        decoded = read_compressed(path)
         return WeightsFile(
-            path, "lightnets compressed file", model.state_dict(), hparams, state.get("dataset")
+            path,
+            "lightnets compressed file",
+            decoded.state_dict,
+            decoded.hparams,
+            decoded.header.dataset,
         )
     kind = sniff(path)
     if kind == "safetensors":

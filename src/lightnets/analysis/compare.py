@@ -25,7 +25,7 @@ from lightnets.analysis.timing import (
 )
 from lightnets.errors import InvalidArgumentError, check_float, check_int
 
-__all__ = ["DEFAULT_SPECS", "Comparison", "ComparisonRow", "ModelSpec", "compare", "parse_spec"]
+__all__ = ["Comparison", "ComparisonRow", "ModelSpec", "compare", "default_specs", "parse_spec"]
 
 
 @dataclass(frozen=True)
@@ -82,21 +82,16 @@ def _parse_value(raw: str) -> Any:
     return raw
 
 
-#: Every zoo family at its default, plus the widths the papers' trade-off curves are made of.
-DEFAULT_SPECS: tuple[ModelSpec, ...] = (
-    ModelSpec("squeezenet1_0"),
-    ModelSpec("squeezenet1_1"),
-    ModelSpec("mobilenet_v1"),
-    ModelSpec("mobilenet_v1", (("width_mult", 0.5),)),
-    ModelSpec("mobilenet_v1", (("width_mult", 0.25),)),
-    ModelSpec("mobilenet_v2"),
-    ModelSpec("mobilenet_v2", (("width_mult", 1.4),)),
-    ModelSpec("shufflenet_v1"),
-    ModelSpec("shufflenet_v1", (("groups", 8),)),
-    ModelSpec("shufflenet_v2", (("width_mult", 0.5),)),
-    ModelSpec("shufflenet_v2"),
-    ModelSpec("shufflenet_v2", (("width_mult", 2.0),)),
-)
+def default_specs() -> tuple[ModelSpec, ...]:
+    """Every registered family at the configurations it declares for comparison (its default,
+    and the widths its paper's trade-off curve is made of), in the zoo's order."""
+    from lightnets.models import model_entries
+
+    return tuple(
+        ModelSpec(entry.name, tuple(config.items()))
+        for entry in model_entries()
+        for config in entry.compare_configs
+    )
 
 
 @dataclass
@@ -230,7 +225,7 @@ def compare(
     ``latency_seconds`` each, and longer while the machine is busy or a median is imprecise.
     ``threads`` sets torch's thread count for the timing (default: leave it as it is).
     """
-    specs = [parse_spec(s) if isinstance(s, str) else s for s in (specs or DEFAULT_SPECS)]
+    specs = [parse_spec(s) if isinstance(s, str) else s for s in (specs or default_specs())]
     if input_size is not None:
         check_int("input size", input_size, minimum=1)
     validate_threads(threads)

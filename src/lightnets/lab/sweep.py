@@ -7,7 +7,7 @@ trainer (:func:`lightnets.train.train`), one run directory per cell under the sw
 is resumable: a finished cell is read back, an interrupted one resumes from its ``last.pt``.
 It then writes ``sweep.json``, ``sweep.md`` and ``sweep.png``: test top-1 against MACs,
 parameters and latency measured on this machine, the Pareto front marked, beside the paper's
-ImageNet rows (:data:`lightnets.analysis.reference.PAPER_FIGURES`). A cell whose test top-1 is
+ImageNet rows (:func:`lightnets.analysis.reference.paper_figures`). A cell whose test top-1 is
 at chance level (:func:`lightnets.train.metrics.at_chance`) learned nothing measurable: it is
 warned about, marked in the table and the figure, and left off the Pareto front.
 """
@@ -408,7 +408,7 @@ def pareto(records: Sequence[dict[str, Any]], cost: str) -> set[int]:
 
 
 def _paper_rows(model: str) -> list[dict[str, Any]]:
-    from lightnets.analysis.reference import PAPER_FIGURES
+    from lightnets.analysis.reference import paper_figures
 
     return [
         {
@@ -419,8 +419,8 @@ def _paper_rows(model: str) -> list[dict[str, Any]]:
             "top1": f.top1,
             "source": f.source,
         }
-        for f in PAPER_FIGURES
-        if f.name == model and f.top1 is not None
+        for f in paper_figures(model)
+        if f.top1 is not None
     ]
 
 

@@ -1,5 +1,5 @@
 """What every section uses: the run's context, counting a zoo model, and cost rows beside the
-paper's figures (:data:`lightnets.analysis.reference.PAPER_FIGURES`)."""
+paper's figures (:func:`lightnets.analysis.reference.paper_figures`)."""
 
 from __future__ import annotations
 

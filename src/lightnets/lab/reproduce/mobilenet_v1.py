@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from lightnets.analysis.reference import MOBILENET_V1_TABLE2, PAPER_FIGURES
+from lightnets.analysis.reference import MOBILENET_V1_TABLE2, paper_figures
 from lightnets.errors import LightnetsError
 from lightnets.lab.reproduce.common import COST_COLUMNS, Context, add_cost_rows, count
 from lightnets.lab.reproduce.report import (
@@ -132,12 +132,8 @@ def multipliers() -> Table:
 
 
 def _paper_top1(width: float, resolution: int = 224) -> float | None:
-    for figure in PAPER_FIGURES:
-        if (
-            figure.name == "mobilenet_v1"
-            and figure.resolution == resolution
-            and dict(figure.hparams).get("width_mult") == width
-        ):
+    for figure in paper_figures("mobilenet_v1"):
+        if figure.resolution == resolution and dict(figure.hparams).get("width_mult") == width:
             return figure.top1
     return None
 

@@ -11,9 +11,12 @@ model files; docs/pretrained.md lists the files each layout reads):
   ``conv_stem`` / ``bn1``, blocks grouped by stage as ``blocks.<stage>.<index>``, ``conv_head`` /
   ``bn2`` (MobileNet V2 only) and a bare ``classifier`` linear layer.
 
-A mapping is computed for a built model (our module prefix -> the layout's module prefix), so
-it follows the model's width and the block structure of its paper table. Files are recognised by
-:data:`SIGNATURES`: marker tensors name the layout and family, one probe tensor gives the width.
+Which layouts a family accepts, with the hyperparameters each library's network has, and its
+classifier module, are the family's own facts, on its registry entry (``layouts=``,
+``classifier=``). A mapping is computed for a built model (our module prefix -> the layout's
+module prefix), so it follows the model's width and the block structure of its paper table.
+Files are recognised by :data:`SIGNATURES`: marker tensors name the layout and family, one probe
+tensor gives the width.
 """
 
 from __future__ import annotations
@@ -27,30 +30,24 @@ from torch import nn
 
 from lightnets.errors import CheckpointError
 from lightnets.models.layers import make_divisible
+from lightnets.models.registry import get_model_entry, model_entries
 
 LAYOUTS = ("lightnets", "torchvision", "timm")
 
-#: Our classifier module (the tensors replaced when the number of classes changes).
-CLASSIFIER: dict[str, str] = {
-    "mobilenet_v1": "classifier.1",
-    "mobilenet_v2": "classifier.1",
-    "shufflenet_v1": "fc",
-    "shufflenet_v2": "fc",
-    "squeezenet1_0": "classifier.1",
-    "squeezenet1_1": "classifier.1",
-}
 
-#: Families each reference library builds, with the hyperparameters its network requires.
-SUPPORTED: dict[str, dict[str, dict[str, Any]]] = {
-    "lightnets": {name: {} for name in CLASSIFIER},
-    "torchvision": {
-        "mobilenet_v2": {},
-        "shufflenet_v2": {},
-        "squeezenet1_0": {"bypass": "none", "batch_norm": False},
-        "squeezenet1_1": {"bypass": "none", "batch_norm": False},
-    },
-    "timm": {"mobilenet_v1": {}, "mobilenet_v2": {}},
-}
+def classifier_of(family: str) -> str:
+    """Our classifier module of ``family`` (the tensors replaced when the number of classes
+    changes), from its registry entry."""
+    return get_model_entry(family).classifier
+
+
+def supported(layout: str) -> dict[str, dict[str, Any]]:
+    """The families whose files in ``layout`` load, with the hyperparameters that library's
+    network has (from each registry entry's ``layouts``), in registration order."""
+    return {
+        entry.name: entry.layouts[layout] for entry in model_entries() if layout in entry.layouts
+    }
+
 
 # -- timm ---------------------------------------------------------------------------------------
 
@@ -142,12 +139,12 @@ def key_map(model: nn.Module, layout: str) -> dict[str, str]:
 
 def check_supported(model: nn.Module, layout: str) -> None:
     """A one-line error when ``layout``'s library has no network like ``model``."""
-    if layout not in SUPPORTED:
+    if layout not in LAYOUTS:
         raise CheckpointError(f"unknown layout {layout!r}; allowed: {', '.join(LAYOUTS)}")
     family = model.hparams["name"]
-    required = SUPPORTED[layout].get(family)
+    required = supported(layout).get(family)
     if required is None:
-        families = ", ".join(SUPPORTED[layout])
+        families = ", ".join(sorted(supported(layout)))
         raise CheckpointError(f"{layout} has no {family} (its families here: {families})")
     for key, value in required.items():
         if model.hparams.get(key) != value:

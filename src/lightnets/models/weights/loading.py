@@ -26,8 +26,8 @@ from lightnets.models.weights.files import (
     write_weights_file,
 )
 from lightnets.models.weights.layouts import (
-    CLASSIFIER,
     Source,
+    classifier_of,
     describe,
     identify,
     key_map,
@@ -98,7 +98,7 @@ def load_weights(
         raise CheckpointError(f"{file.path}: this is {source.description}; you asked for {name}")
     where = f"this is {source.description}; you asked for {asked}"
     mapping = key_map(model, source.layout)
-    classifier = CLASSIFIER[name] + "."
+    classifier = classifier_of(name) + "."
     state = model.state_dict()
     loaded, skipped_classifier = _match_tensors(file, mapping, state, classifier, where)
     unexpected = [key for key in file.tensors if key not in set(mapping.values())]

@@ -225,13 +225,14 @@ def compare(
     ``latency_seconds`` each, and longer while the machine is busy or a median is imprecise.
     ``threads`` sets torch's thread count for the timing (default: leave it as it is).
     """
-    specs = [parse_spec(s) if isinstance(s, str) else s for s in (specs or default_specs())]
+    chosen = [parse_spec(s) if isinstance(s, str) else s for s in (specs or default_specs())]
     if input_size is not None:
         check_int("input size", input_size, minimum=1)
     validate_threads(threads)
     check_float("latency_seconds", latency_seconds, minimum=0.0)
-    rows, models = zip(*(_row(spec, input_size) for spec in specs), strict=True)
-    rows, models = list(rows), list(models)
+    built = [_row(spec, input_size) for spec in chosen]
+    rows = [row for row, _ in built]
+    models = [model for _, model in built]
     measurement = None
     with torch_threads(threads) as used:
         if latency and rows:

@@ -109,6 +109,8 @@ class PixelInput(nn.Module):
     ImageType (one scale for every channel), and repeats a grayscale image to three channels.
     """
 
+    channel_scale: torch.Tensor | None
+
     def __init__(self, model: nn.Module, channel_scale: list[float] | None, gray: bool) -> None:
         super().__init__()
         self.model = model

@@ -94,10 +94,11 @@ def onnx_bytes(model: nn.Module, example: torch.Tensor, *, dynamic_batch: bool =
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
+            # The TorchScript-based exporter writes to a file object too (typed as a path only).
             torch.onnx.export(
                 model,
                 (example,),
-                buffer,
+                buffer,  # type: ignore[arg-type]
                 dynamo=False,
                 opset_version=ONNX_OPSET,
                 input_names=[INPUT_NAME],
@@ -119,7 +120,9 @@ def onnx_bytes(model: nn.Module, example: torch.Tensor, *, dynamic_batch: bool =
             output_names=[OUTPUT_NAME],
             dynamic_shapes=shapes,
         )
-    program.save(buffer)
+    if program is None:  # dynamo=True always returns the program
+        raise RuntimeError("torch.onnx.export returned no ONNX program")
+    program.save(buffer)  # type: ignore[arg-type]  # onnx.save takes a file object as well
     return buffer.getvalue()
 
 
@@ -247,7 +250,8 @@ _save_litert = _save_program(
 def _save_coreml(model: nn.Module, example: torch.Tensor, path: Path, meta, verify: Verify):
     """Core ML: the package's spec is checked (and on macOS its outputs); see coreml."""
     coreml.check_suffix(path)
-    size = tuple(example.shape[1:])
+    channels, height, width = (int(v) for v in example.shape[1:])
+    size = (channels, height, width)
     converted = coreml.convert(model, size, meta)
     diffs: list[float] = []
 
@@ -358,7 +362,7 @@ def export(
     size = sum(size_bytes(f) for f in files) / 1e6
     run = not math.isnan(diff)
     note = TORCHSCRIPT_NOTE if format == "torchscript" else ""
-    batch_sizes = VERIFY_BATCH_SIZES if run else ()
+    batch_sizes: tuple[int, ...] = VERIFY_BATCH_SIZES if run else ()
     if format == "coreml":  # on macOS: three images, one per call
         note = coreml.VERIFIED_NOTE if run else coreml.SPEC_ONLY_NOTE
         batch_sizes = (1,) if run else ()

@@ -86,11 +86,12 @@ class Preprocessing:
         """The preprocessing recorded in an exported file's metadata (see :meth:`rule`)."""
         validate_metadata(meta)  # one-line errors for a missing or malformed field
         rule, data = meta["preprocessing"], meta.get("dataset") or {}
+        channels, height, width = (int(v) for v in rule["input_size"])
         return cls(
             dataset=data.get("name"),
             mean=channel_stats(rule["mean"], "preprocessing.mean"),
             std=channel_stats(rule["std"], "preprocessing.std", std=True),
-            input_size=tuple(int(v) for v in rule["input_size"]),
+            input_size=(channels, height, width),
             classes=list(meta["classes"]) if meta.get("classes") else None,
         )
 

@@ -157,8 +157,8 @@ def calibration_data(
         raise InvalidArgumentError("--calibration-images must be >= 1 and --eval-images >= 0")
     if source == "synthetic":
         calib = synthetic_batches(input_size, count=calibration_images, batch_size=batch_size)
-        evals = synthetic_batches(input_size, count=eval_images, batch_size=batch_size, seed=1)
-        return calib, [(x, None) for x in evals], None
+        unlabelled = synthetic_batches(input_size, count=eval_images, batch_size=batch_size, seed=1)
+        return calib, [(x, None) for x in unlabelled], None
     from lightnets.data import load_splits, make_loader
 
     splits = load_splits(
@@ -172,7 +172,10 @@ def calibration_data(
         )
     ]
     held_out = splits.test if splits.test is not None else splits.val
-    evals = _take(make_loader(held_out, splits, batch_size=batch_size, train=False), eval_images)
+    loader = make_loader(held_out, splits, batch_size=batch_size, train=False)
+    evals: list[tuple[torch.Tensor, torch.Tensor | None]] = [
+        (x, y) for x, y in _take(loader, eval_images)
+    ]
     return calib, evals, list(splits.classes)
 
 

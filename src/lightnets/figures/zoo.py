@@ -84,14 +84,14 @@ def zoo_figure(
     for ax, mine in panels.items():
         _scatter_families(ax, mine, styles)
     _spread_bars(ax_speed, timed)
-    if panels[ax_speed]:
-        ys = [y for p in timed for y in (p.p10_ms, p.p90_ms)]
+    spread = [y for p in timed for y in (p.p10_ms, p.p90_ms) if y is not None]
+    if panels[ax_speed] and spread:
         ax_speed.set_yscale("log")
-        ax_speed.set_ylim(min(ys) / 1.4, max(ys) * 1.4)
-        log_axis(ax_speed.yaxis, ys)
+        ax_speed.set_ylim(min(spread) / 1.4, max(spread) * 1.4)
+        log_axis(ax_speed.yaxis, spread)
     if panels[ax_acc]:
-        ys = [p[1] for p in panels[ax_acc]]
-        ax_acc.set_ylim(min(ys) - 2, max(ys) + 2)
+        top1s = [p[1] for p in panels[ax_acc]]
+        ax_acc.set_ylim(min(top1s) - 2, max(top1s) + 2)
     ax_speed.set_ylabel("measured latency, batch 1 (ms, median and p10-p90; log scale)")
     ax_speed.set_title(
         f"Same MACs, different speed: measured on {device}, "

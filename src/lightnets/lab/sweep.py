@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,7 @@ class Cell:
         return config
 
 
-def plan_cells(axes: dict[str, Sequence[Any]]) -> list[Cell]:
+def plan_cells(axes: Mapping[str, Sequence[Any]]) -> list[Cell]:
     """Every combination of the given axis values (the first axis varies slowest)."""
     if not axes:
         raise InvalidArgumentError(
@@ -464,7 +464,7 @@ def _inference(model, x):
 
 def run_sweep(
     base: TrainConfig,
-    axes: dict[str, Sequence[Any]],
+    axes: Mapping[str, Sequence[Any]],
     output: str | Path,
     *,
     max_cells: int | None = None,

@@ -37,6 +37,8 @@ class LightweightNet(nn.Module):
     #: Number of channels that :meth:`forward_features` returns.
     num_features: int = 0
     num_classes: int = 1000
+    #: What ``create_model(weights=FILE)`` loaded (a ``lightnets.models.weights.LoadReport``).
+    weights_report: Any = None
 
     def __init__(self, num_classes: int, variant: str) -> None:
         super().__init__()
@@ -76,6 +78,7 @@ class PooledLinearHeadNet(LightweightNet):
     """
 
     drop_rate: float = 0.0
+    features: nn.Module
 
     def _make_classifier(self, num_classes: int) -> nn.Sequential:
         # The reference initialisation of the classifier: N(0, 0.01) weights, zero bias.

@@ -151,7 +151,8 @@ def estimate_memory(
     name = kwargs.pop("name")
     with torch.device("meta"):
         model = create_model(name, **kwargs)
-        size = tuple(input_size) if input_size is not None else model.default_input_size
+        c, h, w = input_size if input_size is not None else model.default_input_size
+        size = (c, h, w)
         parameters = sum(
             t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())
         )

@@ -11,7 +11,9 @@ module imports no family, and no weights reader.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,11 +81,14 @@ def _coerce_float(spec: HParam, label: str, value: Any) -> float:
 def _coerce_int(spec: HParam, label: str, value: Any) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # 3.0 from a JSON file or a YAML config is the integer 3
-    minimum, maximum = spec.minimum, spec.maximum
-    if minimum is not None and spec.exclusive_minimum:
-        minimum += 1
-    if maximum is not None and spec.exclusive_maximum:
-        maximum -= 1
+    # The integer bounds of the declared (possibly exclusive) range.
+    minimum = maximum = None
+    if spec.minimum is not None:
+        low = spec.minimum
+        minimum = math.floor(low) + 1 if spec.exclusive_minimum else math.ceil(low)
+    if spec.maximum is not None:
+        high = spec.maximum
+        maximum = math.ceil(high) - 1 if spec.exclusive_maximum else math.floor(high)
     return check_int(label, value, minimum=minimum, maximum=maximum)
 
 
@@ -163,40 +168,50 @@ def register_model(
     facts (:class:`ModelEntry`); the hyperparameters they name are checked against ``hparams``
     here, so a typo fails at import, not in a figure.
     """
-    declared = dict(hparams or {})
-    facts = {
-        "layouts": {OWN_LAYOUT: {}, **{k: dict(v) for k, v in (layouts or {}).items()}},
-        "paper_figures": tuple(paper_figures),
-        "paper_hparams": dict(paper_hparams or {}),
-        "plot_style": plot_style,
-        "compare_configs": tuple(dict(config) for config in compare_configs),
-    }
-    _check_facts(name, declared, facts)
+    template = ModelEntry(
+        name,
+        _unbuilt,
+        paper,
+        dict(hparams or {}),
+        classifier=classifier,
+        layouts={OWN_LAYOUT: {}, **{k: dict(v) for k, v in (layouts or {}).items()}},
+        paper_figures=tuple(paper_figures),
+        paper_hparams=dict(paper_hparams or {}),
+        plot_style=plot_style,
+        compare_configs=tuple(dict(config) for config in compare_configs),
+    )
+    _check_facts(template)
 
     def decorator(builder: Callable[..., LightweightNet]) -> Callable[..., LightweightNet]:
         if name in _REGISTRY:
             raise RuntimeError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, builder, paper, declared, classifier=classifier, **facts)
+        _REGISTRY[name] = dataclasses.replace(template, builder=builder)
         return builder
 
     return decorator
 
 
-def _check_facts(name: str, declared: dict[str, HParam], facts: dict[str, Any]) -> None:
+def _unbuilt(**kwargs: Any) -> LightweightNet:
+    raise RuntimeError("an entry is registered with its builder")  # never called
+
+
+def _check_facts(entry: ModelEntry) -> None:
     """Every hyperparameter a fact names must be one of the family's (a programming error)."""
-    known = {"num_classes", "variant", *declared}
+    known = {"num_classes", "variant", *entry.hparams}
     named = [
-        *(key for required in facts["layouts"].values() for key in required),
-        *(key for figure in facts["paper_figures"] for key, _ in figure.hparams),
-        *facts["paper_hparams"],
-        *(key for config in facts["compare_configs"] for key in config),
+        *(key for required in entry.layouts.values() for key in required),
+        *(key for figure in entry.paper_figures for key, _ in figure.hparams),
+        *entry.paper_hparams,
+        *(key for config in entry.compare_configs for key in config),
     ]
     unknown = sorted(set(named) - known)
     if unknown:
-        raise RuntimeError(f"{name}'s facts name unknown hyperparameters: {', '.join(unknown)}")
-    strangers = [f.name for f in facts["paper_figures"] if f.name != name]
+        raise RuntimeError(
+            f"{entry.name}'s facts name unknown hyperparameters: {', '.join(unknown)}"
+        )
+    strangers = [f.name for f in entry.paper_figures if f.name != entry.name]
     if strangers:
-        raise RuntimeError(f"{name} declares a paper figure of {strangers[0]}")
+        raise RuntimeError(f"{entry.name} declares a paper figure of {strangers[0]}")
 
 
 def unregister_model(name: str) -> None:

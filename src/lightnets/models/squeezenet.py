@@ -233,6 +233,7 @@ class SqueezeNet(LightweightNet):
     def _make_classifier(self, num_classes: int) -> nn.Sequential:
         final_conv = nn.Conv2d(self.num_features, num_classes, kernel_size=1)
         nn.init.normal_(final_conv.weight, mean=0.0, std=0.01)
+        assert final_conv.bias is not None  # Conv2d has a bias unless asked not to
         nn.init.zeros_(final_conv.bias)
         return nn.Sequential(
             nn.Dropout(p=self.drop_rate),

@@ -213,13 +213,14 @@ def compress(
     layers = compressible_layers(model)
     settings.check_names(layers)
     tuning = data is not None and data.finetune is not None and data.finetune_epochs > 0
+    tuned = data if tuning else None
     shared, accuracy = _prune_and_share(model, layers, settings, data)
     keys = {layer.key for layer in shared}
     dense = {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in keys}
     meta = {
         "hparams": dict(hparams),
         "settings": settings.as_dict(),
-        "finetune": {"dataset": data.name, "epochs": data.finetune_epochs} if tuning else None,
+        "finetune": {"dataset": tuned.name, "epochs": tuned.finetune_epochs} if tuned else None,
         **{k: v for k, v in (source or {}).items() if k in ("dataset", "config")},
     }
     size, costs, dense_bytes = write_compressed(path, shared, dense, meta)
@@ -233,7 +234,7 @@ def compress(
         settings,
         accuracy,
         params=sum(p.numel() for p in model.parameters()),
-        finetune_epochs=data.finetune_epochs if tuning else 0,
+        finetune_epochs=tuned.finetune_epochs if tuned else 0,
         dataset=data.name if data is not None else None,
         weights_from=weights_from,
     )

@@ -23,7 +23,7 @@ import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 
@@ -167,12 +167,14 @@ def check_torch_archive(path: str | Path) -> None:
     with open(path, "rb") as handle:
         if handle.read(4) != b"PK\x03\x04":
             return
-        end = zipfile._EndRecData(handle)  # the stdlib's own reader of the end record
+        # The stdlib's own reader of the end record (private: typeshed leaves it out).
+        end = zipfile._EndRecData(handle)  # type: ignore[attr-defined]
     if end is None:
         raise CheckpointError(f"{path} is a truncated or corrupt zip archive (no directory)")
-    if end[zipfile._ECD_ENTRIES_TOTAL] > MAX_RECORDS:
+    entries = end[zipfile._ECD_ENTRIES_TOTAL]  # type: ignore[attr-defined]
+    if entries > MAX_RECORDS:
         raise CheckpointError(
-            f"{path}: its zip directory lists {end[zipfile._ECD_ENTRIES_TOTAL]} records; a "
+            f"{path}: its zip directory lists {entries} records; a "
             f"PyTorch file has one per tensor (at most {MAX_RECORDS} are read)"
         )
     try:
@@ -284,7 +286,7 @@ def check_file_model(path: Path, hparams: Any, dataset: Any) -> dict[str, Any]:
     return checked
 
 
-def _is_state_dict(value: Any) -> bool:
+def _is_state_dict(value: Any) -> TypeGuard[dict[str, torch.Tensor]]:
     return (
         isinstance(value, dict)
         and bool(value)

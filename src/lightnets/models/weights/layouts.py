@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
 from lightnets.errors import CheckpointError
+from lightnets.models.base import LightweightNet
 from lightnets.models.layers import make_divisible
 from lightnets.models.registry import get_model_entry, model_entries
 
@@ -85,7 +85,8 @@ def _stage_positions(repeats: tuple[int, ...]) -> list[tuple[int, int]]:
     return [(stage, i) for stage, n in enumerate(repeats) for i in range(n)]
 
 
-def _timm_mobilenet(model: nn.Module, family: str) -> dict[str, str]:
+def _timm_mobilenet(model: LightweightNet, family: str) -> dict[str, str]:
+    repeats: tuple[int, ...]
     if family == "mobilenet_v1":
         repeats = TIMM_MOBILENET_V1_STAGES
     else:
@@ -95,9 +96,12 @@ def _timm_mobilenet(model: nn.Module, family: str) -> dict[str, str]:
     mapping = dict(TIMM_STEM)
     positions = _stage_positions(repeats)
     for index, (stage, i) in enumerate(positions, start=1):
-        block = model.features[index]
+        block = model.get_submodule(f"features.{index}")
         table = TIMM_BLOCKS[family]
-        if family == "mobilenet_v2" and len(block.conv) == 3:  # no expansion layer (t = 1)
+        layers = (
+            len(list(block.get_submodule("conv").children())) if family == "mobilenet_v2" else 0
+        )
+        if layers == 3:  # MobileNet V2 without its expansion layer (t = 1)
             table = TIMM_BLOCKS["mobilenet_v2_t1"]
         for ours, theirs in table.items():
             mapping[f"features.{index}.{ours}"] = f"blocks.{stage}.{i}.{theirs}"
@@ -109,23 +113,23 @@ def _timm_mobilenet(model: nn.Module, family: str) -> dict[str, str]:
     return mapping
 
 
-def _identity(model: nn.Module, family: str) -> dict[str, str]:
+def _identity(model: LightweightNet, family: str) -> dict[str, str]:
     return {prefix: prefix for prefix in _module_prefixes(model)}
 
 
 #: layout -> builder of {our module prefix: the layout's module prefix} for a model.
-MODULE_MAPS: dict[str, Callable[[nn.Module, str], dict[str, str]]] = {
+MODULE_MAPS: dict[str, Callable[[LightweightNet, str], dict[str, str]]] = {
     "lightnets": _identity,
     "torchvision": _identity,
     "timm": _timm_mobilenet,
 }
 
 
-def _module_prefixes(model: nn.Module) -> list[str]:
+def _module_prefixes(model: LightweightNet) -> list[str]:
     return list(dict.fromkeys(key.rpartition(".")[0] for key in model.state_dict()))
 
 
-def key_map(model: nn.Module, layout: str) -> dict[str, str]:
+def key_map(model: LightweightNet, layout: str) -> dict[str, str]:
     """{our state-dict key: the layout's key} for every tensor of ``model``, in model order."""
     family = model.hparams["name"]
     check_supported(model, layout)
@@ -137,7 +141,7 @@ def key_map(model: nn.Module, layout: str) -> dict[str, str]:
     return mapping
 
 
-def check_supported(model: nn.Module, layout: str) -> None:
+def check_supported(model: LightweightNet, layout: str) -> None:
     """A one-line error when ``layout``'s library has no network like ``model``."""
     if layout not in LAYOUTS:
         raise CheckpointError(f"unknown layout {layout!r}; allowed: {', '.join(LAYOUTS)}")

@@ -1,5 +1,7 @@
 """lightnets: lightweight CNNs built to their papers, measured, trained and deployed."""
 
+from typing import Any
+
 from lightnets.errors import LightnetsError
 from lightnets.models import create_model, get_model_entry, list_models
 from lightnets.version import __version__
@@ -15,7 +17,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # Lazy, so `import lightnets` stays light and analysis can import models freely.
     if name == "profile":
         from lightnets.analysis import profile

@@ -19,6 +19,7 @@ from lightnets.analysis.machine import MachineLoad, cpu_name
 from lightnets.analysis.reference import PaperFigure, paper_figure
 from lightnets.analysis.timing import (
     LatencyStats,
+    Measurement,
     measure_interleaved,
     torch_threads,
     validate_threads,
@@ -195,7 +196,9 @@ def _row(spec: ModelSpec, input_size: int | None) -> tuple[ComparisonRow, torch.
     return row, model
 
 
-def _time_rows(rows: list[ComparisonRow], models: list[torch.nn.Module], seconds: float):
+def _time_rows(
+    rows: list[ComparisonRow], models: list[torch.nn.Module], seconds: float
+) -> Measurement:
     """Time every model at batch 1 in interleaved rounds; fill each row's latency."""
     calls = {}
     for index, (row, model) in enumerate(zip(rows, models, strict=True)):

@@ -27,6 +27,7 @@ import shutil
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -259,7 +260,7 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(handle.fileno())
 
 
-def save_package(mlmodel: Any, path: Path, check=None) -> Path:
+def save_package(mlmodel: Any, path: Path, check: Callable[[Path], object] | None = None) -> Path:
     """Write ``mlmodel`` to ``path`` (.mlpackage, a folder) so that nothing is half-written.
 
     The package is written into a temporary folder beside ``path``, flushed, checked with
@@ -372,7 +373,13 @@ def check_spec(
     ]
 
 
-def run_on_darwin(path: Path, module: nn.Module, norm: ImageNormalisation, size, count: int = 3):
+def run_on_darwin(
+    path: Path,
+    module: nn.Module,
+    norm: ImageNormalisation,
+    size: tuple[int, int, int],
+    count: int = 3,
+) -> tuple[np.ndarray, np.ndarray]:
     """(Core ML logits, PyTorch logits) for ``count`` random images, through Core ML (macOS)."""
     from PIL import Image
 

@@ -14,6 +14,11 @@ Images are decoded with Pillow and brought to what the network saw in training:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,7 +152,7 @@ def _check_batch_memory(model: nn.Module, input_size: tuple[int, int, int], batc
         check_input_memory(list(input_size), batch)
 
 
-def _fit(image, side: int):
+def _fit(image: Image.Image, side: int) -> Image.Image:
     """Shorter side to ``side`` (bilinear) and centre crop; unchanged if already that size."""
     from PIL import Image
 

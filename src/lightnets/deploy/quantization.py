@@ -335,7 +335,7 @@ class OnnxRuntimeMethod(Method):
         return (path,)
 
 
-def _reader(batches: Sequence[np.ndarray]):
+def _reader(batches: Sequence[np.ndarray]) -> Any:  # an onnxruntime CalibrationDataReader
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
@@ -543,7 +543,7 @@ def _arrays(batches: Iterable[torch.Tensor]) -> list[np.ndarray]:
 
 def quantize_openvino(
     model: nn.Module, batches: Iterable[torch.Tensor], input_size: tuple[int, int, int]
-):  # -> openvino.Model
+) -> Any:  # an openvino.Model
     """NNCF post-training int8 quantization of the BN-folded model, as an ``openvino.Model``."""
     method = get_method("openvino")
     return method.quantize(method.fp32(fuse(model), input_size, {}), _arrays(batches))
@@ -626,16 +626,16 @@ def quantize(
 
 
 def _report(
-    path,
-    method,
-    calibration_name,
-    calibration,
+    path: str | Path,
+    method: str,
+    calibration_name: str,
+    calibration: Sequence[torch.Tensor],
     change: Top1Change,
-    files,
-    fp32_size,
-    fp32_ms,
-    int8_ms,
-):
+    files: Iterable[Path],
+    fp32_size: float,
+    fp32_ms: float,
+    int8_ms: float,
+) -> QuantizationReport:
     return QuantizationReport(
         path=str(path),
         method=method,

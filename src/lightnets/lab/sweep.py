@@ -424,7 +424,9 @@ def _paper_rows(model: str) -> list[dict[str, Any]]:
     ]
 
 
-def _measure(cells: Sequence[Cell], run_dirs: Sequence[Path], device: str | None):
+def _measure(
+    cells: Sequence[Cell], run_dirs: Sequence[Path], device: str | None
+) -> tuple[list[dict[str, Any]], str]:
     """MACs, params (lightnets' counter) and batch-1 latency of every cell's best weights,
     timed in interleaved rounds (one thread on the CPU, as `lightnets guidelines`)."""
     import torch

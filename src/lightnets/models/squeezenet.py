@@ -304,7 +304,7 @@ FACTS: dict[str, Any] = {
     ),
     **FACTS,
 )
-def squeezenet1_0(num_classes: int = 1000, variant: str = "imagenet", **hparams) -> SqueezeNet:
+def squeezenet1_0(num_classes: int = 1000, variant: str = "imagenet", **hparams: Any) -> SqueezeNet:
     """SqueezeNet v1.0: 7x7/2 stem with 96 filters, max-pools after conv1, fire4 and fire8."""
     return SqueezeNet(num_classes, variant, version="1_0", **hparams)
 
@@ -324,6 +324,6 @@ def squeezenet1_0(num_classes: int = 1000, variant: str = "imagenet", **hparams)
     ),
     **FACTS,
 )
-def squeezenet1_1(num_classes: int = 1000, variant: str = "imagenet", **hparams) -> SqueezeNet:
+def squeezenet1_1(num_classes: int = 1000, variant: str = "imagenet", **hparams: Any) -> SqueezeNet:
     """SqueezeNet v1.1: 3x3/2 stem with 64 filters, max-pools after conv1, fire3 and fire5."""
     return SqueezeNet(num_classes, variant, version="1_1", **hparams)

@@ -26,7 +26,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import FrameType
 from typing import Any, cast
@@ -399,7 +399,9 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------------
 
-    def _state(self, *, step: int = 0, partial: dict | None = None, rng: list | None = None):
+    def _state(
+        self, *, step: int = 0, partial: dict | None = None, rng: list | None = None
+    ) -> dict[str, Any]:
         position = self.position
         return {
             "hparams": dict(self.model.hparams),
@@ -592,7 +594,7 @@ class Trainer:
         """The model and its EMA: what the divergence guard checks."""
         return [self.model] + ([self.ema.module] if self.ema is not None else [])
 
-    def _evaluate(self, loader) -> EvalResult:
+    def _evaluate(self, loader: Iterable[Any]) -> EvalResult:
         return evaluate(
             self.eval_model,
             loader,

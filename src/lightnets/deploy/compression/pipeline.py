@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import copy
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lightnets.data.loader import BatchLoader
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,7 +148,9 @@ RECALIBRATION_BATCHES = 20
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, loader, batches: int = RECALIBRATION_BATCHES) -> None:
+def recalibrate_batchnorm(
+    model: nn.Module, loader: BatchLoader, batches: int = RECALIBRATION_BATCHES
+) -> None:
     """Re-estimate BatchNorm running statistics on training images (no weight changes).
 
     Pruning and weight sharing shift every layer's output statistics; the stored running means

@@ -5,6 +5,11 @@ top-1."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lightnets.lab.sweep import SweepResult
+
 import contextlib
 from typing import Any
 
@@ -138,7 +143,7 @@ def _paper_top1(width: float, resolution: int = 224) -> float | None:
     return None
 
 
-def _sweep(ctx: Context, axes: dict[str, list], folder: str):
+def _sweep(ctx: Context, axes: dict[str, list], folder: str) -> SweepResult:
     """:func:`run_sweep` on Fashion-MNIST with the plan's budget; the trainer's own output goes
     to ``work/<folder>.log``."""
     from lightnets.lab.sweep import run_sweep
@@ -165,7 +170,10 @@ def _sweep(ctx: Context, axes: dict[str, list], folder: str):
         open(ctx.workspace.work / f"{folder}.log", "a", encoding="utf-8") as log,
         contextlib.redirect_stdout(log),
     ):
-        return run_sweep(base, axes, output, log=ctx.log)
+        result = run_sweep(base, axes, output, log=ctx.log)
+    if result is None:  # only with max_cells, or on a process other than the main one
+        raise RuntimeError(f"the {folder} sweep stopped before its last cell")
+    return result
 
 
 def accuracy_trend(ctx: Context) -> tuple[Table, list[dict[str, str]]]:

@@ -128,7 +128,10 @@ def test_help_says_what_name_accepts_and_what_defaults_are():
         assert name.help.startswith("model name (see `lightnets models`) or file: "), command
     assert "exported ONNX" in next(a for a in commands["bench"]._actions if a.dest == "name").help
     export_format = _option(commands["export"], "--format")
-    assert export_format.metavar == "{onnx,torchscript,openvino}"
+    from lightnets.deploy.exporters import FORMATS
+
+    assert export_format.metavar == "{" + ",".join(FORMATS) + "}"
+    assert {"onnx", "openvino", "pt2", "executorch", "litert", "coreml"} <= set(FORMATS)
     assert export_format.default == "onnx" and "default: onnx" in export_format.help
 
     from lightnets.train.recipes import RECIPES

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightnets.deploy.toolchains import first_line, fixed_batch, quiet, require_mobile
-from lightnets.errors import CheckpointError
+from lightnets.deploy.toolchains import fixed_batch, quiet, require_mobile
+from lightnets.errors import CheckpointError, first_line
 from lightnets.formats import PTE_IDENTIFIER, is_pte
 from lightnets.jsonio import dumps
 
@@ -164,7 +164,7 @@ def runner(data: bytes | Path, *, threads: int | None = None) -> tuple[Runner, l
             method = program.load_method("forward")
             shape = [int(v) for v in method.metadata.input_tensor_meta(0).sizes()]
     except (RuntimeError, ValueError) as exc:
-        first = first_line(exc, 160)
+        first = first_line(exc)
         raise CheckpointError(f"{where}: ExecuTorch cannot load this program: {first}") from exc
 
     loaded = (program, method)  # the method needs its program alive

@@ -161,7 +161,7 @@ class ExportedModel(nn.Module):
         try:  # the runtime's own refusal of a malformed graph (its exceptions: Exception only)
             out = self._run(np.ascontiguousarray(x.numpy()))
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            first = first_line(exc)
             raise CheckpointError(
                 f"{self.path}: the {self.format} runtime failed: {first}"
             ) from exc

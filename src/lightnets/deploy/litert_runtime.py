@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from lightnets.deploy.openvino_runtime import physical_cores
-from lightnets.deploy.toolchains import first_line, fixed_batch, quiet, require_mobile
-from lightnets.errors import CheckpointError
+from lightnets.deploy.toolchains import fixed_batch, quiet, require_mobile
+from lightnets.errors import CheckpointError, first_line
 from lightnets.formats import TFLITE_IDENTIFIER, is_tflite
 from lightnets.jsonio import dumps
 
@@ -247,7 +247,7 @@ def runner(data: bytes | Path, *, threads: int | None = None) -> tuple[Runner, l
             interpreter.allocate_tensors()
             interpreter.invoke()  # the delegate is applied now, not inside a timed call
     except (RuntimeError, ValueError) as exc:
-        first = first_line(exc, 160)
+        first = first_line(exc)
         raise CheckpointError(f"{where}: LiteRT cannot load this model: {first}") from exc
     to_input, from_output = _io_conversions(interpreter)
     input_index = interpreter.get_input_details()[0]["index"]

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightnets.deploy.toolchains import first_line, quiet
-from lightnets.errors import CheckpointError
+from lightnets.deploy.toolchains import quiet
+from lightnets.errors import CheckpointError, first_line
 from lightnets.formats import is_pt2
 from lightnets.jsonio import dumps
 
@@ -70,7 +70,7 @@ def runner(path: str | Path) -> tuple[Runner, list[Any]]:
         with quiet():
             module = torch.export.load(str(path)).module()
     except Exception as exc:  # the loader fails in many ways on a file it cannot read
-        first = first_line(exc, 160)
+        first = first_line(exc)
         raise CheckpointError(f"{path}: torch.export cannot load this program: {first}") from exc
 
     def run(x: np.ndarray) -> np.ndarray:

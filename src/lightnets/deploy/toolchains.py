@@ -26,7 +26,7 @@ import numpy as np
 
 from lightnets.errors import require
 
-__all__ = ["MOBILE_EXTRA", "first_line", "fixed_batch", "quiet", "require_mobile"]
+__all__ = ["MOBILE_EXTRA", "fixed_batch", "quiet", "require_mobile"]
 
 #: The pip extra that installs every device toolchain.
 MOBILE_EXTRA = "mobile"
@@ -107,9 +107,3 @@ def fixed_batch(
         return np.concatenate(outputs)
 
     return run_any
-
-
-def first_line(exc: BaseException, limit: int = 120) -> str:
-    """The first line of an exception's message (its type's name when it has none)."""
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return text if len(text) <= limit else text[: limit - 3] + "..."

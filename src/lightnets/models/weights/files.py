@@ -181,7 +181,7 @@ def check_torch_archive(path: str | Path) -> None:
         with zipfile.ZipFile(path) as archive:
             records = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        reason = first_line(exc)
         raise CheckpointError(f"{path} is a truncated or corrupt zip archive: {reason}") from exc
     size = path.stat().st_size
     for record in records:
@@ -262,7 +262,7 @@ def _lightnets_metadata(path: Path, metadata: dict[str, str]) -> tuple[dict[str,
         hparams = json.loads(metadata["hparams"])
         dataset = json.loads(metadata["dataset"]) if "dataset" in metadata else None
     except (KeyError, ValueError, RecursionError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        reason = first_line(exc)
         raise CheckpointError(f"{path}: unreadable lightnets metadata ({reason})") from exc
     return check_file_model(path, hparams, dataset), dataset
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from lightnets.errors import CheckpointError
+from lightnets.errors import CheckpointError, first_line
 
 MAGIC = b"\x89LNZ\r\n\x1a\n"
 VERSION = 1
@@ -94,8 +94,7 @@ def read_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], memoryview]
     try:
         header = json.loads(data[start : start + head_len].decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise CheckpointError(f"{path}: unreadable header: {reason}") from exc
+        raise CheckpointError(f"{path}: unreadable header: {first_line(exc)}") from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{path}: the header is not a lightnets compressed-model header")
     return header, memoryview(data)[start + head_len :]

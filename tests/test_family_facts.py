@@ -130,12 +130,14 @@ def test_the_toy_family_is_drawn_in_its_style(toy_family):
 
 def test_a_fact_naming_an_unknown_hyperparameter_fails_at_registration():
     with pytest.raises(RuntimeError, match="unknown hyperparameters: depth"):
-        register_model("badnet", paper="-", classifier="fc", compare_configs=({"depth": 2},))
+        register_model("badnet", paper="-", classifier="fc", compare_configs=({"depth": 2},))(
+            ToyNet
+        )
     width = {"width_mult": HParam(1.0, float, "width")}
     with pytest.raises(RuntimeError, match="declares a paper figure of toynet"):
         register_model(
             "badnet", paper="-", hparams=width, classifier="fc", paper_figures=(TOY_FIGURE,)
-        )
+        )(ToyNet)
     assert "badnet" not in list_models()
 
 

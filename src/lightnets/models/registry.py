@@ -11,7 +11,6 @@ module imports no family, and no weights reader.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import math
 from collections.abc import Callable, Sequence
@@ -168,31 +167,27 @@ def register_model(
     facts (:class:`ModelEntry`); the hyperparameters they name are checked against ``hparams``
     here, so a typo fails at import, not in a figure.
     """
-    template = ModelEntry(
-        name,
-        _unbuilt,
-        paper,
-        dict(hparams or {}),
-        classifier=classifier,
-        layouts={OWN_LAYOUT: {}, **{k: dict(v) for k, v in (layouts or {}).items()}},
-        paper_figures=tuple(paper_figures),
-        paper_hparams=dict(paper_hparams or {}),
-        plot_style=plot_style,
-        compare_configs=tuple(dict(config) for config in compare_configs),
-    )
-    _check_facts(template)
 
     def decorator(builder: Callable[..., LightweightNet]) -> Callable[..., LightweightNet]:
         if name in _REGISTRY:
             raise RuntimeError(f"model {name!r} registered twice")
-        _REGISTRY[name] = dataclasses.replace(template, builder=builder)
+        entry = ModelEntry(
+            name,
+            builder,
+            paper,
+            dict(hparams or {}),
+            classifier=classifier,
+            layouts={OWN_LAYOUT: {}, **{k: dict(v) for k, v in (layouts or {}).items()}},
+            paper_figures=tuple(paper_figures),
+            paper_hparams=dict(paper_hparams or {}),
+            plot_style=plot_style,
+            compare_configs=tuple(dict(config) for config in compare_configs),
+        )
+        _check_facts(entry)
+        _REGISTRY[name] = entry
         return builder
 
     return decorator
-
-
-def _unbuilt(**kwargs: Any) -> LightweightNet:
-    raise RuntimeError("an entry is registered with its builder")  # never called
 
 
 def _check_facts(entry: ModelEntry) -> None:

@@ -247,6 +247,7 @@ class _MemberStream:
         return self._guard(self.handle.read, size)
 
     def readinto(self, buffer: Any) -> int:
+        # A tar member's file object (a BufferedReader) has readinto; typing's IO[bytes] omits it.
         return self._guard(self.handle.readinto, buffer)  # type: ignore[attr-defined]
 
     def readline(self, size: int = -1) -> bytes:

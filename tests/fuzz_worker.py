@@ -114,7 +114,7 @@ def edit_field(document: Any, rng: random.Random) -> Any:
 
 
 def mutate_lnz(data: bytes, rng: random.Random) -> bytes:
-    from lightnets.deploy.compression.format import MAGIC, VERSION
+    from lightnets.models.weights.compressed.header import MAGIC, VERSION
 
     how = rng.choice(["flip", "truncate", "field", "field", "field", "payload"])
     if how == "flip":

@@ -11,13 +11,14 @@ import torch
 from lightnets.deploy.compression import coding
 from lightnets.deploy.compression.sharing import kmeans_linear, share_weights
 from lightnets.errors import CheckpointError
+from lightnets.models.weights.compressed import streams
 
 FIBONACCI = [1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987, 1597, 2584, 4181, 6765]
 
 
 def test_length_limit_applies():
     assert coding.huffman_lengths(np.array(FIBONACCI), limit=64).max() == 19
-    assert coding.huffman_lengths(np.array(FIBONACCI)).max() == coding.MAX_CODE_LENGTH
+    assert coding.huffman_lengths(np.array(FIBONACCI)).max() == streams.MAX_CODE_LENGTH
 
 
 def entropy_bits(symbols: np.ndarray) -> float:
@@ -42,7 +43,7 @@ def test_every_coder_round_trips_exactly(symbols):
     bits = max(1, int(symbols.max()).bit_length()) if len(symbols) else 1
     for name in coding.available_coders():
         data = coding.CODERS[name].encode(symbols, bits)
-        assert np.array_equal(coding.decode_stream(name, data, len(symbols), bits), symbols), name
+        assert np.array_equal(streams.decode_stream(name, data, len(symbols), bits), symbols), name
 
 
 def test_huffman_is_within_one_bit_per_symbol_of_the_entropy():
@@ -64,7 +65,7 @@ def test_sparse_indices_use_filler_zeros_for_long_gaps():
     # gaps (zeros skipped): 1, 2, 18 -> filler (7 zeros) + filler + 2, 15 -> filler + 7
     assert entry_codes.tolist() == [5, 6, 0, 0, 7, 0, 1]
     assert entry_gaps.tolist() == [1, 2, 7, 7, 2, 7, 7]
-    assert np.array_equal(coding.sparse_decode(entry_codes, entry_gaps, 40), codes)
+    assert np.array_equal(streams.sparse_decode(entry_codes, entry_gaps, 40), codes)
 
 
 @pytest.mark.parametrize("index_bits", [1, 3, 5, 8])
@@ -75,7 +76,7 @@ def test_sparse_round_trip_random_masks(index_bits):
     entry_codes, entry_gaps = coding.sparse_encode(codes, index_bits)
     assert int(entry_gaps.max()) < 2**index_bits
     assert int((entry_codes != 0).sum()) == int((codes != 0).sum())
-    assert np.array_equal(coding.sparse_decode(entry_codes, entry_gaps, len(codes)), codes)
+    assert np.array_equal(streams.sparse_decode(entry_codes, entry_gaps, len(codes)), codes)
 
 
 def test_truncated_streams_are_rejected():
@@ -83,7 +84,7 @@ def test_truncated_streams_are_rejected():
     for name in coding.available_coders():
         data = coding.CODERS[name].encode(symbols, 4)
         with pytest.raises(CheckpointError):
-            coding.decode_stream(name, data[: len(data) // 2], len(symbols), 4)
+            streams.decode_stream(name, data[: len(data) // 2], len(symbols), 4)
 
 
 def test_kmeans_linear_init_matches_lloyd_oracle():

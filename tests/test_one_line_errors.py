@@ -20,9 +20,10 @@ import pytest
 import lightnets
 from lightnets.cli import main
 from lightnets.deploy.compression.codec import write_compressed
-from lightnets.deploy.compression.format import Payload, read_file, write_file
+from lightnets.deploy.compression.format import Payload, write_file
 from lightnets.errors import CheckpointError
 from lightnets.models.weights import load_weights
+from lightnets.models.weights.compressed.header import read_file
 from lightnets.train.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = shlex.split(

@@ -12,7 +12,7 @@ from lightnets.figures import save_figure
 from lightnets.figures.bars import SpeedPanel, normalised_speed_figure
 from lightnets.figures.curves import training_curves
 from lightnets.figures.roofline import Roof, RooflineLayer, roofline_figure
-from lightnets.figures.zoo import FAMILY_COLOURS, ZooPoint, zoo_figure
+from lightnets.figures.zoo import SPARE_STYLES, FamilyStyle, ZooPoint, zoo_figure
 from lightnets.tables import PIPED_WIDTH, Column, rich_table, terminal_console
 
 
@@ -96,16 +96,46 @@ def test_zoo_figure_panels_and_families():
         ZooPoint("mnv1 0.25x", "mobilenet_v1", 41_000_000, 1.0, 0.9, 1.2, top1=None),
         ZooPoint("sq 1.1", "squeezenet", 349_000_000, top1=57.5),  # not timed
     ]
-    fig = zoo_figure(points, device="cpu", threads=1, input_size=224, stable=False, note="why")
+    styles = {
+        "squeezenet": FamilyStyle("tab:brown", "s", "#5b3a29"),
+        "mobilenet_v1": FamilyStyle("tab:blue", "o", "#0b4f8a"),
+        "shufflenet_v2": FamilyStyle("tab:red", "v", "#a01818"),
+    }
+    fig = zoo_figure(
+        points, styles=styles, device="cpu", threads=1, input_size=224, stable=False, note="why"
+    )
     speed, accuracy = fig.axes
     legend = [t.get_text() for t in speed.get_legend().get_texts()]
-    assert legend == ["mobilenet_v1", "shufflenet_v2", "p10-p90"]  # families in their order
-    assert list(FAMILY_COLOURS).index("mobilenet_v1") < list(FAMILY_COLOURS).index("shufflenet_v2")
+    assert legend == ["mobilenet_v1", "shufflenet_v2", "p10-p90"]  # families in the styles' order
+    from matplotlib.colors import to_rgba
+
+    colours = {
+        c.get_label(): tuple(c.get_facecolor()[0])
+        for c in speed.collections
+        if c.get_label() in styles
+    }
+    assert colours["mobilenet_v1"] == to_rgba("tab:blue")
+    assert colours["shufflenet_v2"] == to_rgba("tab:red")
     assert sorted(_texts(speed)) == ["mnv1 0.25x", "v2 0.5x"]
     assert sorted(_texts(accuracy)) == ["sq 1.1", "v2 0.5x"]
     assert fig.get_suptitle().endswith("latencies NOT STABLE: why")
     empty = zoo_figure(points[2:], device="cpu", threads=1, input_size=224)
     assert _texts(empty.axes[0]) == ["nothing to show"]
+
+
+def test_zoo_figure_draws_a_family_without_a_style_in_a_spare_one():
+    points = [
+        ZooPoint("a", "mobilenet_v1", 41_000_000, 1.0, 0.9, 1.2),
+        ZooPoint("b", "newnet", 80_000_000, 2.0, 1.9, 2.2),
+    ]
+    styles = {"mobilenet_v1": FamilyStyle("tab:blue", "o", "#0b4f8a")}
+    speed = zoo_figure(points, styles=styles, device="cpu", threads=1, input_size=224).axes[0]
+    legend = [t.get_text() for t in speed.get_legend().get_texts()]
+    assert legend == ["mobilenet_v1", "newnet", "p10-p90"]
+    from matplotlib.colors import to_rgba
+
+    (newnet,) = [c for c in speed.collections if c.get_label() == "newnet"]
+    assert tuple(newnet.get_facecolor()[0]) == to_rgba(SPARE_STYLES[0].colour)
 
 
 def test_training_curves_show_validation_only_when_there_is_some():

@@ -31,10 +31,15 @@ import lightnets
 from conftest import run_cli_measured
 from lightnets.cli import main
 from lightnets.deploy.compression import CompressionSettings, compress, load_compressed
-from lightnets.deploy.compression.coding import LZMA_FILTERS, MAX_CODE_LENGTH, huffman_decode
-from lightnets.deploy.compression.format import MAGIC, VERSION, Payload, read_file, write_file
+from lightnets.deploy.compression.format import Payload, write_file
 from lightnets.errors import CheckpointError, DataError, InvalidArgumentError, max_threads
 from lightnets.models.weights import read_weights_file
+from lightnets.models.weights.compressed.header import MAGIC, VERSION, read_file
+from lightnets.models.weights.compressed.streams import (
+    LZMA_FILTERS,
+    MAX_CODE_LENGTH,
+    huffman_decode,
+)
 from lightnets.train.checkpoint import load_checkpoint
 
 #: What a refused command may use at its peak: Python, torch and lightnets loaded (~250 MB

@@ -4,6 +4,8 @@ Every public name but the error class and the version is imported on first use (
 that ``import lightnets`` (and ``lightnets --help``) does not pay for importing PyTorch.
 """
 
+from typing import Any
+
 from lightnets.errors import LightnetsError
 from lightnets.version import __version__
 
@@ -27,7 +29,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 

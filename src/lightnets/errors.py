@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+from types import ModuleType
 
 
 class LightnetsError(Exception):
@@ -54,7 +55,7 @@ def first_line(
     return text if limit is None else text[:limit]
 
 
-def require(module: str, extra: str):
+def require(module: str, extra: str) -> ModuleType:
     """Import an optional dependency or raise a one-line error naming the pip extra."""
     try:
         return importlib.import_module(module)

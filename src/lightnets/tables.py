@@ -27,12 +27,16 @@ __all__ = ["PIPED_WIDTH", "Column", "rich_table", "terminal_console"]
 PIPED_WIDTH = 160
 
 
+#: How a column's cells are aligned.
+Justify = Literal["left", "center", "right"]
+
+
 @dataclass(frozen=True)
 class Column:
     """One column: its header, alignment, whether its cells may wrap, and a rich style."""
 
     name: str
-    justify: Literal["left", "center", "right"] = "left"
+    justify: Justify = "left"
     no_wrap: bool = False
     style: str | None = None
 

@@ -19,13 +19,14 @@ from lightnets.analysis.machine import MachineLoad, cpu_name
 from lightnets.analysis.reference import PaperFigure, paper_figure
 from lightnets.analysis.timing import (
     LatencyStats,
+    Measurement,
     measure_interleaved,
     torch_threads,
     validate_threads,
 )
 from lightnets.errors import InvalidArgumentError, check_float, check_int
 
-__all__ = ["DEFAULT_SPECS", "Comparison", "ComparisonRow", "ModelSpec", "compare", "parse_spec"]
+__all__ = ["Comparison", "ComparisonRow", "ModelSpec", "compare", "default_specs", "parse_spec"]
 
 
 @dataclass(frozen=True)
@@ -82,21 +83,16 @@ def _parse_value(raw: str) -> Any:
     return raw
 
 
-#: Every zoo family at its default, plus the widths the papers' trade-off curves are made of.
-DEFAULT_SPECS: tuple[ModelSpec, ...] = (
-    ModelSpec("squeezenet1_0"),
-    ModelSpec("squeezenet1_1"),
-    ModelSpec("mobilenet_v1"),
-    ModelSpec("mobilenet_v1", (("width_mult", 0.5),)),
-    ModelSpec("mobilenet_v1", (("width_mult", 0.25),)),
-    ModelSpec("mobilenet_v2"),
-    ModelSpec("mobilenet_v2", (("width_mult", 1.4),)),
-    ModelSpec("shufflenet_v1"),
-    ModelSpec("shufflenet_v1", (("groups", 8),)),
-    ModelSpec("shufflenet_v2", (("width_mult", 0.5),)),
-    ModelSpec("shufflenet_v2"),
-    ModelSpec("shufflenet_v2", (("width_mult", 2.0),)),
-)
+def default_specs() -> tuple[ModelSpec, ...]:
+    """Every registered family at the configurations it declares for comparison (its default,
+    and the widths its paper's trade-off curve is made of), in the zoo's order."""
+    from lightnets.models import model_entries
+
+    return tuple(
+        ModelSpec(entry.name, tuple(config.items()))
+        for entry in model_entries()
+        for config in entry.compare_configs
+    )
 
 
 @dataclass
@@ -200,7 +196,9 @@ def _row(spec: ModelSpec, input_size: int | None) -> tuple[ComparisonRow, torch.
     return row, model
 
 
-def _time_rows(rows: list[ComparisonRow], models: list[torch.nn.Module], seconds: float):
+def _time_rows(
+    rows: list[ComparisonRow], models: list[torch.nn.Module], seconds: float
+) -> Measurement:
     """Time every model at batch 1 in interleaved rounds; fill each row's latency."""
     calls = {}
     for index, (row, model) in enumerate(zip(rows, models, strict=True)):
@@ -230,13 +228,14 @@ def compare(
     ``latency_seconds`` each, and longer while the machine is busy or a median is imprecise.
     ``threads`` sets torch's thread count for the timing (default: leave it as it is).
     """
-    specs = [parse_spec(s) if isinstance(s, str) else s for s in (specs or DEFAULT_SPECS)]
+    chosen = [parse_spec(s) if isinstance(s, str) else s for s in (specs or default_specs())]
     if input_size is not None:
         check_int("input size", input_size, minimum=1)
     validate_threads(threads)
     check_float("latency_seconds", latency_seconds, minimum=0.0)
-    rows, models = zip(*(_row(spec, input_size) for spec in specs), strict=True)
-    rows, models = list(rows), list(models)
+    built = [_row(spec, input_size) for spec in chosen]
+    rows = [row for row, _ in built]
+    models = [model for _, model in built]
     measurement = None
     with torch_threads(threads) as used:
         if latency and rows:

@@ -143,7 +143,7 @@ def _storage_id(t: torch.Tensor) -> int:
 
 def _key(t: torch.Tensor) -> tuple[int, int, int]:
     """Identity of the elements ``t`` covers: a parameter and its transposed view share it."""
-    return (_storage_id(t), t.storage_offset(), t.numel())
+    return (_storage_id(t), int(t.storage_offset()), t.numel())
 
 
 def _is_channel_shuffle(t: torch.Tensor) -> bool:
@@ -151,12 +151,14 @@ def _is_channel_shuffle(t: torch.Tensor) -> bool:
     ``channel_shuffle`` copies (ShuffleNet V1, Section 3.1)."""
     if t.dim() != 5:
         return False
-    order = [d for d in sorted(range(5), key=lambda d: (-t.stride(d), d)) if t.shape[d] != 1]
+    strides = t.stride()
+    order = [d for d in sorted(range(5), key=lambda d: (-strides[d], d)) if t.shape[d] != 1]
     return order == [d for d in (0, 2, 1, 3, 4) if t.shape[d] != 1]
 
 
 def _is_permuted(t: torch.Tensor) -> bool:
-    order = [d for d in sorted(range(t.dim()), key=lambda d: (-t.stride(d), d)) if t.shape[d] != 1]
+    strides = t.stride()
+    order = [d for d in sorted(range(t.dim()), key=lambda d: (-strides[d], d)) if t.shape[d] != 1]
     return order != [d for d in range(t.dim()) if t.shape[d] != 1]
 
 
@@ -189,6 +191,20 @@ class OpCall:
     y: torch.Tensor | None
     new_params: set[Key]
     params: set[Key]
+
+    @property
+    def activation(self) -> torch.Tensor:
+        """``x``, for the handlers of operations that always read one."""
+        if self.x is None:
+            raise RuntimeError(f"aten.{self.name} was called without an input tensor")
+        return self.x
+
+    @property
+    def output(self) -> torch.Tensor:
+        """``y``, for the handlers of operations that always write one."""
+        if self.y is None:
+            raise RuntimeError(f"aten.{self.name} returned no tensor")
+        return self.y
 
 
 #: A handler fills the row's geometry and work for its operation and returns the row's kind.
@@ -270,7 +286,7 @@ def _per_output_element(kind: OpKind) -> OpHandler:
     """Operations costing one element-wise operation per output element."""
 
     def handler(row: LayerRecord, call: OpCall) -> OpKind:
-        row.elementwise_ops = call.y.numel()
+        row.elementwise_ops = call.output.numel()
         return kind
 
     return handler
@@ -285,7 +301,7 @@ def _window_pool(kind: OpKind) -> OpHandler:
         row.kernel = window
         row.stride = _ints(args[2]) if len(args) > 2 and args[2] else window
         row.padding = _ints(args[3]) if len(args) > 3 else None
-        row.elementwise_ops = call.y.numel() * math.prod(window or (1,))
+        row.elementwise_ops = call.output.numel() * math.prod(window or (1,))
         return kind
 
     return handler
@@ -299,7 +315,7 @@ def _no_work(kind: OpKind) -> OpHandler:
 @register_op(*_ADAPTIVE_POOL, *_REDUCE)
 def _reduce(row: LayerRecord, call: OpCall) -> OpKind:
     """Adaptive pooling and reductions: one operation per input element."""
-    x, y = call.x, call.y
+    x, y = call.activation, call.output
     spatial_ones = y.dim() == x.dim() and all(s == 1 for s in y.shape[2:])
     row.elementwise_ops = x.numel()
     if spatial_ones or (x.dim() == 4 and y.dim() == 2):

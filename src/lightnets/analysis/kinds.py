@@ -7,7 +7,17 @@ strings keeps working.
 
 from __future__ import annotations
 
-from enum import StrEnum
+import sys
+from enum import Enum
+
+if sys.version_info >= (3, 11):
+    from enum import StrEnum
+else:  # Python 3.10 (the oldest supported): the same behaviour, written out
+
+    class StrEnum(str, Enum):
+        def __str__(self) -> str:
+            return str(self.value)
+
 
 __all__ = ["MAC_KINDS", "TIMED_KINDS", "OpKind"]
 

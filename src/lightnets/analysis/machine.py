@@ -186,7 +186,7 @@ class MachineLoad:
         elif self.others_cores is None and (self.load_average or 0) > self.cores + 0.5:
             reasons.append(f"load average {self.load_average:.1f} on {self.cores} cores{who}")
         if self.stolen:
-            reasons.append(f"the hypervisor stole {100 * self.steal:.0f}% of CPU time")
+            reasons.append(f"the hypervisor stole {100 * (self.steal or 0):.0f}% of CPU time")
         return reasons
 
     def to_dict(self) -> dict[str, Any]:

@@ -44,16 +44,24 @@ def plot_roofline(result: Roofline) -> Figure:
 
 def plot_comparison(comparison: Comparison) -> Figure:
     """Two panels: MACs against measured latency, and MACs against the papers' top-1
-    (:func:`lightnets.figures.zoo.zoo_figure`)."""
-    from lightnets.figures.zoo import ZooPoint, zoo_figure
+    (:func:`lightnets.figures.zoo.zoo_figure`), each family in the plot style its registry
+    entry declares, the legend in the zoo's order."""
+    from lightnets.figures.zoo import FamilyStyle, ZooPoint, zoo_figure
+    from lightnets.models import get_model_entry, model_entries
 
+    styles = {}
+    for entry in model_entries():
+        style = entry.plot_style
+        if style is not None and style.family not in styles:
+            styles[style.family] = FamilyStyle(style.colour, style.marker, style.label_colour)
     points = []
     for row in comparison.rows:
         latency, paper = row.latency, row.paper
+        style = get_model_entry(row.name).plot_style
         points.append(
             ZooPoint(
                 label=row.label,
-                family="squeezenet" if row.name.startswith("squeezenet") else row.name,
+                family=style.family if style is not None else row.name,
                 macs=row.macs,
                 median_ms=latency.median_ms if latency is not None else None,
                 p10_ms=latency.p10_ms if latency is not None else None,
@@ -63,6 +71,7 @@ def plot_comparison(comparison: Comparison) -> Figure:
         )
     return zoo_figure(
         points,
+        styles=styles,
         device=comparison.device,
         threads=comparison.threads,
         input_size=comparison.input_size,

@@ -25,7 +25,7 @@ from lightnets.analysis.report import (
     format_count,
 )
 from lightnets.analysis.roofline import ABOVE_MEMORY_ROOF, ABOVE_PEAK
-from lightnets.tables import Column, rich_table
+from lightnets.tables import Column, Justify, rich_table
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -180,7 +180,7 @@ def by_type_markdown(prof: Profile, table2: Table2 | None = None) -> str:
 
 
 # -- lightnets profile: terminal -----------------------------------------------------------------
-_PROFILE_COLUMNS = (
+_PROFILE_COLUMNS: tuple[tuple[str, Justify], ...] = (
     ("#", "right"),
     ("module", "left"),
     ("kind", "left"),

@@ -187,7 +187,10 @@ def _layer_call(
     if row.kind == OpKind.LINEAR:
         return lambda: F.linear(x, w, b)
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(row.kernel or ())]
-    return lambda: conv(x, w, b, row.stride, row.padding, row.dilation, row.groups)
+    stride, padding, dilation, groups = row.stride, row.padding, row.dilation, row.groups
+    if stride is None or padding is None or dilation is None or groups is None:
+        raise ValueError(f"{row.module}: a convolution recorded without its geometry")
+    return lambda: conv(x, w, b, stride, padding, dilation, groups)
 
 
 def time_layer(

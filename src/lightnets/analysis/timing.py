@@ -231,8 +231,8 @@ class _Rounds:
     """Samples per candidate, kept apart by whether the machine was quiet during the round."""
 
     def __init__(self, names: list[str]) -> None:
-        self.quiet = {name: [] for name in names}
-        self.every = {name: [] for name in names}
+        self.quiet: dict[str, list[float]] = {name: [] for name in names}
+        self.every: dict[str, list[float]] = {name: [] for name in names}
         self.quiet_rounds = self.all_rounds = 0
         self.quiet_delta = self.every_delta = CpuTimes()
         self.unknown_load = False

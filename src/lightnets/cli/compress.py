@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
+
 import argparse
 
 from lightnets.cli.common import (
@@ -146,7 +151,7 @@ def _eval_dataset(args: argparse.Namespace, state: dict | None) -> str | None:
     return ((state or {}).get("dataset") or {}).get("name")
 
 
-def _weights_from(args: argparse.Namespace, model) -> str:
+def _weights_from(args: argparse.Namespace, model: nn.Module) -> str:
     """What NAME and --weights say was compressed, for the report's first line."""
     from lightnets.cli.common import looks_like_checkpoint
     from lightnets.deploy.compression.report import RANDOM_WEIGHTS

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lightnets.train.metrics import EvalResult
+
 import argparse
 import math
 import sys
@@ -48,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _warn_at_chance(result, num_classes: int, split: str) -> None:
+def _warn_at_chance(result: EvalResult, num_classes: int, split: str) -> None:
     """One line on stderr (stdout stays clean for --json) when top-1 is at chance level."""
 
     from lightnets.train.metrics import chance_warning

@@ -3,6 +3,11 @@ verified in its own runtime."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lightnets.deploy.exporters import ExportResult
+
 import argparse
 from pathlib import Path
 
@@ -129,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_result(result, size: tuple[int, int, int], as_json: bool) -> None:
+def _print_result(result: ExportResult, size: tuple[int, int, int], as_json: bool) -> None:
     from lightnets.jsonio import dumps
 
     if as_json:

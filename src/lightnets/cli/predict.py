@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lightnets.deploy.prediction import Preprocessing
+
 import argparse
 import sys
 
@@ -37,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _model_and_preprocessing(args: argparse.Namespace):
+def _model_and_preprocessing(args: argparse.Namespace) -> tuple[Any, Preprocessing]:
     """(model, preprocessing) from a checkpoint, a model name, or an exported file."""
     from lightnets.deploy.exported import open_exported
     from lightnets.deploy.prediction import Preprocessing, preprocessing_from_checkpoint

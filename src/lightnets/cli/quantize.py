@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lightnets.deploy.quantization import QuantizationReport
+
 import argparse
 import math
 import sys
@@ -76,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _output(args: argparse.Namespace, suffix: str):
+def _output(args: argparse.Namespace, suffix: str) -> Path:
     from lightnets.cli.export import check_export_output, output_stem
     from lightnets.deploy.outputs import resolve_output
 
@@ -129,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_report(report, as_json: bool, threads: dict) -> None:
+def _print_report(report: QuantizationReport, as_json: bool, threads: dict) -> None:
     from lightnets.jsonio import dumps
 
     if not report.within_budget:

@@ -19,8 +19,9 @@ def _train_parser() -> argparse.ArgumentParser:
     from lightnets.cli import train as train_cli
 
     holder = argparse.ArgumentParser(add_help=False)
-    train_cli.register(holder.add_subparsers())
-    return next(iter(holder._subparsers._group_actions[0].choices.values()))
+    commands = holder.add_subparsers()
+    train_cli.register(commands)
+    return next(iter(commands.choices.values()))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -6,6 +6,11 @@ The run-setting and recipe flags are generated from the fields of :class:`TrainC
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lightnets.train.config import TrainConfig
+
 import argparse
 import dataclasses
 import types
@@ -223,7 +228,7 @@ def _given(args: argparse.Namespace, names: tuple[str, ...], prefix: str = "") -
     return {n: v for n, v in values.items() if v is not None}
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     """The run's :class:`TrainConfig` (merged with the stored one for --resume) and resume flag."""
     from lightnets.train.config import TrainConfig
     from lightnets.train.recipes import default_recipe_name, get_recipe

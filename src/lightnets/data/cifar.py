@@ -28,7 +28,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import numpy as np
 import torch
@@ -240,14 +240,15 @@ class _MemberStream:
     """An archive member's stream for the unpickler: the archive's own read errors are raised as
     :class:`_ArchiveReadError`, so they are not taken for a broken pickle."""
 
-    def __init__(self, handle: BinaryIO) -> None:
+    def __init__(self, handle: IO[bytes]) -> None:
         self.handle = handle
 
     def read(self, size: int = -1) -> bytes:
         return self._guard(self.handle.read, size)
 
     def readinto(self, buffer: Any) -> int:
-        return self._guard(self.handle.readinto, buffer)
+        # A tar member's file object (a BufferedReader) has readinto; typing's IO[bytes] omits it.
+        return self._guard(self.handle.readinto, buffer)  # type: ignore[attr-defined]
 
     def readline(self, size: int = -1) -> bytes:
         return self._guard(self.handle.readline, size)
@@ -327,7 +328,7 @@ class _Source:
                         if len(members) == len(wanted):
                             break
             except (tarfile.TarError, EOFError, OSError, zlib.error, _ArchiveReadError) as exc:
-                cause = exc.__cause__ if isinstance(exc, _ArchiveReadError) else exc
+                cause = (exc.__cause__ or exc) if isinstance(exc, _ArchiveReadError) else exc
                 raise DataError(
                     f"{self.path}: not a readable .tar.gz archive ({_one_line(cause)})"
                 ) from exc
@@ -363,9 +364,9 @@ def load_cifar(
             target = target.parent
         path = download_cifar(name, target)
     if path is None:
-        where = DEFAULT_DIR if root is None else root
+        searched = DEFAULT_DIR if root is None else root
         raise DataError(
-            f"{where}: no {spec.name} found (expected the folder {spec.folder}/ or "
+            f"{searched}: no {spec.name} found (expected the folder {spec.folder}/ or "
             f"the archive {spec.archive}; pass --data-dir or --download)"
         )
     source = _Source(path, spec)

@@ -7,6 +7,7 @@ leaves nothing behind, and an existing file is never overwritten by a bad one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import urllib.error
 import urllib.request
@@ -87,7 +88,7 @@ def download_file(urls: tuple[str, ...] | list[str], destination: str | Path, *,
         try:
             with atomic_path(destination, ".part") as temp:
                 with temp.open("wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-                    for block in iter(lambda r=response: r.read(_CHUNK), b""):
+                    for block in iter(functools.partial(response.read, _CHUNK), b""):
                         out.write(block)
                 verify_checksum(temp, md5=md5)
             return destination

@@ -158,7 +158,7 @@ def load_folder(
     if len(classes) < 2:
         raise DataError(f"{root / 'train'}: found {len(classes)} class folder(s), need at least 2")
     train = ImageFolderDataset(files, torch.tensor(labels), image_size)
-    held_out = []
+    held_out: list[ImageFolderDataset | None] = []
     for name in ("val", "test"):
         if (root / name).is_dir():
             f, y, _ = scan_split(root / name, classes)

@@ -13,10 +13,10 @@ memory and are expanded to 3 channels per batch, on the device, by the loader.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import zlib
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -60,14 +60,14 @@ FILES = {
 }
 
 
-def _open_stream(path: Path) -> BinaryIO:
+def _open_stream(path: Path) -> io.BufferedIOBase:
     """The file's bytes, inflated on the fly when it is gzip-compressed."""
     with path.open("rb") as probe:
         compressed = probe.read(2) == b"\x1f\x8b"
     return gzip.open(path, "rb") if compressed else path.open("rb")
 
 
-def _read_header(stream: BinaryIO, path: Path, magic: int) -> tuple[int, tuple[int, ...]]:
+def _read_header(stream: io.BufferedIOBase, path: Path, magic: int) -> tuple[int, tuple[int, ...]]:
     """(header bytes, dims) of an IDX stream whose magic number must be ``magic``."""
     head = stream.read(4)
     if len(head) < 4:
@@ -142,9 +142,9 @@ def find_idx_file(root: Path, split: str, kind: str) -> Path | None:
 def _read_split(root: Path, split: str, num_classes: int) -> TensorImageDataset:
     image_path = find_idx_file(root, split, "images")
     label_path = find_idx_file(root, split, "labels")
-    for path, kind in ((image_path, "images"), (label_path, "labels")):
-        if path is None:
-            raise DataError(f"{root}: missing {FILES[(split, kind)]}[.gz]")
+    if image_path is None or label_path is None:
+        kind = "images" if image_path is None else "labels"
+        raise DataError(f"{root}: missing {FILES[(split, kind)]}[.gz]")
     images = read_idx(image_path, IMAGE_MAGIC, item_shape=(28, 28))
     labels = read_idx(label_path, LABEL_MAGIC)
     if labels.shape[0] != images.shape[0]:

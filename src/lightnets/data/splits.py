@@ -106,12 +106,14 @@ def _split(
     return full_train.subset(train_idx), full_train.subset(val_idx), train_idx, val_idx
 
 
-def _stats(dataset: TensorImageDataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _stats(
+    dataset: TensorImageDataset,
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     mean, std = channel_stats(dataset.images)
     std = [max(s, 1 / 255) for s in std]  # constant images must not divide by zero
     if len(mean) == 1:
         mean, std = mean * 3, std * 3
-    return tuple(mean), tuple(std)
+    return (mean[0], mean[1], mean[2]), (std[0], std[1], std[2])
 
 
 def _check_arguments(
@@ -221,6 +223,9 @@ def _load_folder_splits(
             "with ROOT/train/<class>/<image>)"
         )
     size = image_size or DEFAULT_IMAGE_SIZE
+    train: ImageDataset
+    val: ImageDataset | None
+    test: ImageDataset | None
     train, val, test, classes = load_folder(data_dir, size)
     train_idx = val_idx = None
     origin = None

@@ -104,7 +104,7 @@ def top1_change(
         got = np.asarray(int8(images))
         worst = max(worst, max_abs_diff(reference, got))
         top_fp32, top_int8 = reference.argmax(1), got.argmax(1)
-        truth = labels.numpy() if labelled else top_fp32
+        truth = labels.numpy() if labels is not None and labelled else top_fp32
         correct_fp32 += int((top_fp32 == truth).sum())
         correct_int8 += int((top_int8 == truth).sum())
         total += len(images)

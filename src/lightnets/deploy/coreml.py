@@ -27,6 +27,7 @@ import shutil
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,8 @@ class PixelInput(nn.Module):
     Multiplies channel c by ``channel_scale[c]`` when the std could not be folded into the
     ImageType (one scale for every channel), and repeats a grayscale image to three channels.
     """
+
+    channel_scale: torch.Tensor | None
 
     def __init__(self, model: nn.Module, channel_scale: list[float] | None, gray: bool) -> None:
         super().__init__()
@@ -257,7 +260,7 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(handle.fileno())
 
 
-def save_package(mlmodel: Any, path: Path, check=None) -> Path:
+def save_package(mlmodel: Any, path: Path, check: Callable[[Path], object] | None = None) -> Path:
     """Write ``mlmodel`` to ``path`` (.mlpackage, a folder) so that nothing is half-written.
 
     The package is written into a temporary folder beside ``path``, flushed, checked with
@@ -370,7 +373,13 @@ def check_spec(
     ]
 
 
-def run_on_darwin(path: Path, module: nn.Module, norm: ImageNormalisation, size, count: int = 3):
+def run_on_darwin(
+    path: Path,
+    module: nn.Module,
+    norm: ImageNormalisation,
+    size: tuple[int, int, int],
+    count: int = 3,
+) -> tuple[np.ndarray, np.ndarray]:
     """(Core ML logits, PyTorch logits) for ``count`` random images, through Core ML (macOS)."""
     from PIL import Image
 

@@ -40,11 +40,11 @@ class DeviceRuntime:
     runtime: str
 
 
-def _load_pte(path: Path):
+def _load_pte(path: Path) -> tuple[executorch_runtime.Runner, list[int]]:
     return executorch_runtime.runner(path)
 
 
-def _load_tflite(path: Path):
+def _load_tflite(path: Path) -> tuple[litert_runtime.Runner, list[int]]:
     return litert_runtime.runner(path)
 
 

@@ -94,10 +94,11 @@ def onnx_bytes(model: nn.Module, example: torch.Tensor, *, dynamic_batch: bool =
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
+            # The TorchScript-based exporter writes to a file object too (typed as a path only).
             torch.onnx.export(
                 model,
                 (example,),
-                buffer,
+                buffer,  # type: ignore[arg-type]
                 dynamo=False,
                 opset_version=ONNX_OPSET,
                 input_names=[INPUT_NAME],
@@ -119,13 +120,15 @@ def onnx_bytes(model: nn.Module, example: torch.Tensor, *, dynamic_batch: bool =
             output_names=[OUTPUT_NAME],
             dynamic_shapes=shapes,
         )
-    program.save(buffer)
+    if program is None:  # dynamo=True always returns the program
+        raise RuntimeError("torch.onnx.export returned no ONNX program")
+    program.save(buffer)  # type: ignore[arg-type]  # onnx.save takes a file object as well
     return buffer.getvalue()
 
 
 def openvino_model(
     model: nn.Module, example: torch.Tensor, *, static_shape: bool = False
-):  # -> openvino.Model
+) -> Any:  # an openvino.Model
     """Convert ``model`` to an ``openvino.Model`` (dynamic batch unless ``static_shape``)."""
     ov = require("openvino", "openvino")
     _, channels, height, width = example.shape
@@ -168,9 +171,15 @@ def write_bytes(temp: Path, data: bytes, final: Path) -> None:
 
 
 Verify = Callable[[Callable[[np.ndarray], np.ndarray]], float]
+#: What a writer returns: the files it wrote and the largest output difference (NaN: not run).
+Written = tuple[tuple[Path, ...], float]
+#: A format's writer: (model, example input, path, metadata, verify) -> what it wrote.
+Writer = Callable[[nn.Module, torch.Tensor, Path, dict[str, Any], Verify], Written]
 
 
-def _save_onnx(model: nn.Module, example: torch.Tensor, path: Path, meta, verify: Verify):
+def _save_onnx(
+    model: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, Any], verify: Verify
+) -> Written:
     require("onnx", "onnx")
     ort = require("onnxruntime", "onnx")
     data = md.attach_onnx(onnx_bytes(model, example, dynamic_batch=True), meta)
@@ -181,7 +190,9 @@ def _save_onnx(model: nn.Module, example: torch.Tensor, path: Path, meta, verify
     return (path,), diff
 
 
-def _save_torchscript(model: nn.Module, example: torch.Tensor, path: Path, meta, verify: Verify):
+def _save_torchscript(
+    model: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, Any], verify: Verify
+) -> Written:
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         frozen = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False))
@@ -199,7 +210,9 @@ def _save_torchscript(model: nn.Module, example: torch.Tensor, path: Path, meta,
     return (path,), diff
 
 
-def _save_openvino(model: nn.Module, example: torch.Tensor, path: Path, meta, verify: Verify):
+def _save_openvino(
+    model: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, Any], verify: Verify
+) -> Written:
     if path.suffix != ".xml":
         raise InvalidArgumentError(f"OpenVINO IR is written as NAME.xml + NAME.bin; got {path}")
     check_writable(path.with_suffix(".bin"))
@@ -213,7 +226,9 @@ def _save_openvino(model: nn.Module, example: torch.Tensor, path: Path, meta, ve
     return save_ir(ov_model, path, check=check), diffs[0]
 
 
-def _save_pt2(model: nn.Module, example: torch.Tensor, path: Path, meta, verify: Verify):
+def _save_pt2(
+    model: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, Any], verify: Verify
+) -> Written:
     data = pt2.serialize(model, example, meta)
     with atomic_path(path, ".pt2") as temp:
         write_bytes(temp, data, path)
@@ -222,10 +237,17 @@ def _save_pt2(model: nn.Module, example: torch.Tensor, path: Path, meta, verify:
     return (path,), diff
 
 
-def _save_program(lower, attach, runner, suffix: str) -> Callable:
+def _save_program(
+    lower: Callable[[nn.Module, torch.Tensor], bytes],
+    attach: Callable[[bytes, dict[str, Any]], bytes],
+    runner: Callable[[Path], tuple[Callable[[np.ndarray], np.ndarray], list[int]]],
+    suffix: str,
+) -> Writer:
     """The writer of a fixed-batch device program: lower, attach metadata, verify, rename."""
 
-    def save(model: nn.Module, example: torch.Tensor, path: Path, meta, verify: Verify):
+    def save(
+        model: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, Any], verify: Verify
+    ) -> Written:
         data = attach(lower(model, example), meta)
         with atomic_path(path, suffix) as temp:
             write_bytes(temp, data, path)
@@ -244,10 +266,13 @@ _save_litert = _save_program(
 )
 
 
-def _save_coreml(model: nn.Module, example: torch.Tensor, path: Path, meta, verify: Verify):
+def _save_coreml(
+    model: nn.Module, example: torch.Tensor, path: Path, meta: dict[str, Any], verify: Verify
+) -> Written:
     """Core ML: the package's spec is checked (and on macOS its outputs); see coreml."""
     coreml.check_suffix(path)
-    size = tuple(example.shape[1:])
+    channels, height, width = (int(v) for v in example.shape[1:])
+    size = (channels, height, width)
     converted = coreml.convert(model, size, meta)
     diffs: list[float] = []
 
@@ -258,7 +283,9 @@ def _save_coreml(model: nn.Module, example: torch.Tensor, path: Path, meta, veri
     return (path,), diffs[0]
 
 
-def verify_coreml(temp: Path, converted, size, meta) -> float:
+def verify_coreml(
+    temp: Path, converted: Any, size: tuple[int, int, int], meta: dict[str, Any]
+) -> float:
     """Spec check (everywhere) and, on macOS, Core ML's logits against PyTorch's (else NaN)."""
     problems = coreml.check_spec(temp, converted, size, meta)
     if problems:
@@ -295,7 +322,9 @@ _WRITERS = {
 FIXED_BATCH = ("executorch", "litert", "coreml")
 
 
-def format_metadata(format: str, meta: dict[str, Any], input_size) -> dict[str, Any]:
+def format_metadata(
+    format: str, meta: dict[str, Any], input_size: tuple[int, int, int]
+) -> dict[str, Any]:
     """``meta`` with the input as ``format`` takes it: batch 1 for the mobile formats, and for
     Core ML the image and the normalisation its ImageType applies."""
     if format not in FIXED_BATCH:
@@ -358,7 +387,7 @@ def export(
     size = sum(size_bytes(f) for f in files) / 1e6
     run = not math.isnan(diff)
     note = TORCHSCRIPT_NOTE if format == "torchscript" else ""
-    batch_sizes = VERIFY_BATCH_SIZES if run else ()
+    batch_sizes: tuple[int, ...] = VERIFY_BATCH_SIZES if run else ()
     if format == "coreml":  # on macOS: three images, one per call
         note = coreml.VERIFIED_NOTE if run else coreml.SPEC_ONLY_NOTE
         batch_sizes = (1,) if run else ()

@@ -11,6 +11,7 @@ one pass over the activation tensor) fewer per ``ConvBNAct``. The arithmetic its
 from __future__ import annotations
 
 import copy
+from typing import TypeGuard
 
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -21,7 +22,9 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
+def _foldable(conv: nn.Module, norm: nn.Module) -> TypeGuard[nn.modules.conv._ConvNd]:
+    """``conv`` a convolution whose output ``norm``, a BatchNorm in eval statistics, normalises
+    (a guard on ``conv``; :func:`_fuse_sequential` checks ``norm``'s type too)."""
     return (
         isinstance(conv, _CONVS)
         and isinstance(norm, _NORMS)
@@ -38,7 +41,7 @@ def _fuse_sequential(seq: nn.Sequential) -> None:
     index = 0
     while index < len(seq) - 1:
         conv, norm = seq[index], seq[index + 1]
-        if _foldable(conv, norm):
+        if _foldable(conv, norm) and isinstance(norm, nn.modules.batchnorm._BatchNorm):
             seq[index] = fuse_conv_bn_eval(conv, norm)
             del seq[index + 1]  # Sequential renumbers the children that follow
         index += 1

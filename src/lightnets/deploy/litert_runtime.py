@@ -155,7 +155,7 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _model(data: bytes, where: str):
+def _model(data: bytes, where: str) -> Any:  # the flatbuffer schema's Model
     if not is_tflite(data[:8]):
         raise CheckpointError(f"{where}: not a TFLite model (no 'TFL3' at bytes 4-8)")
     return _schema().Model.GetRootAs(data, 0)
@@ -209,7 +209,7 @@ def read_metadata(path: str | Path) -> str | None:
     return None
 
 
-def _io_conversions(interpreter) -> tuple[Callable, Callable]:
+def _io_conversions(interpreter: Any) -> tuple[Callable, Callable]:
     """Quantize the float input / dequantize the output where the model's tensors are int8."""
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +173,7 @@ def _read_torchscript(path: Path) -> str | None:
 _READERS = {"onnx": _read_onnx, "openvino": _read_openvino, "torchscript": _read_torchscript}
 
 
-def _reader(kind: str):
+def _reader(kind: str) -> Callable[[Path], str | None]:
     if kind in _READERS:
         return _READERS[kind]
     from lightnets.deploy.device_formats import DEVICE_FORMATS

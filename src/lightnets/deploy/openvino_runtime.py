@@ -111,7 +111,9 @@ def read_model(path: str | Path) -> Any:
     return ov.Core().read_model(str(path))
 
 
-def save_ir(ov_model: Any, path: str | Path, *, check: Callable[[Path], None] | None = None):
+def save_ir(
+    ov_model: Any, path: str | Path, *, check: Callable[[Path], None] | None = None
+) -> tuple[Path, Path]:
     """Write ``ov_model`` as ``path`` (.xml) + .bin atomically, weights kept in fp32.
 
     Both files are written to temporary names beside ``path``; ``check(temp_xml)`` (when given)

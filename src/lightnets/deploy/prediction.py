@@ -14,6 +14,11 @@ Images are decoded with Pillow and brought to what the network saw in training:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,11 +91,12 @@ class Preprocessing:
         """The preprocessing recorded in an exported file's metadata (see :meth:`rule`)."""
         validate_metadata(meta)  # one-line errors for a missing or malformed field
         rule, data = meta["preprocessing"], meta.get("dataset") or {}
+        channels, height, width = (int(v) for v in rule["input_size"])
         return cls(
             dataset=data.get("name"),
             mean=channel_stats(rule["mean"], "preprocessing.mean"),
             std=channel_stats(rule["std"], "preprocessing.std", std=True),
-            input_size=tuple(int(v) for v in rule["input_size"]),
+            input_size=(channels, height, width),
             classes=list(meta["classes"]) if meta.get("classes") else None,
         )
 
@@ -146,7 +152,7 @@ def _check_batch_memory(model: nn.Module, input_size: tuple[int, int, int], batc
         check_input_memory(list(input_size), batch)
 
 
-def _fit(image, side: int):
+def _fit(image: Image.Image, side: int) -> Image.Image:
     """Shorter side to ``side`` (bilinear) and centre crop; unchanged if already that size."""
     from PIL import Image
 

@@ -157,8 +157,8 @@ def calibration_data(
         raise InvalidArgumentError("--calibration-images must be >= 1 and --eval-images >= 0")
     if source == "synthetic":
         calib = synthetic_batches(input_size, count=calibration_images, batch_size=batch_size)
-        evals = synthetic_batches(input_size, count=eval_images, batch_size=batch_size, seed=1)
-        return calib, [(x, None) for x in evals], None
+        unlabelled = synthetic_batches(input_size, count=eval_images, batch_size=batch_size, seed=1)
+        return calib, [(x, None) for x in unlabelled], None
     from lightnets.data import load_splits, make_loader
 
     splits = load_splits(
@@ -172,7 +172,10 @@ def calibration_data(
         )
     ]
     held_out = splits.test if splits.test is not None else splits.val
-    evals = _take(make_loader(held_out, splits, batch_size=batch_size, train=False), eval_images)
+    loader = make_loader(held_out, splits, batch_size=batch_size, train=False)
+    evals: list[tuple[torch.Tensor, torch.Tensor | None]] = [
+        (x, y) for x, y in _take(loader, eval_images)
+    ]
     return calib, evals, list(splits.classes)
 
 
@@ -332,7 +335,7 @@ class OnnxRuntimeMethod(Method):
         return (path,)
 
 
-def _reader(batches: Sequence[np.ndarray]):
+def _reader(batches: Sequence[np.ndarray]) -> Any:  # an onnxruntime CalibrationDataReader
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
@@ -540,7 +543,7 @@ def _arrays(batches: Iterable[torch.Tensor]) -> list[np.ndarray]:
 
 def quantize_openvino(
     model: nn.Module, batches: Iterable[torch.Tensor], input_size: tuple[int, int, int]
-):  # -> openvino.Model
+) -> Any:  # an openvino.Model
     """NNCF post-training int8 quantization of the BN-folded model, as an ``openvino.Model``."""
     method = get_method("openvino")
     return method.quantize(method.fp32(fuse(model), input_size, {}), _arrays(batches))
@@ -623,16 +626,16 @@ def quantize(
 
 
 def _report(
-    path,
-    method,
-    calibration_name,
-    calibration,
+    path: str | Path,
+    method: str,
+    calibration_name: str,
+    calibration: Sequence[torch.Tensor],
     change: Top1Change,
-    files,
-    fp32_size,
-    fp32_ms,
-    int8_ms,
-):
+    files: Iterable[Path],
+    fp32_size: float,
+    fp32_ms: float,
+    int8_ms: float,
+) -> QuantizationReport:
     return QuantizationReport(
         path=str(path),
         method=method,

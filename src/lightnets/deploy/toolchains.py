@@ -37,7 +37,8 @@ def _silenced_descriptors() -> Iterator[None]:
     """Point file descriptors 1 and 2 at /dev/null (C++ runtimes write there directly)."""
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         with contextlib.suppress(AttributeError, ValueError, OSError):
-            stream.flush()
+            if stream is not None:  # no console: sys.__stdout__ is None
+                stream.flush()
     try:
         saved = [os.dup(1), os.dup(2)]
     except OSError:  # no descriptors to silence (an embedding without stdio)

@@ -38,8 +38,11 @@ def log_axis(axis: Any, values: list[float]) -> None:
 def place_labels(fig: Figure, ax: Any, points: list[tuple[float, float, str, str]]) -> None:
     """Annotate each (x, y, text, colour) point beside it, trying six positions until the
     label overlaps no other label and no other point."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.transforms import Bbox
 
+    if not isinstance(fig.canvas, FigureCanvasAgg):  # the renderer measures the labels
+        raise TypeError("place_labels needs a figure on an Agg canvas (FigureCanvasAgg(fig))")
     renderer = fig.canvas.get_renderer()
     inside = ax.get_window_extent(renderer)
     radius = 6 * fig.dpi / 72  # markers of size 55 pt^2 are about 7 pt across

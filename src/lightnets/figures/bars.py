@@ -40,7 +40,8 @@ def normalised_speed_figure(panels: Sequence[SpeedPanel]) -> Figure:
             ("paper ARM", panel.paper_arm, "tab:orange"),
         )
         for k, (label, values, colour) in enumerate(series):
-            ax.bar(x + (k - 1) * 0.27, values, 0.27, label=label, color=colour)
+            heights = [np.nan if v is None else v for v in values]  # no figure: no bar
+            ax.bar(x + (k - 1) * 0.27, heights, 0.27, label=label, color=colour)
         ax.axhline(1.0, color="grey", lw=0.8, ls=":")
         ax.set_xticks(x, list(panel.configs), rotation=30, ha="right", fontsize=8)
         ax.set_title(panel.title, fontsize=8)

@@ -16,7 +16,11 @@ if TYPE_CHECKING:
 __all__ = ["CHANCE_STYLE", "accuracy_cost_figure"]
 
 #: How a record at chance level is drawn.
-CHANCE_STYLE = {"color": "tab:gray", "marker": "x", "label": "at chance: off the front"}
+CHANCE_STYLE: dict[str, Any] = {
+    "color": "tab:gray",
+    "marker": "x",
+    "label": "at chance: off the front",
+}
 
 
 def accuracy_cost_figure(
@@ -41,7 +45,11 @@ def accuracy_cost_figure(
         xs = [r[key] for r in records]
         ys = [100 * r["test_top1"] for r in records]
         chance = [bool(r.get("at_chance")) for r in records]
-        for marked, style in ((False, {"color": "tab:blue"}), (True, CHANCE_STYLE)):
+        styles: tuple[tuple[bool, dict[str, Any]], ...] = (
+            (False, {"color": "tab:blue"}),
+            (True, CHANCE_STYLE),
+        )
+        for marked, style in styles:
             points = [(x, y) for x, y, c in zip(xs, ys, chance, strict=True) if c == marked]
             if points:
                 ax.scatter(*zip(*points, strict=True), zorder=3, **style)

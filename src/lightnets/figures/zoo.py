@@ -1,12 +1,12 @@
 """The zoo side by side: MACs against measured latency, and against the papers' top-1.
 
-One colour and marker per family (squeezenet, mobilenet_v1, mobilenet_v2, shufflenet_v1,
-shufflenet_v2); a point of another family is not drawn.
+One colour and marker per family, given by the caller (:class:`FamilyStyle`; each family
+declares its own on its registry entry); a family without one is drawn in a spare style.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,39 +15,32 @@ from lightnets.figures.axes import log_axis, place_labels, wrap
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["FAMILY_COLOURS", "FAMILY_MARKERS", "LABEL_COLOURS", "ZooPoint", "zoo_figure"]
+__all__ = ["SPARE_STYLES", "FamilyStyle", "ZooPoint", "zoo_figure"]
 
-#: Colour of a family's labels (darker than its markers, to stay readable on white).
-LABEL_COLOURS = {
-    "squeezenet": "#5b3a29",
-    "mobilenet_v1": "#0b4f8a",
-    "mobilenet_v2": "#1b6e1b",
-    "shufflenet_v1": "#5e3a87",
-    "shufflenet_v2": "#a01818",
-}
 
-FAMILY_MARKERS = {
-    "squeezenet": "s",
-    "mobilenet_v1": "o",
-    "mobilenet_v2": "^",
-    "shufflenet_v1": "D",
-    "shufflenet_v2": "v",
-}
+@dataclass(frozen=True)
+class FamilyStyle:
+    """A family's markers (``colour``, ``marker``: matplotlib's names) and the colour of its
+    point labels (``label_colour``: darker than the markers, to stay readable on white)."""
 
-#: Marker colour per family, in legend order.
-FAMILY_COLOURS = {
-    "squeezenet": "tab:brown",
-    "mobilenet_v1": "tab:blue",
-    "mobilenet_v2": "tab:green",
-    "shufflenet_v1": "tab:purple",
-    "shufflenet_v2": "tab:red",
-}
+    colour: str
+    marker: str
+    label_colour: str
+
+
+#: Styles for families the caller gave none, in turn (colours no zoo family uses).
+SPARE_STYLES = (
+    FamilyStyle("tab:olive", "P", "#5c5c0a"),
+    FamilyStyle("tab:cyan", "X", "#0b5a66"),
+    FamilyStyle("tab:pink", "*", "#8a2f6e"),
+    FamilyStyle("tab:orange", "h", "#8a4a00"),
+)
 
 
 @dataclass(frozen=True)
 class ZooPoint:
-    """One model: its label, family (a key of :data:`FAMILY_COLOURS`) and MACs; its latency
-    (median, p10, p90 in ms) when timed, and the paper's top-1 (%) when there is one."""
+    """One model: its label, family (its legend entry) and MACs; its latency (median, p10, p90
+    in ms) when timed, and the paper's top-1 (%) when there is one."""
 
     label: str
     family: str
@@ -61,6 +54,7 @@ class ZooPoint:
 def zoo_figure(
     points: Sequence[ZooPoint],
     *,
+    styles: Mapping[str, FamilyStyle] | None = None,
     device: str,
     threads: int,
     input_size: int,
@@ -69,8 +63,9 @@ def zoo_figure(
 ) -> Figure:
     """Two panels: MACs against measured latency, and MACs against the papers' top-1.
 
-    ``device`` and ``threads`` name where the latencies were measured; ``stable=False`` puts
-    ``note`` (why they cannot be trusted) in the title.
+    ``styles`` gives each family's markers, in legend order (families without one follow, in
+    :data:`SPARE_STYLES`). ``device`` and ``threads`` name where the latencies were measured;
+    ``stable=False`` puts ``note`` (why they cannot be trusted) in the title.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -79,6 +74,7 @@ def zoo_figure(
     FigureCanvasAgg(fig)
     ax_speed, ax_acc = fig.subplots(1, 2)
     panels: dict[Any, list[tuple[float, float, str, str]]] = {ax_speed: [], ax_acc: []}
+    styles = _complete(styles or {}, [p.family for p in points])
     timed = [p for p in points if p.median_ms is not None]
     for p in points:
         if p.median_ms is not None:
@@ -86,16 +82,16 @@ def zoo_figure(
         if p.top1 is not None:
             panels[ax_acc].append((p.macs / 1e6, p.top1, p.label, p.family))
     for ax, mine in panels.items():
-        _scatter_families(ax, mine)
+        _scatter_families(ax, mine, styles)
     _spread_bars(ax_speed, timed)
-    if panels[ax_speed]:
-        ys = [y for p in timed for y in (p.p10_ms, p.p90_ms)]
+    spread = [y for p in timed for y in (p.p10_ms, p.p90_ms) if y is not None]
+    if panels[ax_speed] and spread:
         ax_speed.set_yscale("log")
-        ax_speed.set_ylim(min(ys) / 1.4, max(ys) * 1.4)
-        log_axis(ax_speed.yaxis, ys)
+        ax_speed.set_ylim(min(spread) / 1.4, max(spread) * 1.4)
+        log_axis(ax_speed.yaxis, spread)
     if panels[ax_acc]:
-        ys = [p[1] for p in panels[ax_acc]]
-        ax_acc.set_ylim(min(ys) - 2, max(ys) + 2)
+        top1s = [p[1] for p in panels[ax_acc]]
+        ax_acc.set_ylim(min(top1s) - 2, max(top1s) + 2)
     ax_speed.set_ylabel("measured latency, batch 1 (ms, median and p10-p90; log scale)")
     ax_speed.set_title(
         f"Same MACs, different speed: measured on {device}, "
@@ -113,25 +109,37 @@ def zoo_figure(
     fig.set_layout_engine("none")  # freeze the layout the labels are placed in
     for ax, mine in panels.items():
         place_labels(
-            fig, ax, [(x, y, label, LABEL_COLOURS[family]) for x, y, label, family in mine]
+            fig, ax, [(x, y, label, styles[family].label_colour) for x, y, label, family in mine]
         )
     return fig
 
 
-def _scatter_families(ax: Any, points: list[tuple[float, float, str, str]]) -> None:
+def _complete(styles: Mapping[str, FamilyStyle], families: list[str]) -> dict[str, FamilyStyle]:
+    """``styles``, then a spare style for each family it lacks, in order of appearance."""
+    complete = dict(styles)
+    for family in dict.fromkeys(families):
+        if family not in complete:
+            spare = sum(1 for f in complete if f not in styles)
+            complete[family] = SPARE_STYLES[spare % len(SPARE_STYLES)]
+    return complete
+
+
+def _scatter_families(
+    ax: Any, points: list[tuple[float, float, str, str]], styles: Mapping[str, FamilyStyle]
+) -> None:
     """(MACs, y, label, family) points, one marker and colour per family, on a log MACs axis."""
     if not points:
         ax.text(0.5, 0.5, "nothing to show", ha="center", transform=ax.transAxes)
         return
-    for family, colour in FAMILY_COLOURS.items():
+    for family, style in styles.items():
         mine = [p for p in points if p[3] == family]
         if mine:
             ax.scatter(
                 [p[0] for p in mine],
                 [p[1] for p in mine],
                 s=55,
-                color=colour,
-                marker=FAMILY_MARKERS[family],
+                color=style.colour,
+                marker=style.marker,
                 edgecolors="black",
                 linewidths=0.5,
                 zorder=3,

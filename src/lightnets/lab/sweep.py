@@ -7,7 +7,7 @@ trainer (:func:`lightnets.train.train`), one run directory per cell under the sw
 is resumable: a finished cell is read back, an interrupted one resumes from its ``last.pt``.
 It then writes ``sweep.json``, ``sweep.md`` and ``sweep.png``: test top-1 against MACs,
 parameters and latency measured on this machine, the Pareto front marked, beside the paper's
-ImageNet rows (:data:`lightnets.analysis.reference.PAPER_FIGURES`). A cell whose test top-1 is
+ImageNet rows (:func:`lightnets.analysis.reference.paper_figures`). A cell whose test top-1 is
 at chance level (:func:`lightnets.train.metrics.at_chance`) learned nothing measurable: it is
 warned about, marked in the table and the figure, and left off the Pareto front.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,7 @@ class Cell:
         return config
 
 
-def plan_cells(axes: dict[str, Sequence[Any]]) -> list[Cell]:
+def plan_cells(axes: Mapping[str, Sequence[Any]]) -> list[Cell]:
     """Every combination of the given axis values (the first axis varies slowest)."""
     if not axes:
         raise InvalidArgumentError(
@@ -408,7 +408,7 @@ def pareto(records: Sequence[dict[str, Any]], cost: str) -> set[int]:
 
 
 def _paper_rows(model: str) -> list[dict[str, Any]]:
-    from lightnets.analysis.reference import PAPER_FIGURES
+    from lightnets.analysis.reference import paper_figures
 
     return [
         {
@@ -419,14 +419,14 @@ def _paper_rows(model: str) -> list[dict[str, Any]]:
             "top1": f.top1,
             "source": f.source,
         }
-        for f in PAPER_FIGURES
-        if f.name == model and f.top1 is not None
+        for f in paper_figures(model)
+        if f.top1 is not None
     ]
 
 
 def _measure(
     cells: Sequence[Cell], run_dirs: Sequence[Path], device: str | None, threads: int | None
-):
+) -> tuple[list[dict[str, Any]], str]:
     """MACs, params (lightnets' counter) and batch-1 latency of every cell's best weights,
     timed in interleaved rounds with the thread policy's count (the one the cells trained
     with: :func:`lightnets.analysis.threads.apply_thread_policy`, ``threads`` = --threads)."""
@@ -469,7 +469,7 @@ def _inference(model, x):
 
 def run_sweep(
     base: TrainConfig,
-    axes: dict[str, Sequence[Any]],
+    axes: Mapping[str, Sequence[Any]],
     output: str | Path,
     *,
     max_cells: int | None = None,

@@ -1,6 +1,6 @@
 """The interface every lightnets model implements (timm's conventions)."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -37,6 +37,9 @@ class LightweightNet(nn.Module):
     #: Number of channels that :meth:`forward_features` returns.
     num_features: int = 0
     num_classes: int = 1000
+    if TYPE_CHECKING:  # declared for type checkers only: TorchScript reads class annotations
+        #: What ``create_model(weights=FILE)`` loaded (a ``lightnets.models.weights.LoadReport``).
+        weights_report: Any
 
     def __init__(self, num_classes: int, variant: str) -> None:
         super().__init__()
@@ -76,6 +79,8 @@ class PooledLinearHeadNet(LightweightNet):
     """
 
     drop_rate: float = 0.0
+    if TYPE_CHECKING:  # set by each subclass; TorchScript cannot read this annotation
+        features: nn.Module
 
     def _make_classifier(self, num_classes: int) -> nn.Sequential:
         # The reference initialisation of the classifier: N(0, 0.01) weights, zero bias.

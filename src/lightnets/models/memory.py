@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from lightnets.errors import InvalidArgumentError, first_line
+from lightnets.models.base import LightweightNet
 from lightnets.models.registry import create_model, get_model_entry
 
 BYTES_PER_ELEMENT = 4  # float32
@@ -150,7 +151,8 @@ def estimate_memory(
     name = kwargs.pop("name")
     with torch.device("meta"):
         model = create_model(name, **kwargs)
-        size = tuple(input_size) if input_size is not None else model.default_input_size
+        c, h, w = input_size if input_size is not None else model.default_input_size
+        size = (c, h, w)
         parameters = sum(
             t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())
         )
@@ -203,13 +205,23 @@ def check_memory(
     return estimate
 
 
+def meta_model(hparams: Mapping[str, Any]) -> LightweightNet:
+    """``create_model(**hparams)`` built on the meta device: shapes and ``hparams`` (defaults
+    filled in), no storage allocated."""
+    kwargs = dict(hparams)
+    with torch.device("meta"):
+        return create_model(kwargs.pop("name"), **kwargs)
+
+
 def tensor_specs(hparams: Mapping[str, Any]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Shape and dtype of every tensor of ``create_model(**hparams).state_dict()``, from the
     model built on the meta device (nothing allocated). What a file describing this model may
     hold, before the file's own sizes are believed."""
-    kwargs = dict(hparams)
-    with torch.device("meta"):
-        model = create_model(kwargs.pop("name"), **kwargs)
+    return state_specs(meta_model(hparams))
+
+
+def state_specs(model: nn.Module) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Shape and dtype of every tensor of ``model.state_dict()``."""
     return {key: (tuple(t.shape), t.dtype) for key, t in model.state_dict().items()}
 
 

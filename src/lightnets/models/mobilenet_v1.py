@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lightnets.models.base import PooledLinearHeadNet, validate_variant
+from lightnets.models.facts import M, PaperFigure, PlotStyle
 from lightnets.models.layers import ConvBNAct, init_conv_bn_, make_divisible
 from lightnets.models.registry import HParam, register_model
 
@@ -114,9 +115,42 @@ class MobileNetV1(PooledLinearHeadNet):
         init_conv_bn_(self.features, nn.init.kaiming_normal_, mode="fan_out")
 
 
+MOBILENETS = "MobileNets (Howard et al. 2017, arXiv:1704.04861)"
+#: The paper's ImageNet figures: Table 6 (width multiplier) and Table 7 (resolution).
+PAPER_FIGURES = (
+    PaperFigure.of(
+        "mobilenet_v1", 569 * M, 4.2 * M, 70.6, f"{MOBILENETS}, Table 6", width_mult=1.0
+    ),
+    PaperFigure.of(
+        "mobilenet_v1", 325 * M, 2.6 * M, 68.4, f"{MOBILENETS}, Table 6", width_mult=0.75
+    ),
+    PaperFigure.of(
+        "mobilenet_v1", 149 * M, 1.3 * M, 63.7, f"{MOBILENETS}, Table 6", width_mult=0.5
+    ),
+    PaperFigure.of(
+        "mobilenet_v1", 41 * M, 0.5 * M, 50.6, f"{MOBILENETS}, Table 6", width_mult=0.25
+    ),
+    PaperFigure.of(
+        "mobilenet_v1", 418 * M, 4.2 * M, 69.1, f"{MOBILENETS}, Table 7", 192, width_mult=1.0
+    ),
+    PaperFigure.of(
+        "mobilenet_v1", 290 * M, 4.2 * M, 67.2, f"{MOBILENETS}, Table 7", 160, width_mult=1.0
+    ),
+    PaperFigure.of(
+        "mobilenet_v1", 186 * M, 4.2 * M, 64.4, f"{MOBILENETS}, Table 7", 128, width_mult=1.0
+    ),
+)
+
+
 register_model(
     "mobilenet_v1",
     paper="Howard et al., MobileNets, arXiv:1704.04861 (2017), Table 1",
+    classifier="classifier.1",
+    layouts={"timm": {}},  # timm's mobilenetv1_* (with activation=relu6 to match its outputs)
+    paper_figures=PAPER_FIGURES,
+    plot_style=PlotStyle("mobilenet_v1", "tab:blue", "o", "#0b4f8a"),
+    # The width multipliers of the paper's trade-off (Table 6).
+    compare_configs=({}, {"width_mult": 0.5}, {"width_mult": 0.25}),
     hparams={
         "width_mult": HParam(
             1.0,

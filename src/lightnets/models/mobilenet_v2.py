@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lightnets.models.base import PooledLinearHeadNet, validate_variant
+from lightnets.models.facts import M, PaperFigure, PlotStyle
 from lightnets.models.layers import ConvBNAct, init_conv_bn_, make_divisible
 from lightnets.models.registry import HParam, register_model
 
@@ -108,9 +109,26 @@ class MobileNetV2(PooledLinearHeadNet):
         init_conv_bn_(self.features, nn.init.kaiming_normal_, mode="fan_out")
 
 
+MOBILENET_V2 = "MobileNetV2 (Sandler et al. 2018, arXiv:1801.04381)"
+#: The paper's ImageNet figures (Table 4); parameters at 1.0 from the reference code (3,504,872).
+PAPER_FIGURES = (
+    PaperFigure.of(
+        "mobilenet_v2", 300 * M, 3_504_872, 72.0, f"{MOBILENET_V2}, Table 4", width_mult=1.0
+    ),
+    PaperFigure.of(
+        "mobilenet_v2", 585 * M, 6.9 * M, 74.7, f"{MOBILENET_V2}, Table 4", width_mult=1.4
+    ),
+)
+
+
 register_model(
     "mobilenet_v2",
     paper="Sandler et al., MobileNetV2, CVPR 2018 (arXiv:1801.04381), Table 2",
+    classifier="classifier.1",
+    layouts={"torchvision": {}, "timm": {}},
+    paper_figures=PAPER_FIGURES,
+    plot_style=PlotStyle("mobilenet_v2", "tab:green", "^", "#1b6e1b"),
+    compare_configs=({}, {"width_mult": 1.4}),
     hparams={
         "width_mult": HParam(
             1.0,

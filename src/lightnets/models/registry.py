@@ -4,20 +4,33 @@
 users build networks. Each family module registers its builder with :func:`register_model` when
 it is imported (``lightnets.models`` imports them all, as torchvision and timm do), declaring
 each hyperparameter (default, allowed values or range) so that bad input is refused here with a
-message that says what is allowed. This module imports no family, and no weights reader.
+message that says what is allowed, and the family's facts (:mod:`.facts`: classifier, weight
+layouts, paper figures, plot style), which the rest of lightnets reads from the entry. This
+module imports no family, and no weights reader.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lightnets.errors import InvalidArgumentError, check_float, check_int
 from lightnets.models.base import VARIANTS, LightweightNet, validate_variant
+from lightnets.models.facts import PaperFigure, PlotStyle
 
-__all__ = ["VARIANTS", "HParam", "ModelEntry", "create_model", "list_models", "register_model"]
+__all__ = [
+    "VARIANTS",
+    "HParam",
+    "ModelEntry",
+    "create_model",
+    "list_models",
+    "model_entries",
+    "register_model",
+    "unregister_model",
+]
 
 
 @dataclass(frozen=True)
@@ -67,11 +80,14 @@ def _coerce_float(spec: HParam, label: str, value: Any) -> float:
 def _coerce_int(spec: HParam, label: str, value: Any) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # 3.0 from a JSON file or a YAML config is the integer 3
-    minimum, maximum = spec.minimum, spec.maximum
-    if minimum is not None and spec.exclusive_minimum:
-        minimum += 1
-    if maximum is not None and spec.exclusive_maximum:
-        maximum -= 1
+    # The integer bounds of the declared (possibly exclusive) range.
+    minimum = maximum = None
+    if spec.minimum is not None:
+        low = spec.minimum
+        minimum = math.floor(low) + 1 if spec.exclusive_minimum else math.ceil(low)
+    if spec.maximum is not None:
+        high = spec.maximum
+        maximum = math.ceil(high) - 1 if spec.exclusive_maximum else math.floor(high)
     return check_int(label, value, minimum=minimum, maximum=maximum)
 
 
@@ -93,14 +109,36 @@ _COERCE: dict[type, Callable[[HParam, str, Any], Any]] = {
 }
 
 
+#: The weight layout every family accepts: lightnets' own names.
+OWN_LAYOUT = "lightnets"
+
+
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered model: its builder, the paper it implements, and its hyperparameters."""
+    """A registered model: its builder, the paper it implements, its hyperparameters, and the
+    facts every other part of lightnets reads about it (:mod:`.facts`).
+
+    ``classifier``: the module replaced when the number of classes changes (fine-tuning, a
+    pretrained file with other classes). ``layouts``: the weight layouts whose files it loads
+    (``lightnets.models.weights.layouts``), each with the hyperparameters that library's
+    network has (``{"torchvision": {"bypass": "none"}}``); its own layout always. ``paper_figures``:
+    the paper's ImageNet figures, one per configuration; ``paper_hparams``: what every one of
+    them assumes besides its own key (SqueezeNet's are of the network without bypass or
+    BatchNorm). ``plot_style``: its markers in figures. ``compare_configs``: the configurations
+    ``lightnets compare`` shows by default (hyperparameters that differ from the defaults),
+    the family's place in that list being its place in the registry.
+    """
 
     name: str
     builder: Callable[..., LightweightNet]
     paper: str
     hparams: dict[str, HParam] = field(default_factory=dict)
+    classifier: str = field(kw_only=True)
+    layouts: dict[str, dict[str, Any]] = field(kw_only=True, default_factory=dict)
+    paper_figures: tuple[PaperFigure, ...] = field(kw_only=True, default=())
+    paper_hparams: dict[str, Any] = field(kw_only=True, default_factory=dict)
+    plot_style: PlotStyle | None = field(kw_only=True, default=None)
+    compare_configs: tuple[dict[str, Any], ...] = field(kw_only=True, default=({},))
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -111,26 +149,80 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, *, paper: str, hparams: dict[str, HParam] | None = None
+    name: str,
+    *,
+    paper: str,
+    hparams: dict[str, HParam] | None = None,
+    classifier: str,
+    layouts: dict[str, dict[str, Any]] | None = None,
+    paper_figures: Sequence[PaperFigure] = (),
+    paper_hparams: dict[str, Any] | None = None,
+    plot_style: PlotStyle | None = None,
+    compare_configs: Sequence[dict[str, Any]] = ({},),
 ) -> Callable[[Callable[..., LightweightNet]], Callable[..., LightweightNet]]:
     """Decorator: register ``builder(num_classes, variant, **hparams)`` under ``name``.
 
     ``builder`` is a family's class (or a function returning one) called with the validated
-    hyperparameters; the decorator returns it unchanged.
+    hyperparameters; the decorator returns it unchanged. The other arguments are the family's
+    facts (:class:`ModelEntry`); the hyperparameters they name are checked against ``hparams``
+    here, so a typo fails at import, not in a figure.
     """
 
     def decorator(builder: Callable[..., LightweightNet]) -> Callable[..., LightweightNet]:
         if name in _REGISTRY:
             raise RuntimeError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, builder, paper, dict(hparams or {}))
+        entry = ModelEntry(
+            name,
+            builder,
+            paper,
+            dict(hparams or {}),
+            classifier=classifier,
+            layouts={OWN_LAYOUT: {}, **{k: dict(v) for k, v in (layouts or {}).items()}},
+            paper_figures=tuple(paper_figures),
+            paper_hparams=dict(paper_hparams or {}),
+            plot_style=plot_style,
+            compare_configs=tuple(dict(config) for config in compare_configs),
+        )
+        _check_facts(entry)
+        _REGISTRY[name] = entry
         return builder
 
     return decorator
 
 
+def _check_facts(entry: ModelEntry) -> None:
+    """Every hyperparameter a fact names must be one of the family's (a programming error)."""
+    known = {"num_classes", "variant", *entry.hparams}
+    named = [
+        *(key for required in entry.layouts.values() for key in required),
+        *(key for figure in entry.paper_figures for key, _ in figure.hparams),
+        *entry.paper_hparams,
+        *(key for config in entry.compare_configs for key in config),
+    ]
+    unknown = sorted(set(named) - known)
+    if unknown:
+        raise RuntimeError(
+            f"{entry.name}'s facts name unknown hyperparameters: {', '.join(unknown)}"
+        )
+    strangers = [f.name for f in entry.paper_figures if f.name != entry.name]
+    if strangers:
+        raise RuntimeError(f"{entry.name} declares a paper figure of {strangers[0]}")
+
+
+def unregister_model(name: str) -> None:
+    """Remove ``name`` from the registry (a test's or a plug-in's own family; unknown: no-op)."""
+    _REGISTRY.pop(name, None)
+
+
 def list_models() -> list[str]:
     """Names of every registered model, sorted."""
     return sorted(_REGISTRY)
+
+
+def model_entries() -> list[ModelEntry]:
+    """Every registered entry, in registration order: the zoo's order (``lightnets.models``
+    imports the families in it), in which ``compare`` lists them and figures' legends show them."""
+    return list(_REGISTRY.values())
 
 
 def get_model_entry(name: str) -> ModelEntry:

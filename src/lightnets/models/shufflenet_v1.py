@@ -42,6 +42,7 @@ from torch import nn
 
 from lightnets.errors import InvalidArgumentError
 from lightnets.models.base import LightweightNet, validate_variant
+from lightnets.models.facts import M, PaperFigure, PlotStyle
 from lightnets.models.layers import ChannelShuffle, ConvBNAct, GlobalAvgPool, make_divisible
 from lightnets.models.registry import HParam, register_model
 
@@ -178,9 +179,50 @@ class ShuffleNetV1(LightweightNet):
         self.fc = nn.Linear(self.num_features, num_classes)
 
 
+SHUFFLENET = "ShuffleNet (Zhang et al. 2018, arXiv:1707.01083)"
+#: The paper's ImageNet figures: Table 1 (complexity per group count at 1x) and Table 2 (top-1
+#: of g=3, and the other widths).
+PAPER_FIGURES = (
+    PaperFigure.of(
+        "shufflenet_v1", 143 * M, None, None, f"{SHUFFLENET}, Table 1", groups=1, width_mult=1.0
+    ),
+    PaperFigure.of(
+        "shufflenet_v1", 140 * M, None, None, f"{SHUFFLENET}, Table 1", groups=2, width_mult=1.0
+    ),
+    PaperFigure.of(
+        "shufflenet_v1",
+        137 * M,
+        1.9 * M,
+        67.4,
+        f"{SHUFFLENET}, Tables 1-2",
+        groups=3,
+        width_mult=1.0,
+    ),
+    PaperFigure.of(
+        "shufflenet_v1", 133 * M, None, None, f"{SHUFFLENET}, Table 1", groups=4, width_mult=1.0
+    ),
+    PaperFigure.of(
+        "shufflenet_v1", 137 * M, 2.4 * M, None, f"{SHUFFLENET}, Table 1", groups=8, width_mult=1.0
+    ),
+    PaperFigure.of(
+        "shufflenet_v1", 38 * M, 0.7 * M, None, f"{SHUFFLENET}, Table 2", groups=3, width_mult=0.5
+    ),
+    PaperFigure.of(
+        "shufflenet_v1", 292 * M, 3.4 * M, None, f"{SHUFFLENET}, Table 2", groups=3, width_mult=1.5
+    ),
+    PaperFigure.of(
+        "shufflenet_v1", 524 * M, 5.4 * M, None, f"{SHUFFLENET}, Table 2", groups=3, width_mult=2.0
+    ),
+)
+
+
 register_model(
     "shufflenet_v1",
     paper="Zhang et al., ShuffleNet, CVPR 2018 (arXiv:1707.01083), Table 1",
+    classifier="fc",
+    paper_figures=PAPER_FIGURES,
+    plot_style=PlotStyle("shufflenet_v1", "tab:purple", "D", "#5e3a87"),
+    compare_configs=({}, {"groups": 8}),
     hparams={
         "groups": HParam(
             3,

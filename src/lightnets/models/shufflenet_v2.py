@@ -34,6 +34,7 @@ from torch import nn
 
 from lightnets.errors import InvalidArgumentError
 from lightnets.models.base import LightweightNet, validate_variant
+from lightnets.models.facts import M, PaperFigure, PlotStyle
 from lightnets.models.layers import ConvBNAct, GlobalAvgPool, channel_shuffle
 from lightnets.models.registry import HParam, register_model
 
@@ -145,9 +146,36 @@ class ShuffleNetV2(LightweightNet):
         self.fc = nn.Linear(self.num_features, num_classes)
 
 
+SHUFFLENET_V2 = "ShuffleNet V2 (Ma et al. 2018, arXiv:1807.11164)"
+#: The paper's ImageNet figures: Table 5 (MACs) and Table 8 (top-1); parameters from the
+#: reference code.
+PAPER_FIGURES = tuple(
+    PaperFigure.of(
+        "shufflenet_v2",
+        macs * M,
+        params,
+        top1,
+        f"{SHUFFLENET_V2}, Tables 5 and 8",
+        width_mult=width,
+    )
+    for width, macs, params, top1 in (
+        (0.5, 41, 1_366_792, 60.3),
+        (1.0, 146, 2_278_604, 69.4),
+        (1.5, 299, 3_503_624, 72.6),
+        (2.0, 591, 7_393_996, 74.9),
+    )
+)
+
+
 register_model(
     "shufflenet_v2",
     paper="Ma et al., ShuffleNet V2, ECCV 2018 (arXiv:1807.11164), Table 5",
+    classifier="fc",
+    layouts={"torchvision": {}},
+    paper_figures=PAPER_FIGURES,
+    plot_style=PlotStyle("shufflenet_v2", "tab:red", "v", "#a01818"),
+    # The paper's smallest, default and largest widths.
+    compare_configs=({"width_mult": 0.5}, {}, {"width_mult": 2.0}),
     hparams={
         "width_mult": HParam(
             1.0,

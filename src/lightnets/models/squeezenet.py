@@ -12,11 +12,14 @@ the state dict maps tensor for tensor onto torchvision's trained weights.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from lightnets.errors import InvalidArgumentError
 from lightnets.models.base import LightweightNet, validate_variant
+from lightnets.models.facts import M, PaperFigure, PlotStyle
 from lightnets.models.layers import init_conv_bn_
 from lightnets.models.registry import HParam, register_model
 
@@ -231,6 +234,7 @@ class SqueezeNet(LightweightNet):
         final_conv = nn.Conv2d(self.num_features, num_classes, kernel_size=1)
         if not final_conv.weight.is_meta:  # see init_conv_bn_
             nn.init.normal_(final_conv.weight, mean=0.0, std=0.01)
+            assert final_conv.bias is not None  # Conv2d has a bias unless asked not to
             nn.init.zeros_(final_conv.bias)
         return nn.Sequential(
             nn.Dropout(p=self.drop_rate),
@@ -272,14 +276,55 @@ HPARAMS = {
     ),
 }
 
+#: Facts both versions share: torchvision's SqueezeNets, and the paper's figures, are of the
+#: network without bypass or BatchNorm.
+PLAIN = {"bypass": "none", "batch_norm": False}
+FACTS: dict[str, Any] = {
+    "classifier": "classifier.1",
+    "layouts": {"torchvision": PLAIN},
+    "paper_hparams": PLAIN,
+    "plot_style": PlotStyle("squeezenet", "tab:brown", "s", "#5b3a29"),
+}
 
-@register_model("squeezenet1_0", paper=PAPER + ", Table 1", hparams=HPARAMS)
-def squeezenet1_0(num_classes: int = 1000, variant: str = "imagenet", **hparams) -> SqueezeNet:
+
+@register_model(
+    "squeezenet1_0",
+    paper=PAPER + ", Table 1",
+    hparams=HPARAMS,
+    # Table 2 (top-1). The paper prints no MAC count: ~819M is the reference implementation's
+    # count, as the v1.1 release notes give it.
+    paper_figures=(
+        PaperFigure.of(
+            "squeezenet1_0",
+            819 * M,
+            1_248_424,
+            57.5,
+            "SqueezeNet (Iandola et al. 2016, arXiv:1602.07360), Table 2; MACs ~819M counted "
+            "from the reference implementation",
+        ),
+    ),
+    **FACTS,
+)
+def squeezenet1_0(num_classes: int = 1000, variant: str = "imagenet", **hparams: Any) -> SqueezeNet:
     """SqueezeNet v1.0: 7x7/2 stem with 96 filters, max-pools after conv1, fire4 and fire8."""
     return SqueezeNet(num_classes, variant, version="1_0", **hparams)
 
 
-@register_model("squeezenet1_1", paper=PAPER + ", v1.1 (reference implementation)", hparams=HPARAMS)
-def squeezenet1_1(num_classes: int = 1000, variant: str = "imagenet", **hparams) -> SqueezeNet:
+@register_model(
+    "squeezenet1_1",
+    paper=PAPER + ", v1.1 (reference implementation)",
+    hparams=HPARAMS,
+    paper_figures=(
+        PaperFigure.of(
+            "squeezenet1_1",
+            349 * M,
+            1_235_496,
+            None,
+            "SqueezeNet v1.1 reference release (~349M MACs, 2.4x fewer than 1.0)",
+        ),
+    ),
+    **FACTS,
+)
+def squeezenet1_1(num_classes: int = 1000, variant: str = "imagenet", **hparams: Any) -> SqueezeNet:
     """SqueezeNet v1.1: 3x3/2 stem with 64 filters, max-pools after conv1, fire3 and fire5."""
     return SqueezeNet(num_classes, variant, version="1_1", **hparams)

@@ -27,6 +27,7 @@ from lightnets.fileio import atomic_path, check_regular, open_regular, saving
 from lightnets.formats import identify, not_weights
 from lightnets.models import LightweightNet, create_model
 from lightnets.models.memory import check_stored_model
+from lightnets.models.weights.compressed import is_compressed, load_compressed
 from lightnets.models.weights.files import check_torch_archive
 from lightnets.stored import (
     check_dataset_metadata,
@@ -169,8 +170,6 @@ def model_from_checkpoint(
     stored hyperparameters are checked against this machine's memory before the model is built
     (:func:`lightnets.models.memory.check_stored_model`), at the stored input size.
     """
-    from lightnets.deploy.compression import is_compressed, load_compressed
-
     if Path(path).exists() and not Path(path).is_dir():
         check_regular(path)  # a FIFO or a device: refused at once, never waited on
     if is_compressed(path):  # a `lightnets compress` file: decoded to a dense model

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from lightnets.data.loader import IGNORE_INDEX
 from lightnets.errors import InvalidArgumentError, check_int
+from lightnets.models import LightweightNet
 from lightnets.models.memory import check_memory
 from lightnets.train.distributed import DistContext, all_reduce_sum
 from lightnets.train.metrics import EvalResult, top5_meaningful, topk_correct
@@ -70,16 +71,16 @@ def evaluate(
     loss_sum, top1_sum, top5_sum, count = sums.tolist()
     if count == 0:
         nan = float("nan")
-        top5 = nan if top5_meaningful(num_classes) else None
-        return EvalResult(nan, nan, top5, 0, [] if per_class else None)
+        top5_rate = nan if top5_meaningful(num_classes) else None
+        return EvalResult(nan, nan, top5_rate, 0, [] if per_class else None)
     classes = None
     if per_class:
         classes = [
             (c / t) if t > 0 else float("nan")
             for c, t in zip(class_correct.tolist(), class_total.tolist(), strict=True)
         ]
-    top5 = top5_sum / count if top5_meaningful(num_classes) else None
-    return EvalResult(loss_sum / count, top1_sum / count, top5, int(count), classes)
+    top5_rate = top5_sum / count if top5_meaningful(num_classes) else None
+    return EvalResult(loss_sum / count, top1_sum / count, top5_rate, int(count), classes)
 
 
 def evaluate_checkpoint(
@@ -92,7 +93,7 @@ def evaluate_checkpoint(
     device: str | None = None,
     per_class: bool = False,
     amp: str = "none",
-    model_and_state: tuple[nn.Module, dict[str, Any]] | None = None,
+    model_and_state: tuple[LightweightNet, dict[str, Any]] | None = None,
 ) -> tuple[EvalResult, list[str]]:
     """Evaluate a training checkpoint (EMA weights when it has them) on a split of a data set.
 

@@ -21,13 +21,17 @@ import torch
 from torch import nn
 
 from lightnets.errors import CheckpointError, InvalidArgumentError
-from lightnets.models import LightweightNet, create_model
-from lightnets.models.weights.layouts import CLASSIFIER
+from lightnets.models import LightweightNet, create_model, get_model_entry
+
+
+def classifier_module(model: LightweightNet) -> nn.Module:
+    """The module ``reset_classifier`` replaces (its family's registry entry names it)."""
+    return model.get_submodule(get_model_entry(model.hparams["name"]).classifier)
 
 
 def head_parameters(model: LightweightNet) -> list[nn.Parameter]:
     """The classifier's parameters (what ``reset_classifier`` replaces)."""
-    return list(model.get_submodule(CLASSIFIER[model.hparams["name"]]).parameters())
+    return list(classifier_module(model).parameters())
 
 
 def backbone_parameters(model: LightweightNet) -> list[nn.Parameter]:
@@ -56,7 +60,7 @@ def freeze_backbone(model: LightweightNet) -> None:
     """Train only the classifier: no gradients and fixed BatchNorm statistics elsewhere."""
     for param in backbone_parameters(model):
         param.requires_grad_(False)
-    freeze_batchnorm(model, skip=model.get_submodule(CLASSIFIER[model.hparams["name"]]))
+    freeze_batchnorm(model, skip=classifier_module(model))
 
 
 def scale_backbone_lr(

@@ -8,6 +8,7 @@ gradient scaler in training, Micikevicius et al., 2018, *Mixed Precision Trainin
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
 
@@ -20,7 +21,7 @@ AMP_DTYPES: dict[str, torch.dtype | None] = {
 AMP_MODES = tuple(AMP_DTYPES)
 
 
-def autocast_context(device: torch.device, amp: str):
+def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
     """The autocast context of ``amp`` on ``device`` (a no-op for ``"none"``)."""
     dtype = AMP_DTYPES[amp]
     if dtype is None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 def format_epoch(record: dict[str, Any], epochs: int) -> str:
@@ -75,7 +78,7 @@ class RichProgress(PlainProgress):
             console=self.console,
             transient=True,
         )
-        self.task = None
+        self.task: TaskID | None = None
 
     def __enter__(self) -> RichProgress:
         self.progress.start()

@@ -344,7 +344,7 @@ class RecipeSchedule(LRScheduler):
         span = max(1, self.total_steps - self.warmup_steps)
         return _cosine(1.0, self.min_factor, min(1.0, (step - self.warmup_steps) / span))
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | torch.Tensor]:  # LRScheduler's signature; floats here
         f = self.factor(self.last_epoch)
         return [base * f for base in self.base_lrs]
 

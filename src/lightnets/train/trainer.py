@@ -26,8 +26,10 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -94,7 +96,7 @@ class _SigintFlag:
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: Callable[[int, FrameType | None], Any] | int | None = None
         self._stopping = False
 
     def __enter__(self) -> _SigintFlag:
@@ -166,13 +168,15 @@ class Trainer:
         self.resume = resume
         # What the set-up repaired or shortened, printed when the run starts.
         self.notes: list[str] = [n for n in [self.recipe.warmup_note()] if n]
-        self.run: RunDirectory | None = None
+        run: RunDirectory | None = None
         # The thread policy sets torch's count; close() gives back the caller's.
         self._threads_before = torch.get_num_threads()
         try:
             self._check_runtime()
             self._check_input_size()
-            self.run = RunDirectory(Path(config.output), is_main=self.ctx.is_main, notes=self.notes)
+            self.run = run = RunDirectory(
+                Path(config.output), is_main=self.ctx.is_main, notes=self.notes
+            )
             self.guard = DivergenceGuard(self.ctx, self.device, self.run.last)
             state = self.run.open(resume=resume)
             self._build_data(train_loader)
@@ -182,8 +186,8 @@ class Trainer:
             self._wrap_for_training()
         except BaseException:
             torch.set_num_threads(self._threads_before)
-            if self.run is not None:
-                self.run.unlock()
+            if run is not None:
+                run.unlock()
             raise
 
     @property
@@ -270,11 +274,11 @@ class Trainer:
         self.static_shapes = cuda if config.static_shapes is None else config.static_shapes
         self.cuda_graphs = cuda if config.cuda_graphs is None else config.cuda_graphs
         short_run = config.recipe.epochs < SHORT_RUN_EPOCHS
+        self.amp: str = ("bf16" if cuda else "none") if config.amp is None else config.amp
+        self.channels_last: bool = cuda if config.channels_last is None else config.channels_last
+        self.augment: bool = not short_run if config.augment is None else config.augment
         return dataclasses.replace(
-            config,
-            amp=("bf16" if cuda else "none") if config.amp is None else config.amp,
-            channels_last=cuda if config.channels_last is None else config.channels_last,
-            augment=not short_run if config.augment is None else config.augment,
+            config, amp=self.amp, channels_last=self.channels_last, augment=self.augment
         )
 
     def _build_data(self, train_loader: Any) -> None:
@@ -301,7 +305,7 @@ class Trainer:
 
         config = self.config
         augmentation = Augmentation(
-            crop_and_flip=config.augment,
+            crop_and_flip=self.augment,
             cutout=config.cutout,
             random_erasing=config.random_erasing,
         )
@@ -315,7 +319,7 @@ class Trainer:
             rank=self.ctx.rank,
             world_size=self.ctx.world_size,
             num_workers=config.num_workers,
-            channels_last=config.channels_last,
+            channels_last=self.channels_last,
             device_data=self.device_data,
             pad_last=self.static_shapes and not train,
             augmentation=augmentation if train else None,
@@ -348,7 +352,8 @@ class Trainer:
             model.load_state_dict(state["model"])
         model.to(self.device)
         if config.channels_last:
-            model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format at run time; torch's overloads leave it out.
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if config.sync_bn and ctx.distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
@@ -382,12 +387,12 @@ class Trainer:
             # Collectives inside captured graphs are not exercised here: plain compile instead.
             self.notes.append("CUDA graphs are not used with several processes; torch.compile is")
             self.cuda_graphs = False
-            train_module = torch.compile(train_module)
+            train_module = _compiled(train_module)
         elif self.cuda_graphs:
             # Forward and backward replay as CUDA graphs; optimiser, clipping and EMA stay eager.
-            train_module = torch.compile(train_module, mode="reduce-overhead")
+            train_module = _compiled(train_module, mode="reduce-overhead")
         elif self.config.compile:
-            train_module = torch.compile(train_module)
+            train_module = _compiled(train_module)
         self.train_module = train_module
         self._warming_up = True  # until this process's first WARMUP_STEPS steps are done
         self.progress = make_progress(self.ctx.is_main)
@@ -410,7 +415,9 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------------
 
-    def _state(self, *, step: int = 0, partial: dict | None = None, rng: list | None = None):
+    def _state(
+        self, *, step: int = 0, partial: dict | None = None, rng: list | None = None
+    ) -> dict[str, Any]:
         position = self.position
         return {
             "hparams": dict(self.model.hparams),
@@ -601,7 +608,7 @@ class Trainer:
         recipe = self.recipe
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are spent
-        with autocast_context(self.device, self.config.amp):
+        with autocast_context(self.device, self.amp):
             logits = self.train_module(images)
             loss = self.criterion(logits, targets)
         self.optimizer.zero_grad(set_to_none=True)
@@ -624,13 +631,13 @@ class Trainer:
         """The model and its EMA: what the divergence guard checks."""
         return [self.model] + ([self.ema.module] if self.ema is not None else [])
 
-    def _evaluate(self, loader) -> EvalResult:
+    def _evaluate(self, loader: Iterable[Any]) -> EvalResult:
         return evaluate(
             self.eval_model,
             loader,
             num_classes=len(self.splits.classes),
             device=self.device,
-            amp=self.config.amp,
+            amp=self.amp,
             ctx=self.ctx,
         )
 
@@ -779,3 +786,9 @@ def train(config: TrainConfig, *, resume: bool = False, train_loader: Any = None
         return trainer.fit()
     finally:
         trainer.close()
+
+
+def _compiled(module: nn.Module, **options: Any) -> nn.Module:
+    """``torch.compile(module)``: an ``OptimizedModule``, a Module (torch types it as a bare
+    callable, which would lose ``.train()`` and ``.parameters()``)."""
+    return cast(nn.Module, torch.compile(module, **options))

@@ -8,16 +8,21 @@ does, so the test split and the preprocessing are the run's own.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from lightnets.deploy.compression.pipeline import CompressionData
 from lightnets.errors import InvalidArgumentError, check_float, check_int
+from lightnets.models import LightweightNet
+
+if TYPE_CHECKING:
+    from lightnets.data import DataSplits
 
 
-def _splits(name: str, data_dir: Any, state: dict | None, model: nn.Module, subset: int | None):
+def _splits(
+    name: str, data_dir: Any, state: dict | None, model: LightweightNet, subset: int | None
+) -> DataSplits:
     from lightnets.data import load_splits
 
     stored = (state or {}).get("dataset") or {}
@@ -25,6 +30,7 @@ def _splits(name: str, data_dir: Any, state: dict | None, model: nn.Module, subs
     same = stored.get("name") == name
     if data_dir is None and same:
         data_dir = config.get("data_dir")
+    image_size: int | None
     if same and stored.get("input_size"):
         image_size = int(stored["input_size"][-1])
     else:
@@ -47,7 +53,7 @@ def _splits(name: str, data_dir: Any, state: dict | None, model: nn.Module, subs
 
 
 def compression_data(
-    model: nn.Module,
+    model: LightweightNet,
     state: dict[str, Any] | None,
     *,
     finetune_dataset: str | None = None,

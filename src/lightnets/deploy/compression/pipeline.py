@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import copy
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lightnets.data.loader import BatchLoader
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,7 +148,9 @@ RECALIBRATION_BATCHES = 20
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, loader, batches: int = RECALIBRATION_BATCHES) -> None:
+def recalibrate_batchnorm(
+    model: nn.Module, loader: BatchLoader, batches: int = RECALIBRATION_BATCHES
+) -> None:
     """Re-estimate BatchNorm running statistics on training images (no weight changes).
 
     Pruning and weight sharing shift every layer's output statistics; the stored running means
@@ -213,13 +219,14 @@ def compress(
     layers = compressible_layers(model)
     settings.check_names(layers)
     tuning = data is not None and data.finetune is not None and data.finetune_epochs > 0
+    tuned = data if tuning else None
     shared, accuracy = _prune_and_share(model, layers, settings, data)
     keys = {layer.key for layer in shared}
     dense = {k: v.detach().cpu() for k, v in model.state_dict().items() if k not in keys}
     meta = {
         "hparams": dict(hparams),
         "settings": settings.as_dict(),
-        "finetune": {"dataset": data.name, "epochs": data.finetune_epochs} if tuning else None,
+        "finetune": {"dataset": tuned.name, "epochs": tuned.finetune_epochs} if tuned else None,
         **{k: v for k, v in (source or {}).items() if k in ("dataset", "config")},
     }
     size, costs, dense_bytes = write_compressed(path, shared, dense, meta)
@@ -233,7 +240,7 @@ def compress(
         settings,
         accuracy,
         params=sum(p.numel() for p in model.parameters()),
-        finetune_epochs=data.finetune_epochs if tuning else 0,
+        finetune_epochs=tuned.finetune_epochs if tuned else 0,
         dataset=data.name if data is not None else None,
         weights_from=weights_from,
     )

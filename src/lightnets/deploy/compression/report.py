@@ -9,6 +9,11 @@ top-1 before and after when an evaluation set was given.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -178,7 +183,7 @@ def print_report(report: CompressionReport, *, layers: bool = True) -> None:
         console.print(line, highlight=False)
 
 
-def _layer_table(report: CompressionReport):
+def _layer_table(report: CompressionReport) -> Table:
     """One row per compressed layer, then the exactly stored other tensors."""
     from lightnets.tables import Column, rich_table
 

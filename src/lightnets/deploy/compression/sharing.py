@@ -84,6 +84,9 @@ class SharedWeight(nn.Module):
     (Deep Compression, Figure 3). Entry 0 (zero: pruned) receives no update.
     """
 
+    codes: torch.Tensor
+    fixed: torch.Tensor
+
     def __init__(self, codebook: torch.Tensor, codes: torch.Tensor) -> None:
         super().__init__()
         self.codebook = nn.Parameter(codebook.clone())
@@ -97,21 +100,32 @@ class SharedWeight(nn.Module):
 
 def attach_shared(module: nn.Module, bits: int) -> SharedWeight:
     """Quantize ``module.weight`` in place and parametrize it by its codebook (for fine-tune)."""
-    codebook, codes = share_weights(module.weight, bits)
-    device = module.weight.device
-    shared = SharedWeight(codebook.to(device), codes.to(device))
+    weight = _weight(module)
+    codebook, codes = share_weights(weight, bits)
+    shared = SharedWeight(codebook.to(weight.device), codes.to(weight.device))
     with torch.no_grad():
-        module.weight.copy_(shared(module.weight))
+        weight.copy_(shared(weight))
     parametrize.register_parametrization(module, "weight", shared)
     return shared
 
 
 def detach_shared(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Bake the parametrization into a plain weight; returns (codebook, codes) on the CPU."""
-    shared = module.parametrizations.weight[0]
+    shared = module.get_submodule("parametrizations.weight.0")
+    if not isinstance(shared, SharedWeight):
+        raise TypeError(f"{type(module).__name__}'s weight is not shared (attach_shared first)")
     book = torch.cat([shared.fixed, shared.codebook[1:]]).detach().float().cpu()
     codes = shared.codes.detach().cpu()
     parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    weight = _weight(module)
     with torch.no_grad():
-        module.weight.copy_(book[codes].to(module.weight.device))
+        weight.copy_(book[codes].to(weight.device))
     return book, codes
+
+
+def _weight(module: nn.Module) -> torch.Tensor:
+    """A compressible layer's weight (a convolution's or a linear layer's)."""
+    weight = module.weight
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{type(module).__name__} has no weight tensor to share")
+    return weight

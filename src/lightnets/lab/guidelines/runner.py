@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -85,7 +85,9 @@ def _run(
     return GuidelineReport(records, verdicts, _conditions(device_t, batch_size, rounds))
 
 
-def _record(experiment: Experiment, counts: dict[str, Any], timing: Timing, batch: int):
+def _record(
+    experiment: Experiment, counts: dict[str, Any], timing: Timing, batch: int
+) -> GuidelineRecord:
     row, col = experiment.row, experiment.column
     return GuidelineRecord(
         guideline=experiment.guideline,
@@ -135,7 +137,9 @@ def _grouped_experiments(
     return groups
 
 
-def _forward(model: nn.Module, e: Experiment, device: torch.device, batch: int):
+def _forward(
+    model: nn.Module, e: Experiment, device: torch.device, batch: int
+) -> Callable[[], torch.Tensor]:
     model = model.to(device)
     x = torch.randn((batch, *e.input_shape), generator=torch.Generator().manual_seed(0))
     x = x.to(device)

@@ -147,8 +147,20 @@ def normalise(records: list[GuidelineRecord]) -> None:
         first = rows[0]
         for r in rows:
             r.measured_norm = r.images_per_sec / first.images_per_sec
-            r.paper_gpu_norm = r.paper_gpu / first.paper_gpu
-            r.paper_arm_norm = r.paper_arm / first.paper_arm
+            r.paper_gpu_norm = _relative(r.paper_gpu, first.paper_gpu)
+            r.paper_arm_norm = _relative(r.paper_arm, first.paper_arm)
+
+
+def _relative(value: float | None, base: float | None) -> float | None:
+    """``value / base``, or None where the paper gives no figure."""
+    return None if value is None or base is None else value / base
+
+
+def _measured(record: GuidelineRecord) -> float:
+    """The record's speed relative to its table's first row (:func:`normalise` sets it)."""
+    if record.measured_norm is None:
+        raise ValueError(f"{record.config}: normalise() the records before a verdict")
+    return record.measured_norm
 
 
 def verdict(guideline: str, rows: Sequence[GuidelineRecord]) -> str:
@@ -159,8 +171,8 @@ def verdict(guideline: str, rows: Sequence[GuidelineRecord]) -> str:
     first, others = rows[0], rows[1:]
     slower_expected = guideline != "G4"
     sign = 1 if slower_expected else -1
-    against = [r for r in others if sign * (r.measured_norm - 1) > TOLERANCE]
-    extreme = min(others, key=lambda r: sign * r.measured_norm)
+    against = [r for r in others if sign * (_measured(r) - 1) > TOLERANCE]
+    extreme = min(others, key=lambda r: sign * _measured(r))
     claim = GUIDELINE_TABLES[guideline].claim
 
     def cite(r: GuidelineRecord) -> str:
@@ -175,7 +187,7 @@ def verdict(guideline: str, rows: Sequence[GuidelineRecord]) -> str:
     if not against:
         what = "fastest" if slower_expected else "slowest"
         return f"{claim}: agrees: {first.config} is the {what}; {cite(extreme)}{unstable}"
-    worst = max(against, key=lambda r: sign * r.measured_norm)
-    flat = all(abs(r.measured_norm - 1) <= FLAT for r in others)
+    worst = max(against, key=lambda r: sign * _measured(r))
+    flat = all(abs(_measured(r) - 1) <= FLAT for r in others)
     shape = f" (flat within {FLAT:.0%} here)" if flat else ""
     return f"{claim}: does not agree: {cite(worst)}{shape}{unstable}"

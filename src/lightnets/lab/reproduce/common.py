@@ -1,5 +1,5 @@
 """What every section uses: the run's context, counting a zoo model, and cost rows beside the
-paper's figures (:data:`lightnets.analysis.reference.PAPER_FIGURES`)."""
+paper's figures (:func:`lightnets.analysis.reference.paper_figures`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightnets.analysis.compare import ComparisonRow
 from lightnets.analysis.report import LayerRecord, Profile
+from lightnets.analysis.timing import LatencyStats
 from lightnets.lab.reproduce.plan import Plan
 from lightnets.lab.reproduce.report import (
     Table,
@@ -115,3 +117,11 @@ def widest(rows: Iterable[LayerRecord]) -> dict[int, int]:
         if resolution is not None:
             found[resolution] = max(found.get(resolution, 0), row.output_shape[1])
     return found
+
+
+def timed(row: ComparisonRow) -> LatencyStats:
+    """The latency of a row :func:`lightnets.analysis.compare.compare` timed (it times every
+    row unless asked not to)."""
+    if row.latency is None:
+        raise ValueError(f"{row.label} was not timed (compare(..., latency=True))")
+    return row.latency

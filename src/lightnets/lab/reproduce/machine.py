@@ -10,7 +10,7 @@ import platform
 import time
 from typing import Any
 
-from lightnets.lab.reproduce.common import Context
+from lightnets.lab.reproduce.common import Context, timed
 from lightnets.lab.reproduce.report import (
     SectionResult,
     Table,
@@ -155,7 +155,7 @@ def latency_table(ctx: Context) -> tuple[Table, Any]:
         ],
     )
     for row in comparison.rows:
-        latency = row.latency
+        latency = timed(row)
         top1 = row.paper.top1 if row.paper is not None else None
         table.add(
             row.label,

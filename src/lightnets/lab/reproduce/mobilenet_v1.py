@@ -5,10 +5,15 @@ top-1."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lightnets.lab.sweep import SweepResult
+
 import contextlib
 from typing import Any
 
-from lightnets.analysis.reference import MOBILENET_V1_TABLE2, PAPER_FIGURES
+from lightnets.analysis.reference import MOBILENET_V1_TABLE2, paper_figures
 from lightnets.errors import LightnetsError
 from lightnets.lab.reproduce.common import COST_COLUMNS, Context, add_cost_rows, count
 from lightnets.lab.reproduce.report import (
@@ -132,17 +137,13 @@ def multipliers() -> Table:
 
 
 def _paper_top1(width: float, resolution: int = 224) -> float | None:
-    for figure in PAPER_FIGURES:
-        if (
-            figure.name == "mobilenet_v1"
-            and figure.resolution == resolution
-            and dict(figure.hparams).get("width_mult") == width
-        ):
+    for figure in paper_figures("mobilenet_v1"):
+        if figure.resolution == resolution and dict(figure.hparams).get("width_mult") == width:
             return figure.top1
     return None
 
 
-def _sweep(ctx: Context, axes: dict[str, list], folder: str):
+def _sweep(ctx: Context, axes: dict[str, list], folder: str) -> SweepResult:
     """:func:`run_sweep` on Fashion-MNIST with the plan's budget; the trainer's own output goes
     to ``work/<folder>.log``."""
     from lightnets.lab.sweep import run_sweep
@@ -169,7 +170,10 @@ def _sweep(ctx: Context, axes: dict[str, list], folder: str):
         open(ctx.workspace.work / f"{folder}.log", "a", encoding="utf-8") as log,
         contextlib.redirect_stdout(log),
     ):
-        return run_sweep(base, axes, output, log=ctx.log)
+        result = run_sweep(base, axes, output, log=ctx.log)
+    if result is None:  # only with max_cells, or on a process other than the main one
+        raise RuntimeError(f"the {folder} sweep stopped before its last cell")
+    return result
 
 
 def accuracy_trend(ctx: Context) -> tuple[Table, list[dict[str, str]]]:

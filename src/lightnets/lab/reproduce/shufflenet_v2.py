@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightnets.lab.reproduce.common import COST_COLUMNS, Context, add_cost_rows, count
+from lightnets.lab.reproduce.common import COST_COLUMNS, Context, add_cost_rows, count, timed
 from lightnets.lab.reproduce.plan import SAME_MACS
 from lightnets.lab.reproduce.report import (
     SectionResult,
@@ -106,11 +106,13 @@ def guidelines(ctx: Context) -> tuple[list[Table], dict[str, str], dict[str, Any
             ],
         )
         for record in (r for r in report.records if r.guideline == guideline):
-            ours = record.measured_norm
+            ours, paper = record.measured_norm, record.paper_arm_norm
+            if ours is None or paper is None:  # normalise() sets both for the paper's tables
+                raise ValueError(f"{record.config}: no relative speed to compare")
             if record.config == source.rows[0].config:
                 judged = verdict("reference")
             else:
-                same = _direction(ours, TOLERANCE) == _direction(record.paper_arm_norm, TOLERANCE)
+                same = _direction(ours, TOLERANCE) == _direction(paper, TOLERANCE)
                 judged = verdict("agrees" if same else "differs")
             table.add(
                 f"x{record.scale} {record.config}",
@@ -120,7 +122,7 @@ def guidelines(ctx: Context) -> tuple[list[Table], dict[str, str], dict[str, Any
                 number(record.paper_gpu_norm, f"{record.paper_gpu_norm:.2f}"),
                 number(record.paper_arm_norm, f"{record.paper_arm_norm:.2f}"),
                 number(ours, f"{ours:.2f}"),
-                number(ours - record.paper_arm_norm, signed(ours - record.paper_arm_norm, 2)),
+                number(ours - paper, signed(ours - paper, 2)),
                 judged,
                 verdict("stable" if record.stable else "unstable"),
             )
@@ -176,7 +178,7 @@ def same_macs(ctx: Context) -> Table:
     for text, row in zip(SAME_MACS, comparison.rows, strict=True):
         spec = parse_spec(text)
         operations = sum(1 for r in count(spec.name, **spec.kwargs).rows if not r.free)
-        latency = row.latency
+        latency = timed(row)
         table.add(
             row.label,
             row.label,
@@ -188,7 +190,7 @@ def same_macs(ctx: Context) -> Table:
             verdict("stable" if latency.stable else "unstable"),
             latency.note,
         )
-    medians = [row.latency.median_ms for row in comparison.rows]
+    medians = [timed(row).median_ms for row in comparison.rows]
     macs = [row.macs for row in comparison.rows]
     ratio = max(medians) / min(medians)
     holds = ratio >= DIFFERENT_SPEED

@@ -1,7 +1,7 @@
 """Weights files on disk: recognised by their content, read without unpickling code, written
 atomically.
 
-Three containers are recognised from their first bytes, whatever the file is called:
+Four containers are recognised from their first bytes, whatever the file is called:
 
 - a PyTorch file (``torch.save``: a zip archive, or the legacy pickle stream), read with
   ``torch.load(..., weights_only=True)``: a lightnets checkpoint, a plain state dict
@@ -9,7 +9,9 @@ Three containers are recognised from their first bytes, whatever the file is cal
   one under ``state_dict`` / ``model`` (DDP's ``module.`` prefix removed);
 - a safetensors file (an 8-byte little-endian header length, then a JSON header): timm's
   ``model.safetensors``, or one written by ``lightnets convert`` (its metadata then holds the
-  model's hyperparameters and preprocessing).
+  model's hyperparameters and preprocessing);
+- a lightnets compressed file (``lightnets compress``'s ``.lnz``), decoded to dense tensors by
+  :mod:`.compressed` without building its model.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 
 from lightnets.errors import CheckpointError, LightnetsError, first_line
 from lightnets.fileio import check_regular, open_regular, write_bytes_atomic
 from lightnets.formats import identify, not_weights
+from lightnets.models.weights.compressed import is_compressed, read_compressed
 from lightnets.stored import (
     check_dataset_metadata,
     check_finite_weights,
@@ -122,13 +125,14 @@ def read_weights_file(path: str | Path, *, use_ema: bool = True) -> WeightsFile:
 
 
 def _read(path: Path, use_ema: bool) -> WeightsFile:
-    from lightnets.deploy.compression import is_compressed, load_compressed
-
     if is_compressed(path):  # `lightnets compress` output: decoded to dense tensors
-        model, state = load_compressed(path)
-        hparams = dict(model.hparams)
+        decoded = read_compressed(path)
         return WeightsFile(
-            path, "lightnets compressed file", model.state_dict(), hparams, state.get("dataset")
+            path,
+            "lightnets compressed file",
+            decoded.state_dict,
+            decoded.hparams,
+            decoded.header.dataset,
         )
     kind = sniff(path)
     if kind == "safetensors":
@@ -163,12 +167,14 @@ def check_torch_archive(path: str | Path) -> None:
     with open(path, "rb") as handle:
         if handle.read(4) != b"PK\x03\x04":
             return
-        end = zipfile._EndRecData(handle)  # the stdlib's own reader of the end record
+        # The stdlib's own reader of the end record (private: typeshed leaves it out).
+        end = zipfile._EndRecData(handle)  # type: ignore[attr-defined]
     if end is None:
         raise CheckpointError(f"{path} is a truncated or corrupt zip archive (no directory)")
-    if end[zipfile._ECD_ENTRIES_TOTAL] > MAX_RECORDS:
+    entries = end[zipfile._ECD_ENTRIES_TOTAL]  # type: ignore[attr-defined]
+    if entries > MAX_RECORDS:
         raise CheckpointError(
-            f"{path}: its zip directory lists {end[zipfile._ECD_ENTRIES_TOTAL]} records; a "
+            f"{path}: its zip directory lists {entries} records; a "
             f"PyTorch file has one per tensor (at most {MAX_RECORDS} are read)"
         )
     try:
@@ -280,7 +286,7 @@ def check_file_model(path: Path, hparams: Any, dataset: Any) -> dict[str, Any]:
     return checked
 
 
-def _is_state_dict(value: Any) -> bool:
+def _is_state_dict(value: Any) -> TypeGuard[dict[str, torch.Tensor]]:
     return (
         isinstance(value, dict)
         and bool(value)

@@ -11,9 +11,12 @@ model files; docs/pretrained.md lists the files each layout reads):
   ``conv_stem`` / ``bn1``, blocks grouped by stage as ``blocks.<stage>.<index>``, ``conv_head`` /
   ``bn2`` (MobileNet V2 only) and a bare ``classifier`` linear layer.
 
-A mapping is computed for a built model (our module prefix -> the layout's module prefix), so
-it follows the model's width and the block structure of its paper table. Files are recognised by
-:data:`SIGNATURES`: marker tensors name the layout and family, one probe tensor gives the width.
+Which layouts a family accepts, with the hyperparameters each library's network has, and its
+classifier module, are the family's own facts, on its registry entry (``layouts=``,
+``classifier=``). A mapping is computed for a built model (our module prefix -> the layout's
+module prefix), so it follows the model's width and the block structure of its paper table.
+Files are recognised by :data:`SIGNATURES`: marker tensors name the layout and family, one probe
+tensor gives the width.
 """
 
 from __future__ import annotations
@@ -23,34 +26,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
 from lightnets.errors import CheckpointError
+from lightnets.models.base import LightweightNet
 from lightnets.models.layers import make_divisible
+from lightnets.models.registry import get_model_entry, model_entries
 
 LAYOUTS = ("lightnets", "torchvision", "timm")
 
-#: Our classifier module (the tensors replaced when the number of classes changes).
-CLASSIFIER: dict[str, str] = {
-    "mobilenet_v1": "classifier.1",
-    "mobilenet_v2": "classifier.1",
-    "shufflenet_v1": "fc",
-    "shufflenet_v2": "fc",
-    "squeezenet1_0": "classifier.1",
-    "squeezenet1_1": "classifier.1",
-}
 
-#: Families each reference library builds, with the hyperparameters its network requires.
-SUPPORTED: dict[str, dict[str, dict[str, Any]]] = {
-    "lightnets": {name: {} for name in CLASSIFIER},
-    "torchvision": {
-        "mobilenet_v2": {},
-        "shufflenet_v2": {},
-        "squeezenet1_0": {"bypass": "none", "batch_norm": False},
-        "squeezenet1_1": {"bypass": "none", "batch_norm": False},
-    },
-    "timm": {"mobilenet_v1": {}, "mobilenet_v2": {}},
-}
+def classifier_of(family: str) -> str:
+    """Our classifier module of ``family`` (the tensors replaced when the number of classes
+    changes), from its registry entry."""
+    return get_model_entry(family).classifier
+
+
+def supported(layout: str) -> dict[str, dict[str, Any]]:
+    """The families whose files in ``layout`` load, with the hyperparameters that library's
+    network has (from each registry entry's ``layouts``), in registration order."""
+    return {
+        entry.name: entry.layouts[layout] for entry in model_entries() if layout in entry.layouts
+    }
+
 
 # -- timm ---------------------------------------------------------------------------------------
 
@@ -88,7 +85,8 @@ def _stage_positions(repeats: tuple[int, ...]) -> list[tuple[int, int]]:
     return [(stage, i) for stage, n in enumerate(repeats) for i in range(n)]
 
 
-def _timm_mobilenet(model: nn.Module, family: str) -> dict[str, str]:
+def _timm_mobilenet(model: LightweightNet, family: str) -> dict[str, str]:
+    repeats: tuple[int, ...]
     if family == "mobilenet_v1":
         repeats = TIMM_MOBILENET_V1_STAGES
     else:
@@ -98,9 +96,12 @@ def _timm_mobilenet(model: nn.Module, family: str) -> dict[str, str]:
     mapping = dict(TIMM_STEM)
     positions = _stage_positions(repeats)
     for index, (stage, i) in enumerate(positions, start=1):
-        block = model.features[index]
+        block = model.get_submodule(f"features.{index}")
         table = TIMM_BLOCKS[family]
-        if family == "mobilenet_v2" and len(block.conv) == 3:  # no expansion layer (t = 1)
+        layers = (
+            len(list(block.get_submodule("conv").children())) if family == "mobilenet_v2" else 0
+        )
+        if layers == 3:  # MobileNet V2 without its expansion layer (t = 1)
             table = TIMM_BLOCKS["mobilenet_v2_t1"]
         for ours, theirs in table.items():
             mapping[f"features.{index}.{ours}"] = f"blocks.{stage}.{i}.{theirs}"
@@ -112,23 +113,23 @@ def _timm_mobilenet(model: nn.Module, family: str) -> dict[str, str]:
     return mapping
 
 
-def _identity(model: nn.Module, family: str) -> dict[str, str]:
+def _identity(model: LightweightNet, family: str) -> dict[str, str]:
     return {prefix: prefix for prefix in _module_prefixes(model)}
 
 
 #: layout -> builder of {our module prefix: the layout's module prefix} for a model.
-MODULE_MAPS: dict[str, Callable[[nn.Module, str], dict[str, str]]] = {
+MODULE_MAPS: dict[str, Callable[[LightweightNet, str], dict[str, str]]] = {
     "lightnets": _identity,
     "torchvision": _identity,
     "timm": _timm_mobilenet,
 }
 
 
-def _module_prefixes(model: nn.Module) -> list[str]:
+def _module_prefixes(model: LightweightNet) -> list[str]:
     return list(dict.fromkeys(key.rpartition(".")[0] for key in model.state_dict()))
 
 
-def key_map(model: nn.Module, layout: str) -> dict[str, str]:
+def key_map(model: LightweightNet, layout: str) -> dict[str, str]:
     """{our state-dict key: the layout's key} for every tensor of ``model``, in model order."""
     family = model.hparams["name"]
     check_supported(model, layout)
@@ -140,14 +141,14 @@ def key_map(model: nn.Module, layout: str) -> dict[str, str]:
     return mapping
 
 
-def check_supported(model: nn.Module, layout: str) -> None:
+def check_supported(model: LightweightNet, layout: str) -> None:
     """A one-line error when ``layout``'s library has no network like ``model``."""
-    if layout not in SUPPORTED:
+    if layout not in LAYOUTS:
         raise CheckpointError(f"unknown layout {layout!r}; allowed: {', '.join(LAYOUTS)}")
     family = model.hparams["name"]
-    required = SUPPORTED[layout].get(family)
+    required = supported(layout).get(family)
     if required is None:
-        families = ", ".join(SUPPORTED[layout])
+        families = ", ".join(sorted(supported(layout)))
         raise CheckpointError(f"{layout} has no {family} (its families here: {families})")
     for key, value in required.items():
         if model.hparams.get(key) != value:

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from lightnets.errors import CheckpointError
+from lightnets.models.base import LightweightNet
 from lightnets.models.weights.files import (
     LIGHTNETS_SAFETENSORS,
     WeightsFile,
@@ -26,8 +26,8 @@ from lightnets.models.weights.files import (
     write_weights_file,
 )
 from lightnets.models.weights.layouts import (
-    CLASSIFIER,
     Source,
+    classifier_of,
     describe,
     identify,
     key_map,
@@ -79,7 +79,7 @@ def _note(report_notes: list[str], text: str) -> None:
 
 
 def load_weights(
-    model: nn.Module,
+    model: LightweightNet,
     weights: str | Path | WeightsFile,
     *,
     new_classifier: bool = False,
@@ -98,7 +98,7 @@ def load_weights(
         raise CheckpointError(f"{file.path}: this is {source.description}; you asked for {name}")
     where = f"this is {source.description}; you asked for {asked}"
     mapping = key_map(model, source.layout)
-    classifier = CLASSIFIER[name] + "."
+    classifier = classifier_of(name) + "."
     state = model.state_dict()
     loaded, skipped_classifier = _match_tensors(file, mapping, state, classifier, where)
     unexpected = [key for key in file.tensors if key not in set(mapping.values())]
@@ -146,7 +146,7 @@ def _match_tensors(
 
 
 def _keep_fresh_classifier(
-    model: nn.Module,
+    model: LightweightNet,
     file: WeightsFile,
     loaded: dict[str, torch.Tensor],
     classifier: str,
@@ -170,7 +170,7 @@ def _keep_fresh_classifier(
     )
 
 
-def _activation_note(model: nn.Module, source: Source, report: LoadReport) -> None:
+def _activation_note(model: LightweightNet, source: Source, report: LoadReport) -> None:
     """A note when timm's MobileNet V1 weights (trained with ReLU6) meet another activation."""
     if (
         source.layout == "timm"
@@ -195,7 +195,7 @@ def create_pretrained(
     num_classes: int | None = None,
     variant: str | None = None,
     **hparams: Any,
-) -> nn.Module:
+) -> LightweightNet:
     """``create_model(name, weights=...)``: hyperparameters not given are taken from the file.
 
     A timm MobileNet V1 file selects ``activation="relu6"`` (timm's, TF-slim's) unless
@@ -243,7 +243,9 @@ def weights_state(weights: WeightsFile) -> dict[str, Any] | None:
     return None
 
 
-def model_from_file(path: str | Path, **overrides: Any) -> tuple[nn.Module, dict[str, Any] | None]:
+def model_from_file(
+    path: str | Path, **overrides: Any
+) -> tuple[LightweightNet, dict[str, Any] | None]:
     """Build the model a weights file holds (family and width read from it) and load it.
 
     Returns the model in eval mode and the lightnets metadata (None for foreign files).
@@ -255,7 +257,7 @@ def model_from_file(path: str | Path, **overrides: Any) -> tuple[nn.Module, dict
     return model, weights_state(file)
 
 
-def export_state_dict(model: nn.Module, layout: str) -> dict[str, torch.Tensor]:
+def export_state_dict(model: LightweightNet, layout: str) -> dict[str, torch.Tensor]:
     """``model``'s weights under ``layout``'s names (``lightnets``, ``torchvision``, ``timm``)."""
     mapping = key_map(model, layout)
     state = model.state_dict()
@@ -263,7 +265,7 @@ def export_state_dict(model: nn.Module, layout: str) -> dict[str, torch.Tensor]:
 
 
 def save_weights(
-    model: nn.Module,
+    model: LightweightNet,
     path: str | Path,
     layout: str = "lightnets",
     *,

@@ -19,6 +19,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from lightnets.errors import LightnetsError, first_line
 from lightnets.version import __version__
@@ -55,7 +56,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
 class _Commands(argparse._SubParsersAction):
     """Sub-parsers whose one-line help comes from :data:`COMMANDS` (whatever a module says)."""
 
-    def add_parser(self, name: str, **kwargs):  # type: ignore[override]
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
         if name in COMMANDS:
             kwargs["help"] = COMMANDS[name]
         return super().add_parser(name, **kwargs)

@@ -426,7 +426,7 @@ def _paper_rows(model: str) -> list[dict[str, Any]]:
 
 def _measure(
     cells: Sequence[Cell], run_dirs: Sequence[Path], device: str | None, threads: int | None
-) -> tuple[list[dict[str, Any]], str]:
+) -> tuple[list[dict[str, Any]], str, int]:
     """MACs, params (lightnets' counter) and batch-1 latency of every cell's best weights,
     timed in interleaved rounds with the thread policy's count (the one the cells trained
     with: :func:`lightnets.analysis.threads.apply_thread_policy`, ``threads`` = --threads)."""

@@ -434,7 +434,7 @@ def _thread_policy(
 ) -> tuple[int | None, dict[str, Any]]:
     """(threads to run with, what records keep of the choice): the thread policy on a device
     that measures the CPU's threads; on CUDA the threads asked for, unrecorded."""
-    if not device.measures_peak:  # the GPU runs the work; CPU threads only launch it
+    if not device.follows_thread_policy:  # the GPU runs the work; CPU threads only launch it
         return threads, {}
     from lightnets.analysis.threads import apply_thread_policy, thread_record
 

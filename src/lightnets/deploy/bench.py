@@ -398,14 +398,14 @@ def benchmark(
     """
     target = get_device(device)
     place = target.place()  # a device that is missing says so first
-    torch_count = torch.get_num_threads()  # the policy sets it; given back at the end
-    threads, policy = _thread_policy(target, threads, announce)
     allowed = precisions(int8=allow_int8, bf16=allow_bf16, fp16=allow_fp16)
     names, select_best = _selected(target, backends, allowed)
     int8_data = int8_data or Int8Data()
     if any(target.backends[name].precision == "int8" for name in names):
         int8_data.load(input_size)
     model = model.eval()
+    torch_count = torch.get_num_threads()  # the policy sets it; given back at the end
+    threads, policy = _thread_policy(target, threads, announce)
     race = _Race(
         device=target,
         model_name=model_name or str(getattr(model, "hparams", {}).get("name", "model")),
@@ -613,6 +613,7 @@ def benchmark_exported(
         check_input_memory(list(size), max(batch_sizes))
     flops = _flops_per_image(exported.reference_model(), size) if exported.hparams else None
     cpu = get_device("cpu")
+    torch_count = torch.get_num_threads()  # the policy sets it; given back at the end
     threads, policy = _thread_policy(cpu, threads, None)
     records = []
     generator = torch.Generator().manual_seed(0)
@@ -626,4 +627,5 @@ def benchmark_exported(
             record.extra.update(policy)
             _fill_timing(record, cpu.timer(partial(exported.run, x), min_seconds), flops, peak)
             records.append(record)
+    torch.set_num_threads(torch_count)
     return records

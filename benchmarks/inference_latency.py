@@ -67,7 +67,7 @@ def plain_defaults() -> dict[str, object]:
 def measure_model(name: str, hparams: dict, args, threads: int) -> dict:
     torch.manual_seed(0)
     model = calibrate_batchnorm(lightnets.create_model(name, **hparams), SIZE)
-    (chosen,) = benchmark(
+    records = benchmark(
         model,
         "best",
         model_name=name,
@@ -77,6 +77,10 @@ def measure_model(name: str, hparams: dict, args, threads: int) -> dict:
         min_seconds=args.seconds,
         announce=lambda line: None,
     )
+    (chosen,) = [r for r in records if r.best]
+    for record in records:  # candidates that failed or were wrong: not in the race
+        if not record.best:
+            print(f"  {name}: {record.backend} {record.status} ({record.note})", file=sys.stderr)
     x = torch.randn(1, *SIZE, generator=torch.Generator().manual_seed(1))
     int8 = {"calibration": None, "evaluation": None, "max_drop": DEFAULT_MAX_DROP}
     paths = {

@@ -2,10 +2,10 @@
 runtime's plain defaults (issue 22: ``best`` must never be slower than any of them).
 
 For each model, ``best`` is chosen exactly as ``lightnets bench --backend best --allow-int8``
-chooses it (:func:`lightnets.deploy.bench.benchmark`: check, time briefly in interleaved
-rounds, keep the fastest), then rebuilt with the options :func:`~lightnets.deploy.bench.
-build_backend` gives it and timed in one interleaved run beside the plain defaults a user gets
-from each runtime's quick-start:
+(``--no-int8``: without ``--allow-int8``) chooses it (:func:`lightnets.deploy.bench.benchmark`:
+check, time briefly in interleaved rounds, keep the fastest), then rebuilt with the options
+:func:`~lightnets.deploy.bench.build_backend` gives it and timed in one interleaved run beside
+the plain defaults a user gets from each runtime's quick-start:
 
 - ``ORT default``: ``onnxruntime.InferenceSession(model)``, its thread pools spinning as they do
   by default, its own thread count;
@@ -19,7 +19,8 @@ ratio ``best / default`` (below 1: best is faster). BatchNorm statistics are est
 random inputs (:func:`lightnets.deploy.bench.calibrate_batchnorm`) so that outputs have a
 trained network's scale.
 
-    python benchmarks/inference_latency.py [--rounds 7] [--seconds 0.3] [--json out.json]
+    python benchmarks/inference_latency.py [--rounds 7] [--seconds 0.3] [--no-int8]
+        [--models mobilenet_v2,shufflenet_v2] [--json out.json]
 """
 
 from __future__ import annotations

@@ -1,15 +1,26 @@
-"""Batch-1 CPU latency of five lightweight networks: eager PyTorch, the runtimes' defaults, and
-lightnets' best path (issue 5's speed target: best <= 0.25x eager, faster than ONNX Runtime's
-and OpenVINO's defaults, with the accuracy change beside each speed-up).
+"""Batch-1 CPU latency: ``bench --backend best`` against each runtime it contains at that
+runtime's plain defaults (issue 22: ``best`` must never be slower than any of them).
 
-Backends are prepared once per model, checked against eager fp32, then timed in interleaved
-rounds (each round times every backend once, in turn), so that load from other processes
-falls on all of them alike; the figure reported is the median over rounds of each round's
-median latency. BatchNorm statistics are estimated on random inputs
-(:func:`lightnets.deploy.bench.calibrate_batchnorm`), so that folding them is not a no-op and the
-output differences are those of a trained network's scale.
+For each model, ``best`` is chosen exactly as ``lightnets bench --backend best --allow-int8``
+(``--no-int8``: without ``--allow-int8``) chooses it (:func:`lightnets.deploy.bench.benchmark`:
+check, time briefly in interleaved rounds, keep the fastest), then rebuilt with the options
+:func:`~lightnets.deploy.bench.build_backend` gives it and timed in one interleaved run beside
+the plain defaults a user gets from each runtime's quick-start:
 
-    python benchmarks/inference_latency.py [--rounds 9] [--seconds 0.3] [--json out.json]
+- ``ORT default``: ``onnxruntime.InferenceSession(model)``, its thread pools spinning as they do
+  by default, its own thread count;
+- ``OV default``: ``openvino.Core().compile_model(model, "CPU")`` (bf16 on CPUs with bf16
+  instructions: the precision is printed beside it);
+- ``eager``: the PyTorch module, at the thread policy's count.
+
+Each round times every path once, in turn, so that load from other processes falls on all of
+them alike; the figure is the median over rounds of each round's median latency, and the
+ratio ``best / default`` (below 1: best is faster). BatchNorm statistics are estimated on
+random inputs (:func:`lightnets.deploy.bench.calibrate_batchnorm`) so that outputs have a
+trained network's scale.
+
+    python benchmarks/inference_latency.py [--rounds 7] [--seconds 0.3] [--no-int8]
+        [--models mobilenet_v2,shufflenet_v2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -23,130 +34,141 @@ import warnings
 import torch
 
 import lightnets
+from lightnets.analysis.machine import cpu_flags, cpu_name, has_int8_dot_product
+from lightnets.analysis.threads import apply_thread_policy
 from lightnets.analysis.timing import measure_latency
-from lightnets.deploy.accuracy import max_abs_diff
-from lightnets.deploy.backends import get_backend
-from lightnets.deploy.bench import calibrate_batchnorm, check_outputs
-from lightnets.deploy.openvino_runtime import physical_cores
+from lightnets.deploy.accuracy import DEFAULT_MAX_DROP
+from lightnets.deploy.backends import OnnxRuntimeBackend, OpenVinoBackend, get_backend
+from lightnets.deploy.bench import benchmark, build_backend, calibrate_batchnorm
+from lightnets.deploy.devices import DEVICES
 from lightnets.fileio import write_text_atomic
 from lightnets.jsonio import dumps
 
-MODELS = [
-    ("mobilenet_v2", {}),
-    ("shufflenet_v2", {"width_mult": 1.0}),
-    ("shufflenet_v1", {"groups": 3}),
-    ("mobilenet_v1", {"width_mult": 1.0}),
-    ("squeezenet1_1", {}),
-]
-BASELINES = ["eager", "onnxruntime", "openvino"]
-#: lightnets' fp32 paths; "best" is the fastest of them that passes the fp32 check.
-FP32_PATHS = ["fused", "torchscript", "onnxruntime-opt", "openvino-opt"]
-REDUCED = ["openvino-bf16", "int8"]
+MODELS = {
+    "mobilenet_v2": {},
+    "shufflenet_v2": {"width_mult": 1.0},
+    "shufflenet_v1": {"groups": 3},
+    "mobilenet_v1": {"width_mult": 1.0},
+    "squeezenet1_1": {},
+}
+DEFAULT_MODELS = "mobilenet_v2,shufflenet_v2"  # issue 22's two
+SIZE = (3, 224, 224)
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
-def measure_model(name: str, hparams: dict, rounds: int, seconds: float, backends: list[str]):
+def plain_defaults() -> dict[str, object]:
+    """The runtimes at their quick-start defaults (threads ``None``: the runtime's own)."""
+    return {
+        "ORT default": OnnxRuntimeBackend(None, spinning=True),
+        "OV default": OpenVinoBackend(None),
+        "eager": get_backend("eager"),
+    }
+
+
+def measure_model(name: str, hparams: dict, args, threads: int) -> dict:
     torch.manual_seed(0)
-    model = calibrate_batchnorm(lightnets.create_model(name, **hparams), (3, 224, 224))
-    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-    with torch.inference_mode():
-        reference = model(x)
-    runners, info = {}, {}
-    for backend_name in backends:
-        backend = get_backend(backend_name)
+    model = calibrate_batchnorm(lightnets.create_model(name, **hparams), SIZE)
+    records = benchmark(
+        model,
+        "best",
+        model_name=name,
+        input_size=SIZE,
+        threads=threads,
+        allow_int8=not args.no_int8,
+        min_seconds=args.seconds,
+        announce=lambda line: None,
+    )
+    (chosen,) = [r for r in records if r.best]
+    for record in records:  # candidates that failed or were wrong: not in the race
+        if not record.best:
+            print(f"  {name}: {record.backend} {record.status} ({record.note})", file=sys.stderr)
+    x = torch.randn(1, *SIZE, generator=torch.Generator().manual_seed(1))
+    int8 = {"calibration": None, "evaluation": None, "max_drop": DEFAULT_MAX_DROP}
+    paths = {
+        f"best ({chosen.backend})": build_backend(DEVICES["cpu"], chosen.backend, threads, int8)
+    }
+    paths.update(plain_defaults())
+    runners, precision = {}, {}
+    for label, backend in paths.items():
         if not backend.available():
-            print(f"  {backend_name}: not installed, skipped", file=sys.stderr)
+            print(f"  {label}: not installed, skipped", file=sys.stderr)
             continue
-        started = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            run = backend.prepare(model, x)
-        output = run(x)
-        info[backend_name] = {
-            "precision": backend.precision,
-            "max_abs_diff": max_abs_diff(reference, output),
-            "prepare_s": time.perf_counter() - started,
-        }
-        if backend.precision == "int8":  # the int8 rule: top-1 change (here: agreement)
-            change = backend.top1_change(model)
-            info[backend_name].update(ok=change.within_budget, top1_change=change.change)
-        else:
-            diff, tol = check_outputs(reference, output, backend.precision)
-            info[backend_name]["ok"] = diff <= tol
-        runners[backend_name] = run
-    per_round: dict[str, list[float]] = {b: [] for b in runners}
-    for _ in range(rounds):
-        for backend_name, run in runners.items():
-            stats = measure_latency(lambda r=run: r(x), warmup=2, min_iters=5, min_seconds=seconds)
-            per_round[backend_name].append(stats.median_ms)
-    for backend_name, values in per_round.items():
-        info[backend_name]["latency_ms"] = statistics.median(values)
-        info[backend_name]["latency_ms_min_round"] = min(values)
-    return info
+            runners[label] = backend.prepare(model, x)
+        precision[label] = backend.precision
+    per_round: dict[str, list[float]] = {label: [] for label in runners}
+    for _ in range(args.rounds):
+        for label, run in runners.items():
+            stats = measure_latency(
+                lambda r=run: r(x), warmup=2, min_iters=5, min_seconds=args.seconds
+            )
+            per_round[label].append(stats.median_ms)
+    return {
+        "best": chosen.backend,
+        "candidates": chosen.extra.get("candidates", {}),
+        "int8_note": chosen.extra.get("int8_note", ""),
+        "latency_ms": {label: statistics.median(v) for label, v in per_round.items()},
+        "precision": precision,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.3, help="timed seconds per round")
-    parser.add_argument("--models", default=",".join(n for n, _ in MODELS))
+    parser.add_argument("--threads", type=int, default=None, help="default: the thread policy")
+    parser.add_argument("--no-int8", action="store_true", help="best without --allow-int8")
+    parser.add_argument("--models", default=DEFAULT_MODELS, help=f"of {', '.join(MODELS)}")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    wanted = args.models.split(",")
+    unknown = set(args.models.split(",")) - set(MODELS)
+    if unknown:
+        parser.error(f"unknown models {sorted(unknown)}; allowed: {', '.join(MODELS)}")
+    choice = apply_thread_policy(args.threads)
+    flags = cpu_flags()
+    isa = ", ".join(f for f in ISA_FLAGS if f in flags) or "unknown"
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     print(
-        f"# {started}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{physical_cores()} physical cores; batch 1, 3x224x224; median over {args.rounds} "
-        "interleaved rounds"
+        f"# {started}; {cpu_name()} ({isa}; int8 dot product: {has_int8_dot_product()}); "
+        f"torch {torch.__version__}; {choice.line()}; batch 1, 3x224x224; median over "
+        f"{args.rounds} interleaved rounds of {args.seconds} s"
     )
     results = {}
-    for name, hparams in MODELS:
-        if name not in wanted:
-            continue
+    for name in args.models.split(","):
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        results[name] = measure_model(
-            name, hparams, args.rounds, args.seconds, BASELINES + FP32_PATHS + REDUCED
-        )
-    header = (
-        "| model | eager ms | ORT default ms | OV default ms (precision, max diff) | "
-        "lightnets best fp32 ms (path, max diff) | best/eager | best/ORT | best/OV | "
-        "OV bf16 ms (max diff) | int8 ms (max diff) |"
+        results[name] = measure_model(name, MODELS[name], args, choice.threads)
+    print(
+        "| model | best (path) ms | ORT default ms | OV default ms | eager ms | "
+        "best/ORT | best/OV | best/eager |"
     )
-    print(header)
-    print("|" + "---|" * header.count(" | ") + "---|")
-    rows = {}
-    for name, info in results.items():
-        passing = [b for b in FP32_PATHS if b in info and info[b]["ok"]]
-        best = min(passing, key=lambda b: info[b]["latency_ms"])
-        best_ms = info[best]["latency_ms"]
+    print("|---|---|---|---|---|---|---|---|")
+    for name, result in results.items():
+        ms = result["latency_ms"]
+        best_label = next(label for label in ms if label.startswith("best"))
+        best = ms[best_label]
 
-        def ms(b, info=info):
-            return info[b]["latency_ms"] if b in info else float("nan")
+        def cell(label, ms=ms, result=result):
+            if label not in ms:
+                return "-"
+            precision = result["precision"][label]
+            return f"{ms[label]:.2f}" + ("" if precision == "fp32" else f" ({precision})")
 
-        def diff(b, info=info):
-            return info[b]["max_abs_diff"] if b in info else float("nan")
+        def ratio(label, ms=ms, best=best):
+            return f"{best / ms[label]:.2f}" if label in ms else "-"
 
-        ov = info.get("openvino", {})
-        rows[name] = {"best": best, **info}
         print(
-            f"| {name} | {ms('eager'):.2f} | {ms('onnxruntime'):.2f} | "
-            f"{ms('openvino'):.2f} ({ov.get('precision', '-')}, "
-            f"{ov.get('max_abs_diff', float('nan')):.1e}) | "
-            f"**{best_ms:.2f}** ({best}, {info[best]['max_abs_diff']:.1e}) | "
-            f"{best_ms / ms('eager'):.3f} | {best_ms / ms('onnxruntime'):.2f} | "
-            f"{best_ms / ms('openvino'):.2f} | "
-            f"{ms('openvino-bf16'):.2f} ({diff('openvino-bf16'):.1e}) | "
-            f"{ms('int8'):.2f} ({diff('int8'):.1e}) |"
+            f"| {name} | **{best:.2f}** ({result['best']}, {result['precision'][best_label]}) | "
+            f"{cell('ORT default')} | {cell('OV default')} | {cell('eager')} | "
+            f"{ratio('ORT default')} | {ratio('OV default')} | {ratio('eager')} |"
         )
-    print("\nall paths (median ms over rounds; [min round]):")
-    for name, info in results.items():
-        parts = [
-            f"{b} {v['latency_ms']:.2f} [{v['latency_ms_min_round']:.2f}]"
-            f"{'' if v['ok'] else ' WRONG'}"
-            for b, v in info.items()
-        ]
-        print(f"  {name}: " + "; ".join(parts))
+    for name, result in results.items():
+        quick = ", ".join(f"{k} {v:.2f}" for k, v in result["candidates"].items())
+        print(f"  {name}: best's brief timings (ms): {quick}")
+        if result["int8_note"]:
+            print(f"  {name}: {result['int8_note']}")
     if args.json:
-        write_text_atomic(args.json, dumps({"started": started, "results": rows}, indent=2))
+        write_text_atomic(args.json, dumps({"started": started, "results": results}, indent=2))
     return 0
 
 

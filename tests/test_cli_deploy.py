@@ -129,6 +129,10 @@ def test_bench_and_export_a_checkpoint(trained, capsys, tmp_path):
     for r in records:
         assert r["model"] == "mobilenet_v1" and r["status"] == "ok"
         assert r["latency_ms_median"] > 0 and r["max_abs_diff"] < 1e-4
+        # The thread policy's choice, and its reason, recorded with every record.
+        policy = r["thread_policy"]
+        assert policy["threads"] == r["threads"] >= 1
+        assert policy["reason"].startswith(f"threads: {r['threads']} of {policy['cores']} (")
     code, out, err = run_cli(capsys, "bench", path, "--backend", "fused", "--seconds", "0.05")
     assert code == 0 and "fused" in out and "median ms" in out
     target = tmp_path / "m.pt"

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 import torch
 
 import lightnets
+from lightnets.analysis import machine
 from lightnets.deploy import backends as backends_module
+from lightnets.deploy.accuracy import top1_change
 from lightnets.deploy.backends import (
     BACKENDS,
     Backend,
@@ -14,7 +19,7 @@ from lightnets.deploy.backends import (
     physical_cores,
     resolve_backends,
 )
-from lightnets.deploy.bench import benchmark, best_candidates, parse_batch_sizes
+from lightnets.deploy.bench import benchmark, best_candidates, build_backend, parse_batch_sizes
 from lightnets.deploy.devices import DEVICES
 from lightnets.errors import InvalidArgumentError, MissingDependencyError, max_threads
 from test_deploy_fuse import randomize_batchnorm
@@ -199,3 +204,108 @@ def test_a_device_is_a_row_of_the_device_table(model):
         benchmark(model, "eager", device="tpu", input_size=SIZE)
     with pytest.raises(InvalidArgumentError, match="unknown backend 'cuda-graph'; allowed: eager"):
         benchmark(model, "eager,cuda-graph", input_size=SIZE)  # CUDA's row, not the CPU's
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "onnxruntime-opt"])
+def test_onnxruntime_sessions_are_built_with_spinning_off(model, name):
+    # A pool spinning after its call would take the cores of the runtime timed next.
+    backend = build_backend(DEVICES["cpu"], name, 1, {})
+    if not backend.available():
+        pytest.skip("onnxruntime not installed")
+    x = torch.randn(1, *SIZE)
+    options = backend._session(model, x).get_session_options()  # what the session holds
+    for pool in ("intra_op", "inter_op"):
+        assert options.get_session_config_entry(f"session.{pool}.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 1
+    # The runtime's plain default, as benchmarks compare against it, keeps its spinning.
+    plain = type(backend)(None, spinning=True)._session(model, x).get_session_options()
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        plain.get_session_config_entry("session.intra_op.allow_spinning")
+
+
+class SlowTunedBackend(Backend):
+    """A 'tuned' runtime that is slower here than the plain default it refines."""
+
+    name = "slow-opt"
+
+    def prepare(self, model, example):
+        def run(x):
+            time.sleep(0.02)
+            with torch.inference_mode():
+                return model(x)
+
+        return run
+
+
+class SlowInt8Backend(SlowTunedBackend):
+    """An int8 path that passes its check but runs slower than fp32 (int8 without VNNI)."""
+
+    name = "slow-int8"
+    precision = "int8"
+
+    def __init__(self, threads=None, calibration=None, evaluation=None, max_drop=1.0):
+        super().__init__(threads)
+        self.max_drop = max_drop
+
+    def top1_change(self, model):
+        batches = [(torch.randn(4, *SIZE, generator=torch.Generator().manual_seed(1)), None)]
+        with torch.inference_mode():
+            return top1_change(model, model, batches, max_drop=self.max_drop)
+
+
+def test_best_picks_a_plain_default_faster_than_the_tuned_options(model, monkeypatch):
+    table = {"slow-opt": SlowTunedBackend, "eager": BACKENDS["eager"]}
+    monkeypatch.setattr(DEVICES["cpu"], "backends", table)
+    (best,) = benchmark(model, "best", model_name="m", input_size=SIZE, min_seconds=0.05)
+    assert best.best and best.backend == "eager"
+    assert set(best.extra["candidates"]) == {"slow-opt", "eager"}
+    assert "int8_note" not in best.extra  # no int8 candidate: nothing to explain
+
+
+@pytest.mark.parametrize(
+    ("dot_product", "why"), [(False, " (no VNNI/AMX int8 instructions)"), (True, "")]
+)
+def test_int8_slower_than_fp32_is_not_chosen_and_the_report_says_why(
+    model, monkeypatch, dot_product, why
+):
+    table = {"eager": BACKENDS["eager"], "slow-int8": SlowInt8Backend}
+    monkeypatch.setattr(DEVICES["cpu"], "backends", table)
+    monkeypatch.setattr(machine, "has_int8_dot_product", lambda: dot_product)
+    (best,) = benchmark(
+        model, "best", model_name="m", input_size=SIZE, min_seconds=0.05, allow_int8=True
+    )
+    assert best.backend == "eager" and set(best.extra["candidates"]) == {"eager", "slow-int8"}
+    quick = best.extra["candidates"]
+    note = re.fullmatch(
+        r"int8 not chosen: slow-int8 runs (\d+\.\d\d)x slower than fp32 \(eager\) on this CPU(.*)",
+        best.extra["int8_note"],
+    )
+    assert note and note.group(2) == why
+    assert float(note.group(1)) == pytest.approx(quick["slow-int8"] / quick["eager"], abs=0.01)
+    assert float(note.group(1)) > 1
+
+
+def test_int8_dot_product_instructions_read_from_the_cpu_flags():
+    assert machine.has_int8_dot_product(frozenset({"sse4_2", "avx2", "fma"})) is False
+    assert machine.has_int8_dot_product(frozenset({"avx2", "avx512f", "avx512_vnni"})) is True
+    assert machine.has_int8_dot_product(frozenset({"avx2", "avx_vnni"})) is True
+    assert machine.has_int8_dot_product(frozenset({"asimd", "fp"})) is None  # not x86
+    assert machine.has_int8_dot_product(frozenset()) is None
+
+
+def test_records_carry_the_thread_policy_choice(model):
+    lines: list[str] = []
+    threads_before = torch.get_num_threads()
+    (record,) = benchmark(
+        model,
+        ["eager"],
+        model_name="m",
+        input_size=SIZE,
+        min_seconds=0.01,
+        threads=1,
+        announce=lines.append,
+    )
+    assert record.threads == 1
+    assert record.as_dict()["thread_policy"]["threads"] == 1
+    assert "--threads 1" in record.as_dict()["thread_policy"]["reason"]
+    assert torch.get_num_threads() == threads_before  # given back

@@ -26,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "90th-percentile latency, images/s, achieved GFLOP/s and its fraction of the machine's "
         "measured peak. A backend whose outputs disagree is reported as wrong, not timed. "
         f"Backends: {cpu}; 'all' runs every one, 'best' the fastest that passes "
-        "the fp32 check (int8 / bf16 only with --allow-int8 / --allow-bf16). int8 is judged as "
+        "the fp32 check, measured here among the runtimes' plain defaults and lightnets' tuned "
+        "settings (int8 / bf16 only with --allow-int8 / --allow-bf16, and int8 only where it "
+        "measured faster). int8 is judged as "
         "`lightnets quantize` judges it: by its top-1 change on held-out images of the "
         "checkpoint's data set, within --max-drop points. NAME may also be an exported file "
         "(ONNX, OpenVINO .xml, TorchScript, .pt2, ExecuTorch .pte, LiteRT .tflite), "
@@ -56,7 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threads",
         type=thread_count,
         default=None,
-        help="threads for every runtime (default: physical cores)",
+        help="threads for every runtime (default: the cores free at start, at most the "
+        "physical cores; OMP_NUM_THREADS=N also sets it); the choice and its reason are "
+        "printed once (stderr) and recorded in --json as thread_policy",
     )
     parser.add_argument(
         "--backend",
@@ -234,6 +238,8 @@ def _print_table(records, name, size, calibration_source) -> None:
         if r.best and r.extra.get("candidates"):
             quick = ", ".join(f"{k} {v:.3f} ms" for k, v in r.extra["candidates"].items())
             console.print(f"best of (quick median, batch {r.batch_size}): {quick}")
+            if r.extra.get("int8_note"):
+                console.print(r.extra["int8_note"])
     for r in records:
         if r.precision == "int8" and r.top1_change is not None and calibration_source:
             top1 = r.extra.get("top1") or {}

@@ -9,8 +9,17 @@
    device's reference, the CPU) on a fixed random batch, int8 by its top-1 change on held-out
    images against the ``max_drop`` budget, the rule ``lightnets quantize`` applies. A backend
    that fails its check is reported as ``wrong`` and gets no speed.
-2. **Time briefly** (``best`` only): every backend that passed, for at most half a second.
-3. **Choose** (``best`` only): the fastest of them (:func:`choose_best`).
+2. **Time briefly** (``best`` only): every backend that passed, in :data:`QUICK_ROUNDS`
+   interleaved rounds (each round times every candidate once, in turn, so that load from other
+   processes falls on all of them alike), at most half a second per candidate in all; its
+   quick timing is the median of its rounds' medians.
+3. **Choose** (``best`` only): the fastest of them (:func:`choose_best`). The candidates are the
+   runtimes' plain defaults (``eager``, ``onnxruntime``, ``openvino``) beside lightnets' tuned
+   settings of them, so the options kept are those measured fastest on this CPU, and ``best``
+   cannot lose to a runtime it contains at that runtime's defaults but by the timing noise.
+   int8 is chosen only when it measured faster here; when it did not, the best record says
+   why (``extra["int8_note"]``: how much slower, and whether the CPU has VNNI / AMX int8
+   instructions).
 4. **Time fully** with the device's timer: on the CPU
    :func:`lightnets.analysis.timing.measure_latency` (warm-up, rounds until the median is
    known, busy rounds re-measured; the median, p10 and p90, and ``stable`` with a one-line
@@ -19,11 +28,18 @@
    of the machine's measured float32 peak (:func:`lightnets.analysis.roofline.
    measure_machine_peak`, measured with the same threads), capped at 100% and flagged as a
    measurement error above it.
+
+Threads on the CPU follow :func:`lightnets.analysis.threads.apply_thread_policy` (the cores
+free at start, at most the physical ones; ``threads=`` overrides), said once and recorded in
+every record (``extra["thread_policy"]``). No runtime's thread pool spins between calls (see
+:class:`lightnets.deploy.backends.OnnxRuntimeBackend`): a runtime that is not being timed holds
+no core the timed one needs.
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -38,6 +54,7 @@ from lightnets.deploy.devices import BenchDevice, get_device
 from lightnets.errors import InvalidArgumentError, LightnetsError, first_line
 
 __all__ = [
+    "QUICK_ROUNDS",
     "TOLERANCE",
     "BenchRecord",
     "Int8Data",
@@ -254,6 +271,11 @@ def keep_unrun(
         records.append(record)
 
 
+#: Interleaved rounds of ``best``'s brief timing: three, so that one round slowed by another
+#: process cannot decide the choice (the median of three discards it).
+QUICK_ROUNDS = 3
+
+
 def choose_best(passed: list, label: str = "backend") -> tuple[BenchRecord, Callable]:
     """The ``best`` policy: of the (record, runner) pairs that passed their check, the one with
     the fastest quick timing; an error when none passed."""
@@ -263,13 +285,43 @@ def choose_best(passed: list, label: str = "backend") -> tuple[BenchRecord, Call
 
 
 def mark_best(record: BenchRecord, passed: list) -> BenchRecord:
-    """Flag ``record`` as the best, its quick timing replaced by every candidate's."""
+    """Flag ``record`` as the best, its quick timing replaced by every candidate's, with the
+    reason int8 was not chosen when an int8 candidate passed its check (:func:`int8_note`)."""
     record.best = True
+    note = int8_note(record, [r for r, _ in passed])
     record.extra = {
         **{k: v for k, v in record.extra.items() if k != "quick"},
         "candidates": {r.backend: round(r.extra["quick"], 4) for r, _ in passed},
     }
+    if note:
+        record.extra["int8_note"] = note
     return record
+
+
+def int8_note(chosen: BenchRecord, candidates: Sequence[BenchRecord]) -> str:
+    """Why no int8 candidate was chosen, when one passed its check but timed slower ("" else).
+
+    The decision is the measurement's; the CPU's flags only explain it: int8 kernels gain over
+    float32 through dot-product instructions (VNNI, AMX), and without them often lose.
+    """
+    if chosen.precision == "int8":
+        return ""
+    int8 = [r for r in candidates if r.precision == "int8"]
+    fp32 = [r for r in candidates if r.precision == "fp32"]
+    if not int8 or not fp32:
+        return ""
+    fastest_int8 = min(int8, key=lambda r: r.extra["quick"])
+    fastest_fp32 = min(fp32, key=lambda r: r.extra["quick"])
+    ratio = fastest_int8.extra["quick"] / fastest_fp32.extra["quick"]
+    if ratio < 1.0:  # faster than fp32, yet another precision (bf16) won
+        return ""
+    from lightnets.analysis.machine import has_int8_dot_product
+
+    why = {True: "", False: " (no VNNI/AMX int8 instructions)", None: ""}[has_int8_dot_product()]
+    return (
+        f"int8 not chosen: {fastest_int8.backend} runs {ratio:.2f}x slower than fp32 "
+        f"({fastest_fp32.backend}) on this CPU{why}"
+    )
 
 
 def _check_top1(backend: Backend, model: nn.Module, record: BenchRecord) -> None:
@@ -328,6 +380,7 @@ def benchmark(
     max_drop: float = DEFAULT_MAX_DROP,
     min_seconds: float = 2.0,
     on_skip: Callable[[str], None] | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> list[BenchRecord]:
     """Check and time ``backends`` of ``device`` on ``model``: one record per backend and batch.
 
@@ -339,7 +392,9 @@ def benchmark(
     backends are calibrated and judged on ``int8_data`` (synthetic images when ``None``: top-1
     agreement with fp32): their top-1 change must stay within ``max_drop`` points, else they
     are ``wrong`` and ``best`` never picks them. ``batch_sizes`` default to the device's (1 on
-    the CPU; 1 and 256 on CUDA); ``threads`` to PyTorch's count (the CPU's threads only).
+    the CPU; 1 and 256 on CUDA); ``threads`` to the thread policy's choice
+    (:func:`lightnets.analysis.threads.apply_thread_policy`, the CPU's threads only: its line
+    goes to ``announce``, default stderr).
     """
     target = get_device(device)
     place = target.place()  # a device that is missing says so first
@@ -349,6 +404,8 @@ def benchmark(
     if any(target.backends[name].precision == "int8" for name in names):
         int8_data.load(input_size)
     model = model.eval()
+    torch_count = torch.get_num_threads()  # the policy sets it; given back at the end
+    threads, policy = _thread_policy(target, threads, announce)
     race = _Race(
         device=target,
         model_name=model_name or str(getattr(model, "hparams", {}).get("name", "model")),
@@ -364,8 +421,25 @@ def benchmark(
         min_seconds=min_seconds,
         flops=_flops_per_image(model, input_size),
         on_skip=on_skip,
+        policy=policy,
     )
-    return race.run(model, place, batch_sizes or target.default_batch_sizes, input_size)
+    try:
+        return race.run(model, place, batch_sizes or target.default_batch_sizes, input_size)
+    finally:
+        torch.set_num_threads(torch_count)
+
+
+def _thread_policy(
+    device: BenchDevice, threads: int | None, announce: Callable[[str], None] | None
+) -> tuple[int | None, dict[str, Any]]:
+    """(threads to run with, what records keep of the choice): the thread policy on a device
+    that measures the CPU's threads; on CUDA the threads asked for, unrecorded."""
+    if not device.follows_thread_policy:  # the GPU runs the work; CPU threads only launch it
+        return threads, {}
+    from lightnets.analysis.threads import apply_thread_policy, thread_record
+
+    choice = apply_thread_policy(threads, announce=announce)
+    return choice.threads, {"thread_policy": thread_record(choice)}
 
 
 def _selected(
@@ -391,7 +465,9 @@ def build_backend(
 
     Today every backend gets the threads asked for (``None``: its runtime's default), and an
     int8 backend its calibration and held-out data and budget (``int8``: ``calibration``,
-    ``evaluation``, ``max_drop``).
+    ``evaluation``, ``max_drop``). ONNX Runtime's sessions are built with their thread pools'
+    spinning off (the class default): in a race, a pool spinning after its call takes the
+    cores of the runtime timed next.
     """
     cls = device.backends[name]
     if cls.precision == "int8":
@@ -413,6 +489,7 @@ class _Race:
     min_seconds: float
     flops: float | None
     on_skip: Callable[[str], None] | None
+    policy: dict[str, Any] = field(default_factory=dict)
     peak: float | None = None
     used_threads: int | None = None
 
@@ -436,14 +513,17 @@ class _Race:
                 x = x.to(place)
                 passed = self.check_and_time(model, x, reference, records)
                 if self.select_best:
+                    self.time_briefly(passed, x)
                     records.append(self.time_best(passed, x))
+        for record in records:
+            record.extra.update(self.policy)
         return records
 
     def check_and_time(
         self, model: nn.Module, x: torch.Tensor, reference: torch.Tensor, records: list
     ) -> list[tuple[BenchRecord, Callable]]:
         """Check every backend on ``x``; time it in full (appended to ``records``) or, when
-        choosing the best, briefly (returned among the passed (record, runner) pairs)."""
+        choosing the best, return it among the passed (record, runner) pairs."""
         passed: list[tuple[BenchRecord, Callable]] = []
         for name in self.names:
             backend = build_backend(self.device, name, self.threads, self.int8)
@@ -463,10 +543,19 @@ class _Race:
                 self.fill(record, self.device.timer(partial(run, x), self.min_seconds))
                 records.append(record)
             elif record.precision in self.allowed:  # not e.g. OpenVINO's default, bf16 here
-                quick = self.device.timer(partial(run, x), min(0.5, self.min_seconds))
-                record.extra["quick"] = quick.median_ms
                 passed.append((record, run))
         return passed
+
+    def time_briefly(self, passed: list, x: torch.Tensor) -> None:
+        """Each candidate's quick timing (``extra["quick"]``): the median of its medians over
+        :data:`QUICK_ROUNDS` interleaved rounds, at most half a second per candidate in all."""
+        seconds = min(0.5, self.min_seconds) / QUICK_ROUNDS
+        medians: list[list[float]] = [[] for _ in passed]
+        for _ in range(QUICK_ROUNDS):
+            for (_record, run), times in zip(passed, medians, strict=True):
+                times.append(self.device.timer(partial(run, x), seconds).median_ms)
+        for (record, _run), times in zip(passed, medians, strict=True):
+            record.extra["quick"] = statistics.median(times)
 
     def check(
         self,
@@ -524,6 +613,8 @@ def benchmark_exported(
         check_input_memory(list(size), max(batch_sizes))
     flops = _flops_per_image(exported.reference_model(), size) if exported.hparams else None
     cpu = get_device("cpu")
+    torch_count = torch.get_num_threads()  # the policy sets it; given back at the end
+    threads, policy = _thread_policy(cpu, threads, None)
     records = []
     generator = torch.Generator().manual_seed(0)
     with cpu.context(threads) as used:
@@ -533,6 +624,8 @@ def benchmark_exported(
             record = BenchRecord(exported.name, f"{exported.format} file", batch_size, "", "ok")
             record.precision, record.note = exported.precision, "checked when exported, not here"
             record.threads = used
+            record.extra.update(policy)
             _fill_timing(record, cpu.timer(partial(exported.run, x), min_seconds), flops, peak)
             records.append(record)
+    torch.set_num_threads(torch_count)
     return records

@@ -56,6 +56,9 @@ class BenchDevice:
     default_batch_sizes: tuple[int, ...] = (1,)
     #: Whether "of peak" is measured: the CPU's float32 peak (``lightnets roofline``).
     measures_peak: bool = False
+    #: Whether the CPU's threads do the work, their count chosen by the thread policy
+    #: (:func:`lightnets.analysis.threads.apply_thread_policy`) unless ``--threads`` is given.
+    follows_thread_policy: bool = False
     #: Whether the timer gives p10 and a verdict on stability (the CPU's rounds do; CUDA events
     #: give the median and p90 alone).
     timer_assesses: bool = False
@@ -107,6 +110,7 @@ DEVICES: dict[str, BenchDevice] = {
         place=lambda: torch.device("cpu"),
         measures_peak=True,
         timer_assesses=True,
+        follows_thread_policy=True,
     ),
     "cuda": BenchDevice(
         name="cuda",

@@ -181,7 +181,8 @@ def test_quantize_json_is_strict_when_nothing_was_measured(capsys):
         "q.xml", "openvino", "synthetic", 8, 1.0, 0.4, 2.0, 1.0, 2.0, 0, "agreement",
         nan, nan, nan, 0.0, 1.0, False,
     )  # fmt: skip
-    _print_report(report, as_json=True)
+    policy = {"threads": 1, "reason": "--threads"}
+    _print_report(report, as_json=True, threads=policy)
     out, err = capsys.readouterr()
 
     def refuse(name):
@@ -189,4 +190,5 @@ def test_quantize_json_is_strict_when_nothing_was_measured(capsys):
 
     data = json.loads(out, parse_constant=refuse)
     assert data["fp32_top1"] is None and data["within_budget"] is False
+    assert data["thread_policy"] == policy
     assert "not measured" in err

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lightnets.deploy.quantization import QuantizationReport
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_report(report: QuantizationReport, as_json: bool, threads: dict) -> None:
+def _print_report(report: QuantizationReport, as_json: bool, threads: dict[str, Any]) -> None:
     from lightnets.jsonio import dumps
 
     if not report.within_budget:

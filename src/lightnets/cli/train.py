@@ -67,6 +67,7 @@ RECIPE_METAVARS = {
 def _choices() -> dict[str, tuple[str, ...]]:
     from lightnets.data import DATASET_NAMES
     from lightnets.train.precision import AMP_MODES
+    from lightnets.train.qat import QAT_BACKENDS
     from lightnets.train.recipes import OPTIMIZERS, RECIPES, SCHEDULES
 
     return {
@@ -76,6 +77,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "name": tuple(RECIPES),
         "optimizer": OPTIMIZERS,
         "schedule": SCHEDULES,
+        "qat_backend": tuple(QAT_BACKENDS),
     }
 
 

@@ -21,6 +21,7 @@ position inside the epoch too; the resumed run skips the batches already trained
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import random
 import signal
@@ -50,6 +51,7 @@ from lightnets.train.guard import DivergenceGuard
 from lightnets.train.metrics import EvalResult, at_chance, chance_warning
 from lightnets.train.precision import autocast_context
 from lightnets.train.progress import format_epoch, make_progress
+from lightnets.train.qat import QatNetwork
 from lightnets.train.recipes import SHORT_RUN_EPOCHS, build_optimizer, build_scheduler
 from lightnets.train.run_state import RunDirectory, RunProgress
 from lightnets.train.rundir import CURVES, SUMMARY
@@ -246,18 +248,19 @@ class Trainer:
         and are resolved again by each (resumed) process.
         """
         config, cuda = self.config, kind == "cuda"
+        graph_capture = cuda and not config.qat_epochs  # a QAT network is an exported graph
         if config.cuda_graphs and not cuda:
             raise InvalidArgumentError(
                 "--cuda-graphs needs CUDA; on the CPU leave it out (or use --compile)"
             )
         self.device_data = cuda if config.device_data is None else config.device_data
         self.static_shapes = cuda if config.static_shapes is None else config.static_shapes
-        self.cuda_graphs = cuda if config.cuda_graphs is None else config.cuda_graphs
+        self.cuda_graphs = graph_capture if config.cuda_graphs is None else config.cuda_graphs
         short_run = config.recipe.epochs < SHORT_RUN_EPOCHS
         return dataclasses.replace(
             config,
             amp=("bf16" if cuda else "none") if config.amp is None else config.amp,
-            channels_last=cuda if config.channels_last is None else config.channels_last,
+            channels_last=graph_capture if config.channels_last is None else config.channels_last,
             augment=not short_run if config.augment is None else config.augment,
         )
 
@@ -349,10 +352,15 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
     def _restore_or_start(self, state: dict[str, Any] | None) -> None:
-        """The position in the run: epoch 0 of a new run, or the checkpoint's."""
+        """The position in the run: epoch 0 of a new run, or the checkpoint's (its
+        quantization-aware network rebuilt when it had started)."""
         self.position = RunProgress()
+        self.qat: QatNetwork | None = None
+        self.qat_record: dict[str, Any] | None = None
         if state is not None:
             self._restore(state)
+            if state.get("qat"):
+                self._start_qat(state["qat"])
 
     def _wrap_for_training(self) -> None:
         """DDP and torch.compile around the model for the training step; progress display."""
@@ -373,6 +381,8 @@ class Trainer:
         elif self.config.compile:
             train_module = torch.compile(train_module)
         self.train_module = train_module
+        if self.qat is not None:
+            self._wrap_qat()
         self._warming_up = True  # until this process's first WARMUP_STEPS steps are done
         self.progress = make_progress(self.ctx.is_main)
         self.tb_writer = None
@@ -391,6 +401,70 @@ class Trainer:
         if self.ctx.rank < len(rng):
             _set_rng_state(rng[self.ctx.rank])
         self.position = RunProgress.from_checkpoint(state)
+
+    # -- quantization-aware training ---------------------------------------------------------
+
+    def _start_qat(self, saved: dict[str, Any] | None = None) -> None:
+        """From here on train and evaluate the network with fake int8 (train/qat.py).
+
+        A fresh start picks the best epoch among the quantization-aware ones only (the network
+        that is kept must be the one trained for int8); BatchNorm statistics freeze halfway
+        through the quantization-aware steps. ``saved``: the checkpoint's record, on resume.
+        """
+        config, steps = self.config, self.steps_per_epoch
+        self.qat = QatNetwork(self.model, config.qat_backend, self.splits.input_size)
+        if saved is not None:
+            self.qat.load_extra_state(saved["state"])
+            record = {k: v for k, v in saved.items() if k != "state"}
+        else:
+            start = self.position.epoch
+            qat_steps = (self.recipe.epochs - start) * steps
+            record = {
+                "backend": config.qat_backend,
+                "start_epoch": start,
+                "freeze_bn_step": start * steps + math.ceil(qat_steps / 2),
+                "weights": self.qat.backend.weights,
+                "activations": self.qat.backend.activations,
+            }
+            position = self.position
+            position.best_top1 = position.best_epoch = position.best_weights = None
+        self.qat_record = record
+        self.eval_model = self.qat.module
+
+    def _wrap_qat(self) -> None:
+        """The quantization-aware network as the training module (under DDP when distributed)."""
+        module: nn.Module = self.qat.module
+        if self.ctx.distributed:
+            module = nn.parallel.DistributedDataParallel(
+                module, device_ids=[self.ctx.local_rank] if self.device.type == "cuda" else None
+            )
+        self.train_module = module
+
+    def _maybe_start_qat(self) -> None:
+        if self.qat is None and self.position.epoch >= self.recipe.epochs - self.config.qat_epochs:
+            if self.config.qat_epochs == 0:
+                return
+            self._start_qat()
+            self._wrap_qat()
+            self.progress.message(
+                f"quantization-aware training from epoch {self.position.epoch + 1} "
+                f"({self.config.qat_backend} int8: {self.qat.backend.weights} weights, "
+                f"{self.qat.backend.activations} activations; BatchNorm statistics frozen from "
+                f"step {self.qat_record['freeze_bn_step']})"
+            )
+
+    def _freeze_qat_batchnorm(self, step: int) -> None:
+        """Freeze the QAT network's BatchNorm statistics once ``step`` (counted over the whole
+        run, so a resumed run freezes at the same step) reaches the recorded one."""
+        qat = self.qat
+        if qat is not None and not qat.bn_frozen and step >= self.qat_record["freeze_bn_step"]:
+            qat.freeze_batchnorm()
+
+    def _qat_state(self) -> dict[str, Any] | None:
+        if self.qat is None:
+            return None
+        epochs = self.recipe.epochs - self.qat_record["start_epoch"]
+        return {**self.qat_record, "epochs": epochs, "state": self.qat.extra_state()}
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -416,6 +490,7 @@ class Trainer:
             "wall_time": position.wall_time + (time.perf_counter() - self._t_start),
             "world_size": self.ctx.world_size,
             "params": self.params,
+            "qat": self._qat_state(),
         }
 
     def _gather_rng(self) -> list[dict[str, Any]]:
@@ -441,6 +516,7 @@ class Trainer:
         with self.progress, self.sigint as interrupt:
             self._announce()
             while self.position.epoch < self.recipe.epochs:
+                self._maybe_start_qat()
                 record = self._train_epoch(interrupt)
                 self._end_epoch(record)
                 if interrupt.requested:
@@ -510,6 +586,7 @@ class Trainer:
                 if index < skip:
                     continue
                 in_step = True
+                self._freeze_qat_batchnorm(self.position.epoch * steps + index)
                 lr = self.optimizer.param_groups[0]["lr"]
                 self._step(images, targets, sums)
                 in_step = False
@@ -646,6 +723,8 @@ class Trainer:
             if position.best_epoch is not None and self.run.best.exists():
                 state = load_checkpoint(self.run.best, map_location="cpu")
                 weights = state["ema"] if self.ema is not None else state["model"]
+                if self.qat is not None:
+                    weights = {**weights, **state["qat"]["state"]}
             else:
                 source = "last"
         if weights is not None:
@@ -672,6 +751,9 @@ class Trainer:
             "device": self.device.type,
             "recipe": self.recipe.to_dict(),
         }
+        if self.qat is not None:
+            # The test top-1 above is the fake-int8 network's.
+            summary["qat"] = {k: v for k, v in (self._qat_state() or {}).items() if k != "state"}
         if self.ctx.is_main:
             summary_path = self.run.write_summary(summary)
             from lightnets.figures import save_figure

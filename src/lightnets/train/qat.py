@@ -312,7 +312,8 @@ class QatNetwork:
         QAT network itself is left as it is. ``fold_quantize`` False keeps the weights' quantize
         ops (litert-torch lowers them itself)."""
         quantize = require("torchao.quantization.pt2e.quantize_pt2e", MOBILE_EXTRA)
-        prepared = copy.deepcopy(self.module)
+        with _quiet():
+            prepared = copy.deepcopy(self.module)
         for fake_quant in fake_quant_modules(prepared):
             fake_quant.disable_observer()
         # convert_pt2e folds the QAT conv-BN pattern as traced in training mode.

@@ -147,6 +147,7 @@ class Trainer:
         resume: continue the run in ``config.output`` from its ``last.pt``.
         train_loader: a replacement for the training loader (for tests and custom data): an
             iterable of (images, labels) batches with ``__len__`` and ``set_epoch(epoch)``.
+        progress_stream: where progress lines go (default stdout).
     """
 
     def __init__(
@@ -155,8 +156,10 @@ class Trainer:
         *,
         resume: bool = False,
         train_loader: Any = None,
+        progress_stream: Any = None,
     ) -> None:
         self.config = config.validate()
+        self.progress_stream = progress_stream
         self.recipe = config.recipe
         self.resume = resume
         # What the set-up repaired or shortened, printed when the run starts.
@@ -384,7 +387,7 @@ class Trainer:
         if self.qat is not None:
             self._wrap_qat()
         self._warming_up = True  # until this process's first WARMUP_STEPS steps are done
-        self.progress = make_progress(self.ctx.is_main)
+        self.progress = make_progress(self.ctx.is_main, self.progress_stream)
         self.tb_writer = None
         self.sigint: _SigintFlag | None = None
 

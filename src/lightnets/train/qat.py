@@ -30,6 +30,7 @@ import contextlib
 import copy
 import io
 import math
+import sys
 import types
 import warnings
 from collections.abc import Iterator
@@ -148,6 +149,10 @@ def _conv_bn_rewrites_for_present_convolutions() -> Iterator[None]:
     development machine for any network. Here a rewrite runs only for the convolution
     functions the graph contains (a pattern of an absent function matches nothing), and each
     traced pattern is kept for the rest of the process (a pattern is a fixed small graph).
+
+    It also lets litert-torch 0.10's QAT annotation run with torchao 0.18: it hands the tracer
+    plain pattern functions, which ``torch.export`` refuses ("Expected `mod` to be an instance of
+    `torch.nn.Module`"); they are wrapped in torchao's ``WrapperModule``, as torchao wraps its own.
     """
     qat_utils = require("torchao.quantization.pt2e.qat_utils", MOBILE_EXTRA)
     originals = {
@@ -168,8 +173,11 @@ def _conv_bn_rewrites_for_present_convolutions() -> Iterator[None]:
         return run
 
     trace = originals["_get_aten_graph_module_for_pattern"]
+    wrapper = require("torchao.quantization.pt2e.export_utils", MOBILE_EXTRA).WrapperModule
 
     def cached_trace(pattern, example_inputs, is_cuda=False, **kwargs):
+        if not isinstance(pattern, nn.Module):
+            pattern = wrapper(pattern)
         key = _pattern_key(pattern, example_inputs, is_cuda, kwargs)
         if key is None:
             return trace(pattern, example_inputs, is_cuda, **kwargs)
@@ -180,11 +188,17 @@ def _conv_bn_rewrites_for_present_convolutions() -> Iterator[None]:
     qat_utils._fuse_conv_bn_qat_helper = only_present(originals["_fuse_conv_bn_qat_helper"])
     qat_utils._fold_conv_bn_qat_helper = only_present(originals["_fold_conv_bn_qat_helper"])
     qat_utils._get_aten_graph_module_for_pattern = cached_trace
+    litert_utils = sys.modules.get("litert_torch.quantize.pt2e_quantizer_utils")
+    litert_trace = getattr(litert_utils, "_get_aten_graph_module_for_pattern", None)
+    if litert_trace is not None:
+        litert_utils._get_aten_graph_module_for_pattern = cached_trace
     try:
         yield
     finally:
         for name, value in originals.items():
             setattr(qat_utils, name, value)
+        if litert_trace is not None:
+            litert_utils._get_aten_graph_module_for_pattern = litert_trace
 
 
 _PATTERNS: dict[tuple, nn.Module] = {}
@@ -201,6 +215,7 @@ def _pattern_key(pattern: Any, example_inputs: tuple, is_cuda: bool, kwargs: dic
             return value
         raise TypeError
 
+    pattern = getattr(pattern, "fn", pattern)  # a WrapperModule: its function
     code = getattr(pattern, "__code__", None)
     if code is None:
         return None

@@ -250,7 +250,9 @@ class QatNetwork:
         device = next(model.parameters()).device
         example = torch.zeros(2, *input_size, device=device)  # batch 2: 1 would be specialised
         was_training = model.training
-        with _quiet():
+        # The capture must leave the training's random stream untouched: a resumed run
+        # captures at another point of it than the run it continues.
+        with _quiet(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             captured = torch.export.export(
                 model.train(),
                 (example,),
@@ -319,7 +321,14 @@ class QatNetwork:
     def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
         """Restore :meth:`extra_state` (the fp32 weights are the model's, loaded with it)."""
         full = {**self.module.state_dict(), **state}
-        self.module.load_state_dict(full)
+        self.module.load_state_dict(full)  # sizes the per-channel ranges and scales
+        # ... but leaves some observers' ``eps`` (their smallest scale) at its default: every
+        # stored buffer is copied again, so a resumed run continues with the very same ranges.
+        buffers = dict(self.module.named_buffers())
+        with torch.no_grad():
+            for name, value in state.items():
+                if name in buffers and buffers[name].shape == value.shape:
+                    buffers[name].copy_(value)
         self._set_mode(self.training)  # the observers' flags follow the mode, not the file
 
     def convert(self, *, fold_quantize: bool = True) -> nn.Module:

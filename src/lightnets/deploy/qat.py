@@ -11,7 +11,8 @@ converted (``convert_pt2e``) and written by the method's own lowering, as post-t
 
 QAT needs the quantizer it trained against to be the one that lowers: the device runtimes'
 PT2E quantizers (:data:`QAT_METHODS`). OpenVINO (NNCF) and ONNX Runtime quantize their own
-exported graphs, into which the PT2E fake-quantize state does not carry exactly.
+exported graphs; QAT for them (a QDQ ONNX export of the converted graph, or NNCF's own QAT) is
+not implemented.
 """
 
 from __future__ import annotations

@@ -63,6 +63,22 @@ def _warn_at_chance(result: EvalResult, num_classes: int, split: str) -> None:
         print(warning, file=sys.stderr)
 
 
+def _qat_record(checkpoint: str):
+    """The checkpoint's quantization-aware training record (``train --qat-epochs``), or None."""
+    from lightnets.train.checkpoint import load_checkpoint
+
+    record = load_checkpoint(checkpoint).get("qat")
+    return record if isinstance(record, dict) else None
+
+
+def _scheme(qat: dict) -> str:
+    return (
+        f"QAT for {qat.get('backend')} ({qat.get('epochs')} epochs from epoch "
+        f"{int(qat.get('start_epoch', 0)) + 1}), weights {qat.get('weights')}, activations "
+        f"{qat.get('activations')}; computed as the runtime does (quantize/dequantize in PyTorch)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from lightnets.analysis.threads import thread_record
     from lightnets.jsonio import dumps
@@ -76,35 +92,49 @@ def run(args: argparse.Namespace) -> int:
 
         model, state = model_from_file(args.weights)
         loaded = (model, state or {})
-    result, classes = evaluate_checkpoint(
-        args.checkpoint or args.weights,
-        model_and_state=loaded,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        split=args.split,
-        batch_size=args.batch_size,
-        device=args.device,
-        per_class=args.per_class,
-        amp=args.amp,
-    )
+    options = {
+        "model_and_state": loaded,
+        "dataset": args.dataset,
+        "data_dir": args.data_dir,
+        "split": args.split,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "per_class": args.per_class,
+        "amp": args.amp,
+    }
+    result, classes = evaluate_checkpoint(args.checkpoint or args.weights, **options)
     for line in held:
         print(line, file=sys.stderr)
     _warn_at_chance(result, len(classes), args.split)
+    qat = _qat_record(args.checkpoint) if args.checkpoint else None
+    int8 = None
+    if qat is not None:
+        int8, _ = evaluate_checkpoint(args.checkpoint, **options, int8=True)
     if args.json:
         data = {**result.to_dict(), "thread_policy": thread_record(choice)}
         if result.per_class is not None:
             data["per_class"] = dict(zip(classes, result.per_class, strict=True))
+        if int8 is not None:
+            data["int8"] = {**int8.to_dict(), "scheme": _scheme(qat)}
+            if int8.per_class is not None:
+                data["int8"]["per_class"] = dict(zip(classes, int8.per_class, strict=True))
         print(dumps(data))
         return 0
     from lightnets.tables import Column, rich_table, terminal_console
 
     console = terminal_console(piped_width=None)
     console.print(f"{args.checkpoint or args.weights}: {args.split} split", highlight=False)
-    rows = [["top-1", f"{100 * result.top1:.2f}%"]]
+    results = [result] if int8 is None else [result, int8]
+    rows = [["top-1", *(f"{100 * r.top1:.2f}%" for r in results)]]
     if result.top5 is not None:  # None: 5 classes or fewer, where top-5 is always 100%
-        rows.append(["top-5", f"{100 * result.top5:.2f}%"])
-    rows += [["loss", f"{result.loss:.4f}"], ["images", f"{result.images}"]]
-    console.print(rich_table(["metric", Column("value", "right")], rows))
+        rows.append(["top-5", *(f"{100 * r.top5:.2f}%" for r in results)])
+    rows.append(["loss", *(f"{r.loss:.4f}" for r in results)])
+    rows.append(["images", *(f"{r.images}" for r in results)])
+    headers = ["metric", Column("value" if int8 is None else "fp32", "right")]
+    if int8 is not None:
+        headers.append(Column("int8", "right"))
+        console.print(f"int8: {_scheme(qat)}", highlight=False)
+    console.print(rich_table(headers, rows))
     if result.per_class is not None:
         per_class = [
             [str(name), "-" if math.isnan(acc) else f"{100 * acc:.2f}%"]

@@ -72,6 +72,7 @@ RECIPE_METAVARS = {
 def _choices() -> dict[str, tuple[str, ...]]:
     from lightnets.data import DATASET_NAMES
     from lightnets.train.precision import AMP_MODES
+    from lightnets.train.qat import QAT_BACKENDS
     from lightnets.train.recipes import OPTIMIZERS, RECIPES, SCHEDULES
 
     return {
@@ -81,6 +82,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "name": tuple(RECIPES),
         "optimizer": OPTIMIZERS,
         "schedule": SCHEDULES,
+        "qat_backend": tuple(QAT_BACKENDS),
     }
 
 

@@ -22,22 +22,22 @@ from torch import nn
 
 from lightnets.deploy.toolchains import quiet, require_mobile
 from lightnets.errors import InvalidArgumentError
+from lightnets.train.qat import backend_quantizer
 
 __all__ = ["executorch_quantizer", "litert_quantizer", "quantize_pt2e"]
 
 
-def executorch_quantizer() -> Any:
-    """ExecuTorch's XNNPACK quantizer: symmetric per-channel int8 weights, int8 activations."""
-    module = require_mobile("executorch.backends.xnnpack.quantizer.xnnpack_quantizer")
-    config = module.get_symmetric_quantization_config(is_per_channel=True)
-    return module.XNNPACKQuantizer().set_global(config)
+def executorch_quantizer(*, per_channel: bool = True) -> Any:
+    """ExecuTorch's XNNPACK quantizer: symmetric int8 weights (per channel, or per tensor),
+    asymmetric per-tensor int8 activations."""
+    require_mobile("executorch.backends.xnnpack.quantizer.xnnpack_quantizer")  # quietly
+    return backend_quantizer("executorch", per_channel=per_channel)
 
 
-def litert_quantizer() -> Any:
-    """litert-torch's PT2E quantizer: symmetric per-channel int8 weights, int8 activations."""
-    module = require_mobile("litert_torch.quantize.pt2e_quantizer")
-    config = module.get_symmetric_quantization_config(is_per_channel=True)
-    return module.PT2EQuantizer().set_global(config)
+def litert_quantizer(*, per_channel: bool = True) -> Any:
+    """litert-torch's PT2E quantizer: the same scheme as ExecuTorch's."""
+    require_mobile("litert_torch.quantize.pt2e_quantizer")
+    return backend_quantizer("litert", per_channel=per_channel)
 
 
 def quantize_pt2e(

@@ -27,6 +27,7 @@ held-out images within a budget), the same rule ``lightnets bench`` applies.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import math
@@ -64,6 +65,7 @@ from lightnets.deploy.openvino_runtime import (
     request_runner,
     save_ir,
 )
+from lightnets.deploy.qat import QatResult, check_qat_method
 from lightnets.deploy.toolchains import quiet, require_mobile
 from lightnets.errors import InvalidArgumentError, LightnetsError, require
 from lightnets.fileio import atomic_path, check_writable
@@ -113,6 +115,12 @@ class QuantizationReport:
     within_budget: bool
     #: How the method was measured where it differs from the rest (Core ML on Linux).
     note: str = ""
+    #: The int8 scheme: "PTQ" or "QAT", the weights' and activations' quantization, and one
+    #: line saying all of it with the data used (calibration images, or the QAT fine-tune).
+    training: str = "PTQ"
+    weights: str = ""
+    activations: str = ""
+    scheme: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -229,6 +237,23 @@ class Method:
     #: False where the runner is not the target runtime (Core ML off macOS): no latency.
     timed: bool = True
     note: str = ""
+    #: The int8 scheme, per-channel weights (the default) and, with ``per_channel=False``,
+    #: per-tensor; activations.
+    weights: str = "int8 symmetric per-channel"
+    weights_per_tensor: str = "int8 symmetric per-tensor"
+    activations: str = ""
+
+    def __init__(self) -> None:
+        self.per_channel = True
+
+    def with_granularity(self, per_channel: bool) -> Method:
+        """This method with per-channel (default) or per-tensor weight scales."""
+        method = copy.copy(self)
+        method.per_channel = per_channel
+        return method
+
+    def weights_scheme(self) -> str:
+        return self.weights if self.per_channel else self.weights_per_tensor
 
     def fp32(self, folded: nn.Module, input_size: tuple[int, int, int], meta: dict) -> Any:
         """The fp32 model in this method's format, exported once (``meta``: its metadata)."""
@@ -252,6 +277,7 @@ class OpenVinoMethod(Method):
 
     name, suffix = "openvino", ".xml"
     modules, extra = ("openvino", "nncf"), "openvino"
+    activations = "int8 symmetric per-tensor (NNCF performance preset, min-max calibration)"
 
     def fp32(self, folded, input_size, meta):
         return openvino_model(folded, torch.zeros(1, *input_size))
@@ -267,11 +293,23 @@ class OpenVinoMethod(Method):
         ):
             warnings.simplefilter("ignore")
             nncf.set_log_level(logging.ERROR)
+            advanced = {}
+            if not self.per_channel:
+                from nncf.quantization.advanced_parameters import (
+                    AdvancedQuantizationParameters,
+                    QuantizationParameters,
+                )
+
+                weights = QuantizationParameters(per_channel=False)
+                advanced["advanced_parameters"] = AdvancedQuantizationParameters(
+                    weights_quantization_params=weights
+                )
             quantized = nncf.quantize(
                 fp32,
                 nncf.Dataset(list(batches)),
                 preset=nncf.QuantizationPreset.PERFORMANCE,
                 subset_size=sum(len(b) for b in batches),
+                **advanced,
             )
         ensure_signal_stack()  # NNCF compiles with OpenVINO while calibrating
         return quantized
@@ -294,6 +332,7 @@ class OnnxRuntimeMethod(Method):
 
     name, suffix = "onnxruntime", ".onnx"
     modules, extra = ("onnx", "onnxruntime"), "onnx"
+    activations = "uint8 asymmetric per-tensor (min-max calibration)"
 
     def fp32(self, folded, input_size, meta):
         require("onnx", "onnx")
@@ -313,7 +352,7 @@ class OnnxRuntimeMethod(Method):
                     str(target),
                     _reader(batches),
                     quant_format=QuantFormat.QDQ,
-                    per_channel=True,
+                    per_channel=self.per_channel,
                     activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
                 )
@@ -364,6 +403,7 @@ class _DeviceMethod(Method):
 
     extra = "mobile"
     runtime: Any = None  # executorch_runtime or litert_runtime
+    activations = "int8 asymmetric per-tensor (histogram calibration)"
 
     def lower(self, module: nn.Module, example: torch.Tensor, quantizer: Any = None) -> bytes:
         """The program for ``module``; ``quantizer``: the one a quantized module was made with."""
@@ -385,6 +425,10 @@ class _DeviceMethod(Method):
             tuple(fp32.example.shape[1:]),
             fold_quantize=self.name != "litert",  # litert-torch lowers the weights' quantize ops
         )
+        return DeviceProgram(self.lower(converted, fp32.example, quantizer))
+
+    def from_converted(self, converted: nn.Module, fp32: DeviceProgram, quantizer: Any):
+        """The program of a network already converted to int8 (by QAT) with ``quantizer``."""
         return DeviceProgram(self.lower(converted, fp32.example, quantizer))
 
     def runner(self, model):
@@ -421,7 +465,7 @@ class ExecuTorchMethod(_DeviceMethod):
         return executorch_runtime.lower(module, example)
 
     def quantizer(self):
-        return pt2e.executorch_quantizer()
+        return pt2e.executorch_quantizer(per_channel=self.per_channel)
 
 
 class LiteRTMethod(_DeviceMethod):
@@ -435,7 +479,7 @@ class LiteRTMethod(_DeviceMethod):
         return litert_runtime.convert(module, example, quantizer=quantizer)
 
     def quantizer(self):
-        return pt2e.litert_quantizer()
+        return pt2e.litert_quantizer(per_channel=self.per_channel)
 
     def metadata(self, quantized, meta):
         quantization = litert_runtime.input_quantization(quantized.data)
@@ -458,6 +502,8 @@ class CoreMLMethod(Method):
     modules, extra = ("coremltools",), "mobile"
     calibrated = False
     timed = False  # the runner is PyTorch with the package's weights, not Core ML
+    weights = "int8 symmetric per-channel, weight-only"
+    activations = "float32 (weight-only)"
     note = (
         "weight-only int8 (Core ML dequantizes the weights and computes in float32); top-1 "
         "measured with the package's own int8 weights run in PyTorch; latency not measured "
@@ -520,12 +566,16 @@ METHODS: dict[str, Method] = {
 }
 
 
-def get_method(name: str) -> Method:
+def get_method(name: str, *, per_channel: bool = True) -> Method:
     if name not in METHODS:
         raise InvalidArgumentError(
             f"unknown quantization method {name!r}; allowed: {', '.join(METHODS)}"
         )
     method = METHODS[name]
+    if not per_channel:
+        if name == "coreml":
+            raise InvalidArgumentError("--method coreml quantizes weights per channel only")
+        method = method.with_granularity(False)
     for module in method.modules:
         if method.extra == "mobile":
             require_mobile(module)
@@ -584,6 +634,8 @@ def quantize(
     max_drop: float = DEFAULT_MAX_DROP,
     strict: bool = False,
     metadata: dict[str, Any] | None = None,
+    per_channel: bool = True,
+    qat: QatResult | None = None,
 ) -> QuantizationReport:
     """Quantize ``model`` to int8, measure what changed, and write it to ``path``.
 
@@ -593,8 +645,14 @@ def quantize(
     beyond ``max_drop`` points is reported (``within_budget`` False); with ``strict`` it raises
     :class:`QuantizationAccuracyError` and nothing is written. ``metadata`` (the fp32 export's,
     :func:`lightnets.deploy.metadata.build_metadata`) is stored in the file with the int8 result.
+    ``per_channel`` False: one weight scale per tensor instead of per output channel. ``qat``: the
+    network fine-tuned quantization-aware for ``method`` (:func:`lightnets.deploy.qat.
+    finetune_qat`), written instead of a post-training quantization of ``model`` (which stays
+    the fp32 reference); ``calibration`` is then unused.
     """
-    quant = get_method(method)
+    quant = get_method(method, per_channel=per_channel)
+    if qat is not None:
+        check_qat_method(method)
     path = coreml.check_writable_package(path) if method == "coreml" else check_writable(path)
     if path.suffix != quant.suffix:
         raise InvalidArgumentError(f"--method {method} writes a {quant.suffix} file; got {path}")
@@ -604,14 +662,24 @@ def quantize(
     metadata = format_metadata(method, metadata, input_size)
     fp32 = quant.fp32(fuse(model), input_size, metadata)  # the one fp32 export
     fp32_run, fp32_size = quant.runner(fp32), quant.size_mb(fp32)
-    quantized = quant.quantize(fp32, _arrays(calibration) if quant.calibrated else [])
+    if qat is not None:
+        quantized = quant.from_converted(qat.converted, fp32, qat.quantizer)
+        calibration, calibration_name = [], qat.dataset
+    else:
+        quantized = quant.quantize(fp32, _arrays(calibration) if quant.calibrated else [])
     int8_run = quant.runner(quantized)
     change = top1_change(_eager(model), int8_run, evaluation, max_drop=max_drop)
     if strict and not change.within_budget:
         raise QuantizationAccuracyError(
             f"int8 not written: {change.describe()} is beyond --max-drop {max_drop:g}"
         )
-    int8 = {"method": method, **change.as_dict(), **({"note": quant.note} if quant.note else {})}
+    scheme = _scheme(quant, qat, calibration_name, calibration)
+    int8 = {
+        "method": method,
+        **change.as_dict(),
+        **scheme,
+        **({"note": quant.note} if quant.note else {}),
+    }
     metadata = {**metadata, "precision": "int8", "int8": int8}
     files = quant.save(quantized, path, metadata)
     fp32_ms = int8_ms = math.nan
@@ -622,7 +690,26 @@ def quantize(
     report = _report(
         path, method, calibration_name, calibration, change, files, fp32_size, fp32_ms, int8_ms
     )
-    return replace(report, note=quant.note)
+    return replace(report, note=quant.note, **scheme)
+
+
+def _scheme(
+    quant: Method, qat: QatResult | None, calibration_name: str, calibration: Sequence
+) -> dict[str, str]:
+    """How the int8 model was made, in the report's words (``training``, ``weights``,
+    ``activations``, and ``scheme``: all of it and the data it used, in one line)."""
+    weights = quant.weights_scheme()
+    if qat is not None:
+        activations = qat.activations + " (ranges learned in training)"
+        data = qat.describe()
+        training = "QAT"
+    else:
+        activations = quant.activations
+        count = sum(len(b) for b in calibration)
+        data = f"{count} {calibration_name} calibration images" if count else "no calibration"
+        training = "PTQ"
+    line = f"{training}: weights {weights}, activations {activations}; {data}"
+    return {"training": training, "weights": weights, "activations": activations, "scheme": line}
 
 
 def _report(

@@ -173,6 +173,18 @@ class TrainConfig:
         "keep every BatchNorm's running statistics (use them in training too)",
         "fine-tuning",
     )
+    #: Quantization-aware training (train/qat.py): the last ``qat_epochs`` epochs train with
+    #: fake int8 for ``qat_backend``'s quantizer; the checkpoint records it.
+    qat_epochs: int = _setting(
+        0,
+        "train the last N epochs quantization-aware: fake int8 as QAT_BACKEND runs it, BatchNorm "
+        "statistics frozen after the first half of them (default 0: off)",
+        metavar="N",
+    )
+    qat_backend: str = _setting(
+        "executorch",
+        "the runtime whose int8 quantizer --qat-epochs trains for (default executorch)",
+    )
 
     def validate(self) -> TrainConfig:
         from lightnets.data import DATASET_NAMES
@@ -195,6 +207,7 @@ class TrainConfig:
         check_int(flag_for("num_workers"), self.num_workers, minimum=0, maximum=max_workers())
         check_int(flag_for("cutout"), self.cutout, minimum=0)
         check_float("--random-erasing", self.random_erasing, minimum=0.0, maximum=1.0)
+        _check_qat(self)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -260,6 +273,31 @@ def _check_model_hparams(hparams: Any) -> None:
         raise InvalidArgumentError(
             f"model hyperparameters may not set {', '.join(reserved)} (create_model arguments; "
             "weights are given with --weights)"
+        )
+
+
+def _check_qat(config: TrainConfig) -> None:
+    """--qat-epochs: within the run, and without the settings an exported graph cannot take."""
+    from lightnets.train.qat import QAT_BACKENDS
+
+    _check_choice("qat_backend", config.qat_backend, tuple(QAT_BACKENDS))
+    check_int("--qat-epochs", config.qat_epochs, minimum=0, maximum=config.recipe.epochs)
+    if config.qat_epochs == 0:
+        return
+    clashes = {
+        "--ema": config.recipe.ema_decay is not None,
+        "--compile": config.compile,
+        "--cuda-graphs": bool(config.cuda_graphs),
+        "--channels-last": bool(config.channels_last),
+        "--sync-bn": config.sync_bn,
+        "--freeze-bn": config.freeze_bn,
+        "--freeze-backbone": config.freeze_backbone,
+    }
+    given = [flag for flag, on in clashes.items() if on]
+    if given:
+        raise InvalidArgumentError(
+            f"--qat-epochs does not combine with {given[0]} (the quantization-aware network is "
+            f"an exported graph; not allowed with it: {', '.join(clashes)})"
         )
 
 

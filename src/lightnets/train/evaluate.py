@@ -12,7 +12,6 @@ from torch.nn import functional as F
 
 from lightnets.data.loader import IGNORE_INDEX
 from lightnets.errors import InvalidArgumentError, check_int
-from lightnets.models import LightweightNet
 from lightnets.models.memory import check_memory
 from lightnets.train.distributed import DistContext, all_reduce_sum
 from lightnets.train.metrics import EvalResult, top5_meaningful, topk_correct
@@ -93,14 +92,17 @@ def evaluate_checkpoint(
     device: str | None = None,
     per_class: bool = False,
     amp: str = "none",
-    model_and_state: tuple[LightweightNet, dict[str, Any]] | None = None,
+    model_and_state: tuple[nn.Module, dict[str, Any]] | None = None,
+    int8: bool = False,
 ) -> tuple[EvalResult, list[str]]:
     """Evaluate a training checkpoint (EMA weights when it has them) on a split of a data set.
 
     The data set, its normalisation and its validation carve-out default to the checkpoint's,
     so ``split="val"`` is the very split the run picked its best epoch on. Returns the result
     and the class names. ``model_and_state``: an already loaded (model, checkpoint-like dict),
-    e.g. from another weights file, evaluated instead of ``checkpoint``'s.
+    e.g. from another weights file, evaluated instead of ``checkpoint``'s. ``int8``: the int8
+    network of a checkpoint trained with ``--qat-epochs`` (train/qat.py), as the runtime of its
+    QAT backend computes it, instead of the fp32 one.
     """
     from lightnets.data import make_loader
     from lightnets.train.checkpoint import model_from_checkpoint
@@ -117,13 +119,18 @@ def evaluate_checkpoint(
     # The batches are resized to the input size the file records: checked at this batch size.
     check_memory(model.hparams, splits.input_size, batch_size)
     torch_device = torch.device(kind)
+    if int8:
+        from lightnets.train.qat import int8_from_checkpoint
+
+        model = int8_from_checkpoint(model, state, str(checkpoint))
     model.to(torch_device)
     data = getattr(splits, split)
     loader = make_loader(data, splits, batch_size=batch_size, train=False, device=torch_device)
+    num_classes = len(splits.classes)
     result = evaluate(
         model,
         loader,
-        num_classes=model.num_classes,
+        num_classes=num_classes,
         device=torch_device,
         amp=amp,
         per_class=per_class,

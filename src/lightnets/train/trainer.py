@@ -21,6 +21,7 @@ position inside the epoch too; the resumed run skips the batches already trained
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import random
 import signal
@@ -59,6 +60,7 @@ from lightnets.train.guard import DivergenceGuard
 from lightnets.train.metrics import EvalResult, at_chance, chance_warning
 from lightnets.train.precision import autocast_context
 from lightnets.train.progress import format_epoch, make_progress
+from lightnets.train.qat import QatNetwork
 from lightnets.train.recipes import SHORT_RUN_EPOCHS, build_optimizer, build_scheduler
 from lightnets.train.run_state import RunDirectory, RunProgress
 from lightnets.train.rundir import CURVES, SUMMARY
@@ -154,6 +156,7 @@ class Trainer:
         resume: continue the run in ``config.output`` from its ``last.pt``.
         train_loader: a replacement for the training loader (for tests and custom data): an
             iterable of (images, labels) batches with ``__len__`` and ``set_epoch(epoch)``.
+        progress_stream: where progress lines go (default stdout).
     """
 
     def __init__(
@@ -162,8 +165,10 @@ class Trainer:
         *,
         resume: bool = False,
         train_loader: Any = None,
+        progress_stream: Any = None,
     ) -> None:
         self.config = config.validate()
+        self.progress_stream = progress_stream
         self.recipe = config.recipe
         self.resume = resume
         # What the set-up repaired or shortened, printed when the run starts.
@@ -266,16 +271,19 @@ class Trainer:
         and are resolved again by each (resumed) process.
         """
         config, cuda = self.config, kind == "cuda"
+        graph_capture = cuda and not config.qat_epochs  # a QAT network is an exported graph
         if config.cuda_graphs and not cuda:
             raise InvalidArgumentError(
                 "--cuda-graphs needs CUDA; on the CPU leave it out (or use --compile)"
             )
         self.device_data = cuda if config.device_data is None else config.device_data
         self.static_shapes = cuda if config.static_shapes is None else config.static_shapes
-        self.cuda_graphs = cuda if config.cuda_graphs is None else config.cuda_graphs
+        self.cuda_graphs = graph_capture if config.cuda_graphs is None else config.cuda_graphs
         short_run = config.recipe.epochs < SHORT_RUN_EPOCHS
         self.amp: str = ("bf16" if cuda else "none") if config.amp is None else config.amp
-        self.channels_last: bool = cuda if config.channels_last is None else config.channels_last
+        self.channels_last: bool = (
+            graph_capture if config.channels_last is None else config.channels_last
+        )
         self.augment: bool = not short_run if config.augment is None else config.augment
         return dataclasses.replace(
             config, amp=self.amp, channels_last=self.channels_last, augment=self.augment
@@ -370,10 +378,15 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
     def _restore_or_start(self, state: dict[str, Any] | None) -> None:
-        """The position in the run: epoch 0 of a new run, or the checkpoint's."""
+        """The position in the run: epoch 0 of a new run, or the checkpoint's (its
+        quantization-aware network rebuilt when it had started)."""
         self.position = RunProgress()
+        self.qat: QatNetwork | None = None
+        self.qat_record: dict[str, Any] | None = None
         if state is not None:
             self._restore(state)
+            if state.get("qat"):
+                self._start_qat(state["qat"])
 
     def _wrap_for_training(self) -> None:
         """DDP and torch.compile around the model for the training step; progress display."""
@@ -394,8 +407,10 @@ class Trainer:
         elif self.config.compile:
             train_module = _compiled(train_module)
         self.train_module = train_module
+        if self.qat is not None:
+            self._wrap_qat()
         self._warming_up = True  # until this process's first WARMUP_STEPS steps are done
-        self.progress = make_progress(self.ctx.is_main)
+        self.progress = make_progress(self.ctx.is_main, self.progress_stream)
         self.tb_writer = None
         self.sigint: _SigintFlag | None = None
 
@@ -412,6 +427,70 @@ class Trainer:
         if self.ctx.rank < len(rng):
             _set_rng_state(rng[self.ctx.rank])
         self.position = RunProgress.from_checkpoint(state)
+
+    # -- quantization-aware training ---------------------------------------------------------
+
+    def _start_qat(self, saved: dict[str, Any] | None = None) -> None:
+        """From here on train and evaluate the network with fake int8 (train/qat.py).
+
+        A fresh start picks the best epoch among the quantization-aware ones only (the network
+        that is kept must be the one trained for int8); BatchNorm statistics freeze halfway
+        through the quantization-aware steps. ``saved``: the checkpoint's record, on resume.
+        """
+        config, steps = self.config, self.steps_per_epoch
+        self.qat = QatNetwork(self.model, config.qat_backend, self.splits.input_size)
+        if saved is not None:
+            self.qat.load_extra_state(saved["state"])
+            record = {k: v for k, v in saved.items() if k != "state"}
+        else:
+            start = self.position.epoch
+            qat_steps = (self.recipe.epochs - start) * steps
+            record = {
+                "backend": config.qat_backend,
+                "start_epoch": start,
+                "freeze_bn_step": start * steps + math.ceil(qat_steps / 2),
+                "weights": self.qat.backend.weights,
+                "activations": self.qat.backend.activations,
+            }
+            position = self.position
+            position.best_top1 = position.best_epoch = position.best_weights = None
+        self.qat_record = record
+        self.eval_model = self.qat.module
+
+    def _wrap_qat(self) -> None:
+        """The quantization-aware network as the training module (under DDP when distributed)."""
+        module: nn.Module = self.qat.module
+        if self.ctx.distributed:
+            module = nn.parallel.DistributedDataParallel(
+                module, device_ids=[self.ctx.local_rank] if self.device.type == "cuda" else None
+            )
+        self.train_module = module
+
+    def _maybe_start_qat(self) -> None:
+        if self.qat is None and self.position.epoch >= self.recipe.epochs - self.config.qat_epochs:
+            if self.config.qat_epochs == 0:
+                return
+            self._start_qat()
+            self._wrap_qat()
+            self.progress.message(
+                f"quantization-aware training from epoch {self.position.epoch + 1} "
+                f"({self.config.qat_backend} int8: {self.qat.backend.weights} weights, "
+                f"{self.qat.backend.activations} activations; BatchNorm statistics frozen from "
+                f"step {self.qat_record['freeze_bn_step']})"
+            )
+
+    def _freeze_qat_batchnorm(self, step: int) -> None:
+        """Freeze the QAT network's BatchNorm statistics once ``step`` (counted over the whole
+        run, so a resumed run freezes at the same step) reaches the recorded one."""
+        qat = self.qat
+        if qat is not None and not qat.bn_frozen and step >= self.qat_record["freeze_bn_step"]:
+            qat.freeze_batchnorm()
+
+    def _qat_state(self) -> dict[str, Any] | None:
+        if self.qat is None:
+            return None
+        epochs = self.recipe.epochs - self.qat_record["start_epoch"]
+        return {**self.qat_record, "epochs": epochs, "state": self.qat.extra_state()}
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -439,6 +518,7 @@ class Trainer:
             "wall_time": position.wall_time + (time.perf_counter() - self._t_start),
             "world_size": self.ctx.world_size,
             "params": self.params,
+            "qat": self._qat_state(),
         }
 
     def _gather_rng(self) -> list[dict[str, Any]]:
@@ -464,6 +544,7 @@ class Trainer:
         with self.progress, self.sigint as interrupt:
             self._announce()
             while self.position.epoch < self.recipe.epochs:
+                self._maybe_start_qat()
                 record = self._train_epoch(interrupt)
                 self._end_epoch(record)
                 if interrupt.requested:
@@ -554,6 +635,7 @@ class Trainer:
                 if index < skip:
                     continue
                 in_step = True
+                self._freeze_qat_batchnorm(self.position.epoch * steps + index)
                 lr = self.optimizer.param_groups[0]["lr"]
                 self._step(images, targets, sums)
                 in_step = False
@@ -690,6 +772,8 @@ class Trainer:
             if position.best_epoch is not None and self.run.best.exists():
                 state = load_checkpoint(self.run.best, map_location="cpu")
                 weights = state["ema"] if self.ema is not None else state["model"]
+                if self.qat is not None:
+                    weights = {**weights, **state["qat"]["state"]}
             else:
                 source = "last"
         if weights is not None:
@@ -717,6 +801,9 @@ class Trainer:
             "threads": thread_record(self.threads),
             "recipe": self.recipe.to_dict(),
         }
+        if self.qat is not None:
+            # The test top-1 above is the fake-int8 network's.
+            summary["qat"] = {k: v for k, v in (self._qat_state() or {}).items() if k != "state"}
         if self.ctx.is_main:
             summary_path = self.run.write_summary(summary)
             from lightnets.figures import save_figure

@@ -1,0 +1,213 @@
+"""int8 top-1 of every zoo family on Fashion-MNIST: fp32, post-training quantization per tensor
+and per channel, and quantization-aware training, for each installed int8 method (issue 21).
+
+For each family (CIFAR variant, 10 classes) the script trains an fp32 network with ``lightnets
+train`` on Fashion-MNIST (by default the full 60,000 training images, no validation carve-out,
+long enough for >= 90% fp32 top-1), then, for each installed method:
+
+- PTQ per-tensor and PTQ per-channel (``lightnets.deploy.quantize``, 300 calibration images
+  from the training set, ``per_channel=False`` / ``True``);
+- QAT (``lightnets.deploy.qat.finetune_qat``: the library's default fine-tune, 10% of the run's
+  epochs and 1% of its peak lr, BatchNorm frozen after half; executorch and litert, the methods
+  whose quantizer trains and lowers the same int8),
+
+and measures top-1 of the file each writes, run in its own runtime, on the first
+``--eval-images`` images of the test split (10,000: all of it), beside eager fp32 on the same
+images; and the wall time each step took. One table, printed and (``--json``) written.
+
+    python benchmarks/int8_accuracy.py                      # the full run (hours on 2 cores)
+    python benchmarks/int8_accuracy.py --families mobilenet_v2 --width-mult 0.5 \\
+        --train-subset 6000 --epochs 3 --eval-images 2000  # a reduced run: say so with its table
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: The zoo families at the widths the issue names (CIFAR stem: 32 x 32 Fashion-MNIST).
+FAMILIES: dict[str, dict[str, Any]] = {
+    "squeezenet1_1": {},
+    "mobilenet_v1": {"width_mult": 1.0},
+    "mobilenet_v2": {"width_mult": 1.0},
+    "shufflenet_v1": {"groups": 3},
+    "shufflenet_v2": {"width_mult": 1.0},
+}
+METHODS = ("executorch", "litert", "openvino", "onnxruntime")
+SUFFIX = {"executorch": ".pte", "litert": ".tflite", "openvino": ".xml", "onnxruntime": ".onnx"}
+
+
+def installed(method: str) -> bool:
+    from lightnets.deploy.quantization import get_method
+    from lightnets.errors import LightnetsError
+
+    try:
+        get_method(method)
+    except LightnetsError:
+        return False
+    return True
+
+
+def train_fp32(family: str, hparams: dict, args: argparse.Namespace, folder: Path) -> tuple:
+    """(checkpoint path, summary, seconds) of the fp32 run."""
+    from lightnets.train.config import TrainConfig
+    from lightnets.train.recipes import default_recipe_name, get_recipe
+    from lightnets.train.trainer import train
+
+    recipe = get_recipe(default_recipe_name(args.epochs), epochs=args.epochs, lr=args.lr)
+    config = TrainConfig(
+        model=family,
+        model_hparams=hparams,
+        output=str(folder / family),
+        dataset="fashion-mnist",
+        val_size=0,
+        train_subset=args.train_subset,
+        recipe=recipe,
+        seed=0,
+    )
+    start = time.perf_counter()
+    summary = train(config)
+    return Path(config.output) / "last.pt", summary, time.perf_counter() - start
+
+
+def measure(family: str, hparams: dict, args: argparse.Namespace, folder: Path) -> list[dict]:
+    from lightnets.deploy.qat import QAT_METHODS, finetune_qat
+    from lightnets.deploy.quantization import calibration_data, calibration_source, quantize
+    from lightnets.train.checkpoint import model_from_checkpoint
+
+    checkpoint, _, train_s = train_fp32(family, hparams, args, folder)
+    model, state = model_from_checkpoint(checkpoint)
+    size = tuple(state["dataset"]["input_size"])
+    source, kwargs = calibration_source(state, None, None)
+    calib, evals, _ = calibration_data(
+        source,
+        input_size=size,
+        calibration_images=args.calibration_images,
+        eval_images=args.eval_images,
+        **kwargs,
+    )
+    rows = []
+    for method in args.methods:
+        row: dict[str, Any] = {
+            "family": family,
+            "hparams": hparams,
+            "method": method,
+            "train_s": train_s,
+            "epochs": args.epochs,
+        }
+        schemes = [("ptq_per_tensor", False), ("ptq_per_channel", True)]
+        for key, per_channel in schemes:
+            start = time.perf_counter()
+            report = quantize(
+                model,
+                folder / f"{family}_{method}_{key}{SUFFIX[method]}",
+                calib,
+                evals,
+                size,
+                method=method,
+                calibration_name=source,
+                per_channel=per_channel,
+            )
+            row[key] = report.int8_top1
+            row[f"{key}_s"] = time.perf_counter() - start
+            row["fp32"] = report.fp32_top1
+            row["eval_images"] = report.eval_images
+            row[f"{key}_scheme"] = report.scheme
+        if method in QAT_METHODS:
+            start = time.perf_counter()
+            qat = finetune_qat(checkpoint, state, method)
+            report = quantize(
+                model,
+                folder / f"{family}_{method}_qat{SUFFIX[method]}",
+                calib,
+                evals,
+                size,
+                method=method,
+                qat=qat,
+            )
+            row["qat"] = report.int8_top1
+            row["qat_s"] = time.perf_counter() - start
+            row["qat_scheme"] = report.scheme
+        rows.append(row)
+        print(format_row(row), flush=True)
+    return rows
+
+
+def cell(row: dict, key: str) -> str:
+    if key not in row:
+        return "-"
+    return f"{row[key]:.2f} ({row[key] - row['fp32']:+.2f}; {row[f'{key}_s']:.0f} s)"
+
+
+def format_row(row: dict) -> str:
+    name = row["family"] + "".join(f" {k}={v}" for k, v in row["hparams"].items())
+    return (
+        f"| {name} | {row['method']} | {row['fp32']:.2f} ({row['train_s']:.0f} s) | "
+        f"{cell(row, 'ptq_per_tensor')} | {cell(row, 'ptq_per_channel')} | {cell(row, 'qat')} |"
+    )
+
+
+HEADER = (
+    "| family | method | fp32 top-1 % (train time) | PTQ per-tensor (change; time) | "
+    "PTQ per-channel (change; time) | QAT (change; time) |\n|---|---|---:|---:|---:|---:|"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--methods", default=",".join(METHODS), help="those installed are run")
+    parser.add_argument("--width-mult", type=float, default=None, help="override (reduced run)")
+    parser.add_argument("--train-subset", type=int, default=None, help="default: all 60,000")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--lr", type=float, default=None, help="default: the recipe's")
+    parser.add_argument("--eval-images", type=int, default=10000)
+    parser.add_argument("--calibration-images", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", default=None, metavar="PATH")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.methods = [m for m in args.methods.split(",") if installed(m)]
+    families = args.families.split(",")
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown:
+        sys.exit(f"unknown family {', '.join(unknown)}; allowed: {', '.join(FAMILIES)}")
+    conditions = {
+        "families": families,
+        "width_mult": args.width_mult,
+        "train_images": args.train_subset or 60000,
+        "epochs": args.epochs,
+        "eval_images": args.eval_images,
+        "calibration_images": args.calibration_images,
+        "methods": args.methods,
+        "torch_threads": torch.get_num_threads(),
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    print(f"conditions: {conditions}", flush=True)
+    print(HEADER, flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="int8-accuracy-") as folder:
+        for family in families:
+            hparams = dict(FAMILIES[family])
+            if args.width_mult is not None and "width_mult" in hparams:
+                hparams["width_mult"] = args.width_mult
+            rows += measure(family, hparams, args, Path(folder))
+    print("\n" + HEADER)
+    for row in rows:
+        print(format_row(row))
+    if args.json:
+        from lightnets.fileio import write_text_atomic
+        from lightnets.jsonio import dumps
+
+        write_text_atomic(args.json, dumps({"conditions": conditions, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

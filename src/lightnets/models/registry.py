@@ -95,12 +95,20 @@ _COERCE: dict[type, Callable[[HParam, str, Any], Any]] = {
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered model: its builder, the paper it implements, and its hyperparameters."""
+    """A registered model: its builder, the paper it implements, its hyperparameters, and the
+    training defaults measured for it.
+
+    ``recipe_defaults`` maps a training recipe's name (``lightnets.train.recipes.RECIPES``) to
+    plain values of its fields (``{"onecycle": {"lr": 0.04}}``) that this family trains with
+    instead of the recipe's own, like the per-model recipes of torchvision's and timm's
+    references; ``lightnets.train.recipes`` reads them (models do not import train).
+    """
 
     name: str
     builder: Callable[..., LightweightNet]
     paper: str
     hparams: dict[str, HParam] = field(default_factory=dict)
+    recipe_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -111,18 +119,24 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, *, paper: str, hparams: dict[str, HParam] | None = None
+    name: str,
+    *,
+    paper: str,
+    hparams: dict[str, HParam] | None = None,
+    recipe_defaults: dict[str, dict[str, Any]] | None = None,
 ) -> Callable[[Callable[..., LightweightNet]], Callable[..., LightweightNet]]:
     """Decorator: register ``builder(num_classes, variant, **hparams)`` under ``name``.
 
     ``builder`` is a family's class (or a function returning one) called with the validated
-    hyperparameters; the decorator returns it unchanged.
+    hyperparameters; the decorator returns it unchanged. ``recipe_defaults``: see
+    :class:`ModelEntry`.
     """
 
     def decorator(builder: Callable[..., LightweightNet]) -> Callable[..., LightweightNet]:
         if name in _REGISTRY:
             raise RuntimeError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, builder, paper, dict(hparams or {}))
+        defaults = {recipe: dict(values) for recipe, values in (recipe_defaults or {}).items()}
+        _REGISTRY[name] = ModelEntry(name, builder, paper, dict(hparams or {}), defaults)
         return builder
 
     return decorator

@@ -272,13 +272,34 @@ HPARAMS = {
 }
 
 
-@register_model("squeezenet1_0", paper=PAPER + ", Table 1", hparams=HPARAMS)
+#: The training recipes' values SqueezeNet needs instead of their own (read by
+#: lightnets.train.recipes; measured on Fashion-MNIST, docs/training.md "Per-family values").
+#: Without BatchNorm, SGD at the recipes' peak lr 0.1 drives every conv10 ReLU to zero, or the
+#: loss to NaN, within the first epochs, and the run stays at chance; so did the paper's lr 0.04
+#: (Section 5: SGD, lr 0.04, polynomial decay, for 170k iterations on ImageNet). AdamW's steps do
+#: not grow with the gradient; at lr 0.002 it too sometimes pushed conv10 below zero for good, at
+#: 0.001 never; batch 16 gives a 3-epoch run four times the steps of batch 128.
+RECIPE_DEFAULTS: dict[str, dict[str, object]] = {
+    "onecycle": {"optimizer": "adamw", "lr": 0.001, "batch_size": 16},
+    "cifar": {"optimizer": "adamw", "lr": 0.001},
+    "cosine": {"optimizer": "adamw", "lr": 0.001},
+}
+
+
+@register_model(
+    "squeezenet1_0", paper=PAPER + ", Table 1", hparams=HPARAMS, recipe_defaults=RECIPE_DEFAULTS
+)
 def squeezenet1_0(num_classes: int = 1000, variant: str = "imagenet", **hparams) -> SqueezeNet:
     """SqueezeNet v1.0: 7x7/2 stem with 96 filters, max-pools after conv1, fire4 and fire8."""
     return SqueezeNet(num_classes, variant, version="1_0", **hparams)
 
 
-@register_model("squeezenet1_1", paper=PAPER + ", v1.1 (reference implementation)", hparams=HPARAMS)
+@register_model(
+    "squeezenet1_1",
+    paper=PAPER + ", v1.1 (reference implementation)",
+    hparams=HPARAMS,
+    recipe_defaults=RECIPE_DEFAULTS,
+)
 def squeezenet1_1(num_classes: int = 1000, variant: str = "imagenet", **hparams) -> SqueezeNet:
     """SqueezeNet v1.1: 3x3/2 stem with 64 filters, max-pools after conv1, fire3 and fire5."""
     return SqueezeNet(num_classes, variant, version="1_1", **hparams)

@@ -35,7 +35,7 @@ FAMILY_DEFAULTS = {
     "squeezenet1_1": SQUEEZENET,
     "mobilenet_v1": {},
     "mobilenet_v2": {},
-    "shufflenet_v1": {},
+    "shufflenet_v1": {"onecycle": {"lr": 0.02}},
     "shufflenet_v2": {},
 }
 
@@ -71,7 +71,7 @@ def test_family_defaults_reach_the_resolved_recipe(model, recipe):
     assert config.recipe_source == expected
 
 
-def test_squeezenet_short_run_default_is_the_measured_one():
+def test_short_run_defaults_are_the_measured_ones():
     """The issue's command: 3 epochs pick the one-cycle recipe, with SqueezeNet's values."""
     config = _config("--model squeezenet1_1 --variant cifar --dataset fashion-mnist --epochs 3")
     recipe = config.recipe
@@ -81,6 +81,14 @@ def test_squeezenet_short_run_default_is_the_measured_one():
         "onecycle (the default below 30 epochs; squeezenet1_1's defaults: --optimizer adamw "
         "--lr 0.001 --batch-size 16)"
     )
+    # ShuffleNet V1 lowers only the one-cycle peak lr; its long runs keep the published recipe.
+    shufflenet = _config("--model shufflenet_v1 --variant cifar --epochs 3")
+    assert shufflenet.recipe == get_recipe("onecycle", epochs=3, lr=0.02)
+    assert shufflenet.recipe_source == (
+        "onecycle (the default below 30 epochs; shufflenet_v1's defaults: --lr 0.02)"
+    )
+    assert _config("--model shufflenet_v1 --epochs 3 --lr 0.1").recipe.lr == 0.1
+    assert _config("--model shufflenet_v1").recipe == get_recipe("cifar")
     # A family without its own values keeps the recipe's, and says only why it was picked.
     other = _config("--model shufflenet_v2 --epochs 3")
     assert other.recipe == get_recipe("onecycle", epochs=3)

@@ -35,7 +35,7 @@ FAMILY_DEFAULTS = {
     "squeezenet1_1": SQUEEZENET,
     "mobilenet_v1": {},
     "mobilenet_v2": {},
-    "shufflenet_v1": {"onecycle": {"lr": 0.02}},
+    "shufflenet_v1": {"onecycle": {"lr": 0.02, "batch_size": 64}},
     "shufflenet_v2": {},
 }
 
@@ -81,13 +81,15 @@ def test_short_run_defaults_are_the_measured_ones():
         "onecycle (the default below 30 epochs; squeezenet1_1's defaults: --optimizer adamw "
         "--lr 0.001 --batch-size 16)"
     )
-    # ShuffleNet V1 lowers only the one-cycle peak lr; its long runs keep the published recipe.
+    # ShuffleNet V1 changes only the one-cycle recipe; its long runs keep the published one.
     shufflenet = _config("--model shufflenet_v1 --variant cifar --epochs 3")
-    assert shufflenet.recipe == get_recipe("onecycle", epochs=3, lr=0.02)
+    assert shufflenet.recipe == get_recipe("onecycle", epochs=3, lr=0.02, batch_size=64)
     assert shufflenet.recipe_source == (
-        "onecycle (the default below 30 epochs; shufflenet_v1's defaults: --lr 0.02)"
+        "onecycle (the default below 30 epochs; shufflenet_v1's defaults: --lr 0.02 "
+        "--batch-size 64)"
     )
-    assert _config("--model shufflenet_v1 --epochs 3 --lr 0.1").recipe.lr == 0.1
+    given = _config("--model shufflenet_v1 --epochs 3 --lr 0.1").recipe
+    assert (given.lr, given.batch_size) == (0.1, 64)
     assert _config("--model shufflenet_v1").recipe == get_recipe("cifar")
     # A family without its own values keeps the recipe's, and says only why it was picked.
     other = _config("--model shufflenet_v2 --epochs 3")

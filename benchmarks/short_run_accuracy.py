@@ -6,11 +6,12 @@ Each run is the command a new user types for a quick try, everything else left a
         --epochs 3 --seed S --output RUN
 
 that is: the recipe ``train`` picks (``onecycle`` below 30 epochs, with the values the family
-declares on its registry entry, ``ModelEntry.recipe_defaults``), batch 128, no crop and flip, the
-first 5,000 training images after a 5,000-image validation split (which picks the best epoch),
-the 10,000 official test images evaluated once. One row per run: family, seed, test top-1,
-whether the run ended finite (a diverged run stops with the NaN guard's message), its seconds;
-then one summary line per family and whether every run ended finite and above ``--bar``.
+declares on its registry entry, ``ModelEntry.recipe_defaults``; batch 128 unless the family
+declares another), no crop and flip, the first 5,000 training images after a 5,000-image
+validation split (which picks the best epoch), the 10,000 official test images evaluated once.
+One row per run: family, seed, test top-1, whether the run ended finite (a diverged run stops
+with the NaN guard's message), its seconds; then one summary line per family and whether every
+run ended finite and above ``--bar``.
 
 ``--flags "..."`` adds flags to every run: ``--flags "--lr 0.1"`` trains the one-cycle recipe at
 its own peak lr instead of the family's, the default before per-family values. ``--plain`` also

@@ -14,6 +14,11 @@ Rerunning prints the table again (finished runs are reused).
 
 Each run is one ``lightnets train`` command (printed); the table shows test top-1 and the
 training seconds per epoch of each.
+
+``--lrs 0.003,0.01,0.03,0.1 --seeds 0 1 2`` then compares learning rates for the two fine-tunes
+with ``train``'s defaults otherwise (the ``finetune`` recipe: SGD, cosine, no warm-up), beside
+the default before it (the ``onecycle`` recipe, peak lr 0.1): test top-1 per seed, the mean, and
+the largest validation loss of any epoch (a spike shows an lr too high for the loaded weights).
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ def train(out: Path, name: str, args: str) -> dict:
     summary = json.loads((run / "summary.json").read_text())
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     summary["epoch_seconds"] = sum(r["seconds"] for r in history) / len(history)
+    summary["largest_val_loss"] = max(r["val_loss"] for r in history)
     return summary
 
 
@@ -73,7 +79,12 @@ def main() -> None:
     parser.add_argument("--test-per-class", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--source-epochs", type=int, default=8)
+    parser.add_argument(
+        "--lrs", default="", help="comma-separated fine-tuning lrs to compare (default: none)"
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args()
+    args.lrs = [float(lr) for lr in args.lrs.split(",") if lr]
     if not (args.out / "target").exists():
         write_folders(args.out, args.source_per_class, args.target_per_class, args.test_per_class)
     common = (
@@ -94,6 +105,36 @@ def main() -> None:
     print("|---|---|---|")
     for label, s in rows.items():
         print(f"| {label} | {100 * s['test_top1']:.1f}% | {s['epoch_seconds']:.1f} |")
+    if args.lrs:
+        compare_lrs(args, pretrained)
+
+
+def compare_lrs(args: argparse.Namespace, pretrained: Path) -> None:
+    """Fine-tuning learning rates with train's defaults otherwise, and the earlier default."""
+    target = (
+        f"--model {args.model} --dataset folder --input-size {args.input_size} --variant cifar "
+        f"--device cpu --batch-size 32 --data-dir {args.out / 'target'} --epochs {args.epochs} "
+        f"--weights {pretrained} --num-classes 5"
+    )
+    choices = [("onecycle, lr 0.1 (the default before)", "onecycle", "--recipe onecycle")]
+    choices += [(f"finetune, lr {lr:g}", f"lr{lr:g}", f"--lr {lr:g}") for lr in args.lrs]
+    seeds = " | ".join(f"seed {seed}" for seed in args.seeds)
+    print(f"\n| start | recipe | {seeds} | mean | largest val loss |")
+    print("|---|---|" + "---|" * (len(args.seeds) + 2))
+    for mode, flag in (("frozen backbone", "--freeze-backbone"), ("full fine-tune", "")):
+        for label, tag, flags in choices:
+            runs = [
+                train(
+                    args.out,
+                    f"{mode.split()[0]}-{tag}-s{seed}",
+                    f"{target} {flag} {flags} --seed {seed}",
+                )
+                for seed in args.seeds
+            ]
+            tops = [100 * r["test_top1"] for r in runs]
+            cells = " | ".join(f"{t:.1f}%" for t in tops)
+            worst = max(r["largest_val_loss"] for r in runs)
+            print(f"| {mode} | {label} | {cells} | {sum(tops) / len(tops):.1f}% | {worst:.2f} |")
 
 
 if __name__ == "__main__":

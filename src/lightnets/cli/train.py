@@ -32,14 +32,25 @@ Examples:
 #: TrainConfig fields that get no generated flag: set by --model, the model flags (--weights,
 #: --num-classes among them), --recipe.
 NOT_FLAGS = frozenset(
-    {"model", "model_hparams", "variant", "recipe", "image_size", "weights", "num_classes"}
+    {
+        "model",
+        "model_hparams",
+        "variant",
+        "recipe",
+        "recipe_source",
+        "image_size",
+        "weights",
+        "num_classes",
+    }
 )
 #: Recipe fields land in ``args.recipe_<field>`` (``name`` would clash with --model's).
 RECIPE_PREFIX = "recipe_"
 #: Help for the recipe's fields (a field's ``metadata["help"]``, when it has one, wins).
 RECIPE_HELP = {
     "name": "cifar: SGD 0.1, x0.2 at 30/60/80%%, 200 epochs; cosine: warm-up + cosine; "
-    "onecycle: one-cycle policy (default: cifar, or onecycle for --epochs below 30)",
+    "onecycle: one-cycle policy; finetune: lower lr, cosine (default: finetune with --weights, "
+    "else onecycle for --epochs below 30, else cifar; each model family may set its own values "
+    "of a recipe, said in the first line)",
     "batch_size": "global batch size",
     "lr": "peak learning rate",
     "decay_norm_and_bias": "weight decay on BatchNorm and biases too (default: no)",
@@ -232,8 +243,8 @@ def _given(args: argparse.Namespace, names: tuple[str, ...], prefix: str = "") -
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     """The run's :class:`TrainConfig` (merged with the stored one for --resume) and resume flag."""
-    from lightnets.train.config import TrainConfig
-    from lightnets.train.recipes import default_recipe_name, get_recipe
+    from lightnets.train.config import TrainConfig, flag_for
+    from lightnets.train.recipes import resolve_recipe
     from lightnets.train.resume import resume_config
 
     model_hparams = model_hparams_from_args(args)
@@ -263,9 +274,17 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
         raise InvalidArgumentError("--model NAME is required (or --resume RUN_DIR)")
     if settings.get("output") is None:
         raise InvalidArgumentError("--output RUN_DIR is required (or --resume RUN_DIR)")
-    recipe_name = recipe_name or default_recipe_name(recipe_overrides.get("epochs"))
-    recipe = get_recipe(recipe_name, **recipe_overrides)
-    return TrainConfig(model=name, model_hparams=model_hparams, recipe=recipe, **settings), False
+    resolved = resolve_recipe(
+        name, recipe_name, pretrained=args.weights is not None, **recipe_overrides
+    )
+    config = TrainConfig(
+        model=name,
+        model_hparams=model_hparams,
+        recipe=resolved.recipe,
+        recipe_source=resolved.describe(flag_for),
+        **settings,
+    )
+    return config, False
 
 
 def run(args: argparse.Namespace) -> int:

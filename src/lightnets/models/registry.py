@@ -121,12 +121,17 @@ class ModelEntry:
     ``classifier``: the module replaced when the number of classes changes (fine-tuning, a
     pretrained file with other classes). ``layouts``: the weight layouts whose files it loads
     (``lightnets.models.weights.layouts``), each with the hyperparameters that library's
-    network has (``{"torchvision": {"bypass": "none"}}``); its own layout always. ``paper_figures``:
-    the paper's ImageNet figures, one per configuration; ``paper_hparams``: what every one of
-    them assumes besides its own key (SqueezeNet's are of the network without bypass or
-    BatchNorm). ``plot_style``: its markers in figures. ``compare_configs``: the configurations
-    ``lightnets compare`` shows by default (hyperparameters that differ from the defaults),
-    the family's place in that list being its place in the registry.
+    network has (``{"torchvision": {"bypass": "none"}}``); its own layout always.
+    ``paper_figures``: the paper's ImageNet figures, one per configuration; ``paper_hparams``:
+    what every one of them assumes besides its own key (SqueezeNet's are of the network without
+    bypass or BatchNorm). ``plot_style``: its markers in figures. ``compare_configs``: the
+    configurations ``lightnets compare`` shows by default (hyperparameters that differ from the
+    defaults), the family's place in that list being its place in the registry.
+    ``recipe_defaults``: the training defaults measured for it, a training recipe's name
+    (``lightnets.train.recipes.RECIPES``) mapped to plain values of its fields
+    (``{"onecycle": {"lr": 0.04}}``) that this family trains with instead of the recipe's own,
+    like the per-model recipes of torchvision's and timm's references;
+    ``lightnets.train.recipes`` reads them (models do not import train).
     """
 
     name: str
@@ -139,6 +144,7 @@ class ModelEntry:
     paper_hparams: dict[str, Any] = field(kw_only=True, default_factory=dict)
     plot_style: PlotStyle | None = field(kw_only=True, default=None)
     compare_configs: tuple[dict[str, Any], ...] = field(kw_only=True, default=({},))
+    recipe_defaults: dict[str, dict[str, Any]] = field(kw_only=True, default_factory=dict)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -159,6 +165,7 @@ def register_model(
     paper_hparams: dict[str, Any] | None = None,
     plot_style: PlotStyle | None = None,
     compare_configs: Sequence[dict[str, Any]] = ({},),
+    recipe_defaults: dict[str, dict[str, Any]] | None = None,
 ) -> Callable[[Callable[..., LightweightNet]], Callable[..., LightweightNet]]:
     """Decorator: register ``builder(num_classes, variant, **hparams)`` under ``name``.
 
@@ -182,6 +189,7 @@ def register_model(
             paper_hparams=dict(paper_hparams or {}),
             plot_style=plot_style,
             compare_configs=tuple(dict(config) for config in compare_configs),
+            recipe_defaults={k: dict(v) for k, v in (recipe_defaults or {}).items()},
         )
         _check_facts(entry)
         _REGISTRY[name] = entry

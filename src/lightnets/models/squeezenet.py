@@ -279,11 +279,26 @@ HPARAMS = {
 #: Facts both versions share: torchvision's SqueezeNets, and the paper's figures, are of the
 #: network without bypass or BatchNorm.
 PLAIN = {"bypass": "none", "batch_norm": False}
+#: The training recipes' values SqueezeNet needs instead of their own (read by
+#: lightnets.train.recipes; measured on Fashion-MNIST, docs/training.md "Per-family values").
+#: Without BatchNorm, SGD at the recipes' peak lr 0.1 drives every conv10 ReLU to zero, or the
+#: loss to NaN, within the first epochs, and the run stays at chance; so did the paper's lr 0.04
+#: (Section 5: SGD, lr 0.04, polynomial decay, for 170k iterations on ImageNet). AdamW's steps do
+#: not grow with the gradient; at lr 0.002 it too sometimes pushed conv10 below zero for good, at
+#: 0.001 never; batch 16 gives a 3-epoch run four times the steps of batch 128.
+RECIPE_DEFAULTS: dict[str, dict[str, object]] = {
+    "onecycle": {"optimizer": "adamw", "lr": 0.001, "batch_size": 16},
+    "cifar": {"optimizer": "adamw", "lr": 0.001},
+    "cosine": {"optimizer": "adamw", "lr": 0.001},
+}
+
+
 FACTS: dict[str, Any] = {
     "classifier": "classifier.1",
     "layouts": {"torchvision": PLAIN},
     "paper_hparams": PLAIN,
     "plot_style": PlotStyle("squeezenet", "tab:brown", "s", "#5b3a29"),
+    "recipe_defaults": RECIPE_DEFAULTS,
 }
 
 

@@ -93,6 +93,9 @@ class TrainConfig:
     #: "cifar" or "imagenet"; None picks cifar for inputs up to 64 px, else imagenet.
     variant: str | None = None
     recipe: Recipe = field(default_factory=lambda: get_recipe("cifar"))
+    #: Where the recipe's values came from, for the first line of ``train`` (from
+    #: :meth:`~lightnets.train.recipes.ResolvedRecipe.describe`; None: the recipe's name).
+    recipe_source: str | None = None
     val_size: int | None = _setting(None, "validation images carved from the training set", "data")
     train_subset: int | None = _setting(
         None, "train on the first N training images only", "data", metavar="N"
@@ -232,7 +235,7 @@ def _resume_changes(
     differs from ``stored`` is an error."""
     changes: dict[str, Any] = {}
     for key, value in overrides.items():
-        if key in ("model", "model_hparams", "recipe") or value is None:
+        if key in ("model", "model_hparams", "recipe", "recipe_source") or value is None:
             continue
         if key == "output":
             if Path(value).resolve() != run_dir.resolve():

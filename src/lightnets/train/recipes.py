@@ -14,6 +14,15 @@ lasts ``warmup_epochs`` but at most ``warmup_cap`` (10%) of the run, and step mi
 iterations, so a 200-epoch run gets the published schedule (1-epoch warm-up, lr / 5 at epochs
 60, 120, 160) and a 3-epoch run a 0.3-epoch warm-up and four lr levels, not a warm-up that
 outlasts the run (``cosine``'s 5 epochs) or milestones rounded onto the same epoch.
+
+``finetune`` is the default for a run that starts from pretrained weights (``--weights``): a
+lower lr and a cosine schedule, so that the fresh classifier's first large gradients do not
+wreck the loaded backbone.
+
+A recipe's values are defaults: :func:`resolve_recipe` applies, in order, the recipe's own
+values, the model family's ``recipe_defaults`` for that recipe (measured per family and declared
+on its registry entry, beside its builder: SqueezeNet, without BatchNorm, needs a lower lr) and
+the values the user gave, which always win.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from lightnets.errors import InvalidArgumentError
+from lightnets.models.registry import get_model_entry
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine", "onecycle")
@@ -37,6 +47,8 @@ SCHEDULES = ("step", "cosine", "onecycle")
 DEFAULT_RECIPE = "cifar"
 SHORT_RUN_RECIPE = "onecycle"
 SHORT_RUN_EPOCHS = 30
+#: Without ``--recipe``, a run starting from pretrained weights (``--weights``), of any length.
+FINETUNE_RECIPE = "finetune"
 
 
 @dataclass(frozen=True)
@@ -225,17 +237,26 @@ RECIPES: dict[str, Recipe] = {
     "onecycle": Recipe(
         name="onecycle", schedule="onecycle", epochs=30, warmup_epochs=0.0, nesterov=True
     ),
+    # Measured on two pretrained backbones (benchmarks/pretrained_finetune.py, docs/training.md):
+    # lr 0.03 was best or within a point of the best, frozen or not, without the loss spikes
+    # of lr 0.1 (the one-cycle default before: mean top-1 11 points lower fully fine-tuned).
+    "finetune": Recipe(
+        name="finetune", schedule="cosine", epochs=15, lr=0.03, warmup_epochs=0.0, nesterov=True
+    ),
 }
 
 
-def default_recipe_name(epochs: int | None = None) -> str:
-    """The recipe a run of ``epochs`` epochs gets without ``--recipe`` (None: the recipe's own).
+def default_recipe_name(epochs: int | None = None, *, pretrained: bool = False) -> str:
+    """The recipe a run of ``epochs`` epochs gets without ``--recipe`` (None: the recipe's own);
+    ``pretrained``: the run starts from pretrained weights (``--weights``).
 
     A step schedule tuned for 200 epochs spends a 3-epoch run in a few coarse lr levels: issue 9
     measured 76.4% for it against 81.0% for the one-cycle recipe (ShuffleNet V2 0.5x, 3 epochs,
     10k Fashion-MNIST images; a plain OneCycleLR(max_lr=0.2) loop: 84.3%). Long runs keep the
     published recipe; the 30-epoch threshold is the one-cycle recipe's own length, not measured.
     """
+    if pretrained:
+        return FINETUNE_RECIPE
     if epochs is not None and epochs < SHORT_RUN_EPOCHS:
         return SHORT_RUN_RECIPE
     return DEFAULT_RECIPE
@@ -246,6 +267,58 @@ def get_recipe(name: str, **overrides: Any) -> Recipe:
     if name not in RECIPES:
         raise InvalidArgumentError(f"unknown recipe {name!r}; allowed: {', '.join(RECIPES)}")
     return RECIPES[name].replace(**overrides)
+
+
+@dataclass(frozen=True)
+class ResolvedRecipe:
+    """A run's recipe and where its values came from (said in the first line of ``train``)."""
+
+    recipe: Recipe
+    model: str
+    #: Why the recipe was picked when ``--recipe`` was not given (None: it was given).
+    picked_because: str | None
+    #: The values taken from the family's ``recipe_defaults`` (those the user did not give).
+    family_defaults: dict[str, Any]
+
+    def describe(self, flag: Callable[[str], str] = lambda field: field) -> str:
+        """``onecycle (fewer than 30 epochs; squeezenet1_1's defaults: --lr 0.04)``, with each
+        field named by ``flag`` (its command-line flag, for ``train``)."""
+        reasons = [self.picked_because] if self.picked_because else []
+        if self.family_defaults:
+            values = " ".join(f"{flag(k)} {_plain(v)}" for k, v in self.family_defaults.items())
+            reasons.append(f"{self.model}'s defaults: {values}")
+        return self.recipe.name + (f" ({'; '.join(reasons)})" if reasons else "")
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(_plain(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def resolve_recipe(
+    model: str, name: str | None = None, *, pretrained: bool = False, **overrides: Any
+) -> ResolvedRecipe:
+    """The recipe a run of ``model`` trains with, as ``lightnets train`` resolves it.
+
+    ``name`` None picks :func:`default_recipe_name` of ``overrides["epochs"]`` and
+    ``pretrained`` (the run starts from ``--weights``). The recipe's values are then replaced by
+    ``model``'s family defaults for that recipe (its registry entry's ``recipe_defaults``), and
+    those by ``overrides`` (the user's values, ``None`` meaning "not given"), which always win.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    picked_because = None
+    if name is None:
+        name = default_recipe_name(given.get("epochs"), pretrained=pretrained)
+        if pretrained:
+            picked_because = "the default with --weights"
+        elif name == SHORT_RUN_RECIPE:
+            picked_because = f"the default below {SHORT_RUN_EPOCHS} epochs"
+    base = get_recipe(name)
+    family = get_model_entry(model).recipe_defaults.get(name, {})
+    unset = {key: value for key, value in family.items() if key not in given}
+    recipe = base.replace(**{**unset, **given})
+    return ResolvedRecipe(recipe, model, picked_because, unset)
 
 
 def parameter_groups(

@@ -576,7 +576,8 @@ class Trainer:
             f"{action} {self.config.model} ({self.variant}, {self.params / 1e6:.2f}M params) on "
             f"{data}: {len(s.train)} train / {len(s.val)} val / {len(s.test)} test images; "
             f"{self.recipe.epochs} epochs x {self.steps_per_epoch} steps, global batch "
-            f"{self.recipe.batch_size}, recipe {self.recipe.name}, device {self.device.type}"
+            f"{self.recipe.batch_size}, recipe {self.config.recipe_source or self.recipe.name}, "
+            f"device {self.device.type}"
             + (f", {self.ctx.world_size} processes" if self.ctx.distributed else "")
         )
         for line in self.thread_lines:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from lightnets.deploy.bench import BenchRecord
+
 import argparse
 import sys
 
@@ -174,7 +181,14 @@ def run(args: argparse.Namespace) -> int:
     return _report(args, records, name, size, int8_data.loaded_from, notes)
 
 
-def _report(args, records, name, size, source, notes) -> int:
+def _report(
+    args: argparse.Namespace,
+    records: Sequence[BenchRecord],
+    name: str,
+    size: tuple[int, int, int],
+    source: str,
+    notes: Sequence[str],
+) -> int:
     from lightnets.jsonio import dumps
 
     if args.json:
@@ -188,7 +202,7 @@ def _report(args, records, name, size, source, notes) -> int:
     return 0
 
 
-def _fmt(value, spec: str) -> str:
+def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
@@ -207,7 +221,12 @@ COLUMNS = (
 )
 
 
-def _print_table(records, name, size, calibration_source) -> None:
+def _print_table(
+    records: Sequence[BenchRecord],
+    name: str,
+    size: tuple[int, int, int],
+    calibration_source: str,
+) -> None:
     from lightnets.tables import Column, rich_table, terminal_console
 
     exported = any(r.backend.endswith(" file") for r in records)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lightnets.train.metrics import EvalResult
@@ -63,7 +63,7 @@ def _warn_at_chance(result: EvalResult, num_classes: int, split: str) -> None:
         print(warning, file=sys.stderr)
 
 
-def _qat_record(checkpoint: str):
+def _qat_record(checkpoint: str) -> dict[str, Any] | None:
     """The checkpoint's quantization-aware training record (``train --qat-epochs``), or None."""
     from lightnets.train.checkpoint import load_checkpoint
 
@@ -71,12 +71,16 @@ def _qat_record(checkpoint: str):
     return record if isinstance(record, dict) else None
 
 
-def _scheme(qat: dict) -> str:
+def _scheme(qat: dict[str, Any]) -> str:
     return (
         f"QAT for {qat.get('backend')} ({qat.get('epochs')} epochs from epoch "
         f"{int(qat.get('start_epoch', 0)) + 1}), weights {qat.get('weights')}, activations "
         f"{qat.get('activations')}; computed as the runtime does (quantize/dequantize in PyTorch)"
     )
+
+
+def _percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.2f}%"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,15 +111,17 @@ def run(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     _warn_at_chance(result, len(classes), args.split)
     qat = _qat_record(args.checkpoint) if args.checkpoint else None
-    int8 = None
+    int8: EvalResult | None = None
+    scheme = ""
     if qat is not None:
         int8, _ = evaluate_checkpoint(args.checkpoint, **options, int8=True)
+        scheme = _scheme(qat)
     if args.json:
         data = {**result.to_dict(), "thread_policy": thread_record(choice)}
         if result.per_class is not None:
             data["per_class"] = dict(zip(classes, result.per_class, strict=True))
         if int8 is not None:
-            data["int8"] = {**int8.to_dict(), "scheme": _scheme(qat)}
+            data["int8"] = {**int8.to_dict(), "scheme": scheme}
             if int8.per_class is not None:
                 data["int8"]["per_class"] = dict(zip(classes, int8.per_class, strict=True))
         print(dumps(data))
@@ -125,15 +131,15 @@ def run(args: argparse.Namespace) -> int:
     console = terminal_console(piped_width=None)
     console.print(f"{args.checkpoint or args.weights}: {args.split} split", highlight=False)
     results = [result] if int8 is None else [result, int8]
-    rows = [["top-1", *(f"{100 * r.top1:.2f}%" for r in results)]]
+    rows = [["top-1", *(_percent(r.top1) for r in results)]]
     if result.top5 is not None:  # None: 5 classes or fewer, where top-5 is always 100%
-        rows.append(["top-5", *(f"{100 * r.top5:.2f}%" for r in results)])
+        rows.append(["top-5", *(_percent(r.top5) for r in results)])
     rows.append(["loss", *(f"{r.loss:.4f}" for r in results)])
     rows.append(["images", *(f"{r.images}" for r in results)])
-    headers = ["metric", Column("value" if int8 is None else "fp32", "right")]
+    headers: list[Column | str] = ["metric", Column("value" if int8 is None else "fp32", "right")]
     if int8 is not None:
         headers.append(Column("int8", "right"))
-        console.print(f"int8: {_scheme(qat)}", highlight=False)
+        console.print(f"int8: {scheme}", highlight=False)
     console.print(rich_table(headers, rows))
     if result.per_class is not None:
         per_class = [

@@ -142,10 +142,11 @@ def run(args: argparse.Namespace) -> int:
     if args.qat:
         from lightnets.deploy.qat import finetune_qat, qat_plan
 
-        qat_plan(state or {}, args.name, epochs=args.epochs, lr=args.lr)  # checked before training
+        stored = state or {}  # without a record of its run, qat_plan says so
+        qat_plan(stored, args.name, epochs=args.epochs, lr=args.lr)  # checked before training
         qat = finetune_qat(
             args.name,
-            state,
+            stored,
             args.method,
             epochs=args.epochs,
             lr=args.lr,

@@ -24,7 +24,10 @@ import os
 import shutil
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -54,6 +57,8 @@ __all__ = [
 ]
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
+#: A device runtime's runner: NumPy batch in, NumPy logits out.
+ArrayRunner = Callable[[np.ndarray], np.ndarray]
 
 
 class Backend:
@@ -93,8 +98,19 @@ class Backend:
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
         raise NotImplementedError
 
+    def top1_change(self, model: nn.Module) -> Top1Change:
+        """An ``int8`` backend's judgement after :meth:`prepare`: the int8 rule
+        (:mod:`lightnets.deploy.accuracy`), which int8 backends implement; others have none."""
+        raise NotImplementedError(f"{self.name} is {self.precision}, not judged by top-1 change")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(threads={self.threads})"
+
+
+def _image_size(example: torch.Tensor) -> tuple[int, int, int]:
+    """(C, H, W) of an NCHW example batch."""
+    channels, height, width = (int(v) for v in example.shape[1:])
+    return channels, height, width
 
 
 def _inference(fn: Callable[[torch.Tensor], torch.Tensor]) -> Runner:
@@ -119,7 +135,8 @@ class ChannelsLastBackend(Backend):
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
         # A copy: Module.to converts in place, and the next backend must get the model as given.
-        model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+        # Module.to takes memory_format at run time; torch's overloads leave it out.
+        model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return _inference(lambda x: model(x.contiguous(memory_format=torch.channels_last)))
 
 
@@ -128,7 +145,8 @@ class FusedBackend(Backend):
     description = "PyTorch eager, BatchNorm folded, NHWC"
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
-        fused = fuse(model).to(memory_format=torch.channels_last)
+        # Module.to takes memory_format at run time; torch's overloads leave it out.
+        fused = fuse(model).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return _inference(lambda x: fused(x.contiguous(memory_format=torch.channels_last)))
 
 
@@ -183,7 +201,7 @@ class OnnxRuntimeBackend(Backend):
         super().__init__(threads)
         self.spinning = spinning
 
-    def session_options(self, ort):
+    def session_options(self, ort: Any) -> Any:
         """The session options: ONNX Runtime's defaults, the threads and spinning set."""
         options = ort.SessionOptions()
         if self.threads is not None:
@@ -193,7 +211,7 @@ class OnnxRuntimeBackend(Backend):
             options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         return options
 
-    def _session(self, model: nn.Module, example: torch.Tensor):
+    def _session(self, model: nn.Module, example: torch.Tensor) -> Any:
         ort = require("onnxruntime", "onnx")
         return ort.InferenceSession(
             onnx_bytes(model, example),
@@ -215,7 +233,7 @@ class OnnxRuntimeOptBackend(OnnxRuntimeBackend):
         "ONNX Runtime: BN folded, static shape, all graph optimisations, tuned threads, no spinning"
     )
 
-    def session_options(self, ort):
+    def session_options(self, ort: Any) -> Any:
         options = super().session_options(ort)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -223,7 +241,7 @@ class OnnxRuntimeOptBackend(OnnxRuntimeBackend):
         options.inter_op_num_threads = 1
         return options
 
-    def _session(self, model: nn.Module, example: torch.Tensor):
+    def _session(self, model: nn.Module, example: torch.Tensor) -> Any:
         ort = require("onnxruntime", "onnx")
         data = onnx_bytes(fuse(model), example, dynamic_batch=False)
         return ort.InferenceSession(
@@ -265,7 +283,7 @@ class OpenVinoOptBackend(OpenVinoBackend):
     description = "OpenVINO: BN folded, static shape, latency hint, 1 stream, fp32, shared input"
     inference_precision = "f32"
 
-    def compile(self, ov_model):
+    def compile(self, ov_model: Any) -> Any:
         return compile_model(ov_model, latency_config(self.threads, self.inference_precision))
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
@@ -280,7 +298,7 @@ class OpenVinoBf16Backend(OpenVinoOptBackend):
     inference_precision = "bf16"
 
 
-def _request_runner(compiled) -> Runner:
+def _request_runner(compiled: Any) -> Runner:
     run = request_runner(compiled)
     return lambda x: torch.from_numpy(run(x.numpy()))
 
@@ -290,7 +308,7 @@ class Int8Backend(Backend):
     description = "int8 post-training static quantization (OpenVINO + NNCF), calibrated"
     precision = "int8"
     extra = "openvino"
-    modules = ("openvino", "nncf")
+    modules: tuple[str, ...] = ("openvino", "nncf")
 
     def __init__(
         self,
@@ -303,17 +321,17 @@ class Int8Backend(Backend):
         self.calibration = calibration
         self.evaluation = evaluation
         self.max_drop = max_drop
-        self._dynamic: Runner | None = None
-        self._size: tuple[int, ...] = ()
+        #: For top1_change: a runner of any batch size, and the image size it was prepared for.
+        self._prepared: tuple[Runner, tuple[int, int, int]] | None = None
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
-        size = tuple(example.shape[1:])
+        size = _image_size(example)
         batches = self.calibration
         if batches is None:
             batches = synthetic_batches(size, count=64, batch_size=8)
         quantized = quantize_openvino(model, batches, size)
         compile = OpenVinoOptBackend(self.threads).compile
-        self._dynamic, self._size = _request_runner(compile(quantized)), size  # for top1_change
+        self._prepared = _request_runner(compile(quantized)), size
         quantized.reshape(list(example.shape))
         return _request_runner(compile(quantized))
 
@@ -322,14 +340,14 @@ class Int8Backend(Backend):
 
         Without held-out images: top-1 agreement with fp32 on 256 synthetic images.
         """
-        if self._dynamic is None:
+        if self._prepared is None:
             raise RuntimeError("prepare() first")
+        run, size = self._prepared
         evaluation = self.evaluation
         if not evaluation:
-            evaluation = [(x, None) for x in synthetic_batches(self._size, count=256, seed=1)]
-        run = self._dynamic
+            evaluation = [(x, None) for x in synthetic_batches(size, count=256, seed=1)]
 
-        def fp32(x: torch.Tensor):
+        def fp32(x: torch.Tensor) -> np.ndarray:
             with torch.inference_mode():
                 return model(x).numpy()
 
@@ -338,14 +356,15 @@ class Int8Backend(Backend):
 
 def _folded(model: nn.Module) -> nn.Module:
     """BatchNorm folded, weights in the default (NCHW) memory format the lowerings expect."""
-    return fuse(model).to(memory_format=torch.contiguous_format)
+    # Module.to takes memory_format at run time; torch's overloads leave it out.
+    return fuse(model).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
 
 
 class ExecuTorchBackend(Backend):
     name = "executorch"
     description = "ExecuTorch, XNNPACK delegate: BN folded, static shape (a phone's runtime)"
     extra = MOBILE_EXTRA
-    modules = ("executorch",)
+    modules: tuple[str, ...] = ("executorch",)
 
     def require(self) -> None:
         for module in self.modules:
@@ -379,6 +398,15 @@ class LiteRTBackend(ExecuTorchBackend):
         return lambda x: torch.from_numpy(run(x.numpy()))
 
 
+class _DeviceRuntime(Protocol):
+    """What a device backend uses of its runtime module (``executorch_runtime``,
+    ``litert_runtime``)."""
+
+    def runner(
+        self, data: bytes | Path, *, threads: int | None = None
+    ) -> tuple[ArrayRunner, list[int]]: ...
+
+
 class _DeviceInt8Backend(Int8Backend):
     """PT2E int8 (per-channel weights, calibrated), lowered for a device runtime; judged by
     the int8 rule like ``int8``. The program has the example's static batch; held-out batches
@@ -387,23 +415,28 @@ class _DeviceInt8Backend(Int8Backend):
     extra = MOBILE_EXTRA
     require = ExecuTorchBackend.require
     file_bytes: int | None = None
+    runtime: _DeviceRuntime
 
-    def lower(self, model: nn.Module, example: torch.Tensor, batches) -> bytes:
+    def lower(
+        self, model: nn.Module, example: torch.Tensor, batches: Sequence[torch.Tensor]
+    ) -> bytes:
         raise NotImplementedError
 
-    def program(self, model: nn.Module, example: torch.Tensor, batches) -> tuple[Callable, list]:
+    def program(
+        self, model: nn.Module, example: torch.Tensor, batches: Sequence[torch.Tensor]
+    ) -> tuple[ArrayRunner, list[int]]:
         data = self.lower(model, example, batches)
         self.file_bytes = len(data)
         return self.runtime.runner(data, threads=self.threads)
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
-        size = tuple(example.shape[1:])
+        size = _image_size(example)
         batches = self.calibration
         if batches is None:
             batches = synthetic_batches(size, count=64, batch_size=8)
         run, _ = self.program(_folded(model), example, batches)
         runner = lambda x: torch.from_numpy(run(x.numpy()))  # noqa: E731
-        self._dynamic, self._size = runner, size
+        self._prepared = runner, size
         return runner
 
 
@@ -413,8 +446,10 @@ class ExecuTorchInt8Backend(_DeviceInt8Backend):
     modules = ("executorch", "torchao")
     runtime = executorch_runtime
 
-    def lower(self, model, example, batches):
-        size = tuple(example.shape[1:])
+    def lower(
+        self, model: nn.Module, example: torch.Tensor, batches: Sequence[torch.Tensor]
+    ) -> bytes:
+        size = _image_size(example)
         quantized = pt2e.quantize_pt2e(model, pt2e.executorch_quantizer(), batches, size)
         return executorch_runtime.lower(quantized, example)
 
@@ -425,8 +460,10 @@ class LiteRTInt8Backend(_DeviceInt8Backend):
     modules = ("litert_torch", "ai_edge_litert", "torchao")
     runtime = litert_runtime
 
-    def lower(self, model, example, batches):
-        size = tuple(example.shape[1:])
+    def lower(
+        self, model: nn.Module, example: torch.Tensor, batches: Sequence[torch.Tensor]
+    ) -> bytes:
+        size = _image_size(example)
         quantizer = pt2e.litert_quantizer()
         quantized = pt2e.quantize_pt2e(model, quantizer, batches, size, fold_quantize=False)
         return litert_runtime.convert(quantized, example, quantizer=quantizer)
@@ -462,7 +499,7 @@ for _cls in (
     register_backend(_cls)
 
 
-def get_backend(name: str, threads: int | None = None, **kwargs) -> Backend:
+def get_backend(name: str, threads: int | None = None, **kwargs: Any) -> Backend:
     """The backend called ``name``; unknown names raise, listing the allowed ones."""
     if name not in BACKENDS:
         raise InvalidArgumentError(

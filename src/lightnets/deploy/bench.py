@@ -43,11 +43,12 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+from lightnets.analysis.timing import LatencyStats
 from lightnets.deploy.accuracy import DEFAULT_MAX_DROP, TOLERANCE, check_outputs
 from lightnets.deploy.backends import Backend
 from lightnets.deploy.devices import BenchDevice, get_device
@@ -68,15 +69,18 @@ __all__ = [
     "parse_batch_sizes",
 ]
 
+#: Any module type: calibrate_batchnorm returns a copy of the type it was given.
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
 
 def calibrate_batchnorm(
-    model: nn.Module,
+    model: ModuleT,
     input_size: tuple[int, int, int],
     *,
     batches: int = 4,
     batch_size: int = 8,
     seed: int = 0,
-) -> nn.Module:
+) -> ModuleT:
     """An eval-mode copy whose BatchNorm running statistics are estimated on random inputs.
 
     A freshly initialised network has running mean 0 and variance 1 everywhere; with the
@@ -338,7 +342,11 @@ def _check_top1(backend: Backend, model: nn.Module, record: BenchRecord) -> None
 
 
 def _fill_timing(
-    record: BenchRecord, stats, flops: float | None, peak: float | None, assessed: bool = True
+    record: BenchRecord,
+    stats: LatencyStats,
+    flops: float | None,
+    peak: float | None,
+    assessed: bool = True,
 ) -> None:
     """Latency, throughput and GFLOP/s into ``record``; with an ``assessed`` timer's stats (the
     CPU's), also p10 and its verdict on stability."""
@@ -581,7 +589,7 @@ class _Race:
                 record.note = f"outputs differ from eager fp32 by {diff:.3g}"
         return run if record.status == "ok" else None
 
-    def fill(self, record: BenchRecord, stats) -> None:
+    def fill(self, record: BenchRecord, stats: LatencyStats) -> None:
         _fill_timing(record, stats, self.flops, self.peak, self.device.timer_assesses)
 
     def time_best(self, passed: list, x: torch.Tensor) -> BenchRecord:

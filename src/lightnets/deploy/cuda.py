@@ -100,7 +100,8 @@ class CudaBackend(Backend):
         module = fuse(model) if self.fold_bn else copy.deepcopy(model).eval()
         module = module.to(device=device, dtype=self.dtype)
         if self.channels_last:
-            module = module.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format at run time; torch's overloads leave it out.
+            module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return module
 
     def forward(self, model: nn.Module, device: torch.device) -> Runner:

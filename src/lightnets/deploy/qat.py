@@ -146,6 +146,10 @@ def finetune_qat(
             train_images = len(trainer.splits.train)
         finally:
             trainer.close()
+    if qat is None:  # the loop starts QAT before its first epoch, and there is one at least
+        raise RuntimeError(
+            f"the fine-tune of {checkpoint} ended before it became quantization-aware"
+        )
     converted = qat.convert(fold_quantize=method != "litert")  # litert lowers weight quantizes
     return QatResult(
         converted=converted.cpu(),

@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -271,6 +271,11 @@ class Method:
     def save(self, quantized: Any, path: Path, meta: dict[str, Any]) -> tuple[Path, ...]:
         raise NotImplementedError
 
+    def from_converted(self, converted: nn.Module, fp32: Any, quantizer: Any) -> Any:
+        """The int8 model of a network already converted to int8 (by QAT) with ``quantizer``:
+        only the methods quantization-aware training supports (``deploy/qat.py``) have it."""
+        raise NotImplementedError
+
 
 class OpenVinoMethod(Method):
     """NNCF post-training quantization of the OpenVINO model; run by OpenVINO's int8 kernels."""
@@ -427,8 +432,12 @@ class _DeviceMethod(Method):
         )
         return DeviceProgram(self.lower(converted, fp32.example, quantizer))
 
-    def from_converted(self, converted: nn.Module, fp32: DeviceProgram, quantizer: Any):
+    def from_converted(
+        self, converted: nn.Module, fp32: DeviceProgram, quantizer: Any
+    ) -> DeviceProgram:
         """The program of a network already converted to int8 (by QAT) with ``quantizer``."""
+        if fp32.example is None:
+            raise ValueError("from_converted needs the fp32 program made by fp32()")
         return DeviceProgram(self.lower(converted, fp32.example, quantizer))
 
     def runner(self, model):
@@ -693,9 +702,18 @@ def quantize(
     return replace(report, note=quant.note, **scheme)
 
 
+class _Scheme(TypedDict):
+    """The int8 scheme's fields of :class:`QuantizationReport`."""
+
+    training: str
+    weights: str
+    activations: str
+    scheme: str
+
+
 def _scheme(
     quant: Method, qat: QatResult | None, calibration_name: str, calibration: Sequence
-) -> dict[str, str]:
+) -> _Scheme:
     """How the int8 model was made, in the report's words (``training``, ``weights``,
     ``activations``, and ``scheme``: all of it and the data it used, in one line)."""
     weights = quant.weights_scheme()

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from lightnets.data.loader import IGNORE_INDEX
 from lightnets.errors import InvalidArgumentError, check_int
+from lightnets.models import LightweightNet
 from lightnets.models.memory import check_memory
 from lightnets.train.distributed import DistContext, all_reduce_sum
 from lightnets.train.metrics import EvalResult, top5_meaningful, topk_correct
@@ -92,7 +93,7 @@ def evaluate_checkpoint(
     device: str | None = None,
     per_class: bool = False,
     amp: str = "none",
-    model_and_state: tuple[nn.Module, dict[str, Any]] | None = None,
+    model_and_state: tuple[LightweightNet, dict[str, Any]] | None = None,
     int8: bool = False,
 ) -> tuple[EvalResult, list[str]]:
     """Evaluate a training checkpoint (EMA weights when it has them) on a split of a data set.
@@ -119,16 +120,17 @@ def evaluate_checkpoint(
     # The batches are resized to the input size the file records: checked at this batch size.
     check_memory(model.hparams, splits.input_size, batch_size)
     torch_device = torch.device(kind)
+    network: nn.Module = model
     if int8:
         from lightnets.train.qat import int8_from_checkpoint
 
-        model = int8_from_checkpoint(model, state, str(checkpoint))
-    model.to(torch_device)
+        network = int8_from_checkpoint(model, state, str(checkpoint))
+    network.to(torch_device)
     data = getattr(splits, split)
     loader = make_loader(data, splits, batch_size=batch_size, train=False, device=torch_device)
     num_classes = len(splits.classes)
     result = evaluate(
-        model,
+        network,
         loader,
         num_classes=num_classes,
         device=torch_device,

@@ -33,12 +33,13 @@ import math
 import sys
 import types
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.fx import GraphModule
 
 from lightnets.errors import InvalidArgumentError, require
 
@@ -130,7 +131,7 @@ def _pt2e():
         return require("torchao.quantization.pt2e", MOBILE_EXTRA)
 
 
-def _aten_names(graph_module: nn.Module) -> set[str]:
+def _aten_names(graph_module: GraphModule) -> set[str]:
     """The aten operator names a graph calls (``conv2d`` for ``aten.conv2d.default``)."""
     return {
         str(n.target).split(".")[1]
@@ -155,27 +156,23 @@ def _conv_bn_rewrites_for_present_convolutions() -> Iterator[None]:
     `torch.nn.Module`"); they are wrapped in torchao's ``WrapperModule``, as torchao wraps its own.
     """
     qat_utils = require("torchao.quantization.pt2e.qat_utils", MOBILE_EXTRA)
-    originals = {
-        name: getattr(qat_utils, name)
-        for name in (
-            "_fuse_conv_bn_qat_helper",
-            "_fold_conv_bn_qat_helper",
-            "_get_aten_graph_module_for_pattern",
-        )
-    }
 
-    def only_present(helper):
-        def run(m, conv_fn, example_inputs, is_cuda):
+    def only_present(helper: Callable[..., GraphModule]) -> Callable[..., GraphModule]:
+        def run(
+            m: GraphModule, conv_fn: Callable, example_inputs: tuple[Any, ...], is_cuda: bool
+        ) -> GraphModule:
             if getattr(conv_fn, "__name__", None) not in _aten_names(m):
                 return m
             return helper(m, conv_fn, example_inputs, is_cuda)
 
         return run
 
-    trace = originals["_get_aten_graph_module_for_pattern"]
+    trace = qat_utils._get_aten_graph_module_for_pattern
     wrapper = require("torchao.quantization.pt2e.export_utils", MOBILE_EXTRA).WrapperModule
 
-    def cached_trace(pattern, example_inputs, is_cuda=False, **kwargs):
+    def cached_trace(
+        pattern: Callable, example_inputs: tuple[Any, ...], is_cuda: bool = False, **kwargs: Any
+    ) -> GraphModule:
         if not isinstance(pattern, nn.Module):
             pattern = wrapper(pattern)
         key = _pattern_key(pattern, example_inputs, is_cuda, kwargs)
@@ -185,23 +182,28 @@ def _conv_bn_rewrites_for_present_convolutions() -> Iterator[None]:
             _PATTERNS[key] = trace(pattern, example_inputs, is_cuda, **kwargs)
         return copy.deepcopy(_PATTERNS[key])
 
-    qat_utils._fuse_conv_bn_qat_helper = only_present(originals["_fuse_conv_bn_qat_helper"])
-    qat_utils._fold_conv_bn_qat_helper = only_present(originals["_fold_conv_bn_qat_helper"])
-    qat_utils._get_aten_graph_module_for_pattern = cached_trace
+    # (module, attribute, replacement): set with setattr, as a module's attributes are not
+    # declared to the type checker.
+    fuse, fold = qat_utils._fuse_conv_bn_qat_helper, qat_utils._fold_conv_bn_qat_helper
+    patches: list[tuple[types.ModuleType, str, Any]] = [
+        (qat_utils, "_fuse_conv_bn_qat_helper", only_present(fuse)),
+        (qat_utils, "_fold_conv_bn_qat_helper", only_present(fold)),
+        (qat_utils, "_get_aten_graph_module_for_pattern", cached_trace),
+    ]
     litert_utils = sys.modules.get("litert_torch.quantize.pt2e_quantizer_utils")
-    litert_trace = getattr(litert_utils, "_get_aten_graph_module_for_pattern", None)
-    if litert_trace is not None:
-        litert_utils._get_aten_graph_module_for_pattern = cached_trace
+    if litert_utils is not None and hasattr(litert_utils, "_get_aten_graph_module_for_pattern"):
+        patches.append((litert_utils, "_get_aten_graph_module_for_pattern", cached_trace))
+    originals = [(module, name, getattr(module, name)) for module, name, _ in patches]
+    for module, name, replacement in patches:
+        setattr(module, name, replacement)
     try:
         yield
     finally:
-        for name, value in originals.items():
-            setattr(qat_utils, name, value)
-        if litert_trace is not None:
-            litert_utils._get_aten_graph_module_for_pattern = litert_trace
+        for module, name, original in originals:
+            setattr(module, name, original)
 
 
-_PATTERNS: dict[tuple, nn.Module] = {}
+_PATTERNS: dict[tuple, GraphModule] = {}
 
 
 def _pattern_key(pattern: Any, example_inputs: tuple, is_cuda: bool, kwargs: dict) -> tuple | None:
@@ -338,8 +340,7 @@ class QatNetwork:
         quantize = require("torchao.quantization.pt2e.quantize_pt2e", MOBILE_EXTRA)
         with _quiet():
             prepared = copy.deepcopy(self.module)
-        for fake_quant in fake_quant_modules(prepared):
-            fake_quant.disable_observer()
+        prepared.apply(self._pt2e.disable_observer)  # on its fake-quantize modules
         # convert_pt2e folds the QAT conv-BN pattern as traced in training mode.
         bn_nodes = [n for n in prepared.graph.nodes if n.target is _BATCH_NORM]
         for node in bn_nodes:

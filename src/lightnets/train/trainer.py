@@ -382,7 +382,7 @@ class Trainer:
         quantization-aware network rebuilt when it had started)."""
         self.position = RunProgress()
         self.qat: QatNetwork | None = None
-        self.qat_record: dict[str, Any] | None = None
+        self.qat_record: dict[str, Any] = {}  # the checkpoint's "qat" entry once QAT has started
         if state is not None:
             self._restore(state)
             if state.get("qat"):
@@ -408,7 +408,7 @@ class Trainer:
             train_module = _compiled(train_module)
         self.train_module = train_module
         if self.qat is not None:
-            self._wrap_qat()
+            self._wrap_qat(self.qat)
         self._warming_up = True  # until this process's first WARMUP_STEPS steps are done
         self.progress = make_progress(self.ctx.is_main, self.progress_stream)
         self.tb_writer = None
@@ -430,7 +430,7 @@ class Trainer:
 
     # -- quantization-aware training ---------------------------------------------------------
 
-    def _start_qat(self, saved: dict[str, Any] | None = None) -> None:
+    def _start_qat(self, saved: dict[str, Any] | None = None) -> QatNetwork:
         """From here on train and evaluate the network with fake int8 (train/qat.py).
 
         A fresh start picks the best epoch among the quantization-aware ones only (the network
@@ -438,9 +438,9 @@ class Trainer:
         through the quantization-aware steps. ``saved``: the checkpoint's record, on resume.
         """
         config, steps = self.config, self.steps_per_epoch
-        self.qat = QatNetwork(self.model, config.qat_backend, self.splits.input_size)
+        qat = QatNetwork(self.model, config.qat_backend, self.splits.input_size)
         if saved is not None:
-            self.qat.load_extra_state(saved["state"])
+            qat.load_extra_state(saved["state"])
             record = {k: v for k, v in saved.items() if k != "state"}
         else:
             start = self.position.epoch
@@ -449,17 +449,18 @@ class Trainer:
                 "backend": config.qat_backend,
                 "start_epoch": start,
                 "freeze_bn_step": start * steps + math.ceil(qat_steps / 2),
-                "weights": self.qat.backend.weights,
-                "activations": self.qat.backend.activations,
+                "weights": qat.backend.weights,
+                "activations": qat.backend.activations,
             }
             position = self.position
             position.best_top1 = position.best_epoch = position.best_weights = None
-        self.qat_record = record
-        self.eval_model = self.qat.module
+        self.qat, self.qat_record = qat, record
+        self.eval_model = qat.module
+        return qat
 
-    def _wrap_qat(self) -> None:
+    def _wrap_qat(self, qat: QatNetwork) -> None:
         """The quantization-aware network as the training module (under DDP when distributed)."""
-        module: nn.Module = self.qat.module
+        module: nn.Module = qat.module
         if self.ctx.distributed:
             module = nn.parallel.DistributedDataParallel(
                 module, device_ids=[self.ctx.local_rank] if self.device.type == "cuda" else None
@@ -470,12 +471,12 @@ class Trainer:
         if self.qat is None and self.position.epoch >= self.recipe.epochs - self.config.qat_epochs:
             if self.config.qat_epochs == 0:
                 return
-            self._start_qat()
-            self._wrap_qat()
+            qat = self._start_qat()
+            self._wrap_qat(qat)
             self.progress.message(
                 f"quantization-aware training from epoch {self.position.epoch + 1} "
-                f"({self.config.qat_backend} int8: {self.qat.backend.weights} weights, "
-                f"{self.qat.backend.activations} activations; BatchNorm statistics frozen from "
+                f"({self.config.qat_backend} int8: {qat.backend.weights} weights, "
+                f"{qat.backend.activations} activations; BatchNorm statistics frozen from "
                 f"step {self.qat_record['freeze_bn_step']})"
             )
 

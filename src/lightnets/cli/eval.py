@@ -64,8 +64,13 @@ def _warn_at_chance(result: EvalResult, num_classes: int, split: str) -> None:
 
 
 def _qat_record(checkpoint: str) -> dict[str, Any] | None:
-    """The checkpoint's quantization-aware training record (``train --qat-epochs``), or None."""
+    """The checkpoint's quantization-aware training record (``train --qat-epochs``), or None
+    (a `lightnets compress` file holds dense weights only)."""
+    from lightnets.models.weights.compressed import is_compressed
     from lightnets.train.checkpoint import load_checkpoint
+
+    if is_compressed(checkpoint):
+        return None
 
     record = load_checkpoint(checkpoint).get("qat")
     return record if isinstance(record, dict) else None

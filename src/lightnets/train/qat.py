@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.fx import GraphModule
 
-from lightnets.errors import InvalidArgumentError, require
+from lightnets.errors import InvalidArgumentError, first_line, require
 
 __all__ = [
     "QAT_BACKENDS",
@@ -376,6 +376,7 @@ def int8_from_checkpoint(model: nn.Module, state: dict[str, Any], where: str) ->
     try:
         network.load_extra_state(record["state"])
     except (RuntimeError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{where}: its QAT state does not fit the model ({first})") from exc
+        raise CheckpointError(
+            f"{where}: its QAT state does not fit the model ({first_line(exc)})"
+        ) from exc
     return network.convert()

@@ -47,6 +47,37 @@ def train_briefly(model: nn.Module, loader, lr: float = 3e-3) -> nn.Module:
     return model.eval()
 
 
+def one_line(capsys, code: int, *needles: str, silent: bool = False) -> str:
+    """The captured command failed as a user error should: exit status 2, exactly one line on
+    stderr holding every needle (``silent``: and nothing on stdout). Returns that line."""
+    out, err = capsys.readouterr()
+    assert code == 2 and len(err.strip().splitlines()) == 1, (code, out, err)
+    assert not silent or out == "", (code, out, err)
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def silent_one_line(capsys, code: int, *needles: str) -> str:
+    """:func:`one_line` with nothing printed on stdout (no partial answer)."""
+    return one_line(capsys, code, *needles, silent=True)
+
+
+def odd_size_images(folder: Path) -> list[Path]:
+    """Three random grayscale PNGs of odd sizes (28x28, 40x31, 64x90) in ``folder``: inputs that
+    exercise resizing and padding the way a user's photos do."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = []
+    for i, size in enumerate([(28, 28), (40, 31), (64, 90)]):
+        image = folder / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, size[::-1], dtype=np.uint8)).save(image)
+        images.append(image)
+    return images
+
+
 def n_params(model: nn.Module) -> int:
     """Number of parameters of ``model`` (each counted once)."""
     return sum(p.numel() for p in model.parameters())

@@ -12,6 +12,7 @@ import shlex
 import pytest
 
 import lightnets
+from conftest import one_line
 from lightnets.cli import main
 from lightnets.models.weights import save_weights
 from lightnets.train.checkpoint import load_checkpoint, save_checkpoint
@@ -26,14 +27,6 @@ SWEEP = shlex.split(
     "--train-subset 32 --val-size 0 --batch-size 32 --epochs 1 --device cpu"
 )
 NOTES = "my notes: 25 bytes here.\n"
-
-
-def one_line(capsys, code: int, *needles: str) -> str:
-    out, err = capsys.readouterr()
-    assert code == 2 and len(err.strip().splitlines()) == 1, (code, out, err)
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 def snapshot(folder) -> dict:

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import lightnets
+from conftest import odd_size_images
 from lightnets.cli import main
 from lightnets.deploy.exported import open_exported
 from lightnets.deploy.exporters import export
@@ -44,12 +45,7 @@ def checkpoint(tmp_path_factory):
     save_checkpoint(
         path, {"hparams": model.hparams, "model": model.state_dict(), "dataset": DATASET}
     )
-    rng = np.random.default_rng(0)
-    images = []
-    for i, size in enumerate([(28, 28), (40, 31), (64, 90)]):
-        image = folder / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 256, size[::-1], dtype=np.uint8)).save(image)
-        images.append(image)
+    images = odd_size_images(folder)
     return path, images, model
 
 

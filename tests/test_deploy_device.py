@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 import lightnets
-from conftest import FASHION, train_briefly
+from conftest import FASHION, odd_size_images, train_briefly
 from lightnets.cli import main
 from lightnets.deploy import coreml
 from lightnets.deploy.device_formats import DEVICE_FORMATS, describe
@@ -70,12 +70,7 @@ def checkpoint(tmp_path_factory):
     save_checkpoint(
         path, {"hparams": model.hparams, "model": model.state_dict(), "dataset": dataset}
     )
-    rng = np.random.default_rng(0)
-    images = []
-    for i, size in enumerate([(28, 28), (40, 31), (64, 90)]):
-        image = folder / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 256, size[::-1], dtype=np.uint8)).save(image)
-        images.append(image)
+    images = odd_size_images(folder)
     return path, images, model.eval()
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import lightnets
-from conftest import FASHION, needs_fashion
+from conftest import FASHION, needs_fashion, silent_one_line
 from lightnets.cli import main
 from lightnets.data.idx import CLASSES
 from lightnets.deploy.compression.codec import write_compressed
@@ -40,14 +40,6 @@ def small_model(num_classes: int = 10):
     return lightnets.create_model(
         "mobilenet_v1", width_mult=0.25, variant="cifar", num_classes=num_classes
     ).eval()
-
-
-def one_line(capsys, code: int, *needles: str) -> str:
-    out, err = capsys.readouterr()
-    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (code, out, err)
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 @pytest.fixture
@@ -135,7 +127,7 @@ def test_a_path_inside_a_file_is_never_opened(tmp_path, capsys, image, make, suf
         ]
     with NeverBlocked(named["fifo"]) as guard:
         for argv in commands:
-            err = one_line(capsys, main(argv), "never opens a path that a file names")
+            err = silent_one_line(capsys, main(argv), "never opens a path that a file names")
             assert len(err) < 400
         with pytest.raises(CheckpointError, match="never opens a path"):
             load_weights(small_model(), path)
@@ -155,9 +147,9 @@ def test_only_regular_files_are_opened_and_a_fifo_is_refused_at_once(tmp_path, c
             ["predict", "mobilenet_v1", str(fifo)],
             ["profile", "mobilenet_v1", "--weights", str(fifo)],
         ):
-            one_line(capsys, main(argv), "FIFO")
+            silent_one_line(capsys, main(argv), "FIFO")
     assert not guard.blocked
-    one_line(capsys, main(["eval", "--checkpoint", "/dev/zero"]), "character device")
+    silent_one_line(capsys, main(["eval", "--checkpoint", "/dev/zero"]), "character device")
 
 
 # -- numbers that would give a wrong answer -------------------------------------------------
@@ -195,7 +187,7 @@ def test_wrong_numbers_are_refused_at_load(tmp_path, capsys, image, changes, nee
         ["export", str(path), "--format", "onnx", "-o", str(tmp_path / "o.onnx")],
         ["bench", str(path), "--seconds", "0.01"],
     ):
-        one_line(capsys, main(argv), needle)
+        silent_one_line(capsys, main(argv), needle)
     assert not (tmp_path / "o.onnx").exists()
 
 
@@ -221,7 +213,7 @@ def test_wrong_numbers_in_other_containers_too(tmp_path, capsys, image, containe
         data = onnx_bytes(model, torch.zeros(1, 3, 32, 32), dynamic_batch=True)
         path.write_bytes(attach_onnx(data, meta))
     name = ["mobilenet_v1", "--weights"] if container == "safetensors" else []
-    one_line(capsys, main(["predict", *name, str(path), str(image)]), "std[0]")
+    silent_one_line(capsys, main(["predict", *name, str(path), str(image)]), "std[0]")
 
 
 def test_nan_weights_in_an_onnx_file_are_refused(tmp_path, capsys, image):
@@ -234,7 +226,7 @@ def test_nan_weights_in_an_onnx_file_are_refused(tmp_path, capsys, image):
     meta = metadata_for(model, {"dataset": FASHION_DATASET}, (3, 32, 32))
     path = tmp_path / "nan.onnx"
     path.write_bytes(attach_onnx(onnx_bytes(model, torch.zeros(1, 3, 32, 32)), meta))
-    one_line(capsys, main(["predict", str(path), str(image)]), "NaN or infinite")
+    silent_one_line(capsys, main(["predict", str(path), str(image)]), "NaN or infinite")
 
 
 def test_metadata_missing_a_field_is_one_line(tmp_path, capsys, image):
@@ -246,7 +238,7 @@ def test_metadata_missing_a_field_is_one_line(tmp_path, capsys, image):
     del meta["preprocessing"]["mode"]
     path = tmp_path / "m.onnx"
     path.write_bytes(attach_onnx(onnx_bytes(model, torch.zeros(1, 3, 32, 32)), meta))
-    one_line(capsys, main(["predict", str(path), str(image)]), "preprocessing.mode")
+    silent_one_line(capsys, main(["predict", str(path), str(image)]), "preprocessing.mode")
 
 
 def test_one_mean_and_std_apply_to_every_channel(tmp_path, image):

@@ -18,6 +18,7 @@ import time
 import pytest
 
 import lightnets
+from conftest import one_line
 from lightnets.cli import main
 from lightnets.deploy.compression.codec import write_compressed
 from lightnets.deploy.compression.format import Payload, write_file
@@ -30,14 +31,6 @@ TINY = shlex.split(
     "train --model mobilenet_v1 --width-mult 0.25 --dataset synthetic --input-size 16 "
     "--train-subset 32 --val-size 32 --batch-size 32 --epochs 1 --device cpu"
 )
-
-
-def one_line(capsys, code: int, *needles: str) -> str:
-    out, err = capsys.readouterr()
-    assert code == 2 and len(err.strip().splitlines()) == 1, (code, out, err)
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 @contextlib.contextmanager

@@ -53,6 +53,8 @@ def trained(tmp_path_factory):
         code = main(
             [
                 "train",
+                "--device",
+                "cpu",
                 "--model",
                 "mobilenet_v1",
                 "--width-mult",
@@ -196,7 +198,7 @@ def qat_files(trained, tmp_path_factory):
     files = {}
     for method, suffix in (("executorch", "pte"), ("litert", "tflite")):
         out = folder / f"qat.{suffix}"
-        files[method] = (out, quantize(None, trained, method, out, "--qat"))
+        files[method] = (out, quantize(None, trained, method, out, "--qat", "--device", "cpu"))
     return files
 
 
@@ -262,7 +264,10 @@ def test_bad_qat_requests_are_one_line_and_write_nothing(trained, args, expected
 
 def test_train_qat_epochs_records_qat_and_eval_reports_both_precisions(trained, tmp_path, capsys):
     run = tmp_path / "qat_run"
+    # The CPU everywhere: a GPU machine would default to CUDA (and bf16), which QAT's tests do not
+    # cover.
     common = ["--model", "mobilenet_v1", "--width-mult", "0.25", "--dataset", "fashion-mnist"]
+    common += ["--device", "cpu"]
     code, out, err = cli(
         capsys,
         "train",
@@ -324,7 +329,8 @@ def test_train_qat_epochs_records_qat_and_eval_reports_both_precisions(trained, 
 QAT_RUN = shlex.split(
     "train --model mobilenet_v1 --width-mult 0.25 --drop-rate 0.3 --dataset synthetic "
     "--input-size 16 --train-subset 96 --val-size 32 --batch-size 32 --epochs 2 "
-    "--qat-epochs 1 --recipe cosine --warmup-epochs 0.5 --lr 0.2 --deterministic --seed 1"
+    "--qat-epochs 1 --recipe cosine --warmup-epochs 0.5 --lr 0.2 --deterministic --seed 1 "
+    "--device cpu"
 )
 
 

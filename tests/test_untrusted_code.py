@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 import lightnets
+from conftest import silent_one_line
 from lightnets.cli import main
 from lightnets.deploy.exported import ExportedModel, open_exported
 from lightnets.deploy.metadata import attach_onnx, metadata_for, torchscript_extra_files
@@ -69,14 +70,6 @@ def payload(tmp_path):
     return path, victim, image
 
 
-def one_line(capsys, code: int, *needles: str) -> str:
-    out, err = capsys.readouterr()
-    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (code, out, err)
-    for needle in needles:
-        assert needle in err, err
-    return err
-
-
 def test_the_payload_is_real_when_trusted(payload):
     path, victim, _ = payload
     with warnings.catch_warnings():
@@ -87,8 +80,8 @@ def test_the_payload_is_real_when_trusted(payload):
 
 def test_predict_and_bench_refuse_a_program_before_loading_it(payload, capsys):
     path, victim, image = payload
-    one_line(capsys, main(["predict", str(path), str(image)]), "TorchScript", "--trust-code")
-    one_line(capsys, main(["bench", str(path), "--seconds", "0.01"]), "--trust-code")
+    silent_one_line(capsys, main(["predict", str(path), str(image)]), "TorchScript", "--trust-code")
+    silent_one_line(capsys, main(["bench", str(path), "--seconds", "0.01"]), "--trust-code")
     assert victim.read_bytes() == NOTES
 
 
@@ -108,7 +101,7 @@ def test_every_loader_refuses_it_as_weights(payload, capsys, tmp_path, argv):
     out = tmp_path / "out"
     out.mkdir()
     argv = [a.format(path=path, out=out) for a in argv]
-    one_line(capsys, main(argv), "TorchScript", "not")
+    silent_one_line(capsys, main(argv), "TorchScript", "not")
     assert victim.read_bytes() == NOTES
     assert list(out.iterdir()) == []
 
@@ -144,7 +137,7 @@ def test_our_own_torchscript_export_needs_trust_code_too(tmp_path, capsys):
     assert "is a program" in out and "--trust-code" in out
     image = tmp_path / "img.png"
     Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(image)
-    one_line(capsys, main(["predict", str(target), str(image)]), "--trust-code")
+    silent_one_line(capsys, main(["predict", str(target), str(image)]), "--trust-code")
     assert main(["predict", str(target), str(image), "--trust-code", "--json"]) == 0
 
 
@@ -181,7 +174,7 @@ def test_onnx_runtimes_own_refusals_are_one_line(tmp_path, capsys):
         "custom.onnx",
         helper.make_node("Exfiltrate", ["input"], ["logits"], domain="com.evil"),
     )
-    one_line(
+    silent_one_line(
         capsys, main(["predict", str(custom), str(image)]), "ONNX Runtime refused it", "Exfiltrate"
     )
     outside = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1])
@@ -196,4 +189,4 @@ def test_onnx_runtimes_own_refusals_are_one_line(tmp_path, capsys):
     escaping = _onnx_with(
         tmp_path, "escape.onnx", helper.make_node("Add", ["input", "w"], ["logits"]), [outside]
     )
-    one_line(capsys, main(["predict", str(escaping), str(image)]), "refused it", "escapes")
+    silent_one_line(capsys, main(["predict", str(escaping), str(image)]), "refused it", "escapes")

@@ -201,9 +201,10 @@ def open_exported(path: str | Path, *, trust_code: bool = False) -> ExportedMode
         if wrong is not None:
             raise CheckpointError(wrong)
         return None
-    check_trusted(path, fmt, trust_code)
-    if fmt.name in DEVICE_FORMATS:
+    if fmt.name in DEVICE_FORMATS:  # runs_code, then the runtime's operator allowlist
         check_device_trusted(path, fmt.name, trust_code=trust_code)
+    else:
+        check_trusted(path, fmt, trust_code)
     try:
         return ExportedModel(path, fmt.name, read_metadata(path), trust_code=trust_code)
     except LightnetsError:

@@ -45,6 +45,36 @@ def test_json_lists_every_model_with_hparams_and_counts(capsys):
     assert width["choices"] is None and width["positive"] and width["type"] == "float"
 
 
+def test_the_catalog_is_the_registrys_listing():
+    # `lightnets models` prints the catalog (no torch import) when it is current; it must say
+    # record for record what the registry says. Stale? Run: python -m lightnets.cli.models
+    from lightnets.cli.models import catalog_records, live_records
+
+    catalog = catalog_records()
+    assert catalog is not None, "models_catalog.json is stale: python -m lightnets.cli.models"
+    assert catalog == json.loads(json.dumps(live_records()))
+    by_name = {record["name"]: record for record in catalog}
+    picked = catalog_records(["squeezenet1_0", "mobilenet_v2"])
+    assert picked == [by_name["squeezenet1_0"], by_name["mobilenet_v2"]]
+    assert catalog_records(["mobilenetv2"]) is None  # the registry names the unknown model
+
+
+def test_a_stale_or_missing_catalog_is_not_printed(capsys, monkeypatch, tmp_path):
+    import lightnets.cli.models as models_command
+
+    stale = tmp_path / "catalog.json"
+    stale.write_text(json.dumps({"sources_digest": "0" * 64, "models": [{"name": "stale"}]}))
+    for catalog in (stale, tmp_path / "missing.json"):
+        monkeypatch.setattr(models_command, "CATALOG", catalog)
+        assert [r["name"] for r in run_json(capsys)] == lightnets.list_models()
+    # A current digest is what makes the catalog printed.
+    stale.write_text(
+        json.dumps({"sources_digest": models_command.sources_digest(), "models": [{"name": "x"}]})
+    )
+    monkeypatch.setattr(models_command, "CATALOG", stale)
+    assert run_json(capsys) == [{"name": "x"}]
+
+
 def test_name_filter(capsys):
     records = run_json(capsys, "squeezenet1_1", "mobilenet_v2")
     assert [r["name"] for r in records] == ["squeezenet1_1", "mobilenet_v2"]

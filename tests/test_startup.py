@@ -38,6 +38,17 @@ def test_help_imports_no_heavy_library():
     assert not any(loaded.values()), loaded
 
 
+def test_models_lists_the_zoo_without_torch():
+    loaded = imported_after(
+        "import contextlib, io, json\n"
+        "from lightnets.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    assert main(['models', '--json']) == 0\n"
+        "assert len(json.loads(out.getvalue())) == 6"
+    )
+    assert not loaded["torch"], loaded
+
+
 def test_import_lightnets_is_light_until_a_model_is_asked_for():
     assert not any(imported_after("import lightnets, lightnets.cli").values())
     assert imported_after("import lightnets\nlightnets.list_models()")["torch"]

@@ -33,6 +33,7 @@ def test_non_finite_numbers_are_written_as_null(capsys, monkeypatch):
         return record
 
     monkeypatch.setattr(lightnets.cli.models, "describe_model", with_nan)
+    monkeypatch.setattr(lightnets.cli.models, "catalog_records", lambda names: None)
     assert main(["models", "--json", "mobilenet_v2"]) == 0
     (record,) = strict_loads(capsys.readouterr().out)
     assert record["hparams"]["width_mult"]["default"] is None

@@ -13,6 +13,11 @@ the plain defaults a user gets from each runtime's quick-start:
   instructions: the precision is printed beside it);
 - ``eager``: the PyTorch module, at the thread policy's count.
 
+Where a runtime's default computes in another precision (OpenVINO's CPU plugin runs bf16 by
+default on CPUs with bf16 instructions), ``best`` holds it back and says so
+(``precision_note``); the script then also chooses and times ``best --allow-bf16``, the like
+for like comparison with that default.
+
 Each round times every path once, in turn, so that load from other processes falls on all of
 them alike; the figure is the median over rounds of each round's median latency, and the
 ratio ``best / default`` (below 1: best is faster). BatchNorm statistics are estimated on
@@ -65,9 +70,8 @@ def plain_defaults() -> dict[str, object]:
     }
 
 
-def measure_model(name: str, hparams: dict, args, threads: int) -> dict:
-    torch.manual_seed(0)
-    model = calibrate_batchnorm(lightnets.create_model(name, **hparams), SIZE)
+def choose_best(name: str, model, args, threads: int, allow_bf16: bool = False):
+    """The record ``bench --backend best`` chooses (``--allow-int8`` unless ``--no-int8``)."""
     records = benchmark(
         model,
         "best",
@@ -75,18 +79,35 @@ def measure_model(name: str, hparams: dict, args, threads: int) -> dict:
         input_size=SIZE,
         threads=threads,
         allow_int8=not args.no_int8,
+        allow_bf16=allow_bf16,
         min_seconds=args.seconds,
         announce=lambda line: None,
     )
     (chosen,) = [r for r in records if r.best]
     for record in records:  # candidates that failed or were wrong: not in the race
-        if not record.best:
+        if not record.best and not allow_bf16:
             print(f"  {name}: {record.backend} {record.status} ({record.note})", file=sys.stderr)
+    return chosen
+
+
+def measure_model(name: str, hparams: dict, args, threads: int) -> dict:
+    torch.manual_seed(0)
+    model = calibrate_batchnorm(lightnets.create_model(name, **hparams), SIZE)
+    chosen = choose_best(name, model, args, threads)
     x = torch.randn(1, *SIZE, generator=torch.Generator().manual_seed(1))
     int8 = {"calibration": None, "evaluation": None, "max_drop": DEFAULT_MAX_DROP}
     paths = {
         f"best ({chosen.backend})": build_backend(DEVICES["cpu"], chosen.backend, threads, int8)
     }
+    # A runtime's default held back for its precision (OpenVINO's bf16 on bf16 CPUs) is
+    # compared with best allowed that precision too: like with like.
+    held = {r["precision"] for r in chosen.extra.get("held_back", {}).values()}
+    chosen_bf16 = None
+    if "bf16" in held:
+        chosen_bf16 = choose_best(name, model, args, threads, allow_bf16=True)
+        paths[f"best bf16 ({chosen_bf16.backend})"] = build_backend(
+            DEVICES["cpu"], chosen_bf16.backend, threads, int8
+        )
     paths.update(plain_defaults())
     runners, precision = {}, {}
     for label, backend in paths.items():
@@ -108,6 +129,8 @@ def measure_model(name: str, hparams: dict, args, threads: int) -> dict:
         "best": chosen.backend,
         "candidates": chosen.extra.get("candidates", {}),
         "int8_note": chosen.extra.get("int8_note", ""),
+        "precision_note": chosen.extra.get("precision_note", ""),
+        "best_bf16": chosen_bf16.backend if chosen_bf16 is not None else None,
         "latency_ms": {label: statistics.median(v) for label, v in per_round.items()},
         "precision": precision,
     }
@@ -140,13 +163,21 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = measure_model(name, MODELS[name], args, choice.threads)
     print(
         "| model | best (path) ms | ORT default ms | OV default ms | eager ms | "
-        "best/ORT | best/OV | best/eager |"
+        "best/ORT | best/OV | best/eager | best --allow-bf16 (path) ms | that/OV |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, result in results.items():
         ms = result["latency_ms"]
-        best_label = next(label for label in ms if label.startswith("best"))
+        best_label = next(label for label in ms if label.startswith("best ("))
         best = ms[best_label]
+        bf16_label = next((label for label in ms if label.startswith("best bf16")), None)
+        if bf16_label is None:
+            bf16_cells = "- | -"
+        else:
+            bf16_precision = result["precision"][bf16_label]
+            bf16_cells = f"{ms[bf16_label]:.2f} ({result['best_bf16']}, {bf16_precision}) | " + (
+                f"{ms[bf16_label] / ms['OV default']:.2f}" if "OV default" in ms else "-"
+            )
 
         def cell(label, ms=ms, result=result):
             if label not in ms:
@@ -160,13 +191,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| {name} | **{best:.2f}** ({result['best']}, {result['precision'][best_label]}) | "
             f"{cell('ORT default')} | {cell('OV default')} | {cell('eager')} | "
-            f"{ratio('ORT default')} | {ratio('OV default')} | {ratio('eager')} |"
+            f"{ratio('ORT default')} | {ratio('OV default')} | {ratio('eager')} | {bf16_cells} |"
         )
     for name, result in results.items():
         quick = ", ".join(f"{k} {v:.2f}" for k, v in result["candidates"].items())
         print(f"  {name}: best's brief timings (ms): {quick}")
-        if result["int8_note"]:
-            print(f"  {name}: {result['int8_note']}")
+        for note in ("int8_note", "precision_note"):
+            if result[note]:
+                print(f"  {name}: {result[note]}")
     if args.json:
         write_text_atomic(args.json, dumps({"started": started, "results": results}, indent=2))
     return 0

@@ -285,6 +285,45 @@ def test_int8_slower_than_fp32_is_not_chosen_and_the_report_says_why(
     assert float(note.group(1)) > 1
 
 
+class Bf16ByDefaultBackend(Backend):
+    """A runtime whose plain default computes in bf16 on this CPU (as OpenVINO's does on CPUs
+    with bf16 instructions): declared fp32, it says bf16 once prepared; faster than slow-opt."""
+
+    name = "bf16-default"
+
+    def prepare(self, model, example):
+        self.precision = "bf16"
+
+        def run(x):
+            with torch.inference_mode():
+                return model(x)
+
+        return run
+
+
+def test_a_faster_default_in_another_precision_is_timed_held_back_and_named(model, monkeypatch):
+    table = {"slow-opt": SlowTunedBackend, "bf16-default": Bf16ByDefaultBackend}
+    monkeypatch.setattr(DEVICES["cpu"], "backends", table)
+    (best,) = benchmark(model, "best", model_name="m", input_size=SIZE, min_seconds=0.05)
+    assert best.backend == "slow-opt" and set(best.extra["candidates"]) == {"slow-opt"}
+    held = best.extra["held_back"]["bf16-default"]
+    assert held["precision"] == "bf16" and held["quick"] < best.extra["candidates"]["slow-opt"]
+    note = re.fullmatch(
+        r"bf16-default ran (\d+\.\d\d)x faster than slow-opt \((\S+) against (\S+) ms\) but "
+        r"computes in bf16 here \(its runtime's default on this CPU\), which best does not take "
+        r"without --allow-bf16",
+        best.extra["precision_note"],
+    )
+    assert note and float(note.group(2)) == pytest.approx(held["quick"], abs=1e-3)
+    assert float(note.group(1)) > 1
+    # Allowed, the same path races and wins; nothing is held back, nothing to explain.
+    (allowed,) = benchmark(
+        model, "best", model_name="m", input_size=SIZE, min_seconds=0.05, allow_bf16=True
+    )
+    assert allowed.backend == "bf16-default" and allowed.precision == "bf16"
+    assert "held_back" not in allowed.extra and "precision_note" not in allowed.extra
+
+
 def test_int8_dot_product_instructions_read_from_the_cpu_flags():
     assert machine.has_int8_dot_product(frozenset({"sse4_2", "avx2", "fma"})) is False
     assert machine.has_int8_dot_product(frozenset({"avx2", "avx512f", "avx512_vnni"})) is True

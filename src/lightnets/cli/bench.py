@@ -257,8 +257,9 @@ def _print_table(
         if r.best and r.extra.get("candidates"):
             quick = ", ".join(f"{k} {v:.3f} ms" for k, v in r.extra["candidates"].items())
             console.print(f"best of (quick median, batch {r.batch_size}): {quick}")
-            if r.extra.get("int8_note"):
-                console.print(r.extra["int8_note"])
+            for note in ("int8_note", "precision_note"):
+                if r.extra.get(note):
+                    console.print(r.extra[note])
     for r in records:
         if r.precision == "int8" and r.top1_change is not None and calibration_source:
             top1 = r.extra.get("top1") or {}

@@ -288,18 +288,50 @@ def choose_best(passed: list, label: str = "backend") -> tuple[BenchRecord, Call
     return min(passed, key=lambda item: item[0].extra["quick"])
 
 
-def mark_best(record: BenchRecord, passed: list) -> BenchRecord:
+def mark_best(record: BenchRecord, passed: list, held_back: Sequence = ()) -> BenchRecord:
     """Flag ``record`` as the best, its quick timing replaced by every candidate's, with the
-    reason int8 was not chosen when an int8 candidate passed its check (:func:`int8_note`)."""
+    reason int8 was not chosen when an int8 candidate passed its check (:func:`int8_note`), and
+    the faster paths held back because their precision was not allowed (:func:`precision_note`).
+    """
     record.best = True
     note = int8_note(record, [r for r, _ in passed])
+    held = precision_note(record, [r for r, _ in held_back])
     record.extra = {
         **{k: v for k, v in record.extra.items() if k != "quick"},
         "candidates": {r.backend: round(r.extra["quick"], 4) for r, _ in passed},
     }
+    if held_back:
+        record.extra["held_back"] = {
+            r.backend: {"precision": r.precision, "quick": round(r.extra["quick"], 4)}
+            for r, _ in held_back
+        }
     if note:
         record.extra["int8_note"] = note
+    if held:
+        record.extra["precision_note"] = held
     return record
+
+
+def precision_note(chosen: BenchRecord, held_back: Sequence[BenchRecord]) -> str:
+    """The fastest path held back from ``best`` because its precision was not allowed, when it
+    ran faster than the chosen one ("" else).
+
+    A runtime's own default may compute in reduced precision: OpenVINO's CPU plugin runs bf16
+    by default on CPUs with bf16 instructions. ``best`` compares like with like (fp32 unless
+    ``--allow-bf16`` and friends), so such a default can be faster than the path chosen; the
+    report says by how much and which flag races it.
+    """
+    faster = [r for r in held_back if r.extra["quick"] < chosen.extra["quick"]]
+    if not faster:
+        return ""
+    fastest = min(faster, key=lambda r: r.extra["quick"])
+    return (
+        f"{fastest.backend} ran {chosen.extra['quick'] / fastest.extra['quick']:.2f}x faster "
+        f"than {chosen.backend} ({fastest.extra['quick']:.3f} against "
+        f"{chosen.extra['quick']:.3f} ms) but computes in {fastest.precision} here (its "
+        f"runtime's default on this CPU), which best does not take without "
+        f"--allow-{fastest.precision}"
+    )
 
 
 def int8_note(chosen: BenchRecord, candidates: Sequence[BenchRecord]) -> str:
@@ -521,8 +553,12 @@ class _Race:
                 x = x.to(place)
                 passed = self.check_and_time(model, x, reference, records)
                 if self.select_best:
+                    # Paths whose runtime chose a precision not allowed (OpenVINO's default is
+                    # bf16 on bf16 CPUs) are timed in the same rounds but never chosen.
+                    candidates = [item for item in passed if item[0].precision in self.allowed]
+                    held_back = [item for item in passed if item[0].precision not in self.allowed]
                     self.time_briefly(passed, x)
-                    records.append(self.time_best(passed, x))
+                    records.append(self.time_best(candidates, held_back, x))
         for record in records:
             record.extra.update(self.policy)
         return records
@@ -550,7 +586,7 @@ class _Race:
             elif not self.select_best:
                 self.fill(record, self.device.timer(partial(run, x), self.min_seconds))
                 records.append(record)
-            elif record.precision in self.allowed:  # not e.g. OpenVINO's default, bf16 here
+            else:
                 passed.append((record, run))
         return passed
 
@@ -592,11 +628,11 @@ class _Race:
     def fill(self, record: BenchRecord, stats: LatencyStats) -> None:
         _fill_timing(record, stats, self.flops, self.peak, self.device.timer_assesses)
 
-    def time_best(self, passed: list, x: torch.Tensor) -> BenchRecord:
+    def time_best(self, passed: list, held_back: list, x: torch.Tensor) -> BenchRecord:
         """The fastest passing candidate (by its quick timing), timed in full."""
         record, run = choose_best(passed, self.device.label)
         self.fill(record, self.device.timer(partial(run, x), self.min_seconds))
-        return mark_best(record, passed)
+        return mark_best(record, passed, held_back)
 
 
 def benchmark_exported(

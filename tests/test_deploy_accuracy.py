@@ -61,7 +61,9 @@ class FakeInt8(Backend):
     name, precision = "fake-int8", "int8"
     broken = False
 
-    def __init__(self, threads=None, calibration=None, evaluation=None, max_drop=1.0):
+    def __init__(
+        self, threads=None, calibration=None, evaluation=None, max_drop=1.0, calibration_name=""
+    ):
         super().__init__(threads)
         self.evaluation, self.max_drop = evaluation, max_drop
 
@@ -135,6 +137,34 @@ def test_bench_judges_int8_on_the_checkpoints_data_set(model, monkeypatch):
     top1 = record.extra["top1"]
     assert (top1["metric"], top1["images"], record.top1_change) == ("accuracy", 64, 0.0)
     assert record.status == "ok"
+
+
+def test_bench_names_each_int8_rows_scheme_as_quantize_does(model):
+    pytest.importorskip("nncf")
+    (record,) = benchmark(model, ["int8"], model_name="m", input_size=SIZE, min_seconds=0.01)
+    assert record.precision == "int8"
+    assert record.extra["scheme"] == (
+        "PTQ: weights int8 symmetric per-channel, activations int8 symmetric per-tensor "
+        "(NNCF performance preset, min-max calibration); 64 synthetic calibration images"
+    )
+    # Each int8 backend is the int8 model of one `quantize --method`, worded the same way.
+    assert {name: cls.method for name, cls in BACKENDS.items() if cls.precision == "int8"} == {
+        "int8": "openvino",
+        "executorch-int8": "executorch",
+        "litert-int8": "litert",
+    }
+    assert BACKENDS["eager"]().scheme() == ""  # fp32: no scheme
+
+
+@needs_fashion
+def test_an_int8_rows_scheme_names_the_calibration_data_set(model):
+    pytest.importorskip("nncf")
+    state = {"dataset": {"name": "fashion-mnist"}, "config": {"seed": 0}}
+    data = Int8Data(checkpoint=state, calibration_images=16, eval_images=64)
+    (record,) = benchmark(
+        model, ["int8"], model_name="m", input_size=SIZE, min_seconds=0.01, int8_data=data
+    )
+    assert record.extra["scheme"].endswith("; 16 fashion-mnist calibration images")
 
 
 def test_quantize_with_max_drop_fails_and_writes_nothing(model, tmp_path, monkeypatch):

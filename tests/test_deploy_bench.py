@@ -243,7 +243,9 @@ class SlowInt8Backend(SlowTunedBackend):
     name = "slow-int8"
     precision = "int8"
 
-    def __init__(self, threads=None, calibration=None, evaluation=None, max_drop=1.0):
+    def __init__(
+        self, threads=None, calibration=None, evaluation=None, max_drop=1.0, calibration_name=""
+    ):
         super().__init__(threads)
         self.max_drop = max_drop
 

@@ -261,6 +261,8 @@ def _print_table(
                 if r.extra.get(note):
                     console.print(r.extra[note])
     for r in records:
+        if r.extra.get("scheme"):
+            console.print(f"{r.backend} (batch {r.batch_size}): {r.extra['scheme']}")
         if r.precision == "int8" and r.top1_change is not None and calibration_source:
             top1 = r.extra.get("top1") or {}
             console.print(

@@ -42,7 +42,12 @@ from lightnets.deploy.openvino_runtime import (
     physical_cores,
     request_runner,
 )
-from lightnets.deploy.quantization import quantize_openvino, synthetic_batches
+from lightnets.deploy.quantization import (
+    METHODS,
+    describe_scheme,
+    quantize_openvino,
+    synthetic_batches,
+)
 from lightnets.deploy.toolchains import MOBILE_EXTRA, require_mobile
 from lightnets.errors import InvalidArgumentError, require
 
@@ -102,6 +107,10 @@ class Backend:
         """An ``int8`` backend's judgement after :meth:`prepare`: the int8 rule
         (:mod:`lightnets.deploy.accuracy`), which int8 backends implement; others have none."""
         raise NotImplementedError(f"{self.name} is {self.precision}, not judged by top-1 change")
+
+    def scheme(self) -> str:
+        """How an int8 backend quantized, after :meth:`prepare` ("" for other precisions)."""
+        return ""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(threads={self.threads})"
@@ -309,6 +318,8 @@ class Int8Backend(Backend):
     precision = "int8"
     extra = "openvino"
     modules: tuple[str, ...] = ("openvino", "nncf")
+    #: The ``lightnets quantize --method`` that makes the same int8 model (its scheme).
+    method = "openvino"
 
     def __init__(
         self,
@@ -316,19 +327,35 @@ class Int8Backend(Backend):
         calibration: Sequence[torch.Tensor] | None = None,
         evaluation: Sequence[tuple[torch.Tensor, torch.Tensor | None]] | None = None,
         max_drop: float = DEFAULT_MAX_DROP,
+        calibration_name: str = "synthetic",
     ) -> None:
         super().__init__(threads)
         self.calibration = calibration
         self.evaluation = evaluation
         self.max_drop = max_drop
+        self.calibration_name = calibration_name if calibration is not None else "synthetic"
         #: For top1_change: a runner of any batch size, and the image size it was prepared for.
         self._prepared: tuple[Runner, tuple[int, int, int]] | None = None
+        #: The calibration batches prepare() used (for scheme()).
+        self._calibrated: Sequence[torch.Tensor] = ()
 
-    def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
-        size = _image_size(example)
+    def calibration_batches(self, size: tuple[int, int, int]) -> Sequence[torch.Tensor]:
+        """The calibration images given, else 64 synthetic ones; remembered for :meth:`scheme`."""
         batches = self.calibration
         if batches is None:
             batches = synthetic_batches(size, count=64, batch_size=8)
+        self._calibrated = batches
+        return batches
+
+    def scheme(self) -> str:
+        """``quantize``'s one-line scheme: PTQ, weights and activations, calibration images."""
+        return describe_scheme(METHODS[self.method], None, self.calibration_name, self._calibrated)[
+            "scheme"
+        ]
+
+    def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
+        size = _image_size(example)
+        batches = self.calibration_batches(size)
         quantized = quantize_openvino(model, batches, size)
         compile = OpenVinoOptBackend(self.threads).compile
         self._prepared = _request_runner(compile(quantized)), size
@@ -431,9 +458,7 @@ class _DeviceInt8Backend(Int8Backend):
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
         size = _image_size(example)
-        batches = self.calibration
-        if batches is None:
-            batches = synthetic_batches(size, count=64, batch_size=8)
+        batches = self.calibration_batches(size)
         run, _ = self.program(_folded(model), example, batches)
         runner = lambda x: torch.from_numpy(run(x.numpy()))  # noqa: E731
         self._prepared = runner, size
@@ -445,6 +470,7 @@ class ExecuTorchInt8Backend(_DeviceInt8Backend):
     description = "ExecuTorch XNNPACK int8: PT2E with XNNPACKQuantizer, per-channel, calibrated"
     modules = ("executorch", "torchao")
     runtime = executorch_runtime
+    method = "executorch"
 
     def lower(
         self, model: nn.Module, example: torch.Tensor, batches: Sequence[torch.Tensor]
@@ -459,6 +485,7 @@ class LiteRTInt8Backend(_DeviceInt8Backend):
     description = "LiteRT int8: PT2E with litert-torch's PT2EQuantizer, per-channel, calibrated"
     modules = ("litert_torch", "ai_edge_litert", "torchao")
     runtime = litert_runtime
+    method = "litert"
 
     def lower(
         self, model: nn.Module, example: torch.Tensor, batches: Sequence[torch.Tensor]

@@ -457,6 +457,7 @@ def benchmark(
             "calibration": int8_data.calibration,
             "evaluation": int8_data.evaluation,
             "max_drop": max_drop,
+            "calibration_name": int8_data.loaded_from or "synthetic",
         },
         min_seconds=min_seconds,
         flops=_flops_per_image(model, input_size),
@@ -617,6 +618,8 @@ class _Race:
         record.precision = backend.precision  # the runtime's default may be reduced precision
         if backend.precision == "int8":
             _check_top1(backend, model, record)
+            if backend.scheme():
+                record.extra["scheme"] = backend.scheme()
         else:
             diff, tolerance = self.device.check(reference, output, backend.precision)
             record.max_abs_diff, record.tolerance = diff, tolerance

@@ -682,7 +682,7 @@ def quantize(
         raise QuantizationAccuracyError(
             f"int8 not written: {change.describe()} is beyond --max-drop {max_drop:g}"
         )
-    scheme = _scheme(quant, qat, calibration_name, calibration)
+    scheme = describe_scheme(quant, qat, calibration_name, calibration)
     int8 = {
         "method": method,
         **change.as_dict(),
@@ -711,11 +711,12 @@ class _Scheme(TypedDict):
     scheme: str
 
 
-def _scheme(
+def describe_scheme(
     quant: Method, qat: QatResult | None, calibration_name: str, calibration: Sequence
 ) -> _Scheme:
     """How the int8 model was made, in the report's words (``training``, ``weights``,
-    ``activations``, and ``scheme``: all of it and the data it used, in one line)."""
+    ``activations``, and ``scheme``: all of it and the data it used, in one line). The one
+    wording of every int8 result: ``quantize``'s report and ``bench``'s int8 rows."""
     weights = quant.weights_scheme()
     if qat is not None:
         activations = qat.activations + " (ranges learned in training)"

@@ -13,7 +13,13 @@ import torch
 
 from lightnets.cli import main
 from lightnets.train.evaluate import evaluate
-from lightnets.train.metrics import at_chance, chance_margin, chance_warning
+from lightnets.train.metrics import (
+    at_chance,
+    chance_margin,
+    chance_warning,
+    unlearned_classes,
+    unlearned_warning,
+)
 from lightnets.train.progress import format_epoch
 from test_data_folder import write_images
 
@@ -48,12 +54,35 @@ def test_train_and_eval_warn_at_chance(tmp_path, capsys):
     assert summary["at_chance"] is True
     warnings = [line for line in out.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "test top-1 10.00% is at chance level" in warnings[0]
+    # One class predicted for every image: the other nine were never classified correctly.
+    assert len(summary["unlearned_classes"]) == 9
 
     # eval: the same warning on stderr, the JSON on stdout untouched.
     assert main(["eval", "--checkpoint", str(run_dir / "best.pt"), "--json"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["top1"] == 0.1
     assert err.count("\n") == 1 and err.startswith("warning: test top-1 10.00% is at chance")
+
+
+def test_classes_never_classified_correctly_are_named():
+    # Scores are the one-hot inputs, except that class 2's can never win.
+    linear = torch.nn.Linear(4, 4)
+    with torch.no_grad():
+        linear.weight.copy_(torch.eye(4))
+        linear.bias.copy_(torch.tensor([0.0, 0.0, -1e6, 0.0]))
+    y = torch.arange(400) % 4
+    x = torch.nn.functional.one_hot(y, 4).float()
+    result = evaluate(linear, [(x, y)], num_classes=4, device=torch.device("cpu"), per_class=True)
+    assert result.per_class == [1.0, 1.0, 0.0, 1.0] and result.top1 == 0.75
+    names = ["cat", "dog", "owl", "fox"]
+    assert unlearned_classes(result.per_class, names) == ["owl"]
+    assert unlearned_classes([0.5, float("nan"), 0.0], ["a", "b", "c"]) == ["c"]  # b: no images
+    warning = unlearned_warning(0.62, [0.9, 0.8, 0.0, 0.78], names, 10_000)
+    assert warning is not None and "\n" not in warning
+    assert warning.startswith("warning: 1 of 4 classes had no image of 10,000 classified")
+    assert "(owl)" in warning and "--lr" in warning
+    assert unlearned_warning(0.62, [0.9, 0.8, 0.1, 0.78], names, 10_000) is None
+    assert unlearned_warning(0.25, [1.0, 0.0, 0.0, 0.0], names, 10_000) is None  # at chance
 
 
 def test_top5_only_with_more_than_five_classes():

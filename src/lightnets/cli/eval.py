@@ -115,6 +115,12 @@ def run(args: argparse.Namespace) -> int:
     for line in held:
         print(line, file=sys.stderr)
     _warn_at_chance(result, len(classes), args.split)
+    if result.per_class is not None:
+        from lightnets.train.metrics import unlearned_warning
+
+        unlearned = unlearned_warning(result.top1, result.per_class, classes, result.images)
+        if unlearned is not None:
+            print(unlearned, file=sys.stderr)
     qat = _qat_record(args.checkpoint) if args.checkpoint else None
     int8: EvalResult | None = None
     scheme = ""

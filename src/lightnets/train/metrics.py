@@ -94,6 +94,36 @@ def chance_warning(
     )
 
 
+def unlearned_classes(per_class: Sequence[float], classes: Sequence[str]) -> list[str]:
+    """Classes of which no image was classified correctly (top-1 recall exactly 0); classes
+    without images (recall NaN) are left out."""
+    return [str(name) for name, recall in zip(classes, per_class, strict=True) if recall == 0.0]
+
+
+def unlearned_warning(
+    top1: float | None, per_class: Sequence[float], classes: Sequence[str], images: int
+) -> str | None:
+    """One line when some classes were never classified correctly, though the model as a
+    whole is above chance (at chance, :func:`chance_warning` says more); else None.
+
+    A network whose class scores pass a ReLU (SqueezeNet's conv10, Table 1) loses a class for
+    good once that class's outputs are 0 for every image: no gradient reaches them again. A
+    run that lost some classes that way ends well above chance and well below what the rest
+    learned; without this line it would pass as merely a weaker result.
+    """
+    if at_chance(top1, len(classes), images):
+        return None
+    names = unlearned_classes(per_class, classes)
+    if not names:
+        return None
+    return (
+        f"warning: {len(names)} of {len(classes)} classes had no image of {images:,} "
+        f"classified correctly ({', '.join(names)}): the model never learned them (scores "
+        "that pass a ReLU, as SqueezeNet's conv10 do, stay at 0 once they reach it; try a "
+        "lower --lr or another --seed)"
+    )
+
+
 @dataclass
 class EvalResult:
     """Loss (mean cross-entropy without label smoothing), top-1/top-5 fractions, image count.

@@ -57,7 +57,13 @@ from lightnets.train.ema import ModelEma
 from lightnets.train.evaluate import evaluate
 from lightnets.train.finetune import create_train_model, scale_backbone_lr
 from lightnets.train.guard import DivergenceGuard
-from lightnets.train.metrics import EvalResult, at_chance, chance_warning
+from lightnets.train.metrics import (
+    EvalResult,
+    at_chance,
+    chance_warning,
+    unlearned_classes,
+    unlearned_warning,
+)
 from lightnets.train.precision import autocast_context
 from lightnets.train.progress import format_epoch, make_progress
 from lightnets.train.qat import QatNetwork
@@ -715,7 +721,7 @@ class Trainer:
         """The model and its EMA: what the divergence guard checks."""
         return [self.model] + ([self.ema.module] if self.ema is not None else [])
 
-    def _evaluate(self, loader: Iterable[Any]) -> EvalResult:
+    def _evaluate(self, loader: Iterable[Any], per_class: bool = False) -> EvalResult:
         return evaluate(
             self.eval_model,
             loader,
@@ -723,6 +729,7 @@ class Trainer:
             device=self.device,
             amp=self.amp,
             ctx=self.ctx,
+            per_class=per_class,
         )
 
     def _end_epoch(self, record: dict[str, Any]) -> None:
@@ -780,7 +787,9 @@ class Trainer:
                 source = "last"
         if weights is not None:
             self.eval_model.load_state_dict(weights)
-        test = self._evaluate(self.test_loader)
+        test = self._evaluate(self.test_loader, per_class=True)
+        assert test.per_class is not None  # asked for
+        classes = list(self.splits.classes)
         wall = position.wall_time + (time.perf_counter() - self._t_start)
         num_classes = len(self.splits.classes)
         summary = {
@@ -792,6 +801,7 @@ class Trainer:
             "test_loss": test.loss,
             "test_images": test.images,
             "at_chance": at_chance(test.top1, num_classes, test.images),
+            "unlearned_classes": unlearned_classes(test.per_class, classes),
             "test_weights": source if self.ema is None else f"{source} (EMA)",
             "best_epoch": position.best_epoch,
             "best_val_top1": position.best_top1,
@@ -821,9 +831,12 @@ class Trainer:
                 f"{position.best_epoch if source == 'best' else position.epoch}); {wall:.0f} s; "
                 f"wrote {summary_path}"
             )
-            warning = chance_warning(test.top1, num_classes, test.images)
-            if warning is not None:
-                self.progress.message(warning)
+            for warning in (
+                chance_warning(test.top1, num_classes, test.images),
+                unlearned_warning(test.top1, test.per_class, classes, test.images),
+            ):
+                if warning is not None:
+                    self.progress.message(warning)
         barrier(self.ctx)
         return summary
 

@@ -20,7 +20,10 @@ images through the network. Two maintained implementations are offered:
 On the 2-core Zen 4 development machine the OpenVINO path was both faster and closer to fp32
 (docs/deploy.md has the measurements), hence the default. Each method is a :class:`Method` in
 :data:`METHODS`; the fp32 model is exported once and serves calibration, the fp32 timing and the
-fp32 size. Accuracy is judged by :mod:`lightnets.deploy.accuracy`'s int8 rule (top-1 change on
+fp32 size. A network fine-tuned quantization-aware (``--qat``, :mod:`lightnets.deploy.qat`)
+is written by :meth:`Method.from_converted` instead: lowered by the device runtimes, or for
+``onnxruntime`` exported as QDQ ONNX (and for ``openvino`` converted to IR from that). Accuracy
+is judged by :mod:`lightnets.deploy.accuracy`'s int8 rule (top-1 change on
 held-out images within a budget), the same rule ``lightnets bench`` applies.
 """
 

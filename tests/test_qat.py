@@ -247,7 +247,7 @@ def test_qat_loses_no_more_than_post_training_quantization(trained, qat_files, t
         (["mobilenet_v1", "--qat"], "--qat needs a training checkpoint"),
         (["CKPT", "--qat", "--epochs", "0"], "--epochs=0 is not allowed"),
         (["CKPT", "--qat", "--method", "nosuch"], "unknown quantization method 'nosuch'"),
-        (["CKPT", "--qat", "--method", "openvino"], "--qat supports only --method executorch"),
+        (["CKPT", "--qat", "--method", "coreml"], "--qat supports only --method executorch"),
         (["CKPT", "--lr", "0.01"], "--lr applies only with --qat"),
     ],
 )

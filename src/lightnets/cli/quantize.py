@@ -87,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="fine-tune the checkpoint with the method's fake int8 (PT2E) on the data set it "
         "records, BatchNorm statistics frozen after the first half, then convert and write; "
-        "--method executorch or litert",
+        "--method executorch, litert, onnxruntime (QDQ ONNX) or openvino (IR from it)",
     )
     qat.add_argument(
         "--epochs",

@@ -45,6 +45,7 @@ __all__ = [
     "ExportResult",
     "ExportVerificationError",
     "export",
+    "exported_onnx_bytes",
     "onnx_bytes",
     "openvino_model",
     "write_bytes",
@@ -107,7 +108,21 @@ def onnx_bytes(model: nn.Module, example: torch.Tensor, *, dynamic_batch: bool =
             )
             return buffer.getvalue()
         except (TypeError, RuntimeError, NotImplementedError):
-            buffer = io.BytesIO()
+            pass
+    return exported_onnx_bytes(model, example, dynamic_batch=dynamic_batch)
+
+
+def exported_onnx_bytes(
+    model: nn.Module, example: torch.Tensor, *, dynamic_batch: bool = True
+) -> bytes:
+    """Serialise ``model`` to ONNX (opset 18) through the ``torch.export``-based exporter.
+
+    The one that takes an int8 network converted by PT2E (``convert_pt2e``): its quantize and
+    dequantize ops become QuantizeLinear/DequantizeLinear (QDQ ONNX), int8 weights stored as
+    int8. Input ``input``, output ``logits``, batch axis symbolic unless ``dynamic_batch`` is
+    False.
+    """
+    buffer = io.BytesIO()
     shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")

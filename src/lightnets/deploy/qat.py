@@ -9,10 +9,13 @@ least one epoch), a small learning rate (default 1% of the run's peak, annealed 
 warm-up), BatchNorm statistics frozen after the first half. The fine-tuned network is then
 converted (``convert_pt2e``) and written by the method's own lowering, as post-training int8 is.
 
-QAT needs the quantizer it trained against to be the one that lowers: the device runtimes'
-PT2E quantizers (:data:`QAT_METHODS`). OpenVINO (NNCF) and ONNX Runtime quantize their own
-exported graphs; QAT for them (a QDQ ONNX export of the converted graph, or NNCF's own QAT) is
-not implemented.
+QAT needs the quantizer it trained against to be the one that lowers (:data:`QAT_METHODS`):
+the device runtimes' PT2E quantizers for ExecuTorch and LiteRT. ONNX Runtime and OpenVINO are
+given the converted network itself, exported as QDQ ONNX (``torch.onnx.export`` turns its
+quantize/dequantize pairs into QuantizeLinear/DequantizeLinear, which ONNX Runtime fuses into
+QLinearConv and OpenVINO reads as FakeQuantize, then runs as u8 convolutions): the int8 the
+network trained with, not a second quantization of it. Core ML's int8 is weight-only
+compression with no QAT counterpart here.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ LR_FRACTION = 0.01
 def check_qat_method(method: str) -> None:
     if method not in QAT_METHODS:
         raise InvalidArgumentError(
-            f"--qat supports only --method {' or '.join(QAT_METHODS)} (PT2E with the runtime's "
-            f"own quantizer, which trains and lowers the same int8); got {method}"
+            f"--qat supports only --method {', '.join(QAT_METHODS[:-1])} or {QAT_METHODS[-1]} "
+            f"(a PT2E quantizer whose int8 the runtime runs as trained); got {method}"
         )
 
 

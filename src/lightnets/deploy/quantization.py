@@ -20,7 +20,10 @@ images through the network. Two maintained implementations are offered:
 On the 2-core Zen 4 development machine the OpenVINO path was both faster and closer to fp32
 (docs/deploy.md has the measurements), hence the default. Each method is a :class:`Method` in
 :data:`METHODS`; the fp32 model is exported once and serves calibration, the fp32 timing and the
-fp32 size. Accuracy is judged by :mod:`lightnets.deploy.accuracy`'s int8 rule (top-1 change on
+fp32 size. A network fine-tuned quantization-aware (``--qat``, :mod:`lightnets.deploy.qat`)
+is written by :meth:`Method.from_converted` instead: lowered by the device runtimes, or for
+``onnxruntime`` exported as QDQ ONNX (and for ``openvino`` converted to IR from that). Accuracy
+is judged by :mod:`lightnets.deploy.accuracy`'s int8 rule (top-1 change on
 held-out images within a budget), the same rule ``lightnets bench`` applies.
 """
 
@@ -49,6 +52,7 @@ from lightnets.deploy.accuracy import DEFAULT_MAX_DROP, Top1Change, top1_change
 from lightnets.deploy.exporters import (
     INPUT_NAME,
     ExportVerificationError,
+    exported_onnx_bytes,
     format_metadata,
     onnx_bytes,
     openvino_model,
@@ -271,7 +275,13 @@ class Method:
     def save(self, quantized: Any, path: Path, meta: dict[str, Any]) -> tuple[Path, ...]:
         raise NotImplementedError
 
-    def from_converted(self, converted: nn.Module, fp32: Any, quantizer: Any) -> Any:
+    def from_converted(
+        self,
+        converted: nn.Module,
+        fp32: Any,
+        quantizer: Any,
+        input_size: tuple[int, int, int],
+    ) -> Any:
         """The int8 model of a network already converted to int8 (by QAT) with ``quantizer``:
         only the methods quantization-aware training supports (``deploy/qat.py``) have it."""
         raise NotImplementedError
@@ -319,6 +329,17 @@ class OpenVinoMethod(Method):
         ensure_signal_stack()  # NNCF compiles with OpenVINO while calibrating
         return quantized
 
+    def from_converted(self, converted, fp32, quantizer, input_size):
+        """OpenVINO's model of the QAT network's QDQ ONNX (:meth:`OnnxRuntimeMethod.
+        from_converted`): each QuantizeLinear/DequantizeLinear pair becomes a FakeQuantize,
+        which OpenVINO runs as u8 convolutions, with the ranges learned in training."""
+        ov = require("openvino", "openvino")
+        qdq = METHODS["onnxruntime"].from_converted(converted, fp32, quantizer, input_size)
+        with tempfile.TemporaryDirectory() as folder, kept_logging():
+            source = Path(folder, "qat.onnx")
+            source.write_bytes(qdq)
+            return ov.convert_model(str(source))
+
     def runner(self, model):
         run = request_runner(compile_model(model, latency_config()))
         return lambda x: run(x.numpy())
@@ -362,6 +383,12 @@ class OnnxRuntimeMethod(Method):
                     weight_type=QuantType.QInt8,
                 )
             return target.read_bytes()
+
+    def from_converted(self, converted, fp32, quantizer, input_size):
+        """The QAT network as QDQ ONNX: ``torch.onnx.export`` of the converted graph, whose
+        quantize/dequantize pairs ONNX Runtime's optimiser fuses into QLinearConv."""
+        require("onnx", "onnx")
+        return exported_onnx_bytes(converted, torch.zeros(2, *input_size))
 
     def runner(self, model):
         ort = require("onnxruntime", "onnx")
@@ -433,7 +460,11 @@ class _DeviceMethod(Method):
         return DeviceProgram(self.lower(converted, fp32.example, quantizer))
 
     def from_converted(
-        self, converted: nn.Module, fp32: DeviceProgram, quantizer: Any
+        self,
+        converted: nn.Module,
+        fp32: DeviceProgram,
+        quantizer: Any,
+        input_size: tuple[int, int, int],
     ) -> DeviceProgram:
         """The program of a network already converted to int8 (by QAT) with ``quantizer``."""
         if fp32.example is None:
@@ -672,7 +703,7 @@ def quantize(
     fp32 = quant.fp32(fuse(model), input_size, metadata)  # the one fp32 export
     fp32_run, fp32_size = quant.runner(fp32), quant.size_mb(fp32)
     if qat is not None:
-        quantized = quant.from_converted(qat.converted, fp32, qat.quantizer)
+        quantized = quant.from_converted(qat.converted, fp32, qat.quantizer, input_size)
         calibration, calibration_name = [], qat.dataset
     else:
         quantized = quant.quantize(fp32, _arrays(calibration) if quant.calibrated else [])

@@ -218,3 +218,26 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     )
     assert_one_line_error(proc.returncode, proc.stdout, proc.stderr, "not a lightnets checkpoint")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_checkpoint_is_exported_at_the_size_it_was_trained_at(tmp_path, capsys):
+    # No --input-size: the checkpoint's recorded size (16 px here), not the variant's 32 px.
+    torch.manual_seed(0)
+    model = lightnets.create_model("mobilenet_v1", variant="cifar", num_classes=4, width_mult=0.25)
+    dataset = {
+        "name": "folder",
+        "classes": ["a", "b", "c", "d"],
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+        "input_size": [3, 16, 16],
+    }
+    path = tmp_path / "small.pt"
+    save_checkpoint(
+        path, {"hparams": model.hparams, "model": model.state_dict(), "dataset": dataset}
+    )
+    for size, flags in ((16, []), (24, ["--input-size", "24"])):
+        onnx_path = tmp_path / f"small{size}.onnx"
+        code, _, err = run_cli(capsys, "export", path, "--format", "onnx", "-o", onnx_path, *flags)
+        assert code == 0, err
+        code, out, _ = run_cli(capsys, "export", "--print-metadata", onnx_path)
+        assert code == 0 and json.loads(out)["input"]["shape"] == ["batch", 3, size, size]

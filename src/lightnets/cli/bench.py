@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return _report(args, records, exported.name, exported.input_size, "", [])
     model, state = model_or_checkpoint_from_args(args)
-    size = input_size_from_args(args, model)
+    size = input_size_from_args(args, model, state)
     if state is None:
         # Untrained: give its activations a trained network's scale, so the check means something.
         model = calibrate_batchnorm(model, size)

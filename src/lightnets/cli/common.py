@@ -240,9 +240,19 @@ def _input_size_or_none(args: argparse.Namespace) -> tuple[int, int, int] | None
     return _input_size(args, (3, size, size))
 
 
-def input_size_from_args(args: argparse.Namespace, model: LightweightNet) -> tuple[int, int, int]:
-    """(C, H, W) from --input-size, defaulting to the model's ``default_input_size``."""
-    return _input_size(args, model.default_input_size)
+def input_size_from_args(
+    args: argparse.Namespace, model: LightweightNet, state: dict[str, Any] | None = None
+) -> tuple[int, int, int]:
+    """(C, H, W) from --input-size, defaulting to the size the checkpoint ``state`` was trained
+    at (its data set's recorded ``input_size``), else the model's ``default_input_size``: a
+    checkpoint trained at 16 px is exported, quantized and timed at 16 px unless told otherwise."""
+    recorded = ((state or {}).get("dataset") or {}).get("input_size")
+    default = model.default_input_size
+    if isinstance(recorded, (list, tuple)) and len(recorded) == 3:
+        _, height, width = recorded
+        if all(isinstance(v, int) and v >= 1 for v in (height, width)):
+            default = (default[0], height, width)
+    return _input_size(args, default)
 
 
 def looks_like_checkpoint(name: str) -> bool:

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     path = resolve_output(args.output, name=output_stem(args.name), suffix=FORMATS[args.format])
     check_export_output(path, args.format, args)
     model, state = model_or_checkpoint_from_args(args)
-    size = input_size_from_args(args, model)
+    size = input_size_from_args(args, model, state)
     meta = metadata_for(model, state, size, fused=args.fuse)
     result = export(model, path, args.format, size, fuse=args.fuse, metadata=meta)
     _print_result(result, size, args.json)

@@ -61,7 +61,7 @@ def _model_and_preprocessing(args: argparse.Namespace) -> tuple[Any, Preprocessi
             )
         return exported, Preprocessing.from_metadata(exported.metadata)
     model, state = model_or_checkpoint_from_args(args)
-    return model, preprocessing_from_checkpoint(state, input_size_from_args(args, model))
+    return model, preprocessing_from_checkpoint(state, input_size_from_args(args, model, state))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
         )
     source, data_kwargs = calibration_source(state, args.calibration, args.data_dir)
-    size = input_size_from_args(args, model)
+    size = input_size_from_args(args, model, state)
     calib, evals, _ = calibration_data(
         source,
         input_size=size,

@@ -121,14 +121,15 @@ class Prediction:
 def preprocessing_from_checkpoint(
     state: dict[str, Any] | None, input_size: tuple[int, int, int]
 ) -> Preprocessing:
-    """Preprocessing from a checkpoint's ``dataset`` metadata; ImageNet's for a bare model."""
+    """Preprocessing from a checkpoint's ``dataset`` metadata (ImageNet's for a bare model) at
+    ``input_size``, the size the model runs at (callers default it to the recorded one)."""
     from lightnets.data.splits import IMAGENET_MEAN, IMAGENET_STD
 
     info = (state or {}).get("dataset")
     if not isinstance(info, dict):
         return Preprocessing(None, IMAGENET_MEAN, IMAGENET_STD, input_size, None)
     check_dataset_metadata(info)
-    size = info.get("input_size") or input_size
+    size = input_size
     classes = info.get("classes")
     return Preprocessing(
         dataset=str(info.get("name")),

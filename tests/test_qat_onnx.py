@@ -58,8 +58,8 @@ def run_quantize(checkpoint, method, out) -> dict:
     import io
 
     args = ["quantize", checkpoint, "--qat", "--method", method, "--device", "cpu"]
-    # --input-size: quantize defaults to the model's own size (32), not the run's.
-    args += ["--input-size", SIZE[1], "--eval-images", IMAGES, "-o", out, "--json"]
+    # No --input-size: quantize takes the size the run trained at (16 px, not the variant's 32).
+    args += ["--eval-images", IMAGES, "-o", out, "--json"]
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         code = main([str(a) for a in args])

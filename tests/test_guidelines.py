@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from lightnets.analysis import threads as threads_module
 from lightnets.analysis.formulas import conv1x1_memory_access, conv2d_memory_access_bytes
 from lightnets.cli import main
 from lightnets.lab.guidelines import (
@@ -236,10 +237,13 @@ def test_json_schema_and_plot(tmp_path, capsys):
     [
         (["guidelines", "G5"], "unknown guideline 'G5'; allowed: G1, G2, G3, G4"),
         (["guidelines", "--batch-size", "0"], "batch_size=0 is not allowed"),
+        (["guidelines", "--rounds", "0"], "rounds=0 is not allowed"),
         (["guidelines", "--plot", "/nonexistent/x.png"], "does not exist"),
     ],
 )
-def test_bad_input_is_one_line(argv, message, capsys):
+def test_bad_input_is_one_line(argv, message, capsys, monkeypatch):
+    # As in a fresh process: the thread policy has not spoken yet (it speaks once per process).
+    monkeypatch.setattr(threads_module, "_chosen", {})
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1

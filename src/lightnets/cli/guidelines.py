@@ -60,16 +60,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lightnets.analysis.threads import thread_record
-    from lightnets.lab.guidelines import GUIDELINES, plot_guidelines, run_guidelines
+    from lightnets.lab.guidelines import (
+        GUIDELINES,
+        check_guideline_options,
+        plot_guidelines,
+        run_guidelines,
+    )
 
     if args.plot is not None:
         from lightnets.figures import check_plot_output
 
         check_plot_output(args.plot, force=args.force)
-    from lightnets.lab.guidelines.networks import build_experiments
     from lightnets.train.distributed import resolve_device
 
-    build_experiments(args.guidelines or GUIDELINES)  # a bad name: one line, before the rest
+    # Bad input is one line: checked before the thread policy prints its own.
+    check_guideline_options(
+        args.guidelines or GUIDELINES, batch_size=args.batch_size, rounds=args.rounds
+    )
     resolve_device(args.device)
     choice = threads_from_args(args, limit=1, limit_reason=SINGLE_THREAD)
     report = run_guidelines(

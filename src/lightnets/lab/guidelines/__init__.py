@@ -26,7 +26,7 @@ from lightnets.lab.guidelines.networks import (
     g1_lower_bound,
 )
 from lightnets.lab.guidelines.plotting import plot_guidelines
-from lightnets.lab.guidelines.runner import run_guidelines
+from lightnets.lab.guidelines.runner import check_guideline_options, run_guidelines
 from lightnets.lab.guidelines.timing import Timing, time_calls
 from lightnets.lab.guidelines.verdicts import (
     FLAT,
@@ -46,6 +46,7 @@ __all__ = [
     "GuidelineReport",
     "Timing",
     "build_experiments",
+    "check_guideline_options",
     "g1_lower_bound",
     "plot_guidelines",
     "run_guidelines",

@@ -26,6 +26,17 @@ from lightnets.lab.guidelines.verdicts import (
 __all__ = ["run_guidelines"]
 
 
+def check_guideline_options(
+    guidelines: Sequence[str], *, batch_size: int = 1, rounds: int | None = None
+) -> None:
+    """The options a user gives, checked before anything is printed or built: the guideline
+    names (one line naming the allowed ones), the batch size and the number of rounds."""
+    build_experiments(guidelines)
+    check_int("batch_size", batch_size, minimum=1)
+    if rounds is not None:
+        check_int("rounds", rounds, minimum=1)
+
+
 def run_guidelines(
     guidelines: Sequence[str] = GUIDELINES,
     *,
@@ -65,8 +76,8 @@ def _run(
 ) -> GuidelineReport:
     from lightnets.train.distributed import resolve_device
 
+    check_guideline_options(guidelines, batch_size=batch_size, rounds=rounds)
     device_t = torch.device(resolve_device(device))
-    check_int("batch_size", batch_size, minimum=1)
     widths = widths or ("gpu" if device_t.type == "cuda" else "arm")
     rounds = rounds if rounds is not None else (5 if quick else 7)
     min_seconds = min_seconds if min_seconds is not None else (0.5 if quick else 2.0)

@@ -192,3 +192,29 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no last.pt" in err
+
+
+def test_a_deterministic_resume_keeps_the_runs_thread_count(tmp_path, monkeypatch, capsys):
+    # The machine was busier when the run started (1 core free) than when it resumes (2): the
+    # resumed epochs keep the run's 1 thread, which an exact resume needs.
+    from lightnets.analysis import machine, threads
+
+    if machine.physical_cores() < 2 or os.environ.get("OMP_NUM_THREADS"):
+        pytest.skip("needs 2 physical cores and no OMP_NUM_THREADS")
+    run_dir = tmp_path / "run"
+    try:
+        for free, argv in ((1, [*RUN, "--output", str(run_dir)]), (2, ["train", "--resume"])):
+            threads.reset_thread_policy()
+            monkeypatch.setattr(machine, "free_cores", lambda seconds=0.25, free=free: free)
+            if free == 1:
+                _interrupt_at(monkeypatch, epoch=0, batch=None)
+                assert main(argv) == 130
+            else:
+                assert main([*argv, str(run_dir)]) == 0
+            out = capsys.readouterr().out
+            monkeypatch.undo()
+        assert "threads: 1 of" in out and "kept for an exact --deterministic resume" in out
+        recorded = [json.loads(line)["threads"] for line in (run_dir / "metrics.jsonl").open()]
+        assert recorded == [1, 1]
+    finally:
+        threads.reset_thread_policy()  # no choice made from the faked readings outlives the test

@@ -190,6 +190,7 @@ class Trainer:
             )
             self.guard = DivergenceGuard(self.ctx, self.device, self.run.last)
             state = self.run.open(resume=resume)
+            self._keep_the_runs_threads(state)
             self._build_data(train_loader)
             self._build_model(state)
             self._build_optimisation()
@@ -246,6 +247,30 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         elif kind == "cuda":
             torch.backends.cudnn.benchmark = True
+
+    def _keep_the_runs_threads(self, state: dict[str, Any] | None) -> None:
+        """A ``--deterministic`` run resumes with the thread count it trained with, not the
+        one the machine's load suggests now: CPU kernels split their sums by thread, so another
+        count ends the run off the straight run's weights. ``--threads`` (or OMP_NUM_THREADS)
+        still overrides; a count above this machine's cores cannot be kept (the policy's
+        choice stands, said in the line)."""
+        if not (self.resume and state and self.config.deterministic):
+            return
+        chosen = self.threads
+        if chosen.requested is not None or chosen.reason.startswith("OMP_NUM_THREADS"):
+            return
+        recorded = [r.get("threads") for r in state.get("history") or []]
+        ran = recorded[-1] if recorded else None
+        if not isinstance(ran, int) or ran == chosen.threads:
+            return
+        if ran > chosen.cores:
+            reason = f"{chosen.reason}; the run's {ran} threads exceed this machine's cores"
+            self.threads = dataclasses.replace(chosen, reason=reason)
+        else:
+            reason = f"the run's {ran}, kept for an exact --deterministic resume"
+            self.threads = dataclasses.replace(chosen, threads=ran, reason=reason)
+            torch.set_num_threads(ran)
+        self.thread_lines[:] = [self.threads.line()]
 
     def _check_input_size(self) -> None:
         """``--input-size`` against memory before the run directory is touched or any data made

@@ -6,6 +6,7 @@ Plain functions (import them: ``from conftest import n_params``) and fixtures wr
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -176,3 +177,19 @@ def run_measured(
 def count_macs() -> Callable[..., float]:
     """``count_macs(name, size=224, **create_model_kwargs)`` -> MACs of one image."""
     return _count_macs
+
+
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C reaches this process as it does in a terminal (Python's default handler), even
+    when the test run itself was started with SIGINT ignored: a background job of a shell
+    without job control (``pytest &``) inherits SIG_IGN, and lightnets rightly leaves an
+    ignored Ctrl-C ignored. The handler is given back afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def default_ctrl_c() -> None:
+    """``preexec_fn`` for a child that must receive Ctrl-C whatever this process ignores."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -18,7 +18,7 @@ import time
 import pytest
 
 import lightnets
-from conftest import one_line
+from conftest import default_ctrl_c, one_line
 from lightnets.cli import main
 from lightnets.deploy.compression.codec import write_compressed
 from lightnets.deploy.compression.format import Payload, write_file
@@ -102,7 +102,12 @@ def test_three_ctrl_c_in_a_row_end_in_one_line(tmp_path):
     command = [sys.executable, "-m", "lightnets", *argv, "--epochs", "50", "--output", str(run_dir)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        preexec_fn=default_ctrl_c,  # as from a terminal, even if this run ignores Ctrl-C
     )
     lines = []
     try:

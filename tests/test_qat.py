@@ -334,7 +334,9 @@ QAT_RUN = shlex.split(
 )
 
 
-def test_ctrl_c_in_the_qat_epochs_then_resume_is_bitwise_equal(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_in_the_qat_epochs_then_resume_is_bitwise_equal(
+    tmp_path, monkeypatch, capsys, ctrl_c
+):
     from test_train_resume import _interrupt_at
 
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"

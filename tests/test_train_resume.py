@@ -93,7 +93,7 @@ def _assert_same_run(a, b) -> None:
 
 @pytest.mark.parametrize("batch", [1, None], ids=["mid-epoch", "epoch-end"])
 def test_ctrl_c_then_resume_is_bitwise_equal_to_straight_run(
-    straight, tmp_path, monkeypatch, capsys, batch
+    straight, tmp_path, monkeypatch, capsys, batch, ctrl_c
 ):
     run_dir = tmp_path / "run"
     _interrupt_at(monkeypatch, epoch=0, batch=batch)
@@ -194,7 +194,7 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     assert err.count("\n") == 1 and "no last.pt" in err
 
 
-def test_a_deterministic_resume_keeps_the_runs_thread_count(tmp_path, monkeypatch, capsys):
+def test_a_deterministic_resume_keeps_the_runs_thread_count(tmp_path, monkeypatch, capsys, ctrl_c):
     # The machine was busier when the run started (1 core free) than when it resumes (2): the
     # resumed epochs keep the run's 1 thread, which an exact resume needs.
     from lightnets.analysis import machine, threads

@@ -70,7 +70,7 @@ def plain_defaults() -> dict[str, object]:
     }
 
 
-def choose_best(name: str, model, args, threads: int, allow_bf16: bool = False):
+def best_record(name: str, model, args, threads: int, allow_bf16: bool = False):
     """The record ``bench --backend best`` chooses (``--allow-int8`` unless ``--no-int8``)."""
     records = benchmark(
         model,
@@ -93,7 +93,7 @@ def choose_best(name: str, model, args, threads: int, allow_bf16: bool = False):
 def measure_model(name: str, hparams: dict, args, threads: int) -> dict:
     torch.manual_seed(0)
     model = calibrate_batchnorm(lightnets.create_model(name, **hparams), SIZE)
-    chosen = choose_best(name, model, args, threads)
+    chosen = best_record(name, model, args, threads)
     x = torch.randn(1, *SIZE, generator=torch.Generator().manual_seed(1))
     int8 = {"calibration": None, "evaluation": None, "max_drop": DEFAULT_MAX_DROP}
     paths = {
@@ -104,7 +104,7 @@ def measure_model(name: str, hparams: dict, args, threads: int) -> dict:
     held = {r["precision"] for r in chosen.extra.get("held_back", {}).values()}
     chosen_bf16 = None
     if "bf16" in held:
-        chosen_bf16 = choose_best(name, model, args, threads, allow_bf16=True)
+        chosen_bf16 = best_record(name, model, args, threads, allow_bf16=True)
         paths[f"best bf16 ({chosen_bf16.backend})"] = build_backend(
             DEVICES["cpu"], chosen_bf16.backend, threads, int8
         )

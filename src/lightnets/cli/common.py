@@ -300,8 +300,10 @@ def model_or_checkpoint_from_args(
         from lightnets.train.checkpoint import model_from_checkpoint
 
         model, state = model_from_checkpoint(args.name)
-        # The checkpoint's model fits at its own size; check the command's input and batch too.
-        check_memory(model.hparams, input_size_from_args(args, model), _largest_batch(args))
+        # The checkpoint's model fits at its own size; check the command's input and batch too,
+        # at the size the command will run (the recorded one unless --input-size says otherwise).
+        size = input_size_from_args(args, model, state)
+        check_memory(model.hparams, size, _largest_batch(args))
         return model, state
     model = model_from_args(args)
     model.eval()

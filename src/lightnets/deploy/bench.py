@@ -427,8 +427,10 @@ def benchmark(
     ``backends`` is names (a list, or ``"a,b"``), ``"all"`` or ``"best"``. ``best`` checks
     every candidate (:func:`best_candidates`: fp32, and int8 / bf16 / fp16 when allowed), times
     each briefly, then times the fastest one that passed in full and returns its record
-    (``best=True``, the others' quick timings in ``extra["candidates"]``). ``all`` runs every
-    backend of the device, noting through ``on_skip`` those that cannot run here. int8
+    (``best=True``, the others' quick timings in ``extra["candidates"]``; a path whose runtime
+    chose a precision not allowed, such as OpenVINO's bf16 default, is timed alongside but held
+    back: ``extra["held_back"]``, and ``extra["precision_note"]`` when it was faster). ``all``
+    runs every backend of the device, noting through ``on_skip`` those that cannot run here. int8
     backends are calibrated and judged on ``int8_data`` (synthetic images when ``None``: top-1
     agreement with fp32): their top-1 change must stay within ``max_drop`` points, else they
     are ``wrong`` and ``best`` never picks them. ``batch_sizes`` default to the device's (1 on
@@ -618,8 +620,9 @@ class _Race:
         record.precision = backend.precision  # the runtime's default may be reduced precision
         if backend.precision == "int8":
             _check_top1(backend, model, record)
-            if backend.scheme():
-                record.extra["scheme"] = backend.scheme()
+            scheme = backend.scheme()
+            if scheme:
+                record.extra["scheme"] = scheme
         else:
             diff, tolerance = self.device.check(reference, output, backend.precision)
             record.max_abs_diff, record.tolerance = diff, tolerance

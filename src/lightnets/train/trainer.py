@@ -257,7 +257,7 @@ class Trainer:
         if not (self.resume and state and self.config.deterministic):
             return
         chosen = self.threads
-        if chosen.requested is not None or chosen.reason.startswith("OMP_NUM_THREADS"):
+        if chosen.free is None:  # not the policy's reading: --threads or OMP_NUM_THREADS
             return
         recorded = [r.get("threads") for r in state.get("history") or []]
         ran = recorded[-1] if recorded else None

@@ -262,6 +262,30 @@ def test_bad_qat_requests_are_one_line_and_write_nothing(trained, args, expected
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_qat_network_is_written_only_for_a_runtime_sharing_its_quantizer(tmp_path):
+    from lightnets.deploy.qat import QatResult
+    from lightnets.deploy.quantization import quantize as quantize_model
+    from lightnets.errors import InvalidArgumentError
+
+    model = lightnets.create_model("mobilenet_v1", variant="cifar", width_mult=0.25)
+    fields = dict(converted=torch.nn.Identity(), quantizer=None, epochs=1, lr=1e-3)
+    fields.update(train_images=1, dataset="synthetic", test_top1=0.1, weights="", activations="")
+    for trained_for, method, suffix in [
+        ("executorch", "litert", ".tflite"),
+        ("litert", "executorch", ".pte"),
+        ("onnxruntime", "executorch", ".pte"),
+    ]:
+        result = QatResult(method=trained_for, **fields)
+        with pytest.raises(InvalidArgumentError, match=f"fine-tuned .* for {trained_for}"):
+            quantize_model(model, tmp_path / f"m{suffix}", [], [], SIZE, method=method, qat=result)
+    assert list(tmp_path.iterdir()) == []
+    # ONNX Runtime's and OpenVINO's int8 come from one quantizer: one fine-tune serves both
+    # (tests/test_qat_onnx.py writes both from it).
+    from lightnets.deploy.qat import check_qat_result
+
+    check_qat_result(QatResult(method="onnxruntime", **fields), "openvino")
+
+
 def test_train_qat_epochs_records_qat_and_eval_reports_both_precisions(trained, tmp_path, capsys):
     run = tmp_path / "qat_run"
     # The CPU everywhere: a GPU machine would default to CUDA (and bf16), which QAT's tests do not

@@ -32,7 +32,14 @@ from torch import nn
 from lightnets.errors import InvalidArgumentError, check_float, check_int
 from lightnets.train.qat import QAT_BACKENDS, default_qat_epochs
 
-__all__ = ["QAT_METHODS", "QatResult", "check_qat_method", "finetune_qat", "qat_plan"]
+__all__ = [
+    "QAT_METHODS",
+    "QatResult",
+    "check_qat_method",
+    "check_qat_result",
+    "finetune_qat",
+    "qat_plan",
+]
 
 #: The ``quantize --method`` values ``--qat`` supports.
 QAT_METHODS = tuple(QAT_BACKENDS)
@@ -52,6 +59,7 @@ def check_qat_method(method: str) -> None:
 class QatResult:
     """The fine-tuned network converted to int8, and how it was trained."""
 
+    method: str  # the quantize method whose quantizer it was trained with
     converted: nn.Module
     quantizer: Any
     epochs: int
@@ -67,6 +75,17 @@ class QatResult:
             f"{self.epochs} epoch{'s' if self.epochs != 1 else ''} on {self.train_images:,} "
             f"{self.dataset} training images (lr {self.lr:.3g}, cosine, BatchNorm statistics "
             f"frozen after half)"
+        )
+
+
+def check_qat_result(qat: QatResult, method: str) -> None:
+    """One-line error unless ``qat`` (fine-tuned for ``qat.method``) is ``method``'s int8: a
+    network trained against one quantizer's grid is not another's."""
+    check_qat_method(method)
+    if not QAT_BACKENDS[method].quantizes_like(QAT_BACKENDS[qat.method]):
+        raise InvalidArgumentError(
+            f"the network was fine-tuned quantization-aware for {qat.method}, whose quantizer "
+            f"is not {method}'s; fine-tune it for {method}, or write it with --method {qat.method}"
         )
 
 
@@ -155,6 +174,7 @@ def finetune_qat(
         )
     converted = qat.convert(fold_quantize=method != "litert")  # litert lowers weight quantizes
     return QatResult(
+        method=method,
         converted=converted.cpu(),
         quantizer=qat.quantizer,
         epochs=epochs,

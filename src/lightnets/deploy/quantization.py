@@ -69,7 +69,7 @@ from lightnets.deploy.openvino_runtime import (
     request_runner,
     save_ir,
 )
-from lightnets.deploy.qat import QatResult, check_qat_method
+from lightnets.deploy.qat import QatResult, check_qat_result
 from lightnets.deploy.toolchains import quiet, require_mobile
 from lightnets.errors import InvalidArgumentError, LightnetsError, require
 from lightnets.fileio import atomic_path, check_writable
@@ -692,7 +692,7 @@ def quantize(
     """
     quant = get_method(method, per_channel=per_channel)
     if qat is not None:
-        check_qat_method(method)
+        check_qat_result(qat, method)
     path = coreml.check_writable_package(path) if method == "coreml" else check_writable(path)
     if path.suffix != quant.suffix:
         raise InvalidArgumentError(f"--method {method} writes a {quant.suffix} file; got {path}")

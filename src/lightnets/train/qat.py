@@ -77,6 +77,11 @@ class QatBackend:
     #: 52 became QLinearConv and every residual add QLinearAdd (OpenVINO runs both as u8).
     unsigned_activations: bool = False
 
+    def quantizes_like(self, other: QatBackend) -> bool:
+        """Whether a network trained against ``other``'s quantizer is this runtime's int8 too
+        (onnxruntime and openvino share one; executorch and litert each have their own)."""
+        return dataclasses.replace(other, name=self.name) == self
+
 
 #: Runtimes QAT can train for, by the name of their ``lightnets quantize --method``.
 QAT_BACKENDS: dict[str, QatBackend] = {

@@ -8,8 +8,8 @@ long enough for >= 90% fp32 top-1), then, for each installed method:
 - PTQ per-tensor and PTQ per-channel (``lightnets.deploy.quantize``, 300 calibration images
   from the training set, ``per_channel=False`` / ``True``);
 - QAT (``lightnets.deploy.qat.finetune_qat``: the library's default fine-tune, 10% of the run's
-  epochs and 1% of its peak lr, BatchNorm frozen after half; executorch and litert, the methods
-  whose quantizer trains and lowers the same int8),
+  epochs and 1% of its peak lr, BatchNorm frozen after half; every method QAT supports; one
+  fine-tune serves the methods that share a quantizer, onnxruntime and openvino),
 
 and measures top-1 of the file each writes, run in its own runtime, on the first
 ``--eval-images`` images of the test split (10,000: all of it), beside eager fp32 on the same
@@ -79,16 +79,18 @@ def train_fp32(family: str, hparams: dict, args: argparse.Namespace, folder: Pat
         seed=0,
     )
     checkpoint = Path(config.output) / "last.pt"
-    seconds_file = Path(config.output) / "train_seconds.txt"
     summary = finished_summary(config)
-    if summary is not None and seconds_file.is_file():
+    if summary is not None:
         print(f"{family}: reusing the finished run in {config.output}", flush=True)
-        return checkpoint, summary, float(seconds_file.read_text())
-    start = time.perf_counter()
-    summary = train(config, resume=checkpoint.is_file())
-    seconds = time.perf_counter() - start
-    seconds_file.write_text(f"{seconds:.1f}\n")
-    return checkpoint, summary, seconds
+    else:
+        summary = train(config, resume=checkpoint.is_file())
+    return checkpoint, summary, training_seconds(Path(config.output))
+
+
+def training_seconds(run: Path) -> float:
+    """The run's epochs' wall time (metrics.jsonl), also across an interrupted and resumed run."""
+    lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return sum(json.loads(line)["seconds"] for line in lines if line.strip())
 
 
 def settings(family: str, hparams: dict, method: str, args: argparse.Namespace) -> dict:
@@ -116,6 +118,7 @@ def measure(family: str, hparams: dict, args: argparse.Namespace, folder: Path) 
     from lightnets.deploy.qat import QAT_METHODS, finetune_qat
     from lightnets.deploy.quantization import calibration_data, calibration_source, quantize
     from lightnets.train.checkpoint import model_from_checkpoint
+    from lightnets.train.qat import QAT_BACKENDS
 
     done = {json.dumps(r["settings"], sort_keys=True): r for r in stored_rows(folder)}
     keys = {m: json.dumps(settings(family, hparams, m, args), sort_keys=True) for m in args.methods}
@@ -136,6 +139,7 @@ def measure(family: str, hparams: dict, args: argparse.Namespace, folder: Path) 
         **kwargs,
     )
     rows = []
+    finetuned: dict[str, tuple[Any, float]] = {}  # method -> (QatResult, fine-tune seconds)
     for method in args.methods:
         if keys[method] in done:
             rows.append(done[keys[method]])
@@ -169,8 +173,17 @@ def measure(family: str, hparams: dict, args: argparse.Namespace, folder: Path) 
             row["eval_images"] = report.eval_images
             row[f"{key}_scheme"] = report.scheme
         if method in QAT_METHODS:
+            # Runtimes sharing one quantizer (onnxruntime, openvino) share one fine-tune.
+            shared = [m for m in finetuned if QAT_BACKENDS[method].quantizes_like(QAT_BACKENDS[m])]
+            if shared:
+                qat, finetune_s = finetuned[shared[0]]
+                row["qat_finetune_of"] = shared[0]
+            else:
+                start = time.perf_counter()
+                qat = finetune_qat(checkpoint, state, method)
+                finetune_s = time.perf_counter() - start
+                finetuned[method] = qat, finetune_s
             start = time.perf_counter()
-            qat = finetune_qat(checkpoint, state, method)
             report = quantize(
                 model,
                 folder / f"{family}_{method}_qat{SUFFIX[method]}",
@@ -181,7 +194,8 @@ def measure(family: str, hparams: dict, args: argparse.Namespace, folder: Path) 
                 qat=qat,
             )
             row["qat"] = report.int8_top1
-            row["qat_s"] = time.perf_counter() - start
+            row["qat_s"] = finetune_s + time.perf_counter() - start
+            row["qat_finetune_s"] = finetune_s
             row["qat_scheme"] = report.scheme
         rows.append(row)
         with open(folder / "results.jsonl", "a", encoding="utf-8") as stored:

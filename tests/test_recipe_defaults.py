@@ -26,7 +26,7 @@ from lightnets.train.recipes import (
 
 #: What each family changes of each recipe (nothing: the recipe's own values measured fine).
 SQUEEZENET = {
-    "onecycle": {"optimizer": "adamw", "lr": 0.001, "batch_size": 16},
+    "onecycle": {"optimizer": "adamw", "lr": 0.001, "batch_size": 16, "label_smoothing": 0.1},
     "cifar": {"optimizer": "adamw", "lr": 0.001},
     "cosine": {"optimizer": "adamw", "lr": 0.001},
 }
@@ -77,9 +77,10 @@ def test_short_run_defaults_are_the_measured_ones():
     recipe = config.recipe
     assert (recipe.name, recipe.epochs, recipe.schedule) == ("onecycle", 3, "onecycle")
     assert (recipe.optimizer, recipe.lr, recipe.batch_size) == ("adamw", 0.001, 16)
+    assert recipe.label_smoothing == 0.1
     assert config.recipe_source == (
         "onecycle (the default below 30 epochs; squeezenet1_1's defaults: --optimizer adamw "
-        "--lr 0.001 --batch-size 16)"
+        "--lr 0.001 --batch-size 16 --label-smoothing 0.1)"
     )
     # ShuffleNet V1 changes only the one-cycle recipe; its long runs keep the published one.
     shufflenet = _config("--model shufflenet_v1 --variant cifar --epochs 3")
@@ -105,15 +106,19 @@ def test_explicit_flags_win_over_the_family_defaults():
         16,
     )
     assert config.recipe_source == (
-        "onecycle (the default below 30 epochs; squeezenet1_0's defaults: --batch-size 16)"
+        "onecycle (the default below 30 epochs; squeezenet1_0's defaults: --batch-size 16 "
+        "--label-smoothing 0.1)"
     )
-    every = _config("--model squeezenet1_0 --epochs 3 --lr 0.01 --optimizer sgd --batch-size 64")
+    every = _config(
+        "--model squeezenet1_0 --epochs 3 --lr 0.01 --optimizer sgd --batch-size 64 "
+        "--label-smoothing 0"
+    )
     assert every.recipe.batch_size == 64
     assert every.recipe_source == "onecycle (the default below 30 epochs)"
     # The Python API resolves the same way: None means "not given".
     resolved = resolve_recipe("squeezenet1_0", "onecycle", lr=None, batch_size=64)
     assert (resolved.recipe.lr, resolved.recipe.batch_size) == (0.001, 64)
-    assert resolved.family_defaults == {"optimizer": "adamw", "lr": 0.001}
+    assert resolved.family_defaults == {"optimizer": "adamw", "lr": 0.001, "label_smoothing": 0.1}
     # A long run keeps the published schedule and batch, with SqueezeNet's optimiser and lr.
     long = _config("--model squeezenet1_0")
     assert long.recipe == get_recipe("cifar", optimizer="adamw", lr=0.001)

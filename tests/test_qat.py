@@ -269,7 +269,7 @@ def test_a_qat_network_is_written_only_for_a_runtime_sharing_its_quantizer(tmp_p
 
     model = lightnets.create_model("mobilenet_v1", variant="cifar", width_mult=0.25)
     fields = dict(converted=torch.nn.Identity(), quantizer=None, epochs=1, lr=1e-3)
-    fields.update(train_images=1, dataset="synthetic", test_top1=0.1, weights="", activations="")
+    fields.update(train_images=1, dataset="synthetic", weights="", activations="")
     for trained_for, method, suffix in [
         ("executorch", "litert", ".tflite"),
         ("litert", "executorch", ".pte"),

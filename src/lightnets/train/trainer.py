@@ -562,8 +562,14 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
 
-    def fit(self) -> dict[str, Any]:
-        """Train the remaining epochs, test the best weights once; returns the summary."""
+    def fit(self, *, test: bool = True) -> dict[str, Any]:
+        """Train the remaining epochs, test the best weights once; returns the summary.
+
+        ``test=False`` stops after the last epoch without the test (and writes no summary), the
+        best weights loaded as for the test: for a caller that measures the result its own way,
+        as ``quantize --qat`` measures the int8 file. The summary then holds only ``dataset``,
+        ``epochs`` and ``wall_time_s``.
+        """
         config, ctx = self.config, self.ctx
         self._t_start = time.perf_counter()
         if ctx.is_main:
@@ -582,6 +588,14 @@ class Trainer:
                 if interrupt.requested:
                     self._say_interrupted(self.position.epoch, 0)
                     raise KeyboardInterrupt
+            if not test:
+                self._load_best_weights()
+                wall = self.position.wall_time + (time.perf_counter() - self._t_start)
+                return {
+                    "dataset": self.splits.name,
+                    "epochs": self.position.epoch,
+                    "wall_time_s": wall,
+                }
             summary = self._finish()
         return summary
 
@@ -799,7 +813,9 @@ class Trainer:
 
     # -- the end -----------------------------------------------------------------------------
 
-    def _finish(self) -> dict[str, Any]:
+    def _load_best_weights(self) -> str:
+        """Put the best epoch's weights (by validation top-1) into the evaluated network;
+        ``"best"``, or ``"last"`` when there is no validation split to choose by."""
         position = self.position
         weights, source = position.best_weights, "best"
         if weights is None:
@@ -812,6 +828,11 @@ class Trainer:
                 source = "last"
         if weights is not None:
             self.eval_model.load_state_dict(weights)
+        return source
+
+    def _finish(self) -> dict[str, Any]:
+        position = self.position
+        source = self._load_best_weights()
         test = self._evaluate(self.test_loader, per_class=True)
         assert test.per_class is not None  # asked for
         classes = list(self.splits.classes)

@@ -189,10 +189,12 @@ def _short_run(model: str, recipe, images, labels, test_images, test_labels, see
 def test_squeezenet_default_short_recipe_learns_where_the_old_default_did_not():
     """Issue 18: SqueezeNet (no BatchNorm) with the one-cycle recipe's own values (SGD, peak lr
     0.1, batch 128) ended at chance, its conv10 outputs all zero (or NaN), in the issue's
-    setting (32 px, 5,000 images, 3 epochs: 25 minutes of CPU here). This test takes one epoch
+    setting (32 px, 5,000 images, 3 epochs: 25 minutes of CPU here). This test takes two epochs
     of the first 2,560 Fashion-MNIST training images at 16 px, from the same initial weights:
-    the old default does not learn at all (top-1 10.0% / 9.9% for seeds 0 / 1 on these 1,000
-    test images: chance), the family's default does (43.3% / 42.7%)."""
+    the old default does not learn at all (chance on these 1,000 test images), the family's
+    default does (59.0% with one thread, 60.5% with two; seed 1: 61.7% / 67.7%). One epoch is
+    too few since conv10 starts centred: seed 0 then ends at 21.6%, and seed 1 at 28.0% or
+    47.3% depending on the thread count."""
     from lightnets.data import augment, load_splits
 
     splits = load_splits("fashion-mnist", FASHION, val_size=0, train_subset=2560, seed=0)
@@ -206,12 +208,12 @@ def test_squeezenet_default_short_recipe_learns_where_the_old_default_did_not():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        default = resolve_recipe("squeezenet1_1", epochs=1).recipe
+        default = resolve_recipe("squeezenet1_1", epochs=2).recipe
         new = _short_run("squeezenet1_1", default, *data, *test)
-        old = _short_run("squeezenet1_1", get_recipe("onecycle", epochs=1), *data, *test)
+        old = _short_run("squeezenet1_1", get_recipe("onecycle", epochs=2), *data, *test)
     finally:
         torch.set_num_threads(threads)
     new_top1, new_dead, new_finite = new
     old_top1, old_dead, old_finite = old
-    assert new_finite and not new_dead and new_top1 > 0.3, new
+    assert new_finite and not new_dead and new_top1 > 0.4, new
     assert not old_finite or old_dead or old_top1 < 0.2, old

@@ -111,7 +111,9 @@ def stored_rows(folder: Path) -> list[dict]:
     path = folder / "results.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
 
 
 def measure(family: str, hparams: dict, args: argparse.Namespace, folder: Path) -> list[dict]:

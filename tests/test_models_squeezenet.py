@@ -76,10 +76,10 @@ def test_initialisation_matches_torchvision_but_centres_each_class():
 @pytest.mark.parametrize("name", ["squeezenet1_0", "squeezenet1_1"])
 def test_every_class_starts_alive_on_real_images(name):
     """conv10's class scores pass a ReLU: a class scoring <= 0 at every location of every image
-    gets no gradient and never learns. With torchvision's N(0, 0.01) weights alone, 3 of 10
-    classes of squeezenet1_0 (seed 1) and 1 of squeezenet1_1 (seed 0) started that way on
-    Fashion-MNIST, and the seed-1 run ended at 23% with 7 classes unlearned; centred weights
-    start every class with a positive score on some image."""
+    gets no gradient and never learns. With torchvision's N(0, 0.01) weights alone, on these
+    images, 3 of 10 classes of squeezenet1_0 (seed 1) and 1 of squeezenet1_1 (each of seeds 0,
+    1, 2) started that way, and squeezenet1_0's seed-1 run ended at 23% with 7 classes
+    unlearned; centred weights start every class with a positive score on some image."""
     from conftest import FASHION
     from lightnets.deploy.quantization import calibration_data
 

@@ -238,7 +238,8 @@ class SqueezeNet(LightweightNet):
             # conv10 reads fire9's outputs, which pass a ReLU: non-negative, with a mean shared
             # by every channel. A class whose weights happen to sum below zero then scores below
             # zero on every image and location, so its ReLU passes no gradient and it never
-            # learns (at 32 px, 1 to 3 of 10 classes per seed). Centring each class's weights
+            # learns (at 32 px on Fashion-MNIST: 1 to 3 of 10 classes in 4 of the 6 seeds and
+            # versions tried). Centring each class's weights
             # removes that shared term: every class starts alive. Same architecture, same scale.
             with torch.no_grad():
                 final_conv.weight.sub_(final_conv.weight.mean(dim=(1, 2, 3), keepdim=True))

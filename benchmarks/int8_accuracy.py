@@ -3,7 +3,9 @@ and per channel, and quantization-aware training, for each installed int8 method
 
 For each family (CIFAR variant, 10 classes) the script trains an fp32 network with ``lightnets
 train`` on Fashion-MNIST (by default the full 60,000 training images, no validation carve-out,
-long enough for >= 90% fp32 top-1), then, for each installed method:
+long enough for >= 90% fp32 top-1; the recipe ``train`` picks for that length, with the
+family's values, so SqueezeNet trains with BatchNorm, folded into its convolutions in every
+int8 file), then, for each installed method:
 
 - PTQ per-tensor and PTQ per-channel (``lightnets.deploy.quantize``, 300 calibration images
   from the training set, ``per_channel=False`` / ``True``);
@@ -64,10 +66,9 @@ def installed(method: str) -> bool:
 def train_fp32(family: str, hparams: dict, args: argparse.Namespace, folder: Path) -> tuple:
     """(checkpoint path, summary, seconds) of the fp32 run."""
     from lightnets.train.config import TrainConfig
-    from lightnets.train.recipes import default_recipe_name, get_recipe
     from lightnets.train.trainer import finished_summary, train
 
-    recipe = get_recipe(default_recipe_name(args.epochs), epochs=args.epochs, lr=args.lr)
+    recipe = resolve(family, hparams, args).recipe
     config = TrainConfig(
         model=family,
         model_hparams=hparams,
@@ -85,6 +86,14 @@ def train_fp32(family: str, hparams: dict, args: argparse.Namespace, folder: Pat
     else:
         summary = train(config, resume=checkpoint.is_file())
     return checkpoint, summary, training_seconds(Path(config.output))
+
+
+def resolve(family: str, hparams: dict, args: argparse.Namespace) -> Any:
+    """The recipe ``lightnets train`` gives a run of this length, the family's values included
+    (SqueezeNet's AdamW at lr 0.001, and BatchNorm for its one-cycle runs)."""
+    from lightnets.train.recipes import resolve_recipe
+
+    return resolve_recipe(family, epochs=args.epochs, lr=args.lr, model_hparams=hparams)
 
 
 def training_seconds(run: Path) -> float:
@@ -284,6 +293,7 @@ def main() -> None:
             hparams = dict(FAMILIES[family])
             if args.width_mult is not None and "width_mult" in hparams:
                 hparams["width_mult"] = args.width_mult
+            hparams = {**resolve(family, hparams, args).model_hparams, **hparams}
             rows += measure(family, hparams, args, folder)
     print("\n" + HEADER)
     for row in rows:

@@ -26,7 +26,13 @@ from lightnets.train.recipes import (
 
 #: What each family changes of each recipe (nothing: the recipe's own values measured fine).
 SQUEEZENET = {
-    "onecycle": {"optimizer": "adamw", "lr": 0.001, "batch_size": 16, "label_smoothing": 0.1},
+    "onecycle": {
+        "optimizer": "adamw",
+        "lr": 0.001,
+        "batch_size": 16,
+        "label_smoothing": 0.1,
+        "batch_norm": True,
+    },
     "cifar": {"optimizer": "adamw", "lr": 0.001},
     "cosine": {"optimizer": "adamw", "lr": 0.001},
 }
@@ -64,7 +70,11 @@ def test_family_defaults_reach_the_resolved_recipe(model, recipe):
     for field, value in config.recipe.to_dict().items():
         assert value == family.get(field, own[field]), (model, recipe, field)
     named = " ".join(
-        f"--{k.replace('_', '-')} {v:g}" if isinstance(v, float) else f"--{k.replace('_', '-')} {v}"
+        f"--{k.replace('_', '-')}"
+        if v is True
+        else f"--{k.replace('_', '-')} {v:g}"
+        if isinstance(v, float)
+        else f"--{k.replace('_', '-')} {v}"
         for k, v in family.items()
     )
     expected = f"{recipe} ({model}'s defaults: {named})" if family else recipe
@@ -78,9 +88,10 @@ def test_short_run_defaults_are_the_measured_ones():
     assert (recipe.name, recipe.epochs, recipe.schedule) == ("onecycle", 3, "onecycle")
     assert (recipe.optimizer, recipe.lr, recipe.batch_size) == ("adamw", 0.001, 16)
     assert recipe.label_smoothing == 0.1
+    assert config.model_hparams == {"batch_norm": True}
     assert config.recipe_source == (
         "onecycle (the default below 30 epochs; squeezenet1_1's defaults: --optimizer adamw "
-        "--lr 0.001 --batch-size 16 --label-smoothing 0.1)"
+        "--lr 0.001 --batch-size 16 --label-smoothing 0.1 --batch-norm)"
     )
     # ShuffleNet V1 changes only the one-cycle recipe; its long runs keep the published one.
     shufflenet = _config("--model shufflenet_v1 --variant cifar --epochs 3")
@@ -107,21 +118,62 @@ def test_explicit_flags_win_over_the_family_defaults():
     )
     assert config.recipe_source == (
         "onecycle (the default below 30 epochs; squeezenet1_0's defaults: --batch-size 16 "
-        "--label-smoothing 0.1)"
+        "--label-smoothing 0.1 --batch-norm)"
     )
     every = _config(
         "--model squeezenet1_0 --epochs 3 --lr 0.01 --optimizer sgd --batch-size 64 "
-        "--label-smoothing 0"
+        "--label-smoothing 0 --no-batch-norm"
     )
+    assert every.model_hparams == {"batch_norm": False}
     assert every.recipe.batch_size == 64
     assert every.recipe_source == "onecycle (the default below 30 epochs)"
     # The Python API resolves the same way: None means "not given".
     resolved = resolve_recipe("squeezenet1_0", "onecycle", lr=None, batch_size=64)
     assert (resolved.recipe.lr, resolved.recipe.batch_size) == (0.001, 64)
-    assert resolved.family_defaults == {"optimizer": "adamw", "lr": 0.001, "label_smoothing": 0.1}
+    assert resolved.family_defaults == {
+        "optimizer": "adamw",
+        "lr": 0.001,
+        "label_smoothing": 0.1,
+        "batch_norm": True,
+    }
+    assert resolved.model_hparams == {"batch_norm": True}
+    plain = resolve_recipe("squeezenet1_0", "onecycle", model_hparams={"batch_norm": False})
+    assert plain.model_hparams == {} and "batch_norm" not in plain.family_defaults
     # A long run keeps the published schedule and batch, with SqueezeNet's optimiser and lr.
     long = _config("--model squeezenet1_0")
     assert long.recipe == get_recipe("cifar", optimizer="adamw", lr=0.001)
+    assert long.model_hparams == {}
+
+
+def test_squeezenet_short_runs_train_batch_norm_unless_told_not_to():
+    """The one-cycle recipe's SqueezeNet default is a model hyperparameter: the run's model
+    (config.json's model_hparams) has BatchNorm; --no-batch-norm, a long run, and a run from
+    pretrained weights (torchvision's have none) keep the paper's trunk."""
+    short = "--model squeezenet1_1 --variant cifar --epochs 3"
+    assert _config(short).model_hparams == {"batch_norm": True}
+    plain = _config(short + " --no-batch-norm")
+    assert plain.model_hparams == {"batch_norm": False}
+    assert "--batch-norm" not in plain.recipe_source
+    given = _config(short + " --batch-norm")
+    assert given.model_hparams == {"batch_norm": True}
+    assert given.recipe_source == (
+        "onecycle (the default below 30 epochs; squeezenet1_1's defaults: --optimizer adamw "
+        "--lr 0.001 --batch-size 16 --label-smoothing 0.1)"
+    )
+    assert _config("--model squeezenet1_1 --epochs 30").model_hparams == {}
+    pretrained = _config("--model squeezenet1_1 --epochs 3 --weights w.pth --num-classes 4")
+    assert pretrained.model_hparams == {}
+    # Other families' short runs build their default models.
+    assert _config("--model shufflenet_v1 --epochs 3").model_hparams == {}
+
+
+def test_a_family_default_that_is_neither_a_recipe_field_nor_a_hyperparameter_is_refused(
+    monkeypatch,
+):
+    entry = get_model_entry("mobilenet_v2")
+    monkeypatch.setitem(entry.recipe_defaults, "onecycle", {"batch_norm": True})
+    with pytest.raises(ValueError, match=r"mobilenet_v2's recipe_defaults\['onecycle'\]"):
+        resolve_recipe("mobilenet_v2", "onecycle")
 
 
 def test_finetune_defaults_apply_only_with_weights():

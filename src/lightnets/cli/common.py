@@ -81,9 +81,11 @@ def _add_hparam_flag(group: argparse._ArgumentGroup, key: str, specs: dict[str, 
     first = next(iter(specs.values()))
     help_text = _flag_help(specs).replace("%", "%%")
     if first.kind is bool:
-        off_by_default = all(spec.default is False for spec in specs.values())
-        action = "store_true" if off_by_default else argparse.BooleanOptionalAction
-        group.add_argument(flag, dest=key, action=action, default=None, help=help_text)
+        # --no-X too, even where every model's default is off: a training recipe may turn X on
+        # (SqueezeNet's short runs train --batch-norm), and the user may turn it back off.
+        group.add_argument(
+            flag, dest=key, action=argparse.BooleanOptionalAction, default=None, help=help_text
+        )
         return
     choices = {spec.choices for spec in specs.values()}
     shared = choices.pop() if len(choices) == 1 else None

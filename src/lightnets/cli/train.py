@@ -275,11 +275,15 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, bool]:
     if settings.get("output") is None:
         raise InvalidArgumentError("--output RUN_DIR is required (or --resume RUN_DIR)")
     resolved = resolve_recipe(
-        name, recipe_name, pretrained=args.weights is not None, **recipe_overrides
+        name,
+        recipe_name,
+        pretrained=args.weights is not None,
+        model_hparams=model_hparams,
+        **recipe_overrides,
     )
     config = TrainConfig(
         model=name,
-        model_hparams=model_hparams,
+        model_hparams={**resolved.model_hparams, **model_hparams},
         recipe=resolved.recipe,
         recipe_source=resolved.describe(flag_for),
         **settings,

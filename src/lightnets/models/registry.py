@@ -130,7 +130,8 @@ class ModelEntry:
     ``recipe_defaults``: the training defaults measured for it, a training recipe's name
     (``lightnets.train.recipes.RECIPES``) mapped to plain values of its fields
     (``{"onecycle": {"lr": 0.04}}``) that this family trains with instead of the recipe's own,
-    like the per-model recipes of torchvision's and timm's references;
+    like the per-model recipes of torchvision's and timm's references, or to values of its own
+    hyperparameters that runs of that recipe build the model with (``{"batch_norm": True}``);
     ``lightnets.train.recipes`` reads them (models do not import train).
     """
 

@@ -22,14 +22,16 @@ wreck the loaded backbone.
 A recipe's values are defaults: :func:`resolve_recipe` applies, in order, the recipe's own
 values, the model family's ``recipe_defaults`` for that recipe (measured per family and declared
 on its registry entry, beside its builder: SqueezeNet, without BatchNorm, needs a lower lr) and
-the values the user gave, which always win.
+the values the user gave, which always win. A family's defaults may also name one of its model
+hyperparameters (SqueezeNet's short runs train ``batch_norm=True``): the user's flag wins there
+too, and the first line of ``train`` says it like every other family value.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -279,15 +281,25 @@ class ResolvedRecipe:
     picked_because: str | None
     #: The values taken from the family's ``recipe_defaults`` (those the user did not give).
     family_defaults: dict[str, Any]
+    #: Of those, the model hyperparameters (the rest are recipe fields): the run builds its
+    #: model with them unless the user gave them.
+    model_hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def describe(self, flag: Callable[[str], str] = lambda field: field) -> str:
         """``onecycle (fewer than 30 epochs; squeezenet1_1's defaults: --lr 0.04)``, with each
         field named by ``flag`` (its command-line flag, for ``train``)."""
         reasons = [self.picked_because] if self.picked_because else []
         if self.family_defaults:
-            values = " ".join(f"{flag(k)} {_plain(v)}" for k, v in self.family_defaults.items())
+            values = " ".join(_flag_value(flag(k), v) for k, v in self.family_defaults.items())
             reasons.append(f"{self.model}'s defaults: {values}")
         return self.recipe.name + (f" ({'; '.join(reasons)})" if reasons else "")
+
+
+def _flag_value(flag: str, value: Any) -> str:
+    # A boolean reads as the flag itself: --batch-norm, --no-batch-norm.
+    if isinstance(value, bool):
+        return flag if value else flag.replace("--", "--no-", 1)
+    return f"{flag} {_plain(value)}"
 
 
 def _plain(value: Any) -> str:
@@ -297,7 +309,12 @@ def _plain(value: Any) -> str:
 
 
 def resolve_recipe(
-    model: str, name: str | None = None, *, pretrained: bool = False, **overrides: Any
+    model: str,
+    name: str | None = None,
+    *,
+    pretrained: bool = False,
+    model_hparams: Mapping[str, Any] | None = None,
+    **overrides: Any,
 ) -> ResolvedRecipe:
     """The recipe a run of ``model`` trains with, as ``lightnets train`` resolves it.
 
@@ -305,8 +322,11 @@ def resolve_recipe(
     ``pretrained`` (the run starts from ``--weights``). The recipe's values are then replaced by
     ``model``'s family defaults for that recipe (its registry entry's ``recipe_defaults``), and
     those by ``overrides`` (the user's values, ``None`` meaning "not given"), which always win.
+    A family default naming a model hyperparameter lands in ``model_hparams`` of the result
+    unless the user's ``model_hparams`` give it.
     """
     given = {key: value for key, value in overrides.items() if value is not None}
+    given_hparams = {k: v for k, v in (model_hparams or {}).items() if v is not None}
     picked_because = None
     if name is None:
         name = default_recipe_name(given.get("epochs"), pretrained=pretrained)
@@ -315,10 +335,23 @@ def resolve_recipe(
         elif name == SHORT_RUN_RECIPE:
             picked_because = f"the default below {SHORT_RUN_EPOCHS} epochs"
     base = get_recipe(name)
-    family = get_model_entry(model).recipe_defaults.get(name, {})
-    unset = {key: value for key, value in family.items() if key not in given}
-    recipe = base.replace(**{**unset, **given})
-    return ResolvedRecipe(recipe, model, picked_because, unset)
+    entry = get_model_entry(model)
+    family = entry.recipe_defaults.get(name, {})
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = set(family) - fields - set(entry.hparams)
+    if unknown:  # a registry mistake, not the user's: say which family declared it
+        raise ValueError(
+            f"{model}'s recipe_defaults[{name!r}] name {sorted(unknown)}: neither recipe fields "
+            "nor its hyperparameters"
+        )
+    unset = {
+        key: value
+        for key, value in family.items()
+        if key not in (given if key in fields else given_hparams)
+    }
+    recipe = base.replace(**{k: v for k, v in {**unset, **given}.items() if k in fields})
+    hparams = {key: value for key, value in unset.items() if key not in fields}
+    return ResolvedRecipe(recipe, model, picked_because, unset, hparams)
 
 
 def parameter_groups(

@@ -34,6 +34,19 @@ def test_a_model_name_alone_compresses_random_weights_and_says_so(capsys, tmp_pa
     assert "no top-1" not in out  # random weights: nothing to measure, nothing missed
 
 
+def test_random_weights_are_seeded_so_a_size_is_reproducible(capsys, tmp_path):
+    """The README's sizes of random weights are `--seed 0`'s (the default): the same command
+    writes the same bytes in any process; another seed draws other weights."""
+    files = {}
+    for name, extra in (("a", []), ("b", []), ("c", ["--seed", "1"])):
+        torch.manual_seed(len(name) + ord(name))  # whatever state an earlier test left
+        code, _, err = run_cli(capsys, "compress", *SMALL, *extra, "-o", tmp_path / f"{name}.lnz")
+        assert code == 0, err
+        files[name] = (tmp_path / f"{name}.lnz").read_bytes()
+    assert files["a"] == files["b"]
+    assert files["a"] != files["c"]
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_torchvision_squeezenet1_0_file_is_what_gets_compressed(capsys, tmp_path):
     state = random_state(torchvision_squeezenet("1_0"), seed=3)

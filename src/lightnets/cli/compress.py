@@ -54,6 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="prune the same fraction of every layer (default, as the papers) or one global "
         "magnitude threshold",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of a model name's random initial weights, so a size is reproducible "
+        "(default 0)",
+    )
     _add_data_arguments(parser.add_argument_group(DATA_GROUP))
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run)
@@ -100,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         parse_per_layer_bits,
         print_report,
     )
+    import torch
+
     from lightnets.deploy.compression.data import compression_data
     from lightnets.fileio import check_output
     from lightnets.jsonio import dumps
@@ -111,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         scope=args.scope,
     ).validate()
     check_output(args.output, inputs=input_files(args), force=args.force)
+    torch.manual_seed(args.seed)
     model, state = model_or_checkpoint_from_args(args)
     eval_dataset = _eval_dataset(args, state)
     data = compression_data(

@@ -58,8 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--seed",
         type=int,
         default=0,
-        help="seed of a model name's random initial weights, so a size is reproducible "
-        "(default 0)",
+        help="seed of a model name's random initial weights, so a size is reproducible (default 0)",
     )
     _add_data_arguments(parser.add_argument_group(DATA_GROUP))
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -101,14 +100,14 @@ def _add_data_arguments(data: argparse._ArgumentGroup) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from lightnets.deploy.compression import (
         CompressionSettings,
         compress,
         parse_per_layer_bits,
         print_report,
     )
-    import torch
-
     from lightnets.deploy.compression.data import compression_data
     from lightnets.fileio import check_output
     from lightnets.jsonio import dumps

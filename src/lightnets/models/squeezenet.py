@@ -274,7 +274,12 @@ HPARAMS = {
         "complex = also 1x1 conv around fire2/4/6/8",
         choices=BYPASS_CHOICES,
     ),
-    "batch_norm": HParam(False, bool, "BatchNorm after every convolution of the trunk"),
+    "batch_norm": HParam(
+        False,
+        bool,
+        "BatchNorm after every convolution of the trunk (default off: the paper's network; "
+        "train's short one-cycle runs turn it on, said in their first line)",
+    ),
     "drop_rate": HParam(
         0.5,
         float,

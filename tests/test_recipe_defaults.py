@@ -247,9 +247,11 @@ def test_squeezenet_default_short_recipe_learns_where_the_old_default_did_not():
     setting (32 px, 5,000 images, 3 epochs: 25 minutes of CPU here). This test takes two epochs
     of the first 2,560 Fashion-MNIST training images at 16 px, from the same initial weights:
     the old default does not learn at all (8.7% / 10.5% for seeds 0 / 1 on these 1,000 test
-    images, one thread: chance), the family's default, label smoothing included, does (59.7% /
-    69.9% with one thread, 52.5% / 61.7% with two). One epoch is too few since conv10 starts
-    centred: seed 0 then ended at 21.6%, seed 1 at 28.0% or 47.3% by thread count."""
+    images, one thread: chance), the family's recipe values, label smoothing included, do
+    (59.7% / 69.9% with one thread, 52.5% / 61.7% with two). One epoch is too few since conv10
+    starts centred: seed 0 then ended at 21.6%, seed 1 at 28.0% or 47.3% by thread count. Both
+    train the paper's trunk (--no-batch-norm; long runs keep it too), the harder case: the
+    short-run default adds BatchNorm (test_squeezenet_short_runs_train_batch_norm...)."""
     from lightnets.data import augment, load_splits
 
     splits = load_splits("fashion-mnist", FASHION, val_size=0, train_subset=2560, seed=0)

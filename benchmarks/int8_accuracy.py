@@ -65,10 +65,10 @@ def installed(method: str) -> bool:
 
 def train_fp32(family: str, hparams: dict, args: argparse.Namespace, folder: Path) -> tuple:
     """(checkpoint path, summary, seconds) of the fp32 run."""
-    from lightnets.train.config import TrainConfig
+    from lightnets.train.config import TrainConfig, flag_for
     from lightnets.train.trainer import finished_summary, train
 
-    recipe = resolve(family, hparams, args).recipe
+    resolved = resolve(family, hparams, args)
     config = TrainConfig(
         model=family,
         model_hparams=hparams,
@@ -76,7 +76,8 @@ def train_fp32(family: str, hparams: dict, args: argparse.Namespace, folder: Pat
         dataset="fashion-mnist",
         val_size=0,
         train_subset=args.train_subset,
-        recipe=recipe,
+        recipe=resolved.recipe,
+        recipe_source=resolved.describe(flag_for),
         seed=0,
     )
     checkpoint = Path(config.output) / "last.pt"

@@ -15,6 +15,7 @@ import lightnets
 from conftest import FASHION, needs_fashion
 from lightnets.cli import build_parser, main
 from lightnets.cli.train import config_from_args
+from lightnets.errors import InvalidArgumentError
 from lightnets.models.registry import get_model_entry
 from lightnets.train.recipes import (
     RECIPES,
@@ -139,6 +140,8 @@ def test_explicit_flags_win_over_the_family_defaults():
     assert resolved.model_hparams == {"batch_norm": True}
     plain = resolve_recipe("squeezenet1_0", "onecycle", model_hparams={"batch_norm": False})
     assert plain.model_hparams == {} and "batch_norm" not in plain.family_defaults
+    with pytest.raises(InvalidArgumentError, match="unknown recipe field lr_typo"):
+        resolve_recipe("squeezenet1_0", "onecycle", lr_typo=0.1)
     # A long run keeps the published schedule and batch, with SqueezeNet's optimiser and lr.
     long = _config("--model squeezenet1_0")
     assert long.recipe == get_recipe("cifar", optimizer="adamw", lr=0.001)

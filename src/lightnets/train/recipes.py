@@ -349,7 +349,8 @@ def resolve_recipe(
         for key, value in family.items()
         if key not in (given if key in fields else given_hparams)
     }
-    recipe = base.replace(**{k: v for k, v in {**unset, **given}.items() if k in fields})
+    recipe_values = {key: value for key, value in unset.items() if key in fields}
+    recipe = base.replace(**{**recipe_values, **given})
     hparams = {key: value for key, value in unset.items() if key not in fields}
     return ResolvedRecipe(recipe, model, picked_because, unset, hparams)
 

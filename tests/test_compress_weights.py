@@ -38,13 +38,17 @@ def test_random_weights_are_seeded_so_a_size_is_reproducible(capsys, tmp_path):
     """The README's sizes of random weights are `--seed 0`'s (the default): the same command
     writes the same bytes in any process; another seed draws other weights."""
     files = {}
-    for name, extra in (("a", []), ("b", []), ("c", ["--seed", "1"])):
-        torch.manual_seed(len(name) + ord(name))  # whatever state an earlier test left
+    for state, (name, extra) in enumerate((("a", []), ("b", []), ("c", ["--seed", "1"]))):
+        torch.manual_seed(100 + state)  # a different global RNG state before each command
         code, _, err = run_cli(capsys, "compress", *SMALL, *extra, "-o", tmp_path / f"{name}.lnz")
         assert code == 0, err
         files[name] = (tmp_path / f"{name}.lnz").read_bytes()
     assert files["a"] == files["b"]
     assert files["a"] != files["c"]
+    for bad in ("-1", str(2**63)):
+        code, _, err = run_cli(capsys, "compress", *SMALL, "--seed", bad, "-o", tmp_path / "d")
+        assert code == 2 and err.count("\n") == 1 and "--seed" in err, err
+        assert not (tmp_path / "d").exists()
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -47,6 +47,14 @@ FAMILY_DEFAULTS = {
 }
 
 
+def _as_flag(field: str, value) -> str:
+    """How train's first line writes a family value: ``--lr 0.001``, ``--batch-norm``."""
+    flag = "--" + field.replace("_", "-")
+    if value is True:
+        return flag
+    return f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
+
+
 def _config(flags: str):
     args = build_parser().parse_args(["train", *shlex.split(flags), "-o", "run"])
     config, resume = config_from_args(args)
@@ -70,14 +78,7 @@ def test_family_defaults_reach_the_resolved_recipe(model, recipe):
     own = RECIPES[recipe].to_dict()
     for field, value in config.recipe.to_dict().items():
         assert value == family.get(field, own[field]), (model, recipe, field)
-    named = " ".join(
-        f"--{k.replace('_', '-')}"
-        if v is True
-        else f"--{k.replace('_', '-')} {v:g}"
-        if isinstance(v, float)
-        else f"--{k.replace('_', '-')} {v}"
-        for k, v in family.items()
-    )
+    named = " ".join(_as_flag(k, v) for k, v in family.items())
     expected = f"{recipe} ({model}'s defaults: {named})" if family else recipe
     assert config.recipe_source == expected
 

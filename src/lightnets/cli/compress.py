@@ -102,6 +102,7 @@ def _add_data_arguments(data: argparse._ArgumentGroup) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from lightnets.data.splits import MAX_SEED
     from lightnets.deploy.compression import (
         CompressionSettings,
         compress,
@@ -109,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         print_report,
     )
     from lightnets.deploy.compression.data import compression_data
+    from lightnets.errors import check_int
     from lightnets.fileio import check_output
     from lightnets.jsonio import dumps
 
@@ -118,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         per_layer_bits=parse_per_layer_bits(args.per_layer_bits),
         scope=args.scope,
     ).validate()
+    check_int("--seed", args.seed, minimum=0, maximum=MAX_SEED)
     check_output(args.output, inputs=input_files(args), force=args.force)
     torch.manual_seed(args.seed)
     model, state = model_or_checkpoint_from_args(args)

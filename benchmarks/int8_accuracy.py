@@ -63,12 +63,14 @@ def installed(method: str) -> bool:
     return True
 
 
-def train_fp32(family: str, hparams: dict, args: argparse.Namespace, folder: Path) -> tuple:
-    """(checkpoint path, summary, seconds) of the fp32 run."""
+def train_fp32(
+    family: str, hparams: dict, resolved: Any, args: argparse.Namespace, folder: Path
+) -> tuple:
+    """(checkpoint path, summary, seconds) of the fp32 run: ``resolved`` is the family's recipe
+    for this length (``resolve``), whose first line names the family's values it used."""
     from lightnets.train.config import TrainConfig, flag_for
     from lightnets.train.trainer import finished_summary, train
 
-    resolved = resolve(family, hparams, args)
     config = TrainConfig(
         model=family,
         model_hparams=hparams,
@@ -126,7 +128,9 @@ def stored_rows(folder: Path) -> list[dict]:
     ]
 
 
-def measure(family: str, hparams: dict, args: argparse.Namespace, folder: Path) -> list[dict]:
+def measure(
+    family: str, hparams: dict, resolved: Any, args: argparse.Namespace, folder: Path
+) -> list[dict]:
     from lightnets.deploy.qat import QAT_METHODS, finetune_qat
     from lightnets.deploy.quantization import calibration_data, calibration_source, quantize
     from lightnets.train.checkpoint import model_from_checkpoint
@@ -139,7 +143,7 @@ def measure(family: str, hparams: dict, args: argparse.Namespace, folder: Path) 
         for row in rows:
             print(format_row(row) + " (stored)", flush=True)
         return rows
-    checkpoint, summary, train_s = train_fp32(family, hparams, args, folder)
+    checkpoint, summary, train_s = train_fp32(family, hparams, resolved, args, folder)
     model, state = model_from_checkpoint(checkpoint)
     size = tuple(state["dataset"]["input_size"])
     source, kwargs = calibration_source(state, None, None)
@@ -294,8 +298,9 @@ def main() -> None:
             hparams = dict(FAMILIES[family])
             if args.width_mult is not None and "width_mult" in hparams:
                 hparams["width_mult"] = args.width_mult
-            hparams = {**resolve(family, hparams, args).model_hparams, **hparams}
-            rows += measure(family, hparams, args, folder)
+            resolved = resolve(family, hparams, args)
+            hparams = {**resolved.model_hparams, **hparams}
+            rows += measure(family, hparams, resolved, args, folder)
     print("\n" + HEADER)
     for row in rows:
         print(format_row(row))

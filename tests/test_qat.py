@@ -286,6 +286,42 @@ def test_a_qat_network_is_written_only_for_a_runtime_sharing_its_quantizer(tmp_p
     check_qat_result(QatResult(method="onnxruntime", **fields), "openvino")
 
 
+def test_the_fine_tune_keeps_the_runs_network_and_optimiser_and_names_its_own_schedule(tmp_path):
+    """A 5-epoch SqueezeNet run records ``onecycle (...; squeezenet1_1's defaults: --optimizer
+    adamw --lr 0.001 ... --batch-norm)``. Its default fine-tune trains that network (BatchNorm)
+    with that optimiser, 1 epoch of cosine from 1% of the peak, and its first line says so (it
+    said the run's one-cycle recipe, which the fine-tune does not run)."""
+    from lightnets.deploy.qat import qat_finetune_config, qat_plan
+    from lightnets.train.config import TrainConfig, flag_for
+    from lightnets.train.recipes import resolve_recipe
+
+    resolved = resolve_recipe("squeezenet1_1", epochs=5, model_hparams={})
+    run = TrainConfig(
+        model="squeezenet1_1",
+        model_hparams=resolved.model_hparams,
+        output=str(tmp_path / "run"),
+        dataset="fashion-mnist",
+        recipe=resolved.recipe,
+        recipe_source=resolved.describe(flag_for),
+    )
+    assert run.recipe_source.startswith("onecycle") and "--batch-norm" in run.recipe_source
+    stored, epochs, lr = qat_plan({"config": run.to_dict()}, "last.pt", epochs=None, lr=None)
+    assert (epochs, lr) == (1, pytest.approx(1e-5))
+    checkpoint = tmp_path / "run" / "last.pt"
+    config = qat_finetune_config(
+        stored, checkpoint, "litert", epochs=epochs, lr=lr, output=tmp_path / "qat"
+    )
+    assert config.recipe_source == (
+        "cosine (a quantization-aware fine-tune of last.pt for litert: peak lr 1e-05, no warm-up)"
+    )
+    recipe = config.recipe
+    assert (recipe.schedule, recipe.epochs, recipe.lr, recipe.warmup_epochs) == ("cosine", 1, lr, 0)
+    assert (recipe.optimizer, recipe.batch_size) == ("adamw", 16)
+    assert config.model_hparams == {"batch_norm": True}
+    assert (config.weights, config.output) == (str(checkpoint), str(tmp_path / "qat"))
+    assert (config.qat_epochs, config.qat_backend) == (1, "litert")
+
+
 def test_train_qat_epochs_records_qat_and_eval_reports_both_precisions(trained, tmp_path, capsys):
     run = tmp_path / "qat_run"
     # The CPU everywhere: a GPU machine would default to CUDA (and bf16), which QAT's tests do not

@@ -25,12 +25,15 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from lightnets.errors import InvalidArgumentError, check_float, check_int
 from lightnets.train.qat import QAT_BACKENDS, default_qat_epochs
+
+if TYPE_CHECKING:
+    from lightnets.train.config import TrainConfig
 
 __all__ = [
     "QAT_METHODS",
@@ -38,6 +41,7 @@ __all__ = [
     "check_qat_method",
     "check_qat_result",
     "finetune_qat",
+    "qat_finetune_config",
     "qat_plan",
 ]
 
@@ -110,6 +114,57 @@ def qat_plan(
     return stored, epochs, lr
 
 
+def qat_finetune_config(
+    stored: TrainConfig,
+    checkpoint: str | Path,
+    method: str,
+    *,
+    epochs: int,
+    lr: float,
+    output: str | Path,
+    data_dir: str | None = None,
+    device: str | None = None,
+) -> TrainConfig:
+    """The trainer's configuration for the fine-tune of ``checkpoint`` (its run's configuration
+    ``stored``, from :func:`qat_plan`): the run's model, data and optimiser, a cosine schedule
+    without warm-up over ``epochs``, all of them quantization-aware for ``method``. Its first
+    line names this fine-tune, not the recipe of the run it starts from."""
+    recipe = dataclasses.replace(
+        stored.recipe,
+        name="cosine",
+        epochs=epochs,
+        lr=lr,
+        schedule="cosine",
+        warmup_epochs=0.0,
+        min_lr=0.0,
+        ema_decay=None,
+    ).validate()
+    return dataclasses.replace(
+        stored,
+        output=str(output),
+        data_dir=data_dir or stored.data_dir,
+        weights=str(checkpoint),
+        num_classes=None,
+        recipe=recipe,
+        recipe_source=(
+            f"cosine (a quantization-aware fine-tune of {Path(checkpoint).name} for {method}: "
+            f"peak lr {lr:.3g}, no warm-up)"
+        ),
+        qat_epochs=epochs,
+        qat_backend=method,
+        device=device,
+        compile=False,
+        cuda_graphs=None,
+        channels_last=None,
+        sync_bn=False,
+        freeze_bn=False,
+        freeze_backbone=False,
+        lr_backbone=1.0,
+        tensorboard=False,
+        download=False,
+    )
+
+
 def finetune_qat(
     checkpoint: str | Path,
     state: dict[str, Any],
@@ -129,36 +184,16 @@ def finetune_qat(
 
     check_qat_method(method)
     stored, epochs, lr = qat_plan(state, str(checkpoint), epochs=epochs, lr=lr)
-    recipe = dataclasses.replace(
-        stored.recipe,
-        name="cosine",
-        epochs=epochs,
-        lr=lr,
-        schedule="cosine",
-        warmup_epochs=0.0,
-        min_lr=0.0,
-        ema_decay=None,
-    ).validate()
     with tempfile.TemporaryDirectory(prefix="lightnets-qat-") as folder:
-        config = dataclasses.replace(
+        config = qat_finetune_config(
             stored,
-            output=str(Path(folder, "run")),
-            data_dir=data_dir or stored.data_dir,
-            weights=str(checkpoint),
-            num_classes=None,
-            recipe=recipe,
-            qat_epochs=epochs,
-            qat_backend=method,
+            checkpoint,
+            method,
+            epochs=epochs,
+            lr=lr,
+            output=Path(folder, "run"),
+            data_dir=data_dir,
             device=device,
-            compile=False,
-            cuda_graphs=None,
-            channels_last=None,
-            sync_bn=False,
-            freeze_bn=False,
-            freeze_backbone=False,
-            lr_backbone=1.0,
-            tensorboard=False,
-            download=False,
         )
         trainer = Trainer(config, progress_stream=sys.stderr)
         try:

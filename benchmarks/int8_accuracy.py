@@ -313,4 +313,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the trainer has saved its exact position; --out kept the rows
+        print("interrupted: rerun the same command (with --out) to continue", file=sys.stderr)
+        sys.exit(130)

@@ -315,6 +315,8 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
-    except KeyboardInterrupt:  # the trainer has saved its exact position; --out kept the rows
+    except KeyboardInterrupt:
+        # --out keeps the finished fp32 epochs (the trainer saves its position on Ctrl-C) and
+        # rows; an interrupted QAT fine-tune starts again.
         print("interrupted: rerun the same command (with --out) to continue", file=sys.stderr)
         sys.exit(130)

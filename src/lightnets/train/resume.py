@@ -22,7 +22,7 @@ from lightnets.train.config import (
 )
 from lightnets.train.rundir import cannot_resume
 
-__all__ = ["resume_config"]
+__all__ = ["resume_config", "stored_run"]
 
 
 def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> TrainConfig:
@@ -33,7 +33,7 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> TrainConfig
     other differing setting that would change training is an :class:`InvalidArgumentError`.
     """
     run_dir = Path(run_dir)
-    path, state, stored = _stored_run(run_dir)
+    path, state, stored = stored_run(run_dir)
     _check_same_model(path, state, stored, overrides)
     changes = _resume_changes(run_dir, stored, overrides)
     recipe_changes = _recipe_changes(stored.recipe, overrides.get("recipe") or {})
@@ -44,7 +44,7 @@ def resume_config(run_dir: str | Path, overrides: dict[str, Any]) -> TrainConfig
     return config.validate()
 
 
-def _stored_run(run_dir: Path) -> tuple[Path, dict[str, Any], TrainConfig]:
+def stored_run(run_dir: Path) -> tuple[Path, dict[str, Any], TrainConfig]:
     """The last checkpoint of ``run_dir``: its path, its contents and its run configuration."""
     path = run_dir / LAST_CHECKPOINT
     if not run_dir.is_dir():

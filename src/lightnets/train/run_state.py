@@ -45,11 +45,15 @@ class RunDirectory:
     """The folder of one run, as the process ``is_main`` (which alone locks and writes) sees it.
 
     What its set-up repaired or took over is appended to ``notes`` (shared with the trainer,
-    which prints them when the run starts).
+    which prints them when the run starts). ``record``: fields a new run writes into its marker
+    beside lightnets' own.
     """
 
-    def __init__(self, path: Path, *, is_main: bool, notes: list[str]) -> None:
+    def __init__(
+        self, path: Path, *, is_main: bool, notes: list[str], record: dict[str, Any] | None = None
+    ) -> None:
         self.path = path
+        self.record = dict(record or {})
         self.is_main = is_main
         self.notes = notes
         self.lock: RunLock | None = None
@@ -94,7 +98,7 @@ class RunDirectory:
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock()
         check_new_run_dir(self.path)  # again, now that no other run can start here
-        write_marker(self.path / MARKER, "run")  # first: the folder is now a run
+        write_marker(self.path / MARKER, "run", **self.record)  # first: the folder is a run
 
     def _lock(self) -> None:
         """Own the directory (main process): lock it, remove our stray temporary files."""

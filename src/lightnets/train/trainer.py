@@ -163,6 +163,10 @@ class Trainer:
         train_loader: a replacement for the training loader (for tests and custom data): an
             iterable of (images, labels) batches with ``__len__`` and ``set_epoch(epoch)``.
         progress_stream: where progress lines go (default stdout).
+        run_record: fields written into the run directory's marker beside lightnets' own
+            (what a caller needs to recognise its run later, such as the file it started from).
+        continue_with: the command that continues the run after a Ctrl-C, named in its message
+            (default: ``lightnets train --resume RUN_DIR``).
     """
 
     def __init__(
@@ -172,8 +176,11 @@ class Trainer:
         resume: bool = False,
         train_loader: Any = None,
         progress_stream: Any = None,
+        run_record: dict[str, Any] | None = None,
+        continue_with: str | None = None,
     ) -> None:
         self.config = config.validate()
+        self.continue_with = continue_with
         self.progress_stream = progress_stream
         self.recipe = config.recipe
         self.resume = resume
@@ -186,7 +193,7 @@ class Trainer:
             self._check_runtime()
             self._check_input_size()
             self.run = run = RunDirectory(
-                Path(config.output), is_main=self.ctx.is_main, notes=self.notes
+                Path(config.output), is_main=self.ctx.is_main, notes=self.notes, record=run_record
             )
             self.guard = DivergenceGuard(self.ctx, self.device, self.run.last)
             state = self.run.open(resume=resume)
@@ -621,9 +628,9 @@ class Trainer:
         self.progress.message(
             f"{action} {self.config.model} ({self.variant}, {self.params / 1e6:.2f}M params) on "
             f"{data}: {len(s.train)} train / {len(s.val)} val / {len(s.test)} test images; "
-            f"{self.recipe.epochs} epochs x {self.steps_per_epoch} steps, global batch "
-            f"{self.recipe.batch_size}, recipe {self.config.recipe_source or self.recipe.name}, "
-            f"device {self.device.type}"
+            f"{_count(self.recipe.epochs, 'epoch')} x {_count(self.steps_per_epoch, 'step')}, "
+            f"global batch {self.recipe.batch_size}, "
+            f"recipe {self.config.recipe_source or self.recipe.name}, device {self.device.type}"
             + (f", {self.ctx.world_size} processes" if self.ctx.distributed else "")
         )
         for line in self.thread_lines:
@@ -806,9 +813,9 @@ class Trainer:
             if step == 0
             else f"epoch {epoch + 1}, step {step}/{self.steps_per_epoch}"
         )
+        command = self.continue_with or f"lightnets train --resume {self.run.path}"
         self.progress.message(
-            f"interrupted: saved {self.run.last} ({where}); continue with "
-            f"lightnets train --resume {self.run.path}"
+            f"interrupted: saved {self.run.last} ({where}); continue with {command}"
         )
 
     # -- the end -----------------------------------------------------------------------------
@@ -934,6 +941,10 @@ def train(config: TrainConfig, *, resume: bool = False, train_loader: Any = None
         return trainer.fit()
     finally:
         trainer.close()
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _compiled(module: nn.Module, **options: Any) -> nn.Module:

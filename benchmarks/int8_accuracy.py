@@ -131,7 +131,7 @@ def stored_rows(folder: Path) -> list[dict]:
 def measure(
     family: str, hparams: dict, resolved: Any, args: argparse.Namespace, folder: Path
 ) -> list[dict]:
-    from lightnets.deploy.qat import QAT_METHODS, finetune_qat
+    from lightnets.deploy.qat import QAT_METHODS, finetune_qat, remove_qat_run
     from lightnets.deploy.quantization import calibration_data, calibration_source, quantize
     from lightnets.train.checkpoint import model_from_checkpoint
     from lightnets.train.qat import QAT_BACKENDS
@@ -195,9 +195,10 @@ def measure(
                 qat, finetune_s = finetuned[shared[0]]
                 row["qat_finetune_of"] = shared[0]
             else:
-                start = time.perf_counter()
-                qat = finetune_qat(checkpoint, state, method)
-                finetune_s = time.perf_counter() - start
+                # A run directory, not a temporary one: an interrupted fine-tune resumes.
+                run_dir = folder / f"{family}_{method}_qat-run"
+                qat = finetune_qat(checkpoint, state, method, run_dir=run_dir)
+                finetune_s = qat.wall_time_s
                 finetuned[method] = qat, finetune_s
             start = time.perf_counter()
             report = quantize(
@@ -209,6 +210,7 @@ def measure(
                 method=method,
                 qat=qat,
             )
+            remove_qat_run(folder / f"{family}_{method}_qat-run")
             row["qat"] = report.int8_top1
             row["qat_s"] = finetune_s + time.perf_counter() - start
             row["qat_finetune_s"] = finetune_s
@@ -316,7 +318,7 @@ if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt:
-        # --out keeps the finished fp32 epochs (the trainer saves its position on Ctrl-C) and
-        # rows; an interrupted QAT fine-tune starts again.
+        # --out keeps the finished rows and every training run's exact position (the trainer
+        # saves it on Ctrl-C): the fp32 run's and a QAT fine-tune's (DIR/<family>_<method>_qat-run).
         print("interrupted: rerun the same command (with --out) to continue", file=sys.stderr)
         sys.exit(130)

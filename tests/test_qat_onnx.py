@@ -207,3 +207,70 @@ def test_qat_for_coreml_is_refused_in_one_line(checkpoint, tmp_path, capsys):
         capsys, code, "--qat supports only --method executorch, litert, onnxruntime or openvino"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_in_the_fine_tune_then_the_same_command_resumes_it_bitwise_equal(
+    checkpoint, tmp_path, monkeypatch, capsys, ctrl_c
+):
+    """``quantize --qat`` keeps its fine-tune beside OUT: a Ctrl-C leaves its exact position
+    there, the same command continues it and writes the very file an uninterrupted run does;
+    other settings, or a changed checkpoint, are refused without touching it."""
+    import shutil
+
+    from lightnets.deploy.qat import SOURCE_FIELD
+    from lightnets.train.checkpoint import load_checkpoint, save_checkpoint
+    from lightnets.train.rundir import MARKER, read_marker
+    from test_train_resume import _interrupt_at
+
+    source = tmp_path / "last.pt"
+    shutil.copy(checkpoint, source)
+
+    def command(out, *extra):
+        return ["quantize", str(source), "--qat", "--method", "onnxruntime", "--device", "cpu",
+                "--threads", "1", "--eval-images", "16", "-o", str(out), *extra]  # fmt: skip
+
+    straight = tmp_path / "straight" / "qat.onnx"
+    out = tmp_path / "resumed" / "qat.onnx"
+    straight.parent.mkdir()
+    out.parent.mkdir()
+    assert main(command(straight)) == 0
+    assert sorted(p.name for p in straight.parent.iterdir()) == ["qat.onnx"]  # run removed
+    run_dir = out.with_suffix(".qat-run")
+    _interrupt_at(monkeypatch, epoch=0, batch=20)  # after its 21st step of 64
+    assert main(command(out)) == 130
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert f"interrupted: saved {run_dir / 'last.pt'} (epoch 1, step 21/64)" in err, err
+    assert f"continue with the same command (lightnets quantize {source} --qat" in err, err
+    assert not out.exists()
+    saved = run_dir / "last.pt"
+    assert load_checkpoint(saved)["step"] == 21
+    marker = read_marker(run_dir / MARKER, "run")
+    assert marker is not None and marker[SOURCE_FIELD]["path"] == str(source.resolve())
+    before = saved.read_bytes()
+
+    # Other settings, or another checkpoint under the same name: one line, the run kept.
+    code = main(command(out, "--epochs", "2"))
+    silent_one_line(capsys, code, f"{run_dir} holds an interrupted fine-tune", "--epochs 2, not 1")
+    state = load_checkpoint(source)
+    save_checkpoint(source, {**state, "note": "trained further"})
+    code = main(command(out))
+    silent_one_line(capsys, code, "a checkpoint other than", "(its bytes differ)", "--force")
+    assert saved.read_bytes() == before and not out.exists()
+    shutil.copy(checkpoint, source)
+
+    assert main(command(out)) == 0
+    assert "resuming at epoch 1" in capsys.readouterr().err
+    assert out.read_bytes() == straight.read_bytes()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["qat.onnx"]
+
+    # --force starts a fine-tune of other settings over: the interrupted one is replaced.
+    out.unlink()
+    _interrupt_at(monkeypatch, epoch=0, batch=5)
+    assert main(command(out)) == 130
+    _interrupt_at(monkeypatch, epoch=0, batch=3)
+    assert main(command(out, "--epochs", "2", "--force")) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    state = load_checkpoint(saved)
+    assert state["step"] == 4 and state["config"]["recipe"]["epochs"] == 2

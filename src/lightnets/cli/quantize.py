@@ -87,7 +87,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="fine-tune the checkpoint with the method's fake int8 (PT2E) on the data set it "
         "records, BatchNorm statistics frozen after the first half, then convert and write; "
-        "--method executorch, litert, onnxruntime (QDQ ONNX) or openvino (IR from it)",
+        "--method executorch, litert, onnxruntime (QDQ ONNX) or openvino (IR from it). The "
+        "fine-tune runs in OUT's name with .qat-run, kept after a Ctrl-C: the same command "
+        "continues it (--force starts it over)",
     )
     qat.add_argument(
         "--epochs",
@@ -122,10 +124,7 @@ def _output(args: argparse.Namespace, suffix: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from lightnets.analysis.threads import thread_record
-    from lightnets.deploy.accuracy import DEFAULT_MAX_DROP
-    from lightnets.deploy.metadata import metadata_for
-    from lightnets.deploy.quantization import calibration_data, calibration_source, get_method
-    from lightnets.deploy.quantization import quantize as quantize_model
+    from lightnets.deploy.quantization import get_method
     from lightnets.errors import check_float, check_int
 
     method = get_method(args.method)
@@ -138,12 +137,13 @@ def run(args: argparse.Namespace) -> int:
     held: list[str] = []  # said after the work: a bad file stays a one-line error
     choice = threads_from_args(args, announce=held.append)
     model, state = model_or_checkpoint_from_args(args)
-    qat = None
+    qat, run_dir = None, None
     if args.qat:
-        from lightnets.deploy.qat import finetune_qat, qat_plan
+        from lightnets.deploy.qat import finetune_qat, qat_plan, qat_run_dir
 
         stored = state or {}  # without a record of its run, qat_plan says so
         qat_plan(stored, args.name, epochs=args.epochs, lr=args.lr)  # checked before training
+        run_dir = qat_run_dir(path)
         qat = finetune_qat(
             args.name,
             stored,
@@ -152,7 +152,34 @@ def run(args: argparse.Namespace) -> int:
             lr=args.lr,
             data_dir=args.data_dir,
             device=args.device,
+            threads=args.threads,
+            run_dir=run_dir,
+            restart=args.force,
+            continue_with=f"the same command ({_qat_command(args)})",
         )
+    try:
+        report = _quantize(args, model, state, path, qat)
+    except KeyboardInterrupt:
+        raise  # a finished fine-tune stays: the same command converts it without training
+    except BaseException:
+        _remove_finished_run(run_dir)  # nothing is written: a rerun starts over
+        raise
+    _remove_finished_run(run_dir)
+    for line in held:
+        print(line, file=sys.stderr)
+    _print_report(report, args.json, thread_record(choice))
+    return 0
+
+
+def _quantize(
+    args: argparse.Namespace, model: Any, state: dict[str, Any] | None, path: Path, qat: Any
+) -> QuantizationReport:
+    """Calibrate (or take the fine-tuned network ``qat``), write ``path``, measure it."""
+    from lightnets.deploy.accuracy import DEFAULT_MAX_DROP
+    from lightnets.deploy.metadata import metadata_for
+    from lightnets.deploy.quantization import calibration_data, calibration_source
+    from lightnets.deploy.quantization import quantize as quantize_model
+
     source, data_kwargs = calibration_source(state, args.calibration, args.data_dir)
     size = input_size_from_args(args, model, state)
     calib, evals, _ = calibration_data(
@@ -162,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         eval_images=args.eval_images,
         **data_kwargs,
     )
-    report = quantize_model(
+    return quantize_model(
         model,
         path,
         calib,
@@ -176,10 +203,29 @@ def run(args: argparse.Namespace) -> int:
         per_channel=not args.per_tensor,
         qat=qat,
     )
-    for line in held:
-        print(line, file=sys.stderr)
-    _print_report(report, args.json, thread_record(choice))
-    return 0
+
+
+def _remove_finished_run(run_dir: Path | None) -> None:
+    if run_dir is not None:
+        from lightnets.deploy.qat import remove_qat_run
+
+        remove_qat_run(run_dir)
+
+
+def _qat_command(args: argparse.Namespace) -> str:
+    """The ``quantize --qat`` command of ``args``, for the message that says how to continue."""
+    import shlex
+
+    words = ["lightnets", "quantize", args.name, "--qat", "--method", args.method]
+    for flag, value in (
+        ("--epochs", args.epochs),
+        ("--lr", args.lr),
+        ("--data-dir", args.data_dir),
+        ("--device", args.device),
+    ):
+        if value is not None:
+            words += [flag, str(value)]
+    return shlex.join([*words, "-o", args.output])
 
 
 def _check_qat_arguments(args: argparse.Namespace) -> None:

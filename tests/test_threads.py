@@ -133,6 +133,45 @@ def test_apply_prints_once_sets_torch_and_becomes_the_runtimes_default(monkeypat
         torch.set_num_threads(before)
 
 
+def test_a_long_lived_process_measures_again_after_a_minute(monkeypatch):
+    """A notebook or test session runs many commands in one process: a choice made when the
+    machine was quiet must not outlive the quiet (a pool of 2 threads on 1 free core runs many
+    times slower), nor a busy moment's choice the load."""
+    import torch
+
+    clock = [1000.0]
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(threads, "_chosen", {})
+    monkeypatch.setattr(machine.time, "sleep", lambda seconds: None)
+    before = torch.get_num_threads()
+    lines: list[str] = []
+    try:
+        fake_machine(monkeypatch, cores=2, others=0.0)
+        assert apply_thread_policy(announce=lines.append).threads == 2
+        clock[0] += threads.CHOICE_SECONDS - 1  # within the minute: kept, no /proc read
+        monkeypatch.setattr(machine, "read_proc", lambda path: pytest.fail("measured again"))
+        assert apply_thread_policy(announce=lines.append).threads == 2
+        clock[0] += 2  # past it, another process took a core
+        fake_machine(monkeypatch, cores=2, others=1.0)
+        assert apply_thread_policy(announce=lines.append).threads == 1
+        assert torch.get_num_threads() == 1 and default_threads() == 1
+        clock[0] += threads.CHOICE_SECONDS + 1  # measured again, the same: said once only
+        fake_machine(monkeypatch, cores=2, others=1.0)
+        assert apply_thread_policy(announce=lines.append).threads == 1
+        assert lines == [
+            "threads: 2 of 2 (all 2 cores free at start; --threads to override)",
+            "threads: 1 of 2 (1 core busy at start; --threads to override)",
+        ]
+        # An explicit count is the user's: never measured again.
+        assert apply_thread_policy(1, announce=lines.append).threads == 1
+        clock[0] += 10 * threads.CHOICE_SECONDS
+        monkeypatch.setattr(machine, "read_proc", lambda path: pytest.fail("measured again"))
+        assert apply_thread_policy(1, announce=lines.append).threads == 1
+        assert lines[-1] == "threads: 1 of 2 (--threads 1)" and len(lines) == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def load(others: float, *, cores: int = 2, threads: int = 2, steal: float = 0.0) -> MachineLoad:
     return MachineLoad(cores=cores, threads=threads, others_cores=others, steal=steal)
 

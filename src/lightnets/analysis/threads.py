@@ -11,8 +11,8 @@ scheduler slice (measured in issue 22: batch-1 latencies 5-10x those of one thre
 10x slower).
 
 :func:`choose_threads` decides (pure, given the readings); :func:`apply_thread_policy` decides
-once per process, prints the one line that says what it chose and why, sets torch's thread
-count, and remembers the choice (:func:`default_threads`) for the runtimes that take a thread
+(once per process, or again a minute later in a long-lived one: :data:`CHOICE_SECONDS`), prints
+the one line that says what it chose and why, sets torch's thread count, and remembers the choice (:func:`default_threads`) for the runtimes that take a thread
 count of their own (ONNX Runtime, OpenVINO, LiteRT). :func:`thread_record` is what JSON
 outputs and training metrics record.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from lightnets.analysis import machine
 from lightnets.errors import InvalidArgumentError, check_threads
 
 __all__ = [
+    "CHOICE_SECONDS",
     "SAMPLE_SECONDS",
     "SLOWDOWN_WARNING",
     "ThreadChoice",
@@ -138,7 +140,13 @@ def _omp_num_threads() -> int | None:
         return None
 
 
-_chosen: dict[tuple[Any, ...], ThreadChoice] = {}
+#: How long a measured choice stands for later calls of one process (a sweep's next cell, the
+#: next command of a notebook or of a test session); after that the machine is watched again,
+#: since other work may have started or ended meanwhile. Explicit choices never expire.
+CHOICE_SECONDS = 60.0
+
+#: The choice in force: its arguments -> (the choice, when it was measured: time.monotonic()).
+_chosen: dict[tuple[Any, ...], tuple[ThreadChoice, float]] = {}
 
 
 def apply_thread_policy(
@@ -150,20 +158,26 @@ def apply_thread_policy(
     announce: Callable[[str], None] | None = None,
     option: str = "--threads",
 ) -> ThreadChoice:
-    """Choose (once per process for the same arguments), print the line, set torch's count.
+    """Choose, print the line, set torch's count.
 
-    The line goes to ``announce`` (default: stderr, so that ``--json`` on stdout stays clean);
-    a later call with the same arguments (a sweep's next cell) reuses the choice silently.
+    The line goes to ``announce`` (default: stderr, so that ``--json`` on stdout stays clean).
+    A later call with the same arguments within :data:`CHOICE_SECONDS` of the measurement (a
+    sweep's next cell) reuses the choice silently; later, a default choice is measured again,
+    and its line printed again if it changed.
     """
     key = (requested, limit, processes)
-    choice = _chosen.get(key)
-    if choice is None:
+    now = time.monotonic()
+    previous = _chosen.get(key)
+    if previous is not None and (previous[0].free is None or now - previous[1] < CHOICE_SECONDS):
+        choice = previous[0]
+    else:
         choice = choose_threads(
             requested, limit=limit, limit_reason=limit_reason, processes=processes, option=option
         )
         _chosen.clear()
-        _chosen[key] = choice
-        (announce or _to_stderr)(choice.line(option))
+        _chosen[key] = (choice, now)
+        if previous is None or choice.threads != previous[0].threads:
+            (announce or _to_stderr)(choice.line(option))
     import torch
 
     torch.set_num_threads(choice.threads)
@@ -177,7 +191,7 @@ def _to_stderr(line: str) -> None:
 def default_threads() -> int:
     """The thread count chosen in this process (:func:`apply_thread_policy`), else the
     physical cores: the default of every runtime that takes its own count."""
-    for choice in _chosen.values():
+    for choice, _ in _chosen.values():
         return choice.threads
     return machine.physical_cores()
 

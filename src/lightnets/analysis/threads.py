@@ -12,8 +12,9 @@ scheduler slice (measured in issue 22: batch-1 latencies 5-10x those of one thre
 
 :func:`choose_threads` decides (pure, given the readings); :func:`apply_thread_policy` decides
 (once per process, or again a minute later in a long-lived one: :data:`CHOICE_SECONDS`), prints
-the one line that says what it chose and why, sets torch's thread count, and remembers the choice (:func:`default_threads`) for the runtimes that take a thread
-count of their own (ONNX Runtime, OpenVINO, LiteRT). :func:`thread_record` is what JSON
+the one line that says what it chose and why, sets torch's thread count, and remembers the
+choice (:func:`default_threads`) for the runtimes that take a thread count of their own (ONNX
+Runtime, OpenVINO, LiteRT). :func:`thread_record` is what JSON
 outputs and training metrics record.
 """
 

@@ -14,7 +14,7 @@ import torch
 
 import lightnets
 from lightnets.deploy.exporters import openvino_model
-from lightnets.deploy.logging_state import kept_logging
+from lightnets.logging_state import kept_logging
 from test_weights_formats import random_state, save, torchvision_mobilenet_v2
 
 
@@ -70,3 +70,28 @@ def test_a_failed_openvino_conversion_leaves_logging_as_it_was(own_root_handler,
     note = "classifier freshly initialised for 10 classes"
     assert any(note in n for n in model.weights_report.notes)
     assert any(note in r.getMessage() for r in caplog.records)
+
+
+def test_quiet_silences_a_library_logger_with_its_own_stream_for_the_block_only():
+    """PyTorch's loggers (``torch.onnx``: "torchvision is not installed. Skipping ...";
+    ``torch.utils._pytree``: torchao's register_constant() notice) write through their own
+    handler to the stderr of their creation and do not propagate: only their level hides them."""
+    import io
+
+    stream = io.StringIO()
+    library = logging.getLogger("lightnets_test_library")
+    handler = logging.StreamHandler(stream)
+    library.addHandler(handler)
+    library.propagate = False
+    child = logging.getLogger("lightnets_test_library.exporter._registration")
+    try:
+        before = _state(library)
+        with kept_logging(quiet=("lightnets_test_library",)):
+            child.warning("torchvision is not installed. Skipping torchvision::nms")
+        assert stream.getvalue() == ""
+        assert _state(library) == before
+        child.warning("after the block")
+        assert stream.getvalue() == "after the block\n"
+    finally:
+        library.removeHandler(handler)
+        library.propagate = True

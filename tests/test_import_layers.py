@@ -18,10 +18,12 @@ SOURCE = Path(__file__).resolve().parents[1] / "src"
 #: or lower. ``models`` and ``data`` share a rank but must not import each other (checked
 #: separately); so do ``figures`` and ``tables``, which take plain data and know nothing of models.
 RANK = {
-    # plain helpers: errors, strict JSON, atomic files, file formats, checks of stored data
+    # plain helpers: errors, strict JSON, atomic files, file formats, checks of stored data,
+    # libraries' logging kept in check
     "errors": 0,
     "jsonio": 0,
     "fileio": 0,
+    "logging_state": 0,
     "formats": 0,
     "stored": 0,
     "version": 0,

@@ -35,10 +35,10 @@ from lightnets.deploy import coreml, executorch_runtime, litert_runtime, pt2
 from lightnets.deploy import metadata as md
 from lightnets.deploy.accuracy import max_abs_diff, tolerance
 from lightnets.deploy.fusion import fuse as fuse_batchnorm
-from lightnets.deploy.logging_state import kept_logging
 from lightnets.deploy.openvino_runtime import compile_model, save_ir
 from lightnets.errors import InvalidArgumentError, LightnetsError, require
 from lightnets.fileio import atomic_path, check_writable, saving
+from lightnets.logging_state import kept_logging
 
 __all__ = [
     "FORMATS",
@@ -124,7 +124,11 @@ def exported_onnx_bytes(
     """
     buffer = io.BytesIO()
     shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        kept_logging(quiet=("torch.onnx",)),  # "torchvision is not installed. Skipping ..."
+    ):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             model,

@@ -61,7 +61,6 @@ from lightnets.deploy.exporters import (
     write_bytes,
 )
 from lightnets.deploy.fusion import fuse
-from lightnets.deploy.logging_state import kept_logging
 from lightnets.deploy.openvino_runtime import (
     compile_model,
     ensure_signal_stack,
@@ -73,6 +72,7 @@ from lightnets.deploy.qat import QatResult, check_qat_result
 from lightnets.deploy.toolchains import quiet, require_mobile
 from lightnets.errors import InvalidArgumentError, LightnetsError, require
 from lightnets.fileio import atomic_path, check_writable
+from lightnets.logging_state import kept_logging
 
 __all__ = [
     "CALIBRATION_SOURCES",

@@ -47,6 +47,7 @@ from torch import nn
 from torch.fx import GraphModule
 
 from lightnets.errors import InvalidArgumentError, first_line, require
+from lightnets.logging_state import kept_logging
 
 __all__ = [
     "QAT_BACKENDS",
@@ -114,6 +115,7 @@ def _quiet() -> Iterator[None]:
         warnings.catch_warnings(),
         contextlib.redirect_stdout(io.StringIO()),
         contextlib.redirect_stderr(io.StringIO()),
+        kept_logging(quiet=("torch.utils._pytree",)),  # torchao's register_constant() notice
     ):
         warnings.simplefilter("ignore")
         yield

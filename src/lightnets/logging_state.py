@@ -46,18 +46,25 @@ class _LoggerState:
 
 
 @contextlib.contextmanager
-def kept_logging(*names: str, root_level: int | None = None) -> Iterator[None]:
+def kept_logging(
+    *names: str, root_level: int | None = None, quiet: tuple[str, ...] = ()
+) -> Iterator[None]:
     """Run the block, then restore the root logger and the loggers ``names`` as they were.
 
     ``root_level``: the root logger's level inside the block (e.g. ``logging.ERROR`` to silence
     a library that logs on the root logger directly), restored afterwards like the rest.
+    ``quiet``: loggers held at ERROR inside the block (PyTorch's own, which write to the stderr
+    of the moment they were made and do not propagate, so redirecting stderr misses them).
     """
     root = logging.getLogger()
-    states = [_LoggerState.of(root), *(_LoggerState.of(logging.getLogger(n)) for n in names)]
+    loggers = [root, *(logging.getLogger(n) for n in (*names, *quiet))]
+    states = [_LoggerState.of(logger) for logger in loggers]
     disabled = root.manager.disable
     try:
         if root_level is not None:
             root.setLevel(root_level)
+        for name in quiet:
+            logging.getLogger(name).setLevel(logging.ERROR)
         yield
     finally:
         for state in states:

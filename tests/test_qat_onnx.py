@@ -57,7 +57,8 @@ def run_quantize(checkpoint, method, out) -> dict:
     import contextlib
     import io
 
-    args = ["quantize", checkpoint, "--qat", "--method", method, "--device", "cpu"]
+    # One thread: the resume test compares its own fine-tune with this one bit for bit.
+    args = ["quantize", checkpoint, "--qat", "--method", method, "--device", "cpu", "--threads", 1]
     # No --input-size: quantize takes the size the run trained at (16 px, not the variant's 32).
     args += ["--eval-images", IMAGES, "-o", out, "--json"]
     buffer = io.StringIO()
@@ -210,7 +211,7 @@ def test_qat_for_coreml_is_refused_in_one_line(checkpoint, tmp_path, capsys):
 
 
 def test_ctrl_c_in_the_fine_tune_then_the_same_command_resumes_it_bitwise_equal(
-    checkpoint, tmp_path, monkeypatch, capsys, ctrl_c
+    checkpoint, written, tmp_path, monkeypatch, capsys, ctrl_c
 ):
     """``quantize --qat`` keeps its fine-tune beside OUT: a Ctrl-C leaves its exact position
     there, the same command continues it and writes the very file an uninterrupted run does;
@@ -229,12 +230,16 @@ def test_ctrl_c_in_the_fine_tune_then_the_same_command_resumes_it_bitwise_equal(
         return ["quantize", str(source), "--qat", "--method", "onnxruntime", "--device", "cpu",
                 "--threads", "1", "--eval-images", "16", "-o", str(out), *extra]  # fmt: skip
 
-    straight = tmp_path / "straight" / "qat.onnx"
-    out = tmp_path / "resumed" / "qat.onnx"
-    straight.parent.mkdir()
-    out.parent.mkdir()
-    assert main(command(straight)) == 0
-    assert sorted(p.name for p in straight.parent.iterdir()) == ["qat.onnx"]  # run removed
+    def network(path) -> bytes:
+        """The ONNX graph and its weights (the metadata names the checkpoint's path)."""
+        model = onnx.load(str(path))
+        model.ClearField("metadata_props")
+        return model.SerializeToString()
+
+    files, _ = written  # the same fine-tune, uninterrupted (its run removed once written)
+    straight = files["onnxruntime"][0]
+    assert sorted(p.name for p in straight.parent.iterdir()) == ["qat.bin", "qat.onnx", "qat.xml"]
+    out = tmp_path / "qat.onnx"
     run_dir = out.with_suffix(".qat-run")
     _interrupt_at(monkeypatch, epoch=0, batch=20)  # after its 21st step of 64
     assert main(command(out)) == 130
@@ -259,10 +264,24 @@ def test_ctrl_c_in_the_fine_tune_then_the_same_command_resumes_it_bitwise_equal(
     assert saved.read_bytes() == before and not out.exists()
     shutil.copy(checkpoint, source)
 
-    assert main(command(out)) == 0
+    # The same command resumes the fine-tune; a Ctrl-C after its last step, before the file is
+    # written, keeps the finished run, from which the same command writes the file without
+    # training again: the very bytes of the uninterrupted run.
+    from lightnets.cli import quantize as quantize_command
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quantize_command, "_quantize", interrupted)
+    assert main(command(out)) == 130
+    monkeypatch.undo()
     assert "resuming at epoch 1" in capsys.readouterr().err
-    assert out.read_bytes() == straight.read_bytes()
-    assert sorted(p.name for p in out.parent.iterdir()) == ["qat.onnx"]
+    assert load_checkpoint(saved)["epoch"] == 1 and not out.exists()
+    assert main(command(out)) == 0
+    err = capsys.readouterr().err
+    assert "resuming after its last epoch" in err and "epoch 1/1" not in err, err
+    assert network(out) == network(straight)
+    assert not run_dir.exists()
 
     # --force starts a fine-tune of other settings over: the interrupted one is replaced.
     out.unlink()

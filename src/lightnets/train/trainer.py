@@ -623,7 +623,14 @@ class Trainer:
 
     def _announce(self) -> None:
         s = self.splits
-        action = f"resuming at epoch {self.position.epoch + 1}" if self.resume else "training"
+        action = "training"
+        if self.resume:
+            done = self.position.epoch >= self.recipe.epochs  # killed between its end and use
+            action = (
+                "resuming after its last epoch"
+                if done
+                else f"resuming at epoch {self.position.epoch + 1}"
+            )
         data = f"{s.name} ({s.origin})" if s.origin else s.name  # e.g. a folder's val/ as test
         self.progress.message(
             f"{action} {self.config.model} ({self.variant}, {self.params / 1e6:.2f}M params) on "

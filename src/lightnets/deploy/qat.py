@@ -205,7 +205,8 @@ def _differences(saved: TrainConfig, planned: TrainConfig) -> list[str]:
             found.append(f"{flag} {now:g}, not {was:g}")
     if saved.qat_backend != planned.qat_backend:
         found.append(f"--method {planned.qat_backend}, not {saved.qat_backend}")
-    ignored = RESUME_MUTABLE | {"output", "weights", "recipe", "qat_epochs", "qat_backend"}
+    named = {"weights", "recipe_source"}  # the checkpoint's path: its bytes are compared instead
+    ignored = RESUME_MUTABLE | named | {"output", "recipe", "qat_epochs", "qat_backend"}
     others = [
         f.name
         for f in dataclasses.fields(planned)

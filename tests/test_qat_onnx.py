@@ -226,8 +226,8 @@ def test_ctrl_c_in_the_fine_tune_then_the_same_command_resumes_it_bitwise_equal(
     source = tmp_path / "last.pt"
     shutil.copy(checkpoint, source)
 
-    def command(out, *extra):
-        return ["quantize", str(source), "--qat", "--method", "onnxruntime", "--device", "cpu",
+    def command(out, *extra, checkpoint=source):
+        return ["quantize", str(checkpoint), "--qat", "--method", "onnxruntime", "--device", "cpu",
                 "--threads", "1", "--eval-images", "16", "-o", str(out), *extra]  # fmt: skip
 
     def network(path) -> bytes:
@@ -273,8 +273,10 @@ def test_ctrl_c_in_the_fine_tune_then_the_same_command_resumes_it_bitwise_equal(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(quantize_command, "_quantize", interrupted)
-    assert main(command(out)) == 130
+    moved = source.rename(tmp_path / "moved.pt")  # the same bytes under another name resume
+    assert main(command(out, checkpoint=moved)) == 130
     monkeypatch.undo()
+    moved.rename(source)
     assert "resuming at epoch 1" in capsys.readouterr().err
     assert load_checkpoint(saved)["epoch"] == 1 and not out.exists()
     assert main(command(out)) == 0

@@ -5,10 +5,10 @@ on torchvision's trained weights when ``--weights-dir`` holds them, else on rand
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
+from lightnets.data.download import file_digest
 from lightnets.lab.reproduce.common import Context, count
 from lightnets.lab.reproduce.report import (
     SectionResult,
@@ -56,10 +56,6 @@ DENSITY = 0.33
 WEIGHT_FILES = {"squeezenet1_0": "squeezenet1_0*.pth", "squeezenet1_1": "squeezenet1_1*.pth"}
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def weight_files(weights_dir: Path | None) -> dict[str, Path]:
     """torchvision's SqueezeNet files in ``weights_dir`` (``squeezenet1_0-*.pth``, ...)."""
     found: dict[str, Path] = {}
@@ -74,7 +70,9 @@ def weight_files(weights_dir: Path | None) -> dict[str, Path]:
 
 def inputs(ctx: Context) -> dict[str, Any]:
     files = weight_files(ctx.weights_dir)
-    return {name: _sha256(files[name]) if name in files else None for name in WEIGHT_FILES}
+    return {
+        name: file_digest(files[name], "sha256") if name in files else None for name in WEIGHT_FILES
+    }
 
 
 def run(ctx: Context) -> SectionResult:

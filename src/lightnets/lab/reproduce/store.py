@@ -15,13 +15,13 @@ recorded SHA-256; anything else (a torn or edited file, a missing figure) is rec
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightnets import fileio, jsonio
+from lightnets.data.download import file_digest
 from lightnets.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -36,14 +36,6 @@ SCHEMA = 1
 MAX_SECTION_BYTES = 16 << 20
 #: Figures are shrunk to at most this width (pixels) and to a 256-colour palette.
 FIGURE_WIDTH = 1100
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _strict_json(text: str) -> Any:
@@ -113,7 +105,7 @@ class Workspace:
             return "stored result made with other settings"
         for figure in stored["result"].get("figures", []):
             path = self.root / str(figure.get("file", ""))
-            if not path.is_file() or _sha256(path) != figure.get("sha256"):
+            if not path.is_file() or file_digest(path, "sha256") != figure.get("sha256"):
                 return f"figure {figure.get('file')} missing or changed"
         return ""
 
@@ -150,7 +142,7 @@ class Workspace:
         return {
             "file": f"figures/{target.name}",
             "caption": caption,
-            "sha256": _sha256(target),
+            "sha256": file_digest(target, "sha256"),
             "width": picture.width,
             "height": picture.height,
         }

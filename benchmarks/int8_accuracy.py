@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tempfile
 import time
@@ -197,7 +198,14 @@ def measure(
             else:
                 # A run directory, not a temporary one: an interrupted fine-tune resumes.
                 run_dir = folder / f"{family}_{method}_qat-run"
-                qat = finetune_qat(checkpoint, state, method, run_dir=run_dir)
+                rerun = shlex.join(["python", *sys.argv])
+                qat = finetune_qat(
+                    checkpoint,
+                    state,
+                    method,
+                    run_dir=run_dir,
+                    continue_with=f"the same command ({rerun})",
+                )
                 finetune_s = qat.wall_time_s
                 finetuned[method] = qat, finetune_s
             start = time.perf_counter()

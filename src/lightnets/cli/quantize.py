@@ -88,8 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fine-tune the checkpoint with the method's fake int8 (PT2E) on the data set it "
         "records, BatchNorm statistics frozen after the first half, then convert and write; "
         "--method executorch, litert, onnxruntime (QDQ ONNX) or openvino (IR from it). The "
-        "fine-tune runs in OUT's name with .qat-run, kept after a Ctrl-C: the same command "
-        "continues it (--force starts it over)",
+        "fine-tune runs in OUT's name with the suffix .qat-run, kept after a Ctrl-C: the same "
+        "command continues it (--force starts it over)",
     )
     qat.add_argument(
         "--epochs",

@@ -27,6 +27,7 @@ __all__ = [
     "cpu_name",
     "free_cores",
     "has_int8_dot_product",
+    "int8_pairs_saturate",
     "load_average",
     "machine_load",
     "physical_cores",
@@ -260,8 +261,24 @@ INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 def has_int8_dot_product(flags: frozenset[str] | None = None) -> bool | None:
     """Whether the CPU has VNNI or AMX int8 instructions; ``None`` when the flags are unknown
-    (not Linux, or not x86). Used to explain a measurement, never to replace one."""
+    (not Linux, or not x86). Used to explain a speed measurement, never to replace one, and by
+    :func:`int8_pairs_saturate`."""
     flags = cpu_flags() if flags is None else flags
     if not flags or not ({"avx", "avx2", "sse4_2"} & flags):
         return None
     return any(flag in flags for flag in INT8_DOT_PRODUCT_FLAGS)
+
+
+def int8_pairs_saturate(flags: frozenset[str] | None = None) -> bool:
+    """Whether uint8-activation x int8-weight kernels lose accuracy to 16-bit saturation here.
+
+    On x86 without VNNI or AMX, ONNX Runtime's u8s8 kernels (and oneDNN's, under OpenVINO)
+    multiply with ``VPMADDUBSW``, which adds two u8 x s8 products into a saturating int16:
+    255 x 127 x 2 = 64,770 does not fit in 32,767. ONNX Runtime's quantization guide names the
+    symptom and the cure, 7-bit weights (``reduce_range``): 255 x 64 x 2 = 32,640 fits. VNNI's
+    ``VPDPBUSD`` and AMX accumulate in int32, and Arm's dot products widen, so neither
+    saturates. Measured on a Zen 3 (AVX2, no VNNI): ShuffleNet V1 g=3 lost 0.44 top-1 point in
+    ONNX Runtime with 8-bit per-channel weights and none with 7-bit ones (docs/deploy.md).
+    False where the flags are unknown (not x86, or not Linux).
+    """
+    return has_int8_dot_product(flags) is False

@@ -81,6 +81,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="one weight scale per tensor instead of per output channel (post-training only; "
         "for comparison: per-channel keeps MobileNets' depthwise filters accurate)",
     )
+    parser.add_argument(
+        "--reduce-range",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="weights in 7 bits (onnxruntime, openvino): their x86 int8 kernels add pairs of "
+        "u8 x s8 products into 16 bits, which saturates with 8-bit weights on CPUs without "
+        "VNNI (default: on where this CPU lacks VNNI and AMX; give it when the target CPU "
+        "lacks them, --no-reduce-range when it has them)",
+    )
     qat = parser.add_argument_group("quantization-aware training (--qat)")
     qat.add_argument(
         "--qat",
@@ -127,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from lightnets.deploy.quantization import get_method
     from lightnets.errors import check_float, check_int
 
-    method = get_method(args.method)
+    method = get_method(args.method, reduce_range=args.reduce_range)
     check_int("--calibration-images", args.calibration_images, minimum=1)
     check_int("--eval-images", args.eval_images, minimum=0)
     if args.max_drop is not None:
@@ -156,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
             run_dir=run_dir,
             restart=args.force,
             continue_with=f"the same command ({_qat_command(args)})",
+            reduce_range=args.reduce_range,
         )
     try:
         report = _quantize(args, model, state, path, qat)
@@ -202,6 +212,7 @@ def _quantize(
         metadata=metadata_for(model, state, size),
         per_channel=not args.per_tensor,
         qat=qat,
+        reduce_range=args.reduce_range,
     )
 
 
@@ -225,6 +236,8 @@ def _qat_command(args: argparse.Namespace) -> str:
     ):
         if value is not None:
             words += [flag, str(value)]
+    if args.reduce_range is not None:
+        words.append("--reduce-range" if args.reduce_range else "--no-reduce-range")
     return shlex.join([*words, "-o", args.output])
 
 

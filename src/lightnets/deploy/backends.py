@@ -43,8 +43,8 @@ from lightnets.deploy.openvino_runtime import (
     request_runner,
 )
 from lightnets.deploy.quantization import (
-    METHODS,
     describe_scheme,
+    get_method,
     quantize_openvino,
     synthetic_batches,
 )
@@ -349,9 +349,8 @@ class Int8Backend(Backend):
 
     def scheme(self) -> str:
         """``quantize``'s one-line scheme: PTQ, weights and activations, calibration images."""
-        return describe_scheme(METHODS[self.method], None, self.calibration_name, self._calibrated)[
-            "scheme"
-        ]
+        method = get_method(self.method)  # with the weight range this machine gets
+        return describe_scheme(method, None, self.calibration_name, self._calibrated)["scheme"]
 
     def prepare(self, model: nn.Module, example: torch.Tensor) -> Runner:
         size = _image_size(example)

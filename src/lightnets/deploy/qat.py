@@ -78,6 +78,7 @@ class QatResult:
     weights: str
     activations: str
     wall_time_s: float = 0.0  # the fine-tune's, over every session of an interrupted one
+    reduce_range: bool = False  # weights on the 7-bit grid (train/qat.py)
 
     def describe(self) -> str:
         return (
@@ -131,6 +132,7 @@ def qat_finetune_config(
     data_dir: str | None = None,
     device: str | None = None,
     threads: int | None = None,
+    reduce_range: bool | None = None,
 ) -> TrainConfig:
     """The trainer's configuration for the fine-tune of ``checkpoint`` (its run's configuration
     ``stored``, from :func:`qat_plan`): the run's model, data and optimiser, a cosine schedule
@@ -159,6 +161,7 @@ def qat_finetune_config(
         ),
         qat_epochs=epochs,
         qat_backend=method,
+        qat_reduce_range=reduce_range,
         device=device,
         threads=threads if threads is not None else stored.threads,
         compile=False,
@@ -287,6 +290,7 @@ def finetune_qat(
     run_dir: str | Path | None = None,
     restart: bool = False,
     continue_with: str | None = None,
+    reduce_range: bool | None = None,
 ) -> QatResult:
     """Fine-tune ``checkpoint`` quantization-aware for ``method`` and convert it to int8.
 
@@ -294,8 +298,10 @@ def finetune_qat(
     Ctrl-C). There a Ctrl-C leaves its exact position, as in ``train``, and the same call
     resumes it, provided the checkpoint (by its SHA-256) and the settings are the same; other
     ones are refused, or with ``restart`` start over. ``continue_with``: the command named in
-    the Ctrl-C message. The caller removes ``run_dir`` (:func:`remove_qat_run`) once the int8
-    file is written; a run directory this call created is removed if the fine-tune fails.
+    the Ctrl-C message. ``reduce_range``: 7-bit weights (None: where this CPU needs them,
+    :func:`lightnets.train.qat.default_reduce_range`). The caller removes ``run_dir``
+    (:func:`remove_qat_run`) once the int8 file is written; a run directory this call created
+    is removed if the fine-tune fails.
 
     Progress lines go to stderr (stdout stays clean for ``--json``). A diverging fine-tune
     stops with :class:`~lightnets.train.guard.TrainingDiverged` and nothing is written.
@@ -314,6 +320,7 @@ def finetune_qat(
             data_dir=data_dir,
             device=device,
             threads=threads,
+            reduce_range=reduce_range,
         )
 
     if run_dir is None:
@@ -365,6 +372,7 @@ def _finetune(config: TrainConfig, method: str, *, resume: bool, **options: Any)
         train_images=train_images,
         dataset=summary["dataset"],
         wall_time_s=summary["wall_time_s"],
-        weights=qat.backend.weights,
+        weights=qat.weights,
         activations=qat.backend.activations,
+        reduce_range=qat.reduce_range,
     )

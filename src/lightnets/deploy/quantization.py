@@ -73,6 +73,7 @@ from lightnets.deploy.toolchains import quiet, require_mobile
 from lightnets.errors import InvalidArgumentError, LightnetsError, require
 from lightnets.fileio import atomic_path, check_writable
 from lightnets.logging_state import kept_logging
+from lightnets.train.qat import REDUCED_RANGE_NOTE, check_reduce_range
 
 __all__ = [
     "CALIBRATION_SOURCES",
@@ -249,15 +250,19 @@ class Method:
 
     def __init__(self) -> None:
         self.per_channel = True
+        self.reduce_range = False
 
-    def with_granularity(self, per_channel: bool) -> Method:
-        """This method with per-channel (default) or per-tensor weight scales."""
+    def with_options(self, *, per_channel: bool, reduce_range: bool) -> Method:
+        """This method with per-channel (default) or per-tensor weight scales, and weights in
+        8 bits (default) or 7 (``reduce_range``: :func:`lightnets.analysis.machine.
+        int8_pairs_saturate`)."""
         method = copy.copy(self)
-        method.per_channel = per_channel
+        method.per_channel, method.reduce_range = per_channel, reduce_range
         return method
 
     def weights_scheme(self) -> str:
-        return self.weights if self.per_channel else self.weights_per_tensor
+        weights = self.weights if self.per_channel else self.weights_per_tensor
+        return f"{weights}, 7-bit range" if self.reduce_range else weights
 
     def fp32(self, folded: nn.Module, input_size: tuple[int, int, int], meta: dict) -> Any:
         """The fp32 model in this method's format, exported once (``meta``: its metadata)."""
@@ -309,16 +314,21 @@ class OpenVinoMethod(Method):
             warnings.simplefilter("ignore")
             nncf.set_log_level(logging.ERROR)
             advanced = {}
-            if not self.per_channel:
+            if not self.per_channel or self.reduce_range:
                 from nncf.quantization.advanced_parameters import (
                     AdvancedQuantizationParameters,
+                    OverflowFix,
                     QuantizationParameters,
                 )
 
-                weights = QuantizationParameters(per_channel=False)
-                advanced["advanced_parameters"] = AdvancedQuantizationParameters(
-                    weights_quantization_params=weights
-                )
+                options: dict[str, Any] = {}
+                if not self.per_channel:
+                    options["weights_quantization_params"] = QuantizationParameters(
+                        per_channel=False
+                    )
+                if self.reduce_range:  # NNCF's name for 7-bit weights, in every layer
+                    options["overflow_fix"] = OverflowFix.ENABLE
+                advanced["advanced_parameters"] = AdvancedQuantizationParameters(**options)
             quantized = nncf.quantize(
                 fp32,
                 nncf.Dataset(list(batches)),
@@ -381,6 +391,7 @@ class OnnxRuntimeMethod(Method):
                     per_channel=self.per_channel,
                     activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
+                    reduce_range=self.reduce_range,
                 )
             return target.read_bytes()
 
@@ -606,16 +617,20 @@ METHODS: dict[str, Method] = {
 }
 
 
-def get_method(name: str, *, per_channel: bool = True) -> Method:
+def get_method(name: str, *, per_channel: bool = True, reduce_range: bool | None = None) -> Method:
+    """The quantization method ``name`` with per-channel or per-tensor weights, in 7 bits with
+    ``reduce_range`` (None: where this CPU's int8 kernels for it would saturate,
+    :func:`lightnets.train.qat.default_reduce_range`)."""
     if name not in METHODS:
         raise InvalidArgumentError(
             f"unknown quantization method {name!r}; allowed: {', '.join(METHODS)}"
         )
     method = METHODS[name]
-    if not per_channel:
-        if name == "coreml":
-            raise InvalidArgumentError("--method coreml quantizes weights per channel only")
-        method = method.with_granularity(False)
+    if not per_channel and name == "coreml":
+        raise InvalidArgumentError("--method coreml quantizes weights per channel only")
+    reduce_range = check_reduce_range(name, reduce_range, "--reduce-range")
+    if not per_channel or reduce_range:
+        method = method.with_options(per_channel=per_channel, reduce_range=reduce_range)
     for module in method.modules:
         if method.extra == "mobile":
             require_mobile(module)
@@ -676,6 +691,7 @@ def quantize(
     metadata: dict[str, Any] | None = None,
     per_channel: bool = True,
     qat: QatResult | None = None,
+    reduce_range: bool | None = None,
 ) -> QuantizationReport:
     """Quantize ``model`` to int8, measure what changed, and write it to ``path``.
 
@@ -688,11 +704,19 @@ def quantize(
     ``per_channel`` False: one weight scale per tensor instead of per output channel. ``qat``: the
     network fine-tuned quantization-aware for ``method`` (:func:`lightnets.deploy.qat.
     finetune_qat`), written instead of a post-training quantization of ``model`` (which stays
-    the fp32 reference); ``calibration`` is then unused.
+    the fp32 reference); ``calibration`` is then unused. ``reduce_range``: weights in 7 bits
+    (None: where this CPU's kernels for ``method`` need it, said in the report's note); a QAT
+    network keeps the grid it trained on.
     """
-    quant = get_method(method, per_channel=per_channel)
     if qat is not None:
         check_qat_result(qat, method)
+        quant = get_method(method, reduce_range=qat.reduce_range)
+    else:
+        quant = get_method(method, per_channel=per_channel, reduce_range=reduce_range)
+    notes = [quant.note] if quant.note else []
+    if quant.reduce_range and reduce_range is None:
+        notes.append(REDUCED_RANGE_NOTE.format(flag="--no-reduce-range"))
+    note = "; ".join(notes)
     path = coreml.check_writable_package(path) if method == "coreml" else check_writable(path)
     if path.suffix != quant.suffix:
         raise InvalidArgumentError(f"--method {method} writes a {quant.suffix} file; got {path}")
@@ -718,7 +742,7 @@ def quantize(
         "method": method,
         **change.as_dict(),
         **scheme,
-        **({"note": quant.note} if quant.note else {}),
+        **({"note": note} if note else {}),
     }
     metadata = {**metadata, "precision": "int8", "int8": int8}
     files = quant.save(quantized, path, metadata)
@@ -730,7 +754,7 @@ def quantize(
     report = _report(
         path, method, calibration_name, calibration, change, files, fp32_size, fp32_ms, int8_ms
     )
-    return replace(report, note=quant.note, **scheme)
+    return replace(report, note=note, **scheme)
 
 
 class _Scheme(TypedDict):
@@ -748,7 +772,7 @@ def describe_scheme(
     """How the int8 model was made, in the report's words (``training``, ``weights``,
     ``activations``, and ``scheme``: all of it and the data it used, in one line). The one
     wording of every int8 result: ``quantize``'s report and ``bench``'s int8 rows."""
-    weights = quant.weights_scheme()
+    weights = quant.weights_scheme() if qat is None else qat.weights
     if qat is not None:
         activations = qat.activations + " (ranges learned in training)"
         data = qat.describe()

@@ -188,6 +188,11 @@ class TrainConfig:
         "executorch",
         "the runtime whose int8 quantizer --qat-epochs trains for (default executorch)",
     )
+    qat_reduce_range: bool | None = _setting(
+        None,
+        "weights on a 7-bit grid, for onnxruntime and openvino, whose x86 int8 kernels saturate "
+        "with 8-bit weights on CPUs without VNNI (default: on where this CPU lacks VNNI and AMX)",
+    )
 
     def validate(self) -> TrainConfig:
         from lightnets.data import DATASET_NAMES
@@ -281,12 +286,15 @@ def _check_model_hparams(hparams: Any) -> None:
 
 def _check_qat(config: TrainConfig) -> None:
     """--qat-epochs: within the run, and without the settings an exported graph cannot take."""
-    from lightnets.train.qat import QAT_BACKENDS
+    from lightnets.train.qat import QAT_BACKENDS, check_reduce_range
 
     _check_choice("qat_backend", config.qat_backend, tuple(QAT_BACKENDS))
     check_int("--qat-epochs", config.qat_epochs, minimum=0, maximum=config.recipe.epochs)
     if config.qat_epochs == 0:
+        if config.qat_reduce_range is not None:
+            raise InvalidArgumentError("--qat-reduce-range applies only with --qat-epochs")
         return
+    check_reduce_range(config.qat_backend, config.qat_reduce_range, "--qat-reduce-range")
     clashes = {
         "--ema": config.recipe.ema_decay is not None,
         "--compile": config.compile,

@@ -21,7 +21,10 @@ per-channel weights and asymmetric per-tensor activations). ONNX Runtime and Ope
 PT2E quantizer: for them the converted network is exported as QDQ ONNX (QuantizeLinear/
 DequantizeLinear pairs, which ONNX Runtime fuses into QLinearConv and OpenVINO reads as
 FakeQuantize), annotated by ``XNNPACKQuantizer`` with uint8 activations (see
-:attr:`QatBackend.unsigned_activations`).
+:attr:`QatBackend.unsigned_activations`). Their x86 kernels saturate with 8-bit weights on CPUs
+without VNNI (:func:`lightnets.analysis.machine.int8_pairs_saturate`): there the weights train
+on a 7-bit grid (``reduce_range``, :func:`default_reduce_range`), as ONNX Runtime's own
+quantizer does for such CPUs.
 
 Train/eval switching: an exported graph ignores ``module.train()``; :class:`QatNetwork` rewrites
 its BatchNorm and dropout calls instead (one argument each, no pattern matching), and turns the
@@ -51,15 +54,27 @@ from lightnets.logging_state import kept_logging
 
 __all__ = [
     "QAT_BACKENDS",
+    "REDUCED_RANGE_NOTE",
+    "REDUCED_WEIGHT_RANGE",
     "QatBackend",
     "QatNetwork",
     "backend_quantizer",
+    "check_reduce_range",
     "default_qat_epochs",
+    "default_reduce_range",
     "fake_quant_modules",
     "int8_from_checkpoint",
 ]
 
 MOBILE_EXTRA = "mobile"
+#: Symmetric weights on a 7-bit grid: with uint8 activations, two products sum to at most
+#: 255 x 63 x 2 = 32,130, within int16 (:func:`lightnets.analysis.machine.int8_pairs_saturate`).
+REDUCED_WEIGHT_RANGE = (-63, 63)
+#: Why the weights are 7-bit when nobody asked (``flag``: the option that keeps 8 bits).
+REDUCED_RANGE_NOTE = (
+    "7-bit weights: this CPU has no VNNI, and the u8 x s8 int8 kernels of ONNX Runtime and "
+    "OpenVINO saturate with 8-bit ones here ({flag} for a CPU with VNNI)"
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,15 @@ class QatBackend:
     #: MobileNet V2 kept 15 of its 52 convolutions in float in ONNX Runtime 1.23; with uint8 all
     #: 52 became QLinearConv and every residual add QLinearAdd (OpenVINO runs both as u8).
     unsigned_activations: bool = False
+    #: Its x86 int8 kernels multiply uint8 activations by int8 weights with ``VPMADDUBSW``
+    #: (ONNX Runtime's, and oneDNN's under OpenVINO), which saturates without VNNI;
+    #: XNNPACK (ExecuTorch, LiteRT) widens to 16 bits first and does not.
+    u8s8_kernels: bool = False
+
+    def weights_scheme(self, reduce_range: bool) -> str:
+        """Its weights' int8 scheme, with the 7-bit range when ``reduce_range``."""
+        low, high = REDUCED_WEIGHT_RANGE
+        return f"{self.weights}, 7-bit range ({low}..{high})" if reduce_range else self.weights
 
     def quantizes_like(self, other: QatBackend) -> bool:
         """Whether a network trained against ``other``'s quantizer is this runtime's int8 too
@@ -101,6 +125,7 @@ QAT_BACKENDS: dict[str, QatBackend] = {
                 "XNNPACKQuantizer",
                 activations="uint8 asymmetric per-tensor",
                 unsigned_activations=True,
+                u8s8_kernels=True,
             )
             for name in ("onnxruntime", "openvino")  # both through one QDQ ONNX export
         ),
@@ -129,10 +154,41 @@ def _backend(name: str) -> QatBackend:
     return QAT_BACKENDS[name]
 
 
-def backend_quantizer(name: str, *, per_channel: bool = True, qat: bool = False) -> Any:
+def _u8s8_kernels(name: str) -> bool:
+    backend = QAT_BACKENDS.get(name)
+    return backend is not None and backend.u8s8_kernels
+
+
+def default_reduce_range(name: str) -> bool:
+    """Whether int8 weights for runtime ``name`` (a ``quantize --method``) default to the 7-bit
+    range on this machine: for u8 x s8 kernels (onnxruntime, openvino) on an x86 CPU without
+    VNNI or AMX."""
+    from lightnets.analysis.machine import int8_pairs_saturate
+
+    return _u8s8_kernels(name) and int8_pairs_saturate()
+
+
+def check_reduce_range(name: str, reduce_range: bool | None, flag: str) -> bool:
+    """``reduce_range`` for runtime ``name`` (None: :func:`default_reduce_range`); a one-line
+    error when it is asked for a runtime whose kernels do not saturate."""
+    if reduce_range is None:
+        return default_reduce_range(name)
+    if reduce_range and not _u8s8_kernels(name):
+        names = " or ".join(b.name for b in QAT_BACKENDS.values() if b.u8s8_kernels)
+        raise InvalidArgumentError(
+            f"{flag} applies to {names} (u8 x s8 kernels that saturate without VNNI); {name}'s "
+            "int8 kernels do not saturate"
+        )
+    return reduce_range
+
+
+def backend_quantizer(
+    name: str, *, per_channel: bool = True, qat: bool = False, reduce_range: bool = False
+) -> Any:
     """The runtime ``name``'s PT2E quantizer with its symmetric int8 configuration: weights
     symmetric (per channel or per tensor), activations asymmetric per tensor; ``qat`` selects
-    fake-quantize modules (moving-average min/max ranges) instead of calibration observers."""
+    fake-quantize modules (moving-average min/max ranges) instead of calibration observers;
+    ``reduce_range`` puts the weights on the 7-bit grid :data:`REDUCED_WEIGHT_RANGE`."""
     backend = _backend(name)
     with _quiet():
         require(backend.module.split(".", 1)[0], MOBILE_EXTRA)
@@ -146,6 +202,10 @@ def backend_quantizer(name: str, *, per_channel: bool = True, qat: bool = False)
         config = dataclasses.replace(
             config, input_activation=activation, output_activation=activation
         )
+    if reduce_range:
+        low, high = REDUCED_WEIGHT_RANGE
+        weight = dataclasses.replace(config.weight, quant_min=low, quant_max=high)
+        config = dataclasses.replace(config, weight=weight)
     return getattr(module, backend.quantizer_class)().set_global(config)
 
 
@@ -276,12 +336,22 @@ class QatNetwork:
     ``module`` is the prepared graph (train it like the model: it shares the model's parameters
     and BatchNorm buffers); its ``train()``/``eval()`` switch BatchNorm, dropout and the range
     observers. :meth:`freeze_batchnorm` makes BatchNorm use and keep its running statistics from
-    then on. :meth:`convert` gives the int8 network the runtime lowers.
+    then on. :meth:`convert` gives the int8 network the runtime lowers. ``reduce_range``: the
+    weights train on the 7-bit grid (:func:`default_reduce_range`).
     """
 
-    def __init__(self, model: nn.Module, backend: str, input_size: tuple[int, int, int]):
+    def __init__(
+        self,
+        model: nn.Module,
+        backend: str,
+        input_size: tuple[int, int, int],
+        *,
+        reduce_range: bool = False,
+    ):
         self.backend = _backend(backend)
-        self.quantizer = backend_quantizer(backend, qat=True)
+        self.reduce_range = reduce_range
+        self.weights = self.backend.weights_scheme(reduce_range)
+        self.quantizer = backend_quantizer(backend, qat=True, reduce_range=reduce_range)
         pt2e = _pt2e()
         quantize = require("torchao.quantization.pt2e.quantize_pt2e", MOBILE_EXTRA)
         device = next(model.parameters()).device
@@ -407,7 +477,8 @@ def int8_from_checkpoint(model: nn.Module, state: dict[str, Any], where: str) ->
     input_size = tuple(int(v) for v in (state.get("dataset") or {}).get("input_size", ()))
     if len(input_size) != 3:
         raise CheckpointError(f"{where}: a QAT record needs the data set's input size")
-    network = QatNetwork(model, record["backend"], input_size)
+    reduce_range = bool(record.get("reduce_range", False))
+    network = QatNetwork(model, record["backend"], input_size, reduce_range=reduce_range)
     try:
         network.load_extra_state(record["state"])
     except (RuntimeError, KeyError, TypeError) as exc:

@@ -66,7 +66,7 @@ from lightnets.train.metrics import (
 )
 from lightnets.train.precision import autocast_context
 from lightnets.train.progress import format_epoch, make_progress
-from lightnets.train.qat import QatNetwork
+from lightnets.train.qat import REDUCED_RANGE_NOTE, QatNetwork, check_reduce_range
 from lightnets.train.recipes import SHORT_RUN_EPOCHS, build_optimizer, build_scheduler
 from lightnets.train.run_state import RunDirectory, RunProgress
 from lightnets.train.rundir import CURVES, SUMMARY
@@ -476,7 +476,15 @@ class Trainer:
         through the quantization-aware steps. ``saved``: the checkpoint's record, on resume.
         """
         config, steps = self.config, self.steps_per_epoch
-        qat = QatNetwork(self.model, config.qat_backend, self.splits.input_size)
+        if saved is not None:  # the grid it started on, also on a machine of other ISA
+            reduce_range = bool(saved.get("reduce_range", False))
+        else:
+            reduce_range = check_reduce_range(
+                config.qat_backend, config.qat_reduce_range, "--qat-reduce-range"
+            )
+        qat = QatNetwork(
+            self.model, config.qat_backend, self.splits.input_size, reduce_range=reduce_range
+        )
         if saved is not None:
             qat.load_extra_state(saved["state"])
             record = {k: v for k, v in saved.items() if k != "state"}
@@ -487,8 +495,9 @@ class Trainer:
                 "backend": config.qat_backend,
                 "start_epoch": start,
                 "freeze_bn_step": start * steps + math.ceil(qat_steps / 2),
-                "weights": qat.backend.weights,
+                "weights": qat.weights,
                 "activations": qat.backend.activations,
+                "reduce_range": reduce_range,
             }
             position = self.position
             position.best_top1 = position.best_epoch = position.best_weights = None
@@ -513,10 +522,12 @@ class Trainer:
             self._wrap_qat(qat)
             self.progress.message(
                 f"quantization-aware training from epoch {self.position.epoch + 1} "
-                f"({self.config.qat_backend} int8: {qat.backend.weights} weights, "
+                f"({self.config.qat_backend} int8: {qat.weights} weights, "
                 f"{qat.backend.activations} activations; BatchNorm statistics frozen from "
                 f"step {self.qat_record['freeze_bn_step']})"
             )
+            if qat.reduce_range and self.config.qat_reduce_range is None:
+                self.progress.message(REDUCED_RANGE_NOTE.format(flag="--no-qat-reduce-range"))
 
     def _freeze_qat_batchnorm(self, step: int) -> None:
         """Freeze the QAT network's BatchNorm statistics once ``step`` (counted over the whole

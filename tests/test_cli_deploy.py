@@ -158,6 +158,7 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path):
     Image.new("RGB", (8, 8)).save(image)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"PNG? no")
+    pte = tmp_path / "q.pte"
     cases = [
         (["predict", foreign, image], ["not a lightnets checkpoint"]),
         (["bench", garbage, "--backend", "eager"], ["garbage.pt"]),
@@ -187,6 +188,10 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path):
                 tmp_path / "q.xml",
             ],
             ["allowed: openvino, onnxruntime"],
+        ),
+        (
+            ["quantize", "mobilenet_v2", "--method", "executorch", "--reduce-range", "-o", pte],
+            ["--reduce-range applies to onnxruntime or openvino", "do not saturate"],
         ),
         (["predict", "squeezenet1_1", tmp_path / "missing.png"], ["missing.png"]),
         (["predict", "squeezenet1_1", "--variant", "cifar", broken], ["broken.png"]),

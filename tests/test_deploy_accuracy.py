@@ -139,12 +139,17 @@ def test_bench_judges_int8_on_the_checkpoints_data_set(model, monkeypatch):
     assert record.status == "ok"
 
 
-def test_bench_names_each_int8_rows_scheme_as_quantize_does(model):
+@pytest.mark.parametrize("saturates", [False, True])
+def test_bench_names_each_int8_rows_scheme_as_quantize_does(model, monkeypatch, saturates):
+    from lightnets.analysis import machine
+
     pytest.importorskip("nncf")
+    monkeypatch.setattr(machine, "int8_pairs_saturate", lambda: saturates)
     (record,) = benchmark(model, ["int8"], model_name="m", input_size=SIZE, min_seconds=0.01)
     assert record.precision == "int8"
+    weights = "int8 symmetric per-channel" + (", 7-bit range" if saturates else "")
     assert record.extra["scheme"] == (
-        "PTQ: weights int8 symmetric per-channel, activations int8 symmetric per-tensor "
+        f"PTQ: weights {weights}, activations int8 symmetric per-tensor "
         "(NNCF performance preset, min-max calibration); 64 synthetic calibration images"
     )
     # Each int8 backend is the int8 model of one `quantize --method`, worded the same way.

@@ -332,6 +332,12 @@ def test_int8_dot_product_instructions_read_from_the_cpu_flags():
     assert machine.has_int8_dot_product(frozenset({"avx2", "avx_vnni"})) is True
     assert machine.has_int8_dot_product(frozenset({"asimd", "fp"})) is None  # not x86
     assert machine.has_int8_dot_product(frozenset()) is None
+    # u8 x s8 pair sums saturate on x86 without VNNI/AMX only (reduce_range's default).
+    assert machine.int8_pairs_saturate(frozenset({"sse4_2", "avx2", "fma"})) is True
+    assert machine.int8_pairs_saturate(frozenset({"avx2", "avx512f", "avx512_vnni"})) is False
+    assert machine.int8_pairs_saturate(frozenset({"avx2", "amx_int8"})) is False
+    assert machine.int8_pairs_saturate(frozenset({"asimd", "asimddp"})) is False  # Arm
+    assert machine.int8_pairs_saturate(frozenset()) is False
 
 
 def test_records_carry_the_thread_policy_choice(model):

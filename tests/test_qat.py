@@ -124,6 +124,40 @@ def test_fake_quantization_trains_the_models_own_tensors_and_convert_removes_it(
         assert (int8 - simulated).abs().max() < (model(x) - simulated).abs().max()
 
 
+def test_reduced_range_trains_and_converts_the_weights_on_the_7_bit_grid():
+    """ONNX Runtime's and OpenVINO's u8 x s8 kernels saturate on x86 without VNNI: there the
+    weights train on -63..63 (two products of a uint8 activation sum to at most 32,130)."""
+    from lightnets.analysis import machine
+    from lightnets.errors import InvalidArgumentError
+    from lightnets.train import qat as train_qat
+
+    torch.manual_seed(0)
+    model = lightnets.create_model("mobilenet_v1", variant="cifar", num_classes=10, width_mult=0.25)
+    reduced = QatNetwork(model, "onnxruntime", SIZE, reduce_range=True)
+    assert reduced.weights == "int8 symmetric per-channel, 7-bit range (-63..63)"
+    weights = [f for f in fake_quant_modules(reduced.module) if f.dtype == torch.int8]
+    assert len(weights) == 28  # 27 convolutions and the classifier
+    assert {(f.quant_min, f.quant_max) for f in weights} == {(-63, 63)}
+    reduced.module(torch.randn(8, *SIZE))  # one training step's ranges
+    converted = reduced.convert()
+    stored = [t for t in converted.state_dict().values() if t.dtype == torch.int8]
+    assert len(stored) == 28 and max(int(t.abs().max()) for t in stored) == 63
+    full = QatNetwork(model, "onnxruntime", SIZE)
+    weights = [f for f in fake_quant_modules(full.module) if f.dtype == torch.int8]
+    assert {(f.quant_min, f.quant_max) for f in weights} == {(-127, 127)}
+    # The default follows the CPU, for the runtimes whose kernels saturate only.
+    for saturates in (True, False):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(machine, "int8_pairs_saturate", lambda answer=saturates: answer)
+            assert train_qat.default_reduce_range("onnxruntime") is saturates
+            assert train_qat.default_reduce_range("openvino") is saturates
+            assert train_qat.default_reduce_range("executorch") is False
+            assert train_qat.default_reduce_range("coreml") is False
+    with pytest.raises(InvalidArgumentError, match="--reduce-range applies to onnxruntime or"):
+        train_qat.check_reduce_range("litert", True, "--reduce-range")
+    assert train_qat.check_reduce_range("litert", False, "--reduce-range") is False
+
+
 def xnnpack_graph(path) -> str:
     """The .pte's XNNPACK delegate graph as JSON text, decompiled by flatc with XNNPACK's
     own schema (the program's first delegate)."""
@@ -350,6 +384,7 @@ def test_train_qat_epochs_records_qat_and_eval_reports_both_precisions(trained, 
     state = load_checkpoint(run / "last.pt")
     qat = state["qat"]
     assert qat["backend"] == "executorch" and qat["start_epoch"] == 1 and qat["epochs"] == 1
+    assert qat["reduce_range"] is False  # XNNPACK's kernels do not saturate: 8-bit everywhere
     assert qat["freeze_bn_step"] == 16 + 8  # halfway through the 16 quantization-aware steps
     assert any(k.startswith("activation_post_process_") for k in qat["state"])
     model, _ = model_from_checkpoint(run / "last.pt")  # the fp32 weights load as a plain model
@@ -366,6 +401,8 @@ def test_train_qat_epochs_records_qat_and_eval_reports_both_precisions(trained, 
     for extra, expected in (
         (["--ema", "0.99"], "--qat-epochs does not combine with --ema"),
         (["--qat-epochs", "3"], "--qat-epochs=3 is not allowed"),
+        (["--qat-reduce-range"], "--qat-reduce-range applies to onnxruntime or openvino"),
+        (["--qat-epochs", "0", "--no-qat-reduce-range"], "applies only with --qat-epochs"),
     ):
         code, out, err = cli(
             capsys,

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from lightnets.errors import InvalidArgumentError, check_float, check_int
-from lightnets.train.qat import QAT_BACKENDS, default_qat_epochs
+from lightnets.train.qat import QAT_BACKENDS, default_qat_epochs, default_reduce_range
 
 if TYPE_CHECKING:
     from lightnets.train.config import TrainConfig
@@ -208,8 +208,16 @@ def _differences(saved: TrainConfig, planned: TrainConfig) -> list[str]:
             found.append(f"{flag} {now:g}, not {was:g}")
     if saved.qat_backend != planned.qat_backend:
         found.append(f"--method {planned.qat_backend}, not {saved.qat_backend}")
+    if planned.qat_reduce_range is not None:  # not given: the run keeps the grid it trained on
+        was = saved.qat_reduce_range
+        if was is None:
+            was = default_reduce_range(saved.qat_backend)
+        if was != planned.qat_reduce_range:
+            flags = ("--no-reduce-range", "--reduce-range")
+            found.append(f"{flags[planned.qat_reduce_range]}, not {flags[was]}")
     named = {"weights", "recipe_source"}  # the checkpoint's path: its bytes are compared instead
-    ignored = RESUME_MUTABLE | named | {"output", "recipe", "qat_epochs", "qat_backend"}
+    ignored = RESUME_MUTABLE | named
+    ignored |= {"output", "recipe", "qat_epochs", "qat_backend", "qat_reduce_range"}
     others = [
         f.name
         for f in dataclasses.fields(planned)

@@ -101,7 +101,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     moved = max((ref["model"][k] - init_state[k]).abs().max().item() for k in init_state)
     gap = max((ddp["model"][k] - ref["model"][k]).abs().max().item() for k in init_state)
     assert moved > 1e-3  # training did change the weights ...
-    assert gap < 1e-6 + 1e-4 * moved  # ... and both runs changed them identically
+    # ... and both runs changed them alike, up to float32 sums in another order (the all-reduce
+    # of two half-batch gradients) carried over 4 SGD steps: measured 2.9e-4 of the largest
+    # movement on a Zen 3 (AVX2 kernels; below 1e-4 on a Zen 4 with AVX-512). A wrong DDP
+    # (gradients not averaged, both ranks on the same images) is off by the movement itself.
+    assert gap < 1e-6 + 2e-3 * moved
     m_ddp, m_ref = _metrics(ddp_dir), _metrics(ref_dir)
     for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr"):
         assert m_ddp[key] == pytest.approx(m_ref[key], rel=1e-5, abs=1e-6), key

@@ -84,8 +84,18 @@ def written(checkpoint, tmp_path_factory):
             results.append(finetune(*args, **kwargs))
         return results[0]
 
+    from lightnets.deploy import quantization
+
+    exports = []
+    export = quantization.exported_onnx_bytes
+
+    def counted(*args, **kwargs):
+        exports.append(args[1].shape)
+        return export(*args, **kwargs)
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(deploy_qat, "finetune_qat", recorded)
+        patch.setattr(quantization, "exported_onnx_bytes", counted)
         files = {
             method: (path, run_quantize(checkpoint, method, path))
             for method, path in (
@@ -93,6 +103,8 @@ def written(checkpoint, tmp_path_factory):
                 ("openvino", folder / "qat.xml"),
             )
         }
+    # The OpenVINO IR is made from the very QDQ ONNX the first command exported: one export.
+    assert exports == [(2, *SIZE)]
     return files, results[0]
 
 

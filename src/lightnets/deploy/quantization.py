@@ -36,6 +36,7 @@ import logging
 import math
 import tempfile
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -397,9 +398,14 @@ class OnnxRuntimeMethod(Method):
 
     def from_converted(self, converted, fp32, quantizer, input_size):
         """The QAT network as QDQ ONNX: ``torch.onnx.export`` of the converted graph, whose
-        quantize/dequantize pairs ONNX Runtime's optimiser fuses into QLinearConv."""
+        quantize/dequantize pairs ONNX Runtime's optimiser fuses into QLinearConv. Exported
+        once per network and input size: writing it for ``openvino`` too (whose IR is made
+        from this ONNX) reuses the bytes, which for a full-size network took minutes."""
         require("onnx", "onnx")
-        return exported_onnx_bytes(converted, torch.zeros(2, *input_size))
+        exports = _QDQ_EXPORTS.setdefault(converted, {})
+        if input_size not in exports:
+            exports[input_size] = exported_onnx_bytes(converted, torch.zeros(2, *input_size))
+        return exports[input_size]
 
     def runner(self, model):
         ort = require("onnxruntime", "onnx")
@@ -415,6 +421,12 @@ class OnnxRuntimeMethod(Method):
         with atomic_path(path, ".onnx") as temp:
             write_bytes(temp, md.attach_onnx(quantized, meta), path)
         return (path,)
+
+
+#: QDQ ONNX bytes of converted QAT networks, by input size; an entry goes with its network.
+_QDQ_EXPORTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], bytes]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _reader(batches: Sequence[np.ndarray]) -> Any:  # an onnxruntime CalibrationDataReader

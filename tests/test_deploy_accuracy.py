@@ -147,7 +147,8 @@ def test_bench_names_each_int8_rows_scheme_as_quantize_does(model, monkeypatch, 
     monkeypatch.setattr(machine, "int8_pairs_saturate", lambda: saturates)
     (record,) = benchmark(model, ["int8"], model_name="m", input_size=SIZE, min_seconds=0.01)
     assert record.precision == "int8"
-    weights = "int8 symmetric per-channel" + (", 7-bit range" if saturates else "")
+    reduced = ", 7-bit range (-64..64) but depthwise convolutions (NNCF's overflow fix)"
+    weights = "int8 symmetric per-channel" + (reduced if saturates else "")
     assert record.extra["scheme"] == (
         f"PTQ: weights {weights}, activations int8 symmetric per-tensor "
         "(NNCF performance preset, min-max calibration); 64 synthetic calibration images"

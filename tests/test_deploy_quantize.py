@@ -127,7 +127,8 @@ def test_onnxruntime_7_bit_weights_run_in_its_int8_kernels_as_the_qdq_graph_says
         assert len(int8) == 2  # the convolution's weights and the classifier's
         largest = max(int(np.abs(w.astype(int)).max()) for w in int8)
         assert largest == (64 if reduce_range else 127)  # ONNX Runtime's 7-bit range: -64..64
-        assert report.weights.endswith(", 7-bit range") is reduce_range
+        reduced = ", 7-bit range (-64..64)" if reduce_range else ""
+        assert report.weights == "int8 symmetric per-channel" + reduced
         assert report.note == ""  # asked for: nothing to explain
         kernels = _ort_session(path, optimize=True).run(None, {"input": images.numpy()})[0]
         graph_says = _ort_session(path, optimize=False).run(None, {"input": images.numpy()})[0]
@@ -171,7 +172,8 @@ def test_the_weight_range_follows_the_cpu_and_the_report_says_why(tmp_path, monk
     model, size = _saturating_model()
     path = tmp_path / "int8.onnx"
     report = quantize(model, path, [torch.rand(8, *size)], [], size, method="onnxruntime")
-    assert report.weights.endswith(", 7-bit range") is saturates
+    reduced = ", 7-bit range (-64..64)" if saturates else ""
+    assert report.weights == "int8 symmetric per-channel" + reduced
     if saturates:
         assert report.note.startswith("7-bit weights: this CPU has no VNNI"), report.note
         assert "--no-reduce-range for a CPU with VNNI" in report.note

@@ -359,7 +359,13 @@ def _finetune(config: TrainConfig, method: str, *, resume: bool, **options: Any)
     """Run the fine-tune ``config`` (``options``: the trainer's) and convert it to int8."""
     from lightnets.train.trainer import Trainer
 
-    trainer = Trainer(config, resume=resume, progress_stream=sys.stderr, **options)
+    trainer = Trainer(
+        config,
+        resume=resume,
+        progress_stream=sys.stderr,
+        reduce_range_flag="--no-reduce-range",  # quantize --qat's option
+        **options,
+    )
     try:
         summary = trainer.fit(test=False)  # quantize measures the int8 file itself
         qat = trainer.qat

@@ -247,6 +247,8 @@ class Method:
     #: per-tensor; activations.
     weights: str = "int8 symmetric per-channel"
     weights_per_tensor: str = "int8 symmetric per-tensor"
+    #: What ``reduce_range`` makes of the weights, appended to their scheme.
+    reduced_weights: str = "7-bit range (-64..64)"
     activations: str = ""
 
     def __init__(self) -> None:
@@ -263,7 +265,7 @@ class Method:
 
     def weights_scheme(self) -> str:
         weights = self.weights if self.per_channel else self.weights_per_tensor
-        return f"{weights}, 7-bit range" if self.reduce_range else weights
+        return f"{weights}, {self.reduced_weights}" if self.reduce_range else weights
 
     def fp32(self, folded: nn.Module, input_size: tuple[int, int, int], meta: dict) -> Any:
         """The fp32 model in this method's format, exported once (``meta``: its metadata)."""
@@ -299,6 +301,8 @@ class OpenVinoMethod(Method):
     name, suffix = "openvino", ".xml"
     modules, extra = ("openvino", "nncf"), "openvino"
     activations = "int8 symmetric per-tensor (NNCF performance preset, min-max calibration)"
+    # NNCF's overflow fix spares depthwise convolutions: their kernels add no product pairs.
+    reduced_weights = "7-bit range (-64..64) but depthwise convolutions (NNCF's overflow fix)"
 
     def fp32(self, folded, input_size, meta):
         return openvino_model(folded, torch.zeros(1, *input_size))
@@ -327,7 +331,7 @@ class OpenVinoMethod(Method):
                     options["weights_quantization_params"] = QuantizationParameters(
                         per_channel=False
                     )
-                if self.reduce_range:  # NNCF's name for 7-bit weights, in every layer
+                if self.reduce_range:  # NNCF's name for 7-bit weights, in every dense layer
                     options["overflow_fix"] = OverflowFix.ENABLE
                 advanced["advanced_parameters"] = AdvancedQuantizationParameters(**options)
             quantized = nncf.quantize(

@@ -167,6 +167,8 @@ class Trainer:
             (what a caller needs to recognise its run later, such as the file it started from).
         continue_with: the command that continues the run after a Ctrl-C, named in its message
             (default: ``lightnets train --resume RUN_DIR``).
+        reduce_range_flag: the option that keeps 8-bit weights, named when QAT defaults to 7
+            bits on this CPU (default ``train``'s ``--no-qat-reduce-range``).
     """
 
     def __init__(
@@ -178,9 +180,11 @@ class Trainer:
         progress_stream: Any = None,
         run_record: dict[str, Any] | None = None,
         continue_with: str | None = None,
+        reduce_range_flag: str = "--no-qat-reduce-range",
     ) -> None:
         self.config = config.validate()
         self.continue_with = continue_with
+        self.reduce_range_flag = reduce_range_flag
         self.progress_stream = progress_stream
         self.recipe = config.recipe
         self.resume = resume
@@ -527,7 +531,7 @@ class Trainer:
                 f"step {self.qat_record['freeze_bn_step']})"
             )
             if qat.reduce_range and self.config.qat_reduce_range is None:
-                self.progress.message(REDUCED_RANGE_NOTE.format(flag="--no-qat-reduce-range"))
+                self.progress.message(REDUCED_RANGE_NOTE.format(flag=self.reduce_range_flag))
 
     def _freeze_qat_batchnorm(self, step: int) -> None:
         """Freeze the QAT network's BatchNorm statistics once ``step`` (counted over the whole
